@@ -1,0 +1,60 @@
+# doorguard: `make` alone prints this help.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SHARED ?= ../shared
+# Extras installed into .venv: the test target uses the workstation toolchain.
+EXTRAS ?= workstation,test
+SOURCE ?= demo
+FRAMES ?= 120
+HOST ?=
+comma := ,
+
+.DEFAULT_GOAL := help
+.PHONY: help sysdeps venv run test test-fast models bench install uninstall deploy clean
+
+help: ## Show this help
+	@echo "doorguard make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+sysdeps: ## Install the Debian packages the build and tests need (apt, when root or sudo)
+	@./scripts/sysdeps.sh
+
+$(VENV)/.stamp-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
+	@./scripts/sysdeps.sh venv
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(VENV)/.stamp-$(subst $(comma),-,$(EXTRAS)) ## Create .venv with the chosen extras (EXTRAS=workstation,test)
+
+run: ## Run the doorway pipeline on the built-in demo (mock GPIO when no Pi)
+	@$(MAKE) --no-print-directory venv EXTRAS=
+	$(VENV)/bin/doorguard run --source $(SOURCE) --max-frames $(FRAMES)
+
+test: ## Set up .venv (workstation extras) and run the whole test suite
+	@./scripts/sysdeps.sh test
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+models: ## Rebuild the default models in models/ from ../shared
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
+	$(VENV)/bin/python -m convert.build_models --shared $(SHARED) --out models
+
+bench: ## Benchmarks (needs ../shared): writes bench-out/bench.md and plots
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
+	$(VENV)/bin/doorguard bench --out bench-out
+
+install: ## On a Pi: install doorguard as a systemd service (idempotent)
+	sudo ./systemd/install.sh
+
+uninstall: ## On a Pi: remove the service (keeps recorded events unless PURGE=1)
+	sudo PURGE=$(PURGE) ./systemd/uninstall.sh
+
+deploy: ## From a workstation: make deploy HOST=pi@doorway.local
+	@test -n "$(HOST)" || { echo "usage: make deploy HOST=user@host" >&2; exit 2; }
+	./systemd/deploy.sh "$(HOST)"
+
+clean: ## Remove the venv and build outputs
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache bench-out

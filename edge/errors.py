@@ -1,0 +1,62 @@
+"""Project exceptions.
+
+Each error also inherits the builtin it refines (as gpiozero does), and carries
+the process exit code the CLI uses, so systemd (and scripts) can tell a broken
+config from a broken model from a missing camera.
+"""
+
+from __future__ import annotations
+
+
+class DoorguardError(Exception):
+    """Base of every error doorguard reports as one line and a non-zero exit."""
+
+    exit_code = 1
+
+
+class UsageError(DoorguardError, ValueError):
+    """Bad command-line arguments or an unknown source spec."""
+
+    exit_code = 2
+
+
+class ConfigError(DoorguardError, ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 3
+
+
+class ModelError(DoorguardError, ValueError):
+    """A model or manifest is missing, corrupt, or does not match its hash."""
+
+    exit_code = 4
+
+
+class SourceError(DoorguardError, OSError):
+    """The frame source (camera, file, stream) cannot be opened or read."""
+
+    exit_code = 5
+
+
+class StateError(DoorguardError, OSError):
+    """The state directory or event store is unusable."""
+
+    exit_code = 6
+
+
+class HardwareError(DoorguardError, RuntimeError):
+    """GPIO or another device is unavailable."""
+
+    exit_code = 7
+
+
+class DataError(DoorguardError, ValueError):
+    """Input data (images, labels, darknet cfg/weights) is unusable."""
+
+    exit_code = 8
+
+
+class AccuracyGateError(DoorguardError):
+    """A conversion or training run fell below its accuracy gate (report written)."""
+
+    exit_code = 9
