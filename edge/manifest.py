@@ -1,0 +1,174 @@
+"""Model manifest (models/NAME.json): the single source of truth for a model.
+
+Written by ``convert/``, read by ``edge/``. Every model constant (input size,
+colour order, resize mode, normalization, quantization, anchors, strides,
+labels, crop margin) lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ModelError
+
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QuantParams(_Strict):
+    """Affine quantization: real = scale * (q - zero_point)."""
+
+    scale: float = Field(description="Quantization scale")
+    zero_point: int = Field(description="Quantization zero point")
+
+
+class InputSpec(_Strict):
+    """How a frame becomes the model's input tensor."""
+
+    name: str = Field("", description="Input tensor name in the TFLite model")
+    width: int = Field(gt=0, description="Input width in pixels")
+    height: int = Field(gt=0, description="Input height in pixels")
+    channels: int = Field(3, description="Number of channels")
+    color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model expects")
+    resize: Literal["letterbox", "stretch"] = Field(
+        description="letterbox keeps aspect ratio and pads; stretch resizes to fit"
+    )
+    pad_value: float = Field(
+        127.5, description="Pixel value (0..255) used for letterbox padding (darknet uses 0.5*255)"
+    )
+    scale: float = Field(description="normalized = (pixel * scale - mean) / std")
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0], description="Per-channel mean")
+    std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0], description="Per-channel std")
+    dtype: Literal["int8", "uint8", "float32"] = Field(description="Input tensor dtype")
+    quant: QuantParams | None = Field(None, description="Input quantization (int8/uint8 inputs)")
+
+
+class OutputSpec(_Strict):
+    """One output tensor and what it means."""
+
+    name: str = Field(description="Output tensor name in the TFLite model")
+    shape: list[int] = Field(description="Tensor shape, NHWC for YOLO heads")
+    role: Literal["yolo_head", "probabilities", "logits"] = Field(description="What the tensor holds")
+    dtype: Literal["int8", "uint8", "float32"] = Field(description="Output tensor dtype")
+    quant: QuantParams | None = Field(None, description="Output quantization")
+    stride: int | None = Field(None, description="YOLO head stride in input pixels")
+    anchors: list[list[float]] | None = Field(
+        None, description="YOLO anchors of this head as [w, h] in input pixels"
+    )
+    mask: list[int] | None = Field(None, description="Indices of this head's anchors in the cfg list")
+    scale_x_y: float = Field(1.0, description="darknet scale_x_y of this head")
+
+
+class SourceFile(_Strict):
+    path: str = Field(description="Path the file was read from at conversion time")
+    sha256: str = Field(description="sha256 of the file")
+
+
+class ModelSource(_Strict):
+    kind: Literal["darknet", "keras", "trained"] = Field(description="What the model was made from")
+    files: dict[str, SourceFile] = Field(default_factory=dict, description="Source files and hashes")
+
+
+class Manifest(_Strict):
+    """Everything the runtime needs to use a model, and how it was made."""
+
+    format_version: int = Field(description="Manifest format version")
+    name: str = Field(description="Model name (file stem)")
+    task: Literal["detect", "classify"] = Field(description="detect (YOLO) or classify")
+    tflite: str = Field(description="File name of the int8 model, relative to the manifest")
+    sha256: str = Field(description="sha256 of the int8 model file")
+    float_tflite: str | None = Field(None, description="File name of the float32 reference model")
+    float_sha256: str | None = Field(None, description="sha256 of the float32 reference model")
+    input: InputSpec
+    outputs: list[OutputSpec]
+    labels: list[str] = Field(min_length=1, description="Class labels in output order")
+    crop_margin: float | None = Field(
+        None, description="Classifiers: margin added around a face box, as a fraction of its size"
+    )
+    score_threshold: float | None = Field(None, description="Detectors: default score threshold")
+    nms_iou: float | None = Field(None, description="Detectors: default NMS IoU threshold")
+    source: ModelSource
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Figures measured at conversion")
+    versions: dict[str, str] = Field(default_factory=dict, description="Converter and library versions")
+
+    def tflite_path(self, manifest_path: Path) -> Path:
+        return manifest_path.parent / self.tflite
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    return f"{loc}: {err['msg']}"
+
+
+def load_manifest(path: Path | str, verify_hash: bool = True) -> Manifest:
+    """Read and validate a manifest; optionally check the model file's sha256.
+
+    Args:
+        path: the manifest .json, or the .tflite next to it.
+        verify_hash: refuse a model whose sha256 differs from the manifest.
+
+    Returns:
+        The validated manifest.
+
+    Raises:
+        ModelError: missing/unreadable/invalid manifest, newer format version,
+            missing model file, or hash mismatch.
+    """
+    path = Path(path)
+    if path.suffix == ".tflite":
+        path = path.with_suffix(".json")
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model manifest not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"model manifest {path} is unreadable: {e}") from e
+    if not isinstance(raw, dict):
+        raise ModelError(f"model manifest {path} is not a JSON object")
+    version = raw.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelError(
+            f"model manifest {path} has format version {version}; this doorguard reads up to "
+            f"{FORMAT_VERSION}: upgrade doorguard"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise ModelError(f"model manifest {path} is invalid: {_first_error(e)}") from e
+    if verify_hash:
+        model = manifest.tflite_path(path)
+        if not model.is_file():
+            raise ModelError(f"model file {model} named by {path.name} is missing")
+        actual = sha256_file(model)
+        if actual != manifest.sha256:
+            raise ModelError(
+                f"model file {model} does not match its manifest (sha256 {actual[:12]}... != "
+                f"{manifest.sha256[:12]}...): corrupt or replaced; re-copy or re-convert it"
+            )
+    return manifest
+
+
+def write_manifest(manifest: Manifest, path: Path | str) -> None:
+    """Write a manifest atomically (write to a temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,149 @@
+"""Detector and Classifier, each built from a manifest (no model constant elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import yolo
+from .errors import ModelError
+from .manifest import Manifest, OutputSpec, load_manifest
+from .preprocess import Transform, crop_with_margin, prepare
+from .runtime import TfliteModel
+from .types import Box, Classification, Detection
+
+
+def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dict[str, str]:
+    """Manifest output name -> interpreter tensor name, by name, else by unique shape."""
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in model.outputs:
+            mapping[spec.name] = spec.name
+            continue
+        same = [n for n, d in model.outputs.items() if list(d["shape"]) == list(spec.shape)]
+        if len(same) != 1:
+            raise ModelError(
+                f"{where}: cannot find output {spec.name} with shape {spec.shape} in the model "
+                f"(outputs: {', '.join(f'{n}{list(d['shape'])}' for n, d in model.outputs.items())})"
+            )
+        mapping[spec.name] = same[0]
+    return mapping
+
+
+def _check_input(model: TfliteModel, m: Manifest, where: str) -> None:
+    shape = list(model.input["shape"])
+    want = [1, m.input.height, m.input.width, m.input.channels]
+    if shape != want:
+        raise ModelError(f"{where}: model input shape {shape} does not match manifest {want}")
+
+
+class Detector:
+    """YOLO face/object detector: frame -> list of Detection in frame pixels.
+
+    Args:
+        manifest_path: models/NAME.json (the .tflite next to it is checked by sha256).
+        num_threads: interpreter threads.
+        score_threshold, nms_iou: override the manifest's defaults.
+        interpreter: a stub interpreter for tests (skips loading the file).
+        use_float: run the float32 reference model named in the manifest instead.
+    """
+
+    def __init__(self, manifest_path: Path | str, num_threads: int = 2,
+                 score_threshold: float | None = None, nms_iou: float | None = None,
+                 interpreter: Any = None, use_float: bool = False, backend: str | None = None):
+        path = Path(manifest_path)
+        self.manifest = m = load_manifest(path, verify_hash=interpreter is None)
+        if m.task != "detect":
+            raise ModelError(f"{path}: task is {m.task!r}, a detector needs 'detect'")
+        model_file = m.tflite_path(path)
+        self.input_dtype: str | None = None
+        if use_float:
+            if not m.float_tflite:
+                raise ModelError(f"{path}: no float reference model in the manifest")
+            model_file = path.parent / m.float_tflite
+            self.input_dtype = "float32"
+        self.model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
+        _check_input(self.model, m, str(path))
+        self.heads = [o for o in m.outputs if o.role == "yolo_head"]
+        if not self.heads:
+            raise ModelError(f"{path}: detector manifest has no yolo_head outputs")
+        self._names = _map_outputs(self.model, self.heads, str(path))
+        nc = {o.shape[-1] // len(o.anchors or [1]) - 5 for o in self.heads}
+        if nc != {len(m.labels)}:
+            raise ModelError(
+                f"{path}: {len(m.labels)} labels but the heads encode {sorted(nc)} classes"
+            )
+        self.score_threshold = score_threshold if score_threshold is not None else (m.score_threshold or 0.3)
+        self.nms_iou = nms_iou if nms_iou is not None else (m.nms_iou or 0.45)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
+        return prepare(image, self.manifest.input, dtype=self.input_dtype)
+
+    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Invoke; returns float heads keyed by manifest output name."""
+        out = self.model.run(tensor)
+        return {name: out[tensor_name] for name, tensor_name in self._names.items()}
+
+    def postprocess(self, heads: dict[str, np.ndarray], transform: Transform | None) -> list[Detection]:
+        m = self.manifest
+        raw = yolo.decode(heads, self.heads, len(m.labels), m.input.width, m.input.height,
+                          transform, self.score_threshold, self.nms_iou)
+        return [
+            Detection(Box(*map(float, b)), float(s), int(c), m.labels[int(c)])
+            for b, s, c in zip(raw.boxes, raw.scores, raw.class_ids)
+            if b[2] > b[0] and b[3] > b[1]
+        ]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """RGB uint8 frame -> detections in frame pixels, best first."""
+        tensor, tf = self.preprocess(image)
+        return self.postprocess(self.infer(tensor), tf)
+
+
+class Classifier:
+    """Face classifier: crop -> Classification (label, score, all probabilities)."""
+
+    def __init__(self, manifest_path: Path | str, num_threads: int = 2, interpreter: Any = None,
+                 use_float: bool = False, backend: str | None = None):
+        path = Path(manifest_path)
+        self.manifest = m = load_manifest(path, verify_hash=interpreter is None)
+        if m.task != "classify":
+            raise ModelError(f"{path}: task is {m.task!r}, a classifier needs 'classify'")
+        model_file = m.tflite_path(path)
+        self.input_dtype: str | None = None
+        if use_float:
+            if not m.float_tflite:
+                raise ModelError(f"{path}: no float reference model in the manifest")
+            model_file = path.parent / m.float_tflite
+            self.input_dtype = "float32"
+        self.model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
+        _check_input(self.model, m, str(path))
+        if len(m.outputs) != 1:
+            raise ModelError(f"{path}: a classifier manifest needs exactly one output")
+        self.output = m.outputs[0]
+        if self.output.shape[-1] != len(m.labels):
+            raise ModelError(
+                f"{path}: {len(m.labels)} labels but the output has {self.output.shape[-1]} classes"
+            )
+        self._name = _map_outputs(self.model, [self.output], str(path))[self.output.name]
+        self.margin = m.crop_margin if m.crop_margin is not None else 0.0
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        return crop_with_margin(image, box, self.margin)
+
+    def probabilities(self, crop: np.ndarray) -> np.ndarray:
+        tensor, _ = prepare(crop, self.manifest.input, dtype=self.input_dtype)
+        out = self.model.run(tensor)[self._name].reshape(-1)
+        if self.output.role == "logits":
+            e = np.exp(out - out.max())
+            out = e / e.sum()
+        return out
+
+    def classify(self, crop: np.ndarray) -> Classification:
+        """RGB uint8 crop -> best label with every class probability."""
+        p = self.probabilities(crop)
+        i = int(np.argmax(p))
+        labels = self.manifest.labels
+        return Classification(labels[i], float(p[i]), {lab: float(v) for lab, v in zip(labels, p)})
