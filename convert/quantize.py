@@ -1,0 +1,167 @@
+"""Keras -> TFLite (float32 reference and full-integer int8) and int8 verification.
+
+Shared by the darknet and Keras converters. Conversion goes through
+``TFLiteConverter.from_keras_model``: ``model.export()`` + ``from_saved_model``
+produced a wrong model here with BatchNorm after a Resizing layer (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import DataError, ModelError
+from edge.manifest import QuantParams
+
+log = logging.getLogger(__name__)
+
+MIN_CALIB = 20
+WARN_CALIB = 200
+
+
+def check_calib_count(n: int) -> None:
+    """Refuse fewer than MIN_CALIB calibration images; warn below WARN_CALIB.
+
+    Raises:
+        DataError: too few images.
+    """
+    if n < MIN_CALIB:
+        raise DataError(
+            f"only {n} readable calibration images; int8 calibration needs at least {MIN_CALIB} "
+            f"(a few hundred recommended)"
+        )
+    if n < WARN_CALIB:
+        log.warning("only %d calibration images; %d or more give more reliable int8 ranges", n, WARN_CALIB)
+
+
+def _tf():
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def to_tflite_float(model: Any) -> bytes:
+    """Convert a Keras model to a float32 TFLite flatbuffer (the reference)."""
+    tf = _tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    return conv.convert()
+
+
+def to_tflite_int8(model: Any, representative: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]],
+                   input_dtype: str = "int8", count: int | None = None, progress: bool = True) -> bytes:
+    """Full-integer int8 conversion: int8 (or uint8) input, int8 ops and outputs.
+
+    Args:
+        model: a Keras model with one image input.
+        representative: float32 input batches (1 x H x W x C), preprocessed
+            exactly as at run time; or a callable returning such an iterable.
+        input_dtype: "int8" or "uint8".
+        count: number of batches, for the progress bar.
+        progress: show a tqdm bar while calibrating.
+
+    Returns:
+        The TFLite flatbuffer; verified by ``check_full_int8``.
+
+    Raises:
+        ModelError: the converter failed or left a float op/tensor.
+    """
+    tf = _tf()
+    if input_dtype not in ("int8", "uint8"):
+        raise ModelError(f"input dtype must be int8 or uint8, not {input_dtype}")
+
+    def gen():
+        from tqdm import tqdm
+
+        batches = representative() if callable(representative) else representative
+        for x in tqdm(batches, total=count, desc="calibrating", unit="img", disable=not progress):
+            yield [np.asarray(x, dtype=np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = gen
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8 if input_dtype == "int8" else tf.uint8
+    conv.inference_output_type = tf.int8
+    try:
+        data = conv.convert()
+    except Exception as e:  # converter errors are long MLIR dumps: keep the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"int8 conversion failed: {first}") from e
+    check_full_int8(data)
+    return data
+
+
+def _interpreter(data: bytes):
+    tf = _tf()
+    interp = tf.lite.Interpreter(model_content=data)
+    interp.allocate_tensors()
+    return interp
+
+
+def check_full_int8(data: bytes) -> None:
+    """Inspect a converted model: no float op or float tensor between input and outputs.
+
+    int32 tensors (biases, shapes) are allowed; any float32/float16 tensor used by
+    an op, or a DEQUANTIZE op, is a failure.
+
+    Raises:
+        ModelError: naming the offending ops/tensors.
+    """
+    interp = _interpreter(data)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    bad: list[str] = []
+    for op in interp._get_ops_details():
+        if op["op_name"] == "DEQUANTIZE":
+            bad.append(f"op {op['index']} DEQUANTIZE")
+            continue
+        for idx in list(op["inputs"]) + list(op["outputs"]):
+            if idx < 0 or idx not in tensors:
+                continue
+            t = tensors[idx]
+            if np.dtype(t["dtype"]).kind == "f":
+                bad.append(f"op {op['index']} {op['op_name']} tensor '{t['name']}' ({np.dtype(t['dtype']).name})")
+    for d in interp.get_input_details() + interp.get_output_details():
+        if np.dtype(d["dtype"]).kind == "f":
+            bad.append(f"model io tensor '{d['name']}' is {np.dtype(d['dtype']).name}")
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ModelError(f"converted model is not full-integer: {'; '.join(bad[:3])}{more}")
+
+
+def io_details(data: bytes) -> tuple[dict, list[dict]]:
+    """Input detail and output details of a TFLite flatbuffer (name, shape, dtype, quant)."""
+    interp = _interpreter(data)
+    return interp.get_input_details()[0], interp.get_output_details()
+
+
+def quant_params(detail: dict) -> QuantParams | None:
+    """QuantParams of an interpreter tensor detail (None for float tensors)."""
+    scale, zp = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind == "f" or not scale:
+        return None
+    return QuantParams(scale=float(scale), zero_point=int(zp))
+
+
+def dtype_name(detail: dict) -> str:
+    return np.dtype(detail["dtype"]).name
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions recorded in every manifest: doorguard, TensorFlow, Keras, numpy, Python."""
+    tf = _tf()
+    import keras
+
+    return {
+        "doorguard": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
