@@ -24,9 +24,10 @@ def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dic
             continue
         same = [n for n, d in model.outputs.items() if list(d["shape"]) == list(spec.shape)]
         if len(same) != 1:
+            have = ", ".join(f"{n}{list(d['shape'])}" for n, d in model.outputs.items())
             raise ModelError(
                 f"{where}: cannot find output {spec.name} with shape {spec.shape} in the model "
-                f"(outputs: {', '.join(f'{n}{list(d['shape'])}' for n, d in model.outputs.items())})"
+                f"(outputs: {have})"
             )
         mapping[spec.name] = same[0]
     return mapping
