@@ -1,0 +1,286 @@
+"""Matching and metrics of the full-pipeline evaluation (pure: no I/O, no models).
+
+One image gives ground-truth faces (box + true class, already mapped to the
+classifier's labels) and the pipeline's predictions (box + predicted class +
+flag decision + flag score). Matching is greedy by IoU: every (truth,
+prediction) pair with IoU above the threshold is taken in order of decreasing
+IoU, each face and each prediction at most once. A face left without a
+prediction is ``missed``; a prediction left without a face is a false
+detection.
+
+The figures follow issue 5 (and the dataroots table they compete with):
+
+- ``detector_recall`` = detected / faces, ``detector_precision`` = detected /
+  (detected + false detections);
+- ``classifier_accuracy`` = correctly classified / detected faces;
+- ``tnr`` = violating faces that the pipeline flags / all violating faces
+  (missed faces count as not flagged): the share of rule breakers caught;
+- ``fnr`` = compliant faces that the pipeline flags / all compliant faces:
+  the share of compliant people wrongly alarmed;
+- ``confusion`` = true class -> predicted class -> count, ``missed`` being a
+  predicted class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edge.types import Box
+
+MISSED = "missed"
+#: Label of a detected face the classifier could not judge (e.g. an empty crop).
+UNCLASSIFIED = "unclassified"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One ground-truth face: box in image pixels and its class (classifier label)."""
+
+    box: Box
+    label: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One pipeline output for a face.
+
+    Attributes:
+        box: detector box in image pixels.
+        score: detector confidence.
+        label: the classifier's (or a joint detector's) class for the face.
+        flagged: whether the pipeline's rule alarms on this face.
+        flag_score: how strongly it points to a violation (e.g. 1 - p(mask)),
+            the score the ROC curve sweeps.
+    """
+
+    box: Box
+    score: float
+    label: str
+    flagged: bool
+    flag_score: float
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """Result of matching one image: (truth index, prediction index, IoU) pairs and leftovers."""
+
+    pairs: list[tuple[int, int, float]]
+    missed: list[int]
+    false_detections: list[int]
+
+
+def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
+    """len(a) x len(b) IoU matrix."""
+    out = np.zeros((len(a), len(b)), dtype=np.float64)
+    for i, ba in enumerate(a):
+        for j, bb in enumerate(b):
+            out[i, j] = ba.iou(bb)
+    return out
+
+
+def match_greedy(truths: Sequence[Box], preds: Sequence[Box], iou_threshold: float = 0.5) -> ImageMatch:
+    """Greedy one-to-one matching by decreasing IoU, keeping pairs with IoU > threshold.
+
+    Ties are broken by truth index, then prediction index, so the result is
+    deterministic.
+
+    Args:
+        truths: ground-truth boxes of one image.
+        preds: predicted boxes of the same image.
+        iou_threshold: a pair needs IoU strictly above this.
+
+    Returns:
+        The matched pairs (in the order taken), the unmatched truth indices
+        (missed faces) and the unmatched prediction indices (false detections).
+    """
+    m = iou_matrix(truths, preds)
+    candidates = [(-m[i, j], i, j) for i in range(len(truths)) for j in range(len(preds))
+                  if m[i, j] > iou_threshold]
+    candidates.sort()
+    used_t: set[int] = set()
+    used_p: set[int] = set()
+    pairs: list[tuple[int, int, float]] = []
+    for neg, i, j in candidates:
+        if i in used_t or j in used_p:
+            continue
+        used_t.add(i)
+        used_p.add(j)
+        pairs.append((i, j, -neg))
+    missed = [i for i in range(len(truths)) if i not in used_t]
+    false = [j for j in range(len(preds)) if j not in used_p]
+    return ImageMatch(pairs, missed, false)
+
+
+@dataclass
+class FaceRecord:
+    """One ground-truth face after matching (for metrics, ROC and the per-face dump)."""
+
+    image: str
+    truth: str
+    predicted: str  # a class label, or MISSED
+    flagged: bool
+    flag_score: float | None  # None when missed
+    iou: float | None
+    box: list[float]
+
+
+@dataclass
+class EvalAccumulator:
+    """Collects per-image matches; ``summary`` turns them into the eval figures.
+
+    Args:
+        violating: true/predicted classes that break the rule (e.g. no_mask,
+            mask_incorrect). Every other true class counts as compliant.
+        iou_threshold: matching threshold (IoU strictly above it).
+    """
+
+    violating: frozenset[str]
+    iou_threshold: float = 0.5
+    images: int = 0
+    faces: list[FaceRecord] = field(default_factory=list)
+    false_detections: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, image: str, truths: Sequence[Truth], preds: Sequence[Prediction],
+            seconds: float = 0.0) -> ImageMatch:
+        """Match one image's predictions to its faces and record the outcome."""
+        match = match_greedy([t.box for t in truths], [p.box for p in preds], self.iou_threshold)
+        self.images += 1
+        self.seconds += seconds
+        by_truth = {i: (j, v) for i, j, v in match.pairs}
+        for i, t in enumerate(truths):
+            if i in by_truth:
+                j, v = by_truth[i]
+                p = preds[j]
+                self.faces.append(FaceRecord(image, t.label, p.label, bool(p.flagged),
+                                             float(p.flag_score), float(v), t.box.as_list()))
+            else:
+                self.faces.append(FaceRecord(image, t.label, MISSED, False, None, None, t.box.as_list()))
+        for j in match.false_detections:
+            p = preds[j]
+            self.false_detections.append({
+                "image": image, "box": [round(c, 1) for c in p.box.as_list()],
+                "score": round(float(p.score), 4), "label": p.label, "flagged": bool(p.flagged),
+            })
+        return match
+
+    def summary(self) -> dict:
+        """The eval figures (see the module docstring); ratios are None when undefined."""
+        return summarize(self.faces, len(self.false_detections), self.images, self.violating,
+                         self.seconds, flagged_false=sum(f["flagged"] for f in self.false_detections))
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
+              violating: Iterable[str], seconds: float = 0.0, flagged_false: int = 0) -> dict:
+    """Compute the eval figures from matched faces.
+
+    Args:
+        faces: one record per ground-truth face.
+        false_detections: number of predictions matched to no face.
+        images: number of images evaluated.
+        violating: classes that break the rule.
+        seconds: total pipeline time over the images.
+        flagged_false: false detections that the rule flagged (false alarms on non-faces).
+
+    Returns:
+        A JSON-ready dict with the fields of issue 5 plus per-class figures.
+    """
+    violating = frozenset(violating)
+    n = len(faces)
+    detected = [f for f in faces if f.predicted != MISSED]
+    correct = sum(f.predicted == f.truth for f in detected)
+    viol = [f for f in faces if f.truth in violating]
+    comp = [f for f in faces if f.truth not in violating]
+    classes = sorted({f.truth for f in faces})
+    predicted_classes = sorted({f.predicted for f in faces} - {MISSED}) + [MISSED]
+    confusion = {t: {p: 0 for p in predicted_classes} for t in classes}
+    for f in faces:
+        confusion[f.truth][f.predicted] += 1
+    per_class = {}
+    for c in classes:
+        fc = [f for f in faces if f.truth == c]
+        dc = [f for f in fc if f.predicted != MISSED]
+        per_class[c] = {
+            "faces": len(fc),
+            "detected": len(dc),
+            "detector_recall": _ratio(len(dc), len(fc)),
+            "classifier_recall": _ratio(sum(f.predicted == c for f in dc), len(dc)),
+            "flagged": sum(f.flagged for f in fc),
+            "flag_rate": _ratio(sum(f.flagged for f in fc), len(fc)),
+        }
+    return {
+        "images": images,
+        "faces": n,
+        "detected": len(detected),
+        "missed": n - len(detected),
+        "false_detections": false_detections,
+        "detector_recall": _ratio(len(detected), n),
+        "detector_precision": _ratio(len(detected), len(detected) + false_detections),
+        "classifier_accuracy": _ratio(correct, len(detected)),
+        "tnr": _ratio(sum(f.flagged for f in viol), len(viol)),
+        "fnr": _ratio(sum(f.flagged for f in comp), len(comp)),
+        "violating_faces": len(viol),
+        "violating_flagged": sum(f.flagged for f in viol),
+        "compliant_faces": len(comp),
+        "compliant_flagged": sum(f.flagged for f in comp),
+        "false_alarms_on_non_faces": flagged_false,
+        "false_detections_per_135_images": (false_detections * 135 / images) if images else None,
+        "confusion": confusion,
+        "per_class": per_class,
+        "seconds_per_image": (seconds / images) if images else None,
+    }
+
+
+def roc_curve(labels: Sequence[bool], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of a score that should be high for positives.
+
+    Args:
+        labels: True for positives (violating faces).
+        scores: one score per item.
+
+    Returns:
+        (false positive rates, true positive rates, thresholds): a point per
+        distinct score, from (0, 0) at threshold +inf to (1, 1). A point means
+        "flag when score >= threshold". Rates are nan when a class is empty.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    pos, neg = int(y.sum()), int((~y).sum())
+    # Last index of each run of equal scores: every tie is crossed at once.
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1] if len(s) else np.zeros(0, int)
+    tp = np.cumsum(y)[last] if len(s) else np.zeros(0)
+    fp = np.cumsum(~y)[last] if len(s) else np.zeros(0)
+    tpr = np.r_[0.0, tp / pos] if pos else np.full(len(last) + 1, np.nan)
+    fpr = np.r_[0.0, fp / neg] if neg else np.full(len(last) + 1, np.nan)
+    thr = np.r_[np.inf, s[last]]
+    return fpr, tpr, thr
+
+
+def auc(fpr: np.ndarray, tpr: np.ndarray) -> float | None:
+    """Area under a ROC curve by the trapezoid rule (None when undefined)."""
+    if len(fpr) < 2 or np.isnan(fpr).any() or np.isnan(tpr).any():
+        return None
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def flag_roc(faces: Sequence[FaceRecord], violating: Iterable[str]) -> dict:
+    """ROC of the flag score over the detected faces (violating = positive).
+
+    Missed faces have no score and are left out: this curve is about the
+    classifier's decision, while ``tnr`` already charges misses to the pipeline.
+    """
+    violating = frozenset(violating)
+    det = [f for f in faces if f.flag_score is not None]
+    fpr, tpr, thr = roc_curve([f.truth in violating for f in det], [f.flag_score for f in det])
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thr, "auc": auc(fpr, tpr),
+            "positives": sum(f.truth in violating for f in det),
+            "negatives": sum(f.truth not in violating for f in det)}
