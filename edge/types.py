@@ -66,3 +66,30 @@ class Classification:
     label: str
     score: float
     probabilities: dict[str, float] = field(default_factory=dict)
+
+
+class Verdict:
+    """What a settled track means for the doorway (plain strings, stored as such)."""
+
+    VIOLATION = "violation"
+    COMPLIANT = "compliant"
+    NEUTRAL = "neutral"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One verdict worth recording: a track settled on a label, or re-alerted.
+
+    ``alerted`` is False when a cooldown suppressed the buzzer/LED but the
+    event is still logged and stored.
+    """
+
+    time: float
+    track_id: int
+    verdict: str
+    label: str
+    score: float
+    box: Box
+    alerted: bool
+    source: str = "classifier"
+    frame_index: int = 0

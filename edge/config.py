@@ -1,0 +1,357 @@
+"""The doorguard configuration: one TOML file validated by pydantic models.
+
+Every section forbids unknown keys (a typo is an error, not a silently ignored
+setting) and every field carries a description, which is also what the
+commented example ``config.example.toml`` says. ``load(path)`` returns a
+:class:`Config`; errors name the key path and, where it can be found, the line.
+
+``doorguard check-config PATH`` validates a file and exits 0 (valid) or 1.
+Without ``--config``, ``doorguard run`` uses the embedded ``edge/default.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+try:
+    from .actuators import GpioConfig
+except ModuleNotFoundError as _e:  # pragma: no cover - only while edge/actuators.py is absent
+    if _e.name != "edge.actuators":
+        raise
+
+    class GpioConfig(BaseModel):  # type: ignore[no-redef]
+        """Placeholder until edge/actuators.py lands: accepts the [gpio] table unchecked."""
+
+        model_config = ConfigDict(extra="allow")
+
+#: Project root (the directory holding edge/ and models/): relative paths in the
+#: embedded default config resolve against it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelsConfig(_Section):
+    """Which models run and how the interpreter is set up."""
+
+    detector: str = Field(
+        "models/yoloface-500k-v2.json",
+        description="Manifest of the face/object detector (relative paths: see Config.base_dir)",
+    )
+    classifier: str | None = Field(
+        "models/mask-classifier.json",
+        description="Manifest of the face classifier; empty or absent runs the detector alone",
+    )
+    num_threads: int = Field(2, ge=1, le=16, description="CPU threads for each TFLite interpreter")
+    backend: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = Field(
+        "auto", description="Interpreter backend; auto tries litert, then tflite_runtime, then tf.lite"
+    )
+    score_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Detector score threshold; absent uses the manifest's"
+    )
+    nms_iou: float | None = Field(
+        None, ge=0.0, le=1.0, description="Detector NMS IoU threshold; absent uses the manifest's"
+    )
+    classify_labels: list[str] = Field(
+        default_factory=lambda: ["face"],
+        description="Detector labels whose boxes are cropped and passed to the classifier",
+    )
+    min_face_px: int = Field(
+        12, ge=1, description="Boxes narrower or shorter than this many pixels are ignored"
+    )
+    crop_margin: float | None = Field(
+        None, ge=0.0, le=2.0,
+        description="Margin around a face box for the classifier crop; absent uses the manifest's",
+    )
+
+    @model_validator(mode="after")
+    def _empty_classifier(self) -> "ModelsConfig":
+        if self.classifier is not None and not self.classifier.strip():
+            self.classifier = None
+        return self
+
+
+class SourceConfig(_Section):
+    """Where frames come from."""
+
+    spec: str = Field(
+        "auto",
+        description=(
+            "picamera | /dev/videoN | N (camera index) | video file | rtsp://... | image folder | "
+            "demo | auto (picamera if picamera2 imports, else /dev/video0)"
+        ),
+    )
+    width: int = Field(640, ge=32, le=4096, description="Requested capture width (cameras)")
+    height: int = Field(480, ge=32, le=4096, description="Requested capture height (cameras)")
+    fps: float = Field(
+        0.0, ge=0.0, le=120.0,
+        description="Frame rate: requested from cameras; for files/folders/demo, pacing (0 = as fast as possible)",
+    )
+    loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
+    open_timeout_s: float = Field(
+        10.0, gt=0.0, description="How long a camera may take to open before the run fails"
+    )
+    reconnect_initial_s: float = Field(
+        0.5, gt=0.0, description="First wait before reopening a camera that stopped delivering frames"
+    )
+    reconnect_max_s: float = Field(30.0, gt=0.0, description="Longest wait between reopen attempts")
+    give_up_after_s: float = Field(
+        0.0, ge=0.0,
+        description="Stop with an error when the camera stays lost this long (0 = keep trying forever)",
+    )
+    read_timeout_s: float = Field(
+        5.0, gt=0.0, description="A live camera delivering no frame for this long counts as lost"
+    )
+
+
+class TrackingConfig(_Section):
+    """IoU tracker and N-of-M voting."""
+
+    iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU to continue a track")
+    max_missed: int = Field(8, ge=0, description="Frames a track survives without a matching box")
+    votes_needed: int = Field(3, ge=1, description="N: a label needs N votes ...")
+    window: int = Field(5, ge=1, description="... among the last M classifications to settle a verdict")
+    reclassify_every: int = Field(
+        5, ge=1, description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
+    )
+
+    @model_validator(mode="after")
+    def _n_le_m(self) -> "TrackingConfig":
+        if self.votes_needed > self.window:
+            raise ValueError(f"votes_needed ({self.votes_needed}) must be <= window ({self.window})")
+        return self
+
+
+class RulesConfig(_Section):
+    """Which labels alert, which count as compliant, and the cooldowns."""
+
+    alert_on_classifier: list[str] = Field(
+        default_factory=lambda: ["no_mask", "mask_incorrect", "not_me"],
+        description="Classifier labels that are a violation (buzzer + red LED)",
+    )
+    alert_on_detector: list[str] = Field(
+        default_factory=lambda: ["facetouch", "person"],
+        description="Detector labels that are a violation by themselves (no classifier needed)",
+    )
+    compliant_on_classifier: list[str] = Field(
+        default_factory=lambda: ["mask", "me"],
+        description="Classifier labels that are compliant (green LED)",
+    )
+    min_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="Votes below this classifier/detector score are ignored"
+    )
+    track_cooldown_s: float = Field(
+        30.0, ge=0.0, description="A track in violation alerts again at most this often"
+    )
+    global_cooldown_s: float = Field(
+        3.0, ge=0.0, description="No two alerts closer than this, whatever the track"
+    )
+
+
+class SnapshotConfig(_Section):
+    """Optional JPEG snapshots of alerting frames. Faces are personal data: off by default."""
+
+    enabled: bool = Field(False, description="Save a JPEG of the frame for each alert")
+    max_count: int = Field(200, ge=1, description="Keep at most this many snapshots (oldest deleted first)")
+    max_age_days: float = Field(7.0, gt=0.0, description="Delete snapshots older than this")
+    max_bytes: int = Field(100_000_000, ge=10_000, description="Keep snapshots under this many bytes in total")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots")
+
+
+class EventsConfig(_Section):
+    """The SQLite event store."""
+
+    enabled: bool = Field(True, description="Record events in SQLite under the state directory")
+    state_dir: str | None = Field(
+        None, description="State directory; absent: $STATE_DIRECTORY (systemd), else ./state"
+    )
+    database: str = Field("events.sqlite3", description="Database file name inside the state directory")
+    keep_days: float = Field(90.0, gt=0.0, description="Events older than this are deleted at start-up")
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig, description="Snapshot settings")
+
+
+class Config(_Section):
+    """The whole doorguard configuration file."""
+
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="[models] section")
+    source: SourceConfig = Field(default_factory=SourceConfig, description="[source] section")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="[tracking] section")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="[rules] section")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="[events] section")
+    gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
+
+    # Not part of the file: where relative paths in it resolve from.
+    base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A path from the file: absolute as is, relative against ``base_dir``.
+
+        Relative paths are tried against the config file's directory first and
+        then the project root (so ``models/...`` works from a checkout).
+        """
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        first = self.base_dir / p
+        if first.exists():
+            return first
+        fallback = PROJECT_ROOT / p
+        return fallback if fallback.exists() else first
+
+    def state_dir(self) -> Path:
+        """The state directory: config, else $STATE_DIRECTORY (first entry), else ./state."""
+        if self.events.state_dir:
+            return Path(self.events.state_dir).expanduser()
+        env = os.environ.get("STATE_DIRECTORY", "").strip()
+        if env:
+            # systemd passes a colon-separated list when several are configured.
+            return Path(env.split(":")[0])
+        return Path("state")
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number (1-based) of a key path in TOML text.
+
+    tomllib gives no positions, so this walks table headers and ``key =``
+    lines; good enough to point a person at the right place.
+    """
+    keys = [str(p) for p in loc if not isinstance(p, int)]
+    if not keys:
+        return None
+    table: list[str] = []
+    best: int | None = None
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+    for no, line in enumerate(text.splitlines(), 1):
+        m = header.match(line)
+        if m:
+            table = [k.strip().strip("\"'") for k in m.group(1).split(".")]
+            if table == keys[: len(table)] and best is None and len(table) == len(keys):
+                best = no
+            continue
+        m = assign.match(line)
+        if m:
+            key = table + [k.strip().strip("\"'") for k in m.group(1).split(".")]
+            if key == keys[: len(key)] and len(key) >= 1:
+                # Deepest match wins: a.b.c beats a.b.
+                if key == keys:
+                    return no
+                best = best or no
+    return best
+
+
+def _format_errors(e: ValidationError, text: str, where: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(root)"
+        line = _line_of(text, loc)
+        at = f" (line {line})" if line else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{path}{at}: {msg}")
+    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
+    return f"{where}: {parts[0]}{more}"
+
+
+def parse(text: str, where: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate TOML text into a Config.
+
+    Raises:
+        ConfigError: not TOML, or a key is unknown/invalid (message names the key path and line).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, text, where)) from e
+    if base_dir is not None:
+        cfg.base_dir = base_dir
+    return cfg
+
+
+def all_errors(text: str, where: str = "<config>") -> list[str]:
+    """Every problem in a config text, one line each (empty when valid)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return [f"{where}: not valid TOML: {e}"]
+    try:
+        Config.model_validate(raw)
+    except ValidationError as e:
+        out = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(text, loc)
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            out.append(f"{where}: {'.'.join(map(str, loc)) or '(root)'}"
+                       f"{f' (line {line})' if line else ''}: {msg}")
+        return out
+    return []
+
+
+def default_text() -> str:
+    """The embedded default configuration (edge/default.toml)."""
+    return resources.files("edge").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Read and validate a config file; None gives the embedded default.
+
+    Relative paths in a file resolve against the file's directory (then the
+    project root); in the embedded default, against the project root.
+
+    Raises:
+        ConfigError: missing/unreadable file, bad TOML, or invalid keys.
+    """
+    if path is None:
+        return parse(default_text(), "default config (edge/default.toml)", PROJECT_ROOT)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is unreadable: {e}") from e
+    return parse(text, str(p), p.resolve().parent)
+
+
+# ---- doorguard check-config ---------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard check-config``."""
+    parser.add_argument("path", help="config TOML file to validate")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate a config file: print every problem, exit 0 when valid, else 1."""
+    p = Path(args.path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"doorguard: error: cannot read config {p}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    errors = all_errors(text, str(p))
+    if errors:
+        for line in errors:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{p}: ok")
+    return 0

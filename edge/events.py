@@ -1,0 +1,214 @@
+"""SQLite event store (WAL) under the state directory, with optional snapshots.
+
+Events are small rows and are always kept (until ``keep_days``). Snapshots are
+JPEGs of the alerting frame: faces are personal data, so they are off by
+default, and when on they are bounded by count, age and bytes, oldest deleted
+first. A full disk stops snapshots; events keep being written (SQLite needs
+far less space, and an event that cannot be written is logged, not fatal).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import EventsConfig, SnapshotConfig
+from .errors import StateError
+from .types import Event
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,             -- unix time (seconds)
+    track INTEGER NOT NULL,
+    verdict TEXT NOT NULL,          -- violation | compliant | neutral
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+    alerted INTEGER NOT NULL,       -- 0 when a cooldown held the buzzer back
+    source TEXT NOT NULL,           -- classifier | detector
+    detector_sha256 TEXT,
+    classifier_sha256 TEXT,
+    snapshot TEXT                   -- file name under snapshots/, or NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+"""
+
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create the state directory and prove it is writable.
+
+    Raises:
+        StateError: it cannot be created or written.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StateError(f"state directory {path} is not writable: {e.strerror or e}") from e
+    return path
+
+
+class EventStore:
+    """Append-only event table plus a bounded snapshot folder.
+
+    Args:
+        state_dir: writable directory (see ``prepare_state_dir``).
+        cfg: the [events] config section.
+        model_hashes: {"detector": sha256, "classifier": sha256} stored with each event.
+        clock: wall clock (injectable for retention tests).
+    """
+
+    def __init__(self, state_dir: Path, cfg: EventsConfig, model_hashes: dict[str, str] | None = None,
+                 clock=time.time):
+        self.dir = prepare_state_dir(Path(state_dir))
+        self.cfg = cfg
+        self.snap_cfg: SnapshotConfig = cfg.snapshots
+        self.snapshots_on = cfg.snapshots.enabled
+        self.hashes = model_hashes or {}
+        self.clock = clock
+        self.snap_dir = self.dir / "snapshots"
+        self.write_errors = 0
+        self.path = self.dir / cfg.database
+        try:
+            # check_same_thread=False: the store is used from the main loop only,
+            # but it may be created before the loop thread starts.
+            self.db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("DELETE FROM events WHERE time < ?", (clock() - cfg.keep_days * 86400,))
+            self.db.commit()
+        except sqlite3.Error as e:
+            raise StateError(f"event database {self.path} is unusable: {e}") from e
+        if self.snapshots_on:
+            try:
+                self.snap_dir.mkdir(exist_ok=True)
+            except OSError as e:
+                raise StateError(f"snapshot directory {self.snap_dir} is not writable: {e.strerror}") from e
+            self.prune_snapshots()
+
+    # ---- events ---------------------------------------------------------------------
+    def add(self, event: Event, frame: np.ndarray | None = None, wall_time: float | None = None) -> int | None:
+        """Store one event (and its snapshot when enabled and ``frame`` is given).
+
+        Returns:
+            The row id, or None when the write failed (logged, the run goes on).
+        """
+        snap = None
+        if self.snapshots_on and frame is not None and event.alerted:
+            snap = self._snapshot(frame, event)
+        b = event.box
+        try:
+            cur = self.db.execute(
+                "INSERT INTO events (time, track, verdict, label, score, x1, y1, x2, y2, alerted, source,"
+                " detector_sha256, classifier_sha256, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (wall_time if wall_time is not None else self.clock(), event.track_id, event.verdict,
+                 event.label, float(event.score), b.x1, b.y1, b.x2, b.y2, int(event.alerted),
+                 event.source, self.hashes.get("detector"), self.hashes.get("classifier"), snap),
+            )
+            self.db.commit()
+            return cur.lastrowid
+        except sqlite3.Error as e:
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                log.error("cannot record event (%d failed so far): %s", self.write_errors, e)
+            return None
+
+    def recent(self, limit: int = 100) -> list[dict]:
+        """Newest events first, as dicts (for tests, doctor and a status page)."""
+        self.db.row_factory = sqlite3.Row
+        try:
+            rows = self.db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        finally:
+            self.db.row_factory = None
+        return [dict(r) for r in rows]
+
+    def count_by_verdict(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT verdict, COUNT(*) FROM events GROUP BY verdict").fetchall())
+
+    # ---- snapshots ------------------------------------------------------------------
+    def _snapshot(self, frame: np.ndarray, event: Event) -> str | None:
+        import cv2  # lazy: only needed with snapshots on
+
+        name = f"{int(self.clock() * 1000):d}-t{event.track_id}-{event.label}.jpg"
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, self.snap_cfg.jpeg_quality])
+        if not ok:
+            return None
+        # Make room first so the byte bound holds after the write too.
+        self.prune_snapshots(extra_bytes=len(buf), extra_count=1)
+        path = self.snap_dir / name
+        try:
+            with open(path, "wb") as f:
+                f.write(buf.tobytes())
+        except OSError as e:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.snapshots_on = False
+                log.error("disk full writing snapshot %s: snapshots stopped, events continue", path)
+            else:
+                log.error("cannot write snapshot %s: %s", path, e.strerror or e)
+            return None
+        return name
+
+    def _snapshot_files(self) -> list[tuple[float, int, Path]]:
+        out = []
+        try:
+            entries = list(os.scandir(self.snap_dir))
+        except OSError:
+            return out
+        for entry in entries:
+            if entry.name.endswith(".jpg") and entry.is_file():
+                st = entry.stat()
+                out.append((st.st_mtime, st.st_size, Path(entry.path)))
+        out.sort(key=lambda x: (x[0], x[2].name))
+        return out
+
+    def prune_snapshots(self, extra_bytes: int = 0, extra_count: int = 0) -> int:
+        """Delete snapshots, oldest first, until count/age/bytes bounds hold.
+
+        ``extra_*`` reserve room for a snapshot about to be written.
+
+        Returns:
+            How many files were deleted.
+        """
+        files = self._snapshot_files()
+        cutoff = self.clock() - self.snap_cfg.max_age_days * 86400
+        total = sum(s for _, s, _ in files) + extra_bytes
+        count = len(files) + extra_count
+        deleted = 0
+        for mtime, size, path in files:
+            if mtime >= cutoff and count <= self.snap_cfg.max_count and total <= self.snap_cfg.max_bytes:
+                break
+            try:
+                path.unlink()
+            except OSError as e:
+                log.warning("cannot delete old snapshot %s: %s", path, e.strerror)
+                continue
+            total -= size
+            count -= 1
+            deleted += 1
+        return deleted
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        db, self.db = getattr(self, "db", None), None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
