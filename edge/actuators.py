@@ -1,0 +1,392 @@
+"""Buzzer, LEDs and an optional sound file: how doorguard warns the person by the door.
+
+Every method returns at once. Patterns run on gpiozero's own background threads
+(``LED.blink(background=True)``, ``Buzzer.beep``), a passive buzzer's pattern on a
+``gpiozero.threads.GPIOThread`` that waits on its stop event (never a plain
+``sleep``), and the sound file plays in a separate ``aplay`` process that is
+never waited for. The face-touch project this grew from beeped inside its video
+loop and the feed lagged; here the loop only ever starts a pattern.
+
+Devices never touch a GPIO library: they ask the pin factory passed in
+(``pin_factory=None`` means gpiozero's default, e.g. lgpio on a Pi 5), so tests
+pass a ``MockFactory`` and read the pin history.
+
+Patterns (all timings from :class:`GpioConfig`):
+
+* ``alert()``: red LED blinks and the buzzer beeps ``alert_repeats`` times
+  (buzzer and sound are skipped while muted; the LED still shows).
+* ``compliant()``: green LED on for ``compliant_seconds``.
+* ``set_fault(True)``: red LED gives a short flash every
+  ``fault_on_seconds + fault_off_seconds`` until ``set_fault(False)``: the camera
+  is lost or a model failed. An alert during a fault plays, then the fault
+  pattern resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import HardwareError
+
+log = logging.getLogger("doorguard.gpio")
+
+
+class GpioConfig(BaseModel):
+    """The ``[gpio]`` section: BCM pin numbers and pattern timings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    red_led: int | None = Field(17, ge=0, le=53, description="BCM pin of the red (alert) LED; none disables it")
+    green_led: int | None = Field(27, ge=0, le=53, description="BCM pin of the green (compliant) LED; none disables it")
+    buzzer: int | None = Field(22, ge=0, le=53, description="BCM pin of the buzzer; none disables it")
+    buzzer_kind: Literal["active", "tonal"] = Field(
+        "active",
+        description="active: a buzzer with its own oscillator (on/off, gpiozero Buzzer); "
+        "tonal: a passive piezo driven by PWM at buzzer_tone (gpiozero TonalBuzzer)",
+    )
+    buzzer_tone: str | float = Field(
+        "A5", description="Tonal buzzer only: note name ('A5') or frequency in Hz the alert plays"
+    )
+    mute_button: int | None = Field(
+        None, ge=0, le=53,
+        description="BCM pin of a push button to ground (internal pull-up) that silences the buzzer "
+        "and sound for mute_minutes; none disables it",
+    )
+    mute_minutes: float = Field(10.0, gt=0, description="How long one press of the mute button silences alerts")
+    alert_on_seconds: float = Field(0.2, gt=0, description="Alert pattern: seconds red LED and buzzer are on per beep")
+    alert_off_seconds: float = Field(0.2, gt=0, description="Alert pattern: seconds off between beeps")
+    alert_repeats: int = Field(5, ge=1, description="Alert pattern: number of beeps per alert")
+    compliant_seconds: float = Field(2.0, gt=0, description="Seconds the green LED stays on for a compliant face")
+    fault_on_seconds: float = Field(0.1, gt=0, description="Fault pattern: seconds of each short red flash")
+    fault_off_seconds: float = Field(1.9, gt=0, description="Fault pattern: seconds dark between flashes")
+    sound_file: Path | None = Field(
+        None, description="Optional WAV file played on alert (not while muted); none disables sound"
+    )
+    sound_player: list[str] = Field(
+        default_factory=lambda: ["aplay", "-q"],
+        min_length=1,
+        description="Command that plays sound_file (the file is appended as its last argument)",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> "GpioConfig":
+        used: dict[int, str] = {}
+        for name in ("red_led", "green_led", "buzzer", "mute_button"):
+            pin = getattr(self, name)
+            if pin is None:
+                continue
+            if pin in used:
+                raise ValueError(f"{name} and {used[pin]} both use BCM pin {pin}")
+            used[pin] = name
+        return self
+
+    @property
+    def alert_seconds(self) -> float:
+        """How long one alert pattern lasts."""
+        return self.alert_repeats * (self.alert_on_seconds + self.alert_off_seconds)
+
+
+class Actuators:
+    """Non-blocking buzzer/LED/sound output for the doorway runner.
+
+    Args:
+        cfg: pins and timings.
+        pin_factory: gpiozero pin factory; None uses gpiozero's default
+            (``Device.pin_factory`` / ``GPIOZERO_PIN_FACTORY``).
+        clock: monotonic clock in seconds (tests move it to expire the mute).
+        popen: starts the sound player (``subprocess.Popen`` signature).
+
+    Raises:
+        HardwareError: a pin cannot be claimed (busy, no GPIO, bad factory).
+
+    Use as a context manager, or call :meth:`close` (idempotent).
+    """
+
+    def __init__(
+        self,
+        cfg: GpioConfig,
+        pin_factory=None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+    ) -> None:
+        self.cfg = cfg
+        self._clock = clock
+        self._popen = popen
+        self._lock = threading.RLock()
+        self._closed = False
+        self._fault = False
+        self._mute_until = float("-inf")
+        self._resume_timer: threading.Timer | None = None
+        self._tone_thread = None
+        self._player: subprocess.Popen | None = None
+        self._sound_broken = False
+        self._red = self._green = self._buzzer = self._button = None
+        try:
+            from gpiozero import LED, Buzzer, Button, TonalBuzzer
+            from gpiozero.tones import Tone
+
+            if cfg.red_led is not None:
+                self._red = LED(cfg.red_led, pin_factory=pin_factory)
+            if cfg.green_led is not None:
+                self._green = LED(cfg.green_led, pin_factory=pin_factory)
+            if cfg.buzzer is not None:
+                if cfg.buzzer_kind == "tonal":
+                    self._tone = Tone(cfg.buzzer_tone)
+                    # Centre the buzzer's one-octave range on the alert tone so it is always playable.
+                    self._buzzer = TonalBuzzer(cfg.buzzer, mid_tone=self._tone, pin_factory=pin_factory)
+                else:
+                    self._buzzer = Buzzer(cfg.buzzer, pin_factory=pin_factory)
+            if cfg.mute_button is not None:
+                self._button = Button(cfg.mute_button, pull_up=True, bounce_time=0.05, pin_factory=pin_factory)
+                self._button.when_pressed = self._on_mute_pressed
+        except Exception as e:  # gpiozero raises many kinds (BadPinFactory, GPIOPinInUse, ...)
+            self._close_devices()
+            raise HardwareError(
+                f"cannot claim GPIO pins (red={cfg.red_led}, green={cfg.green_led}, buzzer={cfg.buzzer}, "
+                f"mute={cfg.mute_button}): {type(e).__name__}: {e}. Run `doorguard doctor`."
+            ) from e
+        log.info(
+            "gpio ready: red LED %s, green LED %s, %s buzzer %s, mute button %s",
+            _pin(cfg.red_led), _pin(cfg.green_led), cfg.buzzer_kind, _pin(cfg.buzzer), _pin(cfg.mute_button),
+        )
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def muted(self) -> bool:
+        """True while a mute-button press silences the buzzer and sound."""
+        return self._clock() < self._mute_until
+
+    @property
+    def fault(self) -> bool:
+        """True while the fault pattern is requested."""
+        return self._fault
+
+    def mute(self, minutes: float | None = None) -> None:
+        """Silence buzzer and sound for ``minutes`` (default ``cfg.mute_minutes``); stops a beep now."""
+        minutes = self.cfg.mute_minutes if minutes is None else minutes
+        with self._lock:
+            if self._closed:
+                return
+            self._mute_until = self._clock() + minutes * 60.0
+            self._buzzer_off()
+            self._stop_sound()
+        log.info("gpio: muted for %g min", minutes)
+
+    def alert(self) -> None:
+        """Start the alert pattern (red LED + buzzer + sound); returns at once."""
+        cfg = self.cfg
+        with self._lock:
+            if self._closed:
+                return
+            self._cancel_resume()
+            if self._green is not None:
+                self._green.off()
+            if self._red is not None:
+                self._red.blink(cfg.alert_on_seconds, cfg.alert_off_seconds, n=cfg.alert_repeats, background=True)
+            muted = self.muted
+            if self._buzzer is not None and not muted:
+                self._buzzer_pattern()
+            if not muted:
+                self._play_sound()
+            if self._fault:
+                self._schedule_resume(cfg.alert_seconds)
+        log.info(
+            "gpio: alert: red LED %s + buzzer %s blink %gs on/%gs off x%d%s",
+            _pin(cfg.red_led), _pin(cfg.buzzer), cfg.alert_on_seconds, cfg.alert_off_seconds,
+            cfg.alert_repeats, " (muted: buzzer and sound silent)" if muted else "",
+        )
+
+    def compliant(self) -> None:
+        """Light the green LED for ``compliant_seconds``; returns at once."""
+        with self._lock:
+            if self._closed or self._green is None:
+                return
+            # One blink with no off time: on now, off after compliant_seconds, on gpiozero's thread.
+            self._green.blink(self.cfg.compliant_seconds, 0, n=1, background=True)
+        log.info("gpio: compliant: green LED %s on for %gs", _pin(self.cfg.green_led), self.cfg.compliant_seconds)
+
+    def set_fault(self, fault: bool) -> None:
+        """Show (True) or clear (False) the fault pattern: camera lost or a model failed."""
+        fault = bool(fault)
+        with self._lock:
+            if self._closed or fault == self._fault:
+                return
+            self._fault = fault
+            self._cancel_resume()
+            if self._red is not None:
+                if fault:
+                    self._red.blink(self.cfg.fault_on_seconds, self.cfg.fault_off_seconds, background=True)
+                else:
+                    self._red.off()
+        if fault:
+            log.info("gpio: fault pattern on: red LED %s flashes %gs every %gs", _pin(self.cfg.red_led),
+                     self.cfg.fault_on_seconds, self.cfg.fault_on_seconds + self.cfg.fault_off_seconds)
+        else:
+            log.info("gpio: fault pattern off: red LED %s off", _pin(self.cfg.red_led))
+
+    def off(self) -> None:
+        """Stop every pattern and turn all outputs off (devices stay open)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._cancel_resume()
+            self._all_off()
+
+    def close(self) -> None:
+        """Turn everything off, stop the patterns and the player, release the pins. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._cancel_resume()
+            self._stop_sound()
+            self._close_devices()
+        log.info("gpio: closed, all outputs off")
+
+    def __enter__(self) -> "Actuators":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _on_mute_pressed(self) -> None:
+        # Runs on gpiozero's callback thread.
+        self.mute()
+
+    def _buzzer_pattern(self) -> None:
+        cfg = self.cfg
+        if self.cfg.buzzer_kind == "active":
+            self._buzzer.beep(cfg.alert_on_seconds, cfg.alert_off_seconds, n=cfg.alert_repeats, background=True)
+            return
+        # TonalBuzzer has no beep(): PWMOutputDevice.blink would drive a steady 100% duty
+        # (silent on a piezo), so play the tone/silence sequence on a GPIOThread that waits on
+        # its stop event, as gpiozero's own blink threads do.
+        from gpiozero.threads import GPIOThread
+
+        self._stop_tone_thread()
+        thread = GPIOThread(self._tone_sequence, (cfg.alert_on_seconds, cfg.alert_off_seconds, cfg.alert_repeats))
+        self._tone_thread = thread
+        thread.start()
+
+    def _tone_sequence(self, on_time: float, off_time: float, n: int) -> None:
+        stopping = threading.current_thread().stopping  # this GPIOThread's own stop event
+        try:
+            for _ in range(n):
+                self._buzzer.play(self._tone)
+                if stopping.wait(on_time):
+                    break
+                self._buzzer.stop()
+                if stopping.wait(off_time):
+                    break
+        finally:
+            if not stopping.is_set():
+                self._buzzer.stop()
+
+    def _stop_tone_thread(self) -> None:
+        thread, self._tone_thread = self._tone_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.stop(timeout=2)
+
+    def _buzzer_off(self) -> None:
+        if self._buzzer is None:
+            return
+        if self.cfg.buzzer_kind == "tonal":
+            self._stop_tone_thread()
+            self._buzzer.stop()
+        else:
+            self._buzzer.off()
+
+    def _all_off(self) -> None:
+        self._buzzer_off()
+        for led in (self._red, self._green):
+            if led is not None:
+                led.off()
+
+    def _schedule_resume(self, delay: float) -> None:
+        timer = threading.Timer(delay, self._resume_fault)
+        timer.daemon = True
+        self._resume_timer = timer
+        timer.start()
+
+    def _resume_fault(self) -> None:
+        with self._lock:
+            if self._closed or not self._fault or self._resume_timer is None:
+                return
+            self._resume_timer = None
+            if self._red is not None:
+                self._red.blink(self.cfg.fault_on_seconds, self.cfg.fault_off_seconds, background=True)
+        log.info("gpio: fault pattern resumed on red LED %s", _pin(self.cfg.red_led))
+
+    def _cancel_resume(self) -> None:
+        timer, self._resume_timer = self._resume_timer, None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join(timeout=2)
+
+    def _play_sound(self) -> None:
+        path = self.cfg.sound_file
+        if path is None or self._sound_broken:
+            return
+        if self._player is not None and self._player.poll() is None:
+            return  # still playing: never stack a second player on the first
+        cmd = [*self.cfg.sound_player, str(path)]
+        try:
+            self._player = self._popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError as e:
+            # A missing player must not take the alarm down: LEDs and buzzer still work.
+            self._sound_broken = True
+            log.warning("gpio: cannot play %s with %s (%s); sound disabled (apt install alsa-utils)",
+                        path, _cmdline(cmd), e)
+            return
+        log.info("gpio: sound: %s", _cmdline(cmd))
+
+    def _stop_sound(self) -> None:
+        player, self._player = self._player, None
+        if player is None or player.poll() is not None:
+            return
+        player.terminate()
+        try:
+            player.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            player.kill()
+            player.wait(timeout=0.5)
+
+    def _close_devices(self) -> None:
+        for name in ("_buzzer", "_red", "_green", "_button"):
+            dev = getattr(self, name, None)
+            if dev is None:
+                continue
+            try:
+                if name == "_buzzer":
+                    self._buzzer_off()
+                elif name != "_button":
+                    dev.off()  # stops the blink thread (joined) and drives the pin low
+            except Exception:  # noqa: BLE001 - closing must go on with the other pins
+                log.exception("gpio: turning %s off failed", name.strip("_"))
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001
+                log.exception("gpio: closing %s failed", name.strip("_"))
+            setattr(self, name, None)
+
+
+def _pin(pin: int | None) -> str:
+    return "off" if pin is None else f"GPIO{pin}"
+
+
+def _cmdline(cmd: list[str]) -> str:
+    return " ".join(cmd)
