@@ -1,0 +1,400 @@
+"""``doorguard eval``: the full pipeline measured on a VOC-style set.
+
+Detector -> crop with margin -> classifier -> rule, one decision per frame (no
+tracker, no temporal vote), over every annotated image of a VOC folder. The
+detector and classifier are the runtime's own ``edge.models`` classes, so the
+figures are those of the code the Pi runs. Matching and metrics live in
+``convert.metrics`` (pure, tested against hand-computed cases).
+
+Any object with ``detect(rgb) -> list[Detection]`` can stand in for the
+detector (peers in ``benchmarks/peers.py``), and any ``predict(rgb) ->
+list[Prediction]`` for the whole pipeline (a joint face-mask detector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from edge.errors import DataError, UsageError
+from edge.types import Box, Detection
+
+from .metrics import MISSED, UNCLASSIFIED, EvalAccumulator, Prediction, Truth, flag_roc
+
+log = logging.getLogger(__name__)
+
+#: VOC class names -> classifier labels (issue 5); --label-map entries override them.
+DEFAULT_LABEL_MAP = {
+    "with_mask": "mask",
+    "without_mask": "no_mask",
+    "mask_weared_incorrect": "mask_incorrect",
+}
+#: Violating classes when no config says otherwise.
+DEFAULT_VIOLATING = ("no_mask", "mask_incorrect")
+
+
+class FaceDetector(Protocol):
+    """What the eval loop needs from a detector (doorguard's Detector or a peer)."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """RGB uint8 frame -> detections in frame pixels."""
+
+
+class FaceClassifier(Protocol):
+    """What the eval loop needs from a classifier (doorguard's Classifier)."""
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray: ...
+
+    def probabilities(self, crop: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation image and its ground-truth faces (labels already mapped)."""
+
+    path: Path
+    truths: list[Truth]
+
+
+def parse_label_map(text: str | None) -> dict[str, str]:
+    """The default VOC -> classifier map updated by ``a=b,c=d`` entries.
+
+    Raises:
+        UsageError: an entry that is not NAME=LABEL.
+    """
+    out = dict(DEFAULT_LABEL_MAP)
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise UsageError(f"--label-map entry {part!r} is not NAME=LABEL")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if not k or not v:
+            raise UsageError(f"--label-map entry {part!r} needs a name and a label")
+        out[k] = v
+    return out
+
+
+def load_voc(directory: Path | str, split: Path | str | None = None,
+             label_map: dict[str, str] | None = None) -> list[Sample]:
+    """Every annotated image of a VOC folder, with boxes mapped to classifier labels.
+
+    The folder holds ``annotations/*.xml`` + ``images/`` or both side by side
+    (``convert.dataset.voc_items`` reads either). A class missing from the
+    map keeps its own name: it is still a face for the detector figures.
+
+    Raises:
+        DataError: no folder, no annotations, bad xml, or a split naming unknown stems.
+    """
+    from .dataset import voc_items
+
+    label_map = DEFAULT_LABEL_MAP if label_map is None else label_map
+    items = voc_items(directory, split)
+    if not items:
+        raise DataError(f"no annotated images found in {directory}")
+    return [Sample(img, [Truth(lb.box, label_map.get(lb.name, lb.name)) for lb in boxes])
+            for img, boxes in items]
+
+
+class Pipeline:
+    """Detector -> crop -> classifier -> single-frame rule decision.
+
+    Args:
+        detector: anything with ``detect(rgb)``.
+        classifier: doorguard's Classifier (``crop`` + ``probabilities``) or None
+            (detector labels are then the predicted classes).
+        labels: the classifier's labels, in output order.
+        violating: classifier labels that break the rule.
+        min_score: a violating label flags only when its probability reaches this
+            (the rules' ``min_score``: votes below it are ignored on the device).
+        classify_labels: detector labels whose boxes go to the classifier
+            (compared case-insensitively); others keep the detector label.
+        alert_on_detector: detector labels that flag by themselves.
+        min_face_px: boxes narrower or shorter than this are ignored, as on the device.
+    """
+
+    def __init__(self, detector: FaceDetector, classifier: FaceClassifier | None,
+                 labels: Sequence[str] = (), violating: Iterable[str] = DEFAULT_VIOLATING,
+                 min_score: float = 0.0, classify_labels: Iterable[str] = ("face",),
+                 alert_on_detector: Iterable[str] = (), min_face_px: float = 0.0):
+        self.detector = detector
+        self.classifier = classifier
+        self.labels = list(labels)
+        self.violating = frozenset(violating)
+        self.min_score = min_score
+        self.classify_labels = {s.lower() for s in classify_labels}
+        self.alert_on_detector = frozenset(alert_on_detector)
+        self.min_face_px = min_face_px
+        self._viol_idx = [i for i, lab in enumerate(self.labels) if lab in self.violating]
+
+    def predict(self, image: np.ndarray) -> list[Prediction]:
+        """One RGB frame -> one Prediction per kept detection."""
+        out: list[Prediction] = []
+        for d in self.detector.detect(image):
+            if d.box.width < self.min_face_px or d.box.height < self.min_face_px:
+                continue
+            if self.classifier is None or d.label.lower() not in self.classify_labels:
+                flagged = d.label in self.alert_on_detector or d.label in self.violating
+                out.append(Prediction(d.box, d.score, d.label, flagged, d.score if flagged else 0.0))
+                continue
+            try:
+                crop = self.classifier.crop(image, d.box)
+            except ValueError:
+                out.append(Prediction(d.box, d.score, UNCLASSIFIED, False, 0.0))
+                continue
+            p = np.asarray(self.classifier.probabilities(crop), dtype=np.float64).reshape(-1)
+            i = int(np.argmax(p))
+            label = self.labels[i]
+            flagged = label in self.violating and p[i] >= self.min_score
+            # Flag score: probability mass on violating classes (= 1 - p(compliant)).
+            flag_score = float(p[self._viol_idx].sum()) if self._viol_idx else 0.0
+            out.append(Prediction(d.box, d.score, label, flagged, flag_score))
+        return out
+
+
+def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Prediction]],
+             violating: Iterable[str], iou_threshold: float = 0.5, progress: bool = True,
+             desc: str = "eval") -> EvalAccumulator:
+    """Run ``predict`` on every sample and match its output to the ground truth.
+
+    Unreadable images are skipped and counted in the log (not in the figures).
+    ``seconds`` covers predict only (not image decoding).
+    """
+    from tqdm import tqdm
+
+    from .images import read_rgb
+
+    acc = EvalAccumulator(violating=frozenset(violating), iou_threshold=iou_threshold)
+    skipped = 0
+    for s in tqdm(samples, desc=desc, unit="img", disable=not progress):
+        try:
+            image = read_rgb(s.path)
+        except DataError as e:
+            skipped += 1
+            log.warning("skipping %s", e)
+            continue
+        t0 = time.perf_counter()
+        preds = predict(image)
+        dt = time.perf_counter() - t0
+        acc.add(s.path.name, s.truths, preds, seconds=dt)
+    if skipped:
+        log.warning("%d unreadable images skipped", skipped)
+    return acc
+
+
+def report(acc: EvalAccumulator, meta: dict[str, Any] | None = None, records: bool = True) -> dict:
+    """The eval JSON: figures first, then the ROC AUC, meta data and (optionally) per-face records."""
+    out = acc.summary()
+    roc = flag_roc(acc.faces, acc.violating)
+    out["flag_roc_auc"] = roc["auc"]
+    out["violating_classes"] = sorted(acc.violating)
+    out["iou_threshold"] = acc.iou_threshold
+    if meta:
+        out.update(meta)
+    if records:
+        out["records"] = {
+            "faces": [
+                {"image": f.image, "truth": f.truth, "predicted": f.predicted, "flagged": f.flagged,
+                 "flag_score": None if f.flag_score is None else round(f.flag_score, 4),
+                 "iou": None if f.iou is None else round(f.iou, 3),
+                 "box": [round(c, 1) for c in f.box]}
+                for f in acc.faces
+            ],
+            "false_detections": acc.false_detections,
+        }
+    return out
+
+
+def write_plots(acc: EvalAccumulator, out_dir: Path | str, title: str = "") -> list[Path]:
+    """ROC of the flag score (detected faces) and the confusion matrix, as PNG files.
+
+    Returns:
+        The written files (roc.png, confusion.png).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    roc = flag_roc(acc.faces, acc.violating)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if roc["auc"] is not None:
+        ax.plot(roc["fpr"], roc["tpr"], lw=2, label=f"flag score (AUC {roc['auc']:.3f})")
+        # The operating point the pipeline actually used.
+        det = [f for f in acc.faces if f.flag_score is not None]
+        pos = [f for f in det if f.truth in acc.violating]
+        neg = [f for f in det if f.truth not in acc.violating]
+        if pos and neg:
+            ax.plot([sum(f.flagged for f in neg) / len(neg)], [sum(f.flagged for f in pos) / len(pos)],
+                    "o", color="C3", label="pipeline decision")
+    else:
+        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set_xlabel("compliant faces flagged (FPR)")
+    ax.set_ylabel("violating faces flagged (TPR)")
+    ax.set_title(f"ROC {title} ({roc['positives']} violating / {roc['negatives']} compliant detected)",
+                 fontsize=9)
+    ax.legend(loc="lower right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    fig.tight_layout()
+    p = out_dir / "roc.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    written.append(p)
+
+    conf = acc.summary()["confusion"]
+    rows = list(conf)
+    cols = list(next(iter(conf.values()))) if conf else [MISSED]
+    m = np.array([[conf[r][c] for c in cols] for r in rows]) if rows else np.zeros((0, len(cols)))
+    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 2, 1.0 * max(1, len(rows)) + 1.6))
+    ax.imshow(m if m.size else np.zeros((1, 1)), cmap="Blues")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion {title}", fontsize=9)
+    fig.tight_layout()
+    p = out_dir / "confusion.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    written.append(p)
+    return written
+
+
+def _model_meta(m: Any, path: Path, use_float: bool) -> dict:
+    man = m.manifest
+    return {"manifest": str(path), "name": man.name,
+            "file": man.float_tflite if use_float else man.tflite,
+            "sha256": man.float_sha256 if use_float else man.sha256,
+            "precision": "float32" if use_float else man.input.dtype,
+            "input": [man.input.width, man.input.height], "backend": m.model.backend}
+
+
+def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
+    """The Pipeline the CLI arguments and config describe, and its meta data for the JSON.
+
+    Raises:
+        ConfigError: bad config; ModelError: missing/corrupt models.
+    """
+    from edge.config import load
+    from edge.models import Classifier, Detector
+
+    cfg = load(args.config)
+    det_path = Path(args.detector) if args.detector else cfg.resolve(cfg.models.detector)
+    cls_arg = args.classifier if args.classifier is not None else cfg.models.classifier
+    if args.no_classifier:
+        cls_arg = None
+    cls_path = (Path(cls_arg) if args.classifier else cfg.resolve(cls_arg)) if cls_arg else None
+    threshold = args.score_threshold if args.score_threshold is not None else cfg.models.score_threshold
+    backend = None if cfg.models.backend == "auto" else cfg.models.backend
+    detector = Detector(det_path, num_threads=args.threads, score_threshold=threshold,
+                        nms_iou=cfg.models.nms_iou, use_float=args.float, backend=backend)
+    classifier = None
+    labels: list[str] = []
+    if cls_path is not None:
+        classifier = Classifier(cls_path, num_threads=args.threads, use_float=args.float, backend=backend)
+        if cfg.models.crop_margin is not None:
+            classifier.margin = cfg.models.crop_margin
+        labels = classifier.manifest.labels
+    violating = set(cfg.rules.alert_on_classifier)
+    min_face = args.min_face_px if args.min_face_px is not None else cfg.models.min_face_px
+    pipe = Pipeline(detector, classifier, labels, violating, cfg.rules.min_score,
+                    cfg.models.classify_labels, cfg.rules.alert_on_detector, min_face)
+    meta = {
+        "pipeline": "doorguard",
+        "precision": "float32" if args.float else "int8",
+        "detector": _model_meta(detector, det_path, args.float),
+        "classifier": _model_meta(classifier, cls_path, args.float) if classifier else None,
+        "thresholds": {
+            "detector_score": detector.score_threshold,
+            "nms_iou": detector.nms_iou,
+            "classifier_min_score": cfg.rules.min_score,
+            "min_face_px": min_face,
+            "crop_margin": classifier.margin if classifier else None,
+        },
+        "config": str(args.config) if args.config else "default (edge/default.toml)",
+    }
+    return pipe, meta
+
+
+# ---- doorguard eval ----------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard eval``."""
+    parser.add_argument("--voc", required=True, metavar="DIR",
+                        help="VOC set: images + same-stem .xml side by side, or images/ + annotations/")
+    parser.add_argument("--split", metavar="FILE", help="file of image stems (one a line) to evaluate")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config TOML (models, thresholds, rules); default: the embedded default")
+    parser.add_argument("--detector", metavar="M.json", help="detector manifest (overrides the config)")
+    parser.add_argument("--classifier", metavar="M.json", help="classifier manifest (overrides the config)")
+    parser.add_argument("--no-classifier", action="store_true",
+                        help="detector only: detector labels are the predicted classes")
+    parser.add_argument("--float", action="store_true",
+                        help="run the float32 reference models named in the manifests instead of int8")
+    parser.add_argument("--score-threshold", type=float, metavar="T",
+                        help="detector score threshold (overrides config and manifest)")
+    parser.add_argument("--min-face-px", type=float, metavar="PX",
+                        help="ignore boxes smaller than this (default: the config's models.min_face_px)")
+    parser.add_argument("--label-map", metavar="a=b,...",
+                        help="VOC class -> classifier label, on top of with_mask=mask,"
+                             "without_mask=no_mask,mask_weared_incorrect=mask_incorrect")
+    parser.add_argument("--iou", type=float, default=0.5, help="matching IoU threshold (default 0.5)")
+    parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    parser.add_argument("--json", required=True, metavar="OUT.json", help="write the figures here")
+    parser.add_argument("--plots", metavar="DIR", help="write roc.png and confusion.png here")
+    parser.add_argument("--no-records", action="store_true", help="leave per-face records out of the JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def summary_line(r: dict) -> str:
+    """One human line of the main figures."""
+    return (f"{r['images']} images, {r['faces']} faces: recall {_fmt(r['detector_recall'])}, "
+            f"precision {_fmt(r['detector_precision'])}, {r['false_detections']} false detections, "
+            f"classifier accuracy {_fmt(r['classifier_accuracy'])}, tnr {_fmt(r['tnr'])}, "
+            f"fnr {_fmt(r['fnr'])}, {1000 * (r['seconds_per_image'] or 0):.1f} ms/image")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Evaluate, write the JSON (and plots), print one summary line."""
+    if not 0.0 < args.iou < 1.0:
+        raise UsageError(f"--iou must be between 0 and 1, not {args.iou}")
+    label_map = parse_label_map(args.label_map)
+    samples = load_voc(args.voc, args.split, label_map)
+    pipe, meta = build_pipeline(args)
+    acc = evaluate(samples, pipe.predict, pipe.violating, args.iou, progress=not args.quiet)
+    meta.update({"dataset": {"voc": str(args.voc), "split": str(args.split) if args.split else None},
+                 "label_map": label_map})
+    result = report(acc, meta, records=not args.no_records)
+    out = Path(args.json)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from e
+    if args.plots:
+        write_plots(acc, args.plots, Path(args.voc).name)
+    print(summary_line(result))
+    print(f"wrote {out}" + (f" and plots in {args.plots}" if args.plots else ""))
+    return 0
+
