@@ -15,6 +15,7 @@ fi
 if [[ $what == test || $what == all ]]; then
   need systemd        # systemd-analyze verify/security for the unit tests
   need shellcheck     # install/deploy scripts
+  need mosquitto      # real MQTT broker for tests/test_mqtt.py (started on a loopback port)
 fi
 command -v dpkg-query >/dev/null || exit 0
 [[ ${#pkgs[@]} -eq 0 ]] && exit 0
