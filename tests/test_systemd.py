@@ -1,0 +1,100 @@
+"""The systemd unit: `systemd-analyze verify` clean, exposure <= 2.5, the directives the runner relies on."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "doorguard.service"
+EXEC = "/opt/doorguard/venv/bin/doorguard"
+MAX_EXPOSURE = 2.5
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (Debian package 'systemd'; scripts/sysdeps.sh test installs it)",
+)
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    """Key -> values (a key may repeat) of the unit file."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def installed_copy(tmp_path: Path) -> Path:
+    """The unit with ExecStart* pointing at a stub, since verify insists the binary exists."""
+    stub = tmp_path / "bin" / "doorguard"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "doorguard.service"
+    unit.write_text(UNIT.read_text().replace(EXEC, str(stub)))
+    return unit
+
+
+def test_unit_directives():
+    d = directives(UNIT.read_text())
+    one = {k: v[-1] for k, v in d.items()}
+    assert one["Type"] == "notify"
+    assert one["NotifyAccess"] == "main"
+    assert int(one["WatchdogSec"]) > 0
+    assert one["Restart"] == "on-failure"
+    assert int(one["RestartSec"]) > 0 and int(one["StartLimitBurst"]) > 0 and int(one["StartLimitIntervalSec"]) > 0
+    # systemd 252 (Bookworm) ignores these with a warning: keep them out.
+    assert "RestartSteps" not in d and "RestartMaxDelaySec" not in d
+    assert one["User"] == "doorguard"
+    assert set(one["SupplementaryGroups"].split()) >= {"video", "gpio"}
+    assert one["StateDirectory"] == one["ConfigurationDirectory"] == one["RuntimeDirectory"] == "doorguard"
+    assert one["WorkingDirectory"] == "/run/doorguard"
+    assert "LG_WD=/run/doorguard" in d["Environment"]
+    assert d["ExecStartPre"] == [f"{EXEC} check-config /etc/doorguard/config.toml"]
+    assert d["ExecStart"] == [f"{EXEC} run --config /etc/doorguard/config.toml"]
+    # PrivateDevices would hide the camera and GPIO: a closed device list instead.
+    assert "PrivateDevices" not in d
+    assert one["DevicePolicy"] == "closed"
+    allowed = {v.split()[0] for v in d["DeviceAllow"]}
+    assert {"char-video4linux", "char-media", "char-dma_heap", "char-gpiochip"} <= allowed
+    assert one["CapabilityBoundingSet"] == ""
+    for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
+                       "PrivateTmp": "yes"}.items():
+        assert one[key] == value, key
+    assert "AF_PACKET" not in one["RestrictAddressFamilies"]
+    assert d["SystemCallFilter"][0] == "@system-service"
+    # /proc/cpuinfo must stay readable (XNNPACK's cpuinfo, gpiozero's board detection).
+    assert "ProcSubset" not in d
+    assert one["WantedBy"] == "multi-user.target"
+
+
+@needs_analyze
+def test_systemd_analyze_verify_is_clean(tmp_path):
+    unit = installed_copy(tmp_path)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0, out
+    # Unknown keys (e.g. directives newer than systemd 252) are only warnings: refuse them too.
+    assert [line for line in out.splitlines() if "doorguard" in line] == [], out
+
+
+@needs_analyze
+def test_exposure_score_at_most_2_5(tmp_path):
+    unit = installed_copy(tmp_path)
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", out)
+    assert m, f"no exposure figure in systemd-analyze output:\n{out[-2000:]}"
+    score = float(m.group(1))
+    print(f"systemd-analyze security exposure: {score}")
+    assert score <= MAX_EXPOSURE, out
