@@ -24,16 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-try:
-    from .actuators import GpioConfig
-except ModuleNotFoundError as _e:  # pragma: no cover - only while edge/actuators.py is absent
-    if _e.name != "edge.actuators":
-        raise
-
-    class GpioConfig(BaseModel):  # type: ignore[no-redef]
-        """Placeholder until edge/actuators.py lands: accepts the [gpio] table unchecked."""
-
-        model_config = ConfigDict(extra="allow")
+from .actuators import GpioConfig
 
 #: Project root (the directory holding edge/ and models/): relative paths in the
 #: embedded default config resolve against it.

@@ -1,0 +1,287 @@
+"""``doorguard run``: the doorway loop.
+
+    FrameSource (capture thread) -> Pipeline (detector, crop, classifier, tracker)
+        -> Rules -> Actuators (never block) + EventStore (SQLite) [+ --annotate video]
+
+Start-up order fails fast with distinct exit codes (edge/errors.py): config (3),
+source spec (2), state directory (6), models (4), GPIO (7), camera (5). Then
+READY goes to systemd, and after every processed frame the watchdog is fed,
+so a stuck loop or a lost camera lets systemd restart the service.
+SIGTERM/SIGINT end the loop; outputs are switched off and a summary printed
+(frames, FPS, dropped frames, per-stage latency percentiles, events by verdict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from . import config as config_mod
+from .errors import DoorguardError, ModelError, UsageError
+from .types import Event, Verdict
+
+log = logging.getLogger("doorguard.run")
+
+#: Frames in a row the models may fail on before the run stops (a real model fault, not a glitch).
+MAX_MODEL_FAILURES = 25
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard run``."""
+    parser.add_argument("--config", metavar="PATH", help="config TOML (default: the embedded edge/default.toml)")
+    parser.add_argument("--source", metavar="SPEC",
+                        help="picamera | /dev/videoN | N | video file | rtsp://... | image folder | demo "
+                             "(default: [source] spec of the config)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    parser.add_argument("--annotate", metavar="OUT.mp4", help="write a video with boxes, labels and verdicts")
+
+
+class Runner:
+    """The wired-up loop; every hardware seam can be passed in for tests.
+
+    Args:
+        cfg: validated config.
+        source_spec: overrides ``cfg.source.spec``.
+        max_frames: stop after this many processed frames (None: run until the source ends or a signal).
+        annotate: path of an annotated .mp4, or None.
+        source: a FrameSource to use instead of ``make_source(source_spec)``.
+        pin_factory: gpiozero pin factory for the actuators (None: gpiozero's default).
+        actuators / notifier: ready-made objects (tests pass fakes).
+        detector_interpreter / classifier_interpreter: interpreter stubs.
+    """
+
+    def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
+                 annotate: str | None = None, *, source: Any = None, pin_factory: Any = None,
+                 actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
+                 classifier_interpreter: Any = None, clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.spec = source_spec or cfg.source.spec
+        self.max_frames = max_frames
+        self.annotate_path = annotate
+        self._source = source
+        self._pin_factory = pin_factory
+        self._actuators = actuators
+        self._notifier = notifier
+        self._interps = (detector_interpreter, classifier_interpreter)
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.frames = 0
+        self.events_by_verdict: Counter = Counter()
+        self.alerts = 0
+        self.suppressed = 0
+        self.model_failures = 0
+        self.stop_reason = "not started"
+        self.summary_lines: list[str] = []
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    # -- start-up -------------------------------------------------------------------------
+    def _build(self):
+        from .events import EventStore, prepare_state_dir
+        from .pipeline import Pipeline
+        from .rules import Rules
+        from .sources import Capture, make_source
+
+        cfg = self.cfg
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError(f"--max-frames must be at least 1, not {self.max_frames}")
+        source = self._source if self._source is not None else make_source(self.spec, cfg.source)
+        state_dir = cfg.state_dir()
+        if cfg.events.enabled:
+            prepare_state_dir(state_dir)
+        pipeline = Pipeline.from_config(cfg, *self._interps)
+        store = EventStore(state_dir, cfg.events, pipeline.model_hashes()) if cfg.events.enabled else None
+        writer = None
+        if self.annotate_path:
+            from .annotate import AnnotatedVideo
+
+            writer = AnnotatedVideo(self.annotate_path, cfg.source.fps or 15.0)
+        return source, pipeline, Rules(cfg.rules), store, writer, Capture, state_dir
+
+    def _make_actuators(self):
+        if self._actuators is not None:
+            return self._actuators
+        from .actuators import Actuators
+
+        return Actuators(self.cfg.gpio, pin_factory=self._pin_factory)
+
+    def _make_notifier(self):
+        if self._notifier is not None:
+            return self._notifier
+        from .notify import SystemdNotifier
+
+        return SystemdNotifier()
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until max_frames, the end of a finite source, or stop; returns the exit code.
+
+        Raises:
+            DoorguardError: a fatal start-up or run-time fault (after switching outputs off).
+        """
+        source, pipeline, rules, store, writer, Capture, state_dir = self._build()
+        notifier = self._make_notifier()
+        actuators = None
+        capture = None
+        fault = False
+        error: DoorguardError | None = None
+        started = None
+        try:
+            actuators = self._make_actuators()
+            log.info("models: detector %s (%s), classifier %s; %d interpreter thread(s), backend %s",
+                     pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
+                     pipeline.cfg.models.classifier or "none",
+                     self.cfg.models.num_threads, pipeline.detector.model.backend)
+            log.info("state: %s", f"{state_dir} (events {'on' if store else 'off'}, snapshots "
+                     f"{'on' if store and store.snapshots_on else 'off'})")
+            capture = Capture(source, self.cfg.source)
+            capture.start()
+            log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
+            notifier.ready(f"watching {source.name}")
+            started = time.perf_counter()
+            last_status = self.clock()
+            verdicts: dict[int, str] = {}
+            while not self.stop_event.is_set():
+                if self.max_frames is not None and self.frames >= self.max_frames:
+                    self.stop_reason = f"--max-frames {self.max_frames} reached"
+                    break
+                frame = capture.get(timeout=0.5)
+                lost = capture.lost
+                want_fault = lost or self.model_failures > 0
+                if want_fault != fault:
+                    fault = want_fault
+                    actuators.set_fault(fault)
+                    notifier.status("camera lost, reconnecting" if lost else
+                                    ("model fault" if fault else f"watching {source.name}"))
+                if frame is None:
+                    if capture.ended:
+                        if capture.error is not None:
+                            error = capture.error
+                            self.stop_reason = "source failed"
+                        else:
+                            self.stop_reason = "end of source"
+                        break
+                    continue
+                try:
+                    result = pipeline.process(frame)
+                except Exception as e:  # an interpreter fault: show it, give up if it persists
+                    self.model_failures += 1
+                    log.error("frame %d: model failed (%d in a row): %s: %s", frame.index,
+                              self.model_failures, type(e).__name__, e)
+                    if self.model_failures >= MAX_MODEL_FAILURES:
+                        error = ModelError(f"models failed on {self.model_failures} frames in a row: "
+                                           f"{type(e).__name__}: {e}")
+                        self.stop_reason = "model fault"
+                        break
+                    continue
+                if self.model_failures:
+                    self.model_failures = 0
+                r0 = time.perf_counter()
+                now = self.clock()
+                events = rules.evaluate(result.tracks, now, result.sources, frame.index)
+                rules.forget(t.id for t in pipeline.tracker.removed)
+                for t in pipeline.tracker.removed:
+                    verdicts.pop(t.id, None)
+                for t in result.tracks:
+                    if t.settled:
+                        verdicts[t.id] = rules.verdict_of(t.label, result.sources.get(t.id, "classifier"))
+                for ev in events:
+                    self._handle(ev, frame, store, actuators)
+                pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
+                if writer is not None:
+                    from .annotate import draw
+
+                    elapsed = time.perf_counter() - started
+                    writer.write(draw(result, verdicts,
+                                      f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
+                self.frames += 1
+                notifier.watchdog()
+                if now - last_status >= 10.0:
+                    last_status = now
+                    elapsed = time.perf_counter() - started
+                    notifier.status(f"{self.frames} frames, {self.frames / elapsed:.1f} fps, "
+                                    f"{self.alerts} alerts, dropped {capture.dropped}")
+        finally:
+            if self.stop_event.is_set() and self.stop_reason == "not started":
+                self.stop_reason = "stopped"
+            try:
+                notifier.stopping(f"stopping: {self.stop_reason}")
+            except Exception as e:  # noqa: BLE001 - cleanup continues whatever fails
+                log.debug("notify stopping: %s", e)
+            if capture is not None:
+                capture.stop()
+            if actuators is not None:
+                actuators.close()
+            if writer is not None:
+                writer.close()
+            if store is not None:
+                store.close()
+            elapsed = (time.perf_counter() - started) if started else 0.0
+            self._summary(elapsed, capture, pipeline, writer)
+        if error is not None:
+            raise error
+        return 0
+
+    def _handle(self, ev: Event, frame, store, actuators) -> None:
+        self.events_by_verdict[ev.verdict] += 1
+        b = ev.box
+        state = "alert" if ev.alerted else "suppressed (cooldown)"
+        if ev.verdict == Verdict.COMPLIANT:
+            state = "green"
+        log.info("event: %s %s %.2f track %d frame %d box [%d,%d,%d,%d] (%s) %s",
+                 ev.verdict, ev.label, ev.score, ev.track_id, ev.frame_index,
+                 b.x1, b.y1, b.x2, b.y2, ev.source, state)
+        if store is not None:
+            store.add(ev, frame.image, wall_time=frame.timestamp)
+        if ev.verdict == Verdict.VIOLATION:
+            if ev.alerted:
+                self.alerts += 1
+                actuators.alert()
+            else:
+                self.suppressed += 1
+        elif ev.verdict == Verdict.COMPLIANT:
+            actuators.compliant()
+
+    def _summary(self, elapsed: float, capture, pipeline, writer) -> None:
+        fps = self.frames / elapsed if elapsed > 0 else 0.0
+        lines = [f"summary: {self.frames} frames in {elapsed:.1f} s = {fps:.1f} FPS; stop: {self.stop_reason}"]
+        if capture is not None:
+            lines.append(f"summary: captured {capture.captured}, dropped {capture.dropped}, "
+                         f"unreadable {capture.unreadable}, reconnects {capture.reconnects}")
+        lines.append("summary: latency per stage (ms; detect/track/pipeline per frame, classify per face):")
+        lines += [f"  {line}" for line in pipeline.latency.summary()]
+        ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events_by_verdict.items())) or "none"
+        lines.append(f"summary: events by verdict: {ev}; alerts {self.alerts}, "
+                     f"held back by cooldown {self.suppressed}")
+        if writer is not None:
+            lines.append(f"summary: annotated video {writer.path} ({writer.frames} frames)")
+        self.summary_lines = lines
+        for line in lines:
+            log.info("%s", line)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``doorguard run``: load the config, wire the loop, stop cleanly on SIGTERM/SIGINT."""
+    cfg = config_mod.load(args.config)
+    runner = Runner(cfg, args.source, args.max_frames, args.annotate)
+    previous = {}
+
+    def on_signal(signum, _frame):
+        runner.request_stop(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,518 @@
+"""Frame sources and the capture thread.
+
+Every source gives RGB uint8 frames (H x W x 3, R,G,B order). A source is
+either *live* (a camera or a stream: frames keep coming whether or not we keep
+up, so the capture thread keeps only the newest and counts the ones it drops;
+a source that stops delivering is reopened with exponential back-off) or
+*finite* (a video file, an image folder, the demo: every frame is processed in
+order, and the end of the input ends the run).
+
+Sources (``make_source`` spec):
+
+    picamera              the Pi camera through picamera2 (libcamera)
+    /dev/video0, 0        a V4L2/USB camera through OpenCV
+    rtsp://..., http://   a network stream through OpenCV (live)
+    clip.mp4              a video file through OpenCV
+    some/folder/          the images in a folder, sorted by name
+    photo.jpg             one image
+    demo                  the built-in synthetic doorway (edge/demo.py)
+    auto                  picamera when picamera2 imports, else /dev/video0
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from .config import SourceConfig
+from .errors import SourceError, UsageError
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class SourceLost(SourceError):
+    """A live source stopped delivering frames (camera unplugged, stream dropped)."""
+
+
+class UnreadableFrame(SourceError):
+    """One frame could not be decoded; the source itself is still usable."""
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the capture thread needs from a source.
+
+    Attributes:
+        name: for logs ("picamera", "/dev/video0", "demo", ...).
+        live: True for cameras/streams (newest frame wins, reconnect on loss).
+    """
+
+    name: str
+    live: bool
+
+    def open(self) -> None:
+        """Open the device/file. Raises SourceError when it cannot."""
+
+    def read(self) -> np.ndarray | None:
+        """Next RGB frame; None at the end of a finite source.
+
+        Raises:
+            SourceLost: a live source stopped delivering.
+            UnreadableFrame: this frame is corrupt (the next may be fine).
+        """
+
+    def close(self) -> None:
+        """Release the device (idempotent)."""
+
+
+# ---- picamera2 ---------------------------------------------------------------------------
+
+def bgr_memory_to_rgb(array: np.ndarray) -> np.ndarray:
+    """picamera2 "RGB888"/"XRGB8888" buffer -> R,G,B frame.
+
+    libcamera names formats after the little-endian pixel *word*, so "RGB888"
+    stores each pixel as the bytes B, G, R (and "XRGB8888" as B, G, R, X). A
+    numpy array from ``capture_array`` therefore has channel 0 = blue; reverse
+    the first three channels. (picamera2's "BGR888" would be R,G,B in memory;
+    we request "RGB888" because it is what the Pi camera stack and its
+    examples default to.)
+    """
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise UnreadableFrame(f"picamera2 returned an array of shape {array.shape}, expected H x W x 3/4")
+    return np.ascontiguousarray(array[..., 2::-1])
+
+
+class PicameraSource:
+    """The Pi camera through picamera2.
+
+    Args:
+        width, height, fps: requested main-stream size and frame rate (fps 0: camera default).
+        factory: builds the camera (default ``picamera2.Picamera2``); tests pass a fake.
+    """
+
+    live = True
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 0.0,
+                 factory: Callable[[], Any] | None = None):
+        self.name = "picamera"
+        self.width, self.height, self.fps = width, height, fps
+        self._factory = factory
+        self._cam = None
+
+    def open(self) -> None:
+        factory = self._factory
+        if factory is None:
+            try:
+                from picamera2 import Picamera2  # type: ignore[import-not-found]
+            except ImportError as e:
+                raise SourceError(
+                    "picamera2 is not importable: on a Pi install python3-picamera2 (apt) and make the "
+                    "venv with --system-site-packages; elsewhere use --source /dev/video0, a file or demo"
+                ) from e
+            factory = Picamera2
+        try:
+            cam = factory()
+            controls = {"FrameRate": float(self.fps)} if self.fps else {}
+            conf = cam.create_video_configuration(
+                main={"size": (self.width, self.height), "format": "RGB888"}, controls=controls)
+            cam.configure(conf)
+            cam.start()
+        except SourceError:
+            raise
+        except Exception as e:  # libcamera raises RuntimeError/IndexError/OSError for "no camera"
+            raise SourceError(f"cannot open the Pi camera: {type(e).__name__}: {e}") from e
+        self._cam = cam
+
+    def read(self) -> np.ndarray:
+        if self._cam is None:
+            raise SourceLost("picamera is not open")
+        try:
+            array = self._cam.capture_array("main")
+        except Exception as e:
+            raise SourceLost(f"Pi camera stopped delivering frames: {type(e).__name__}: {e}") from e
+        return bgr_memory_to_rgb(array)
+
+    def close(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is not None:
+            for step in (cam.stop, cam.close):
+                try:
+                    step()
+                except Exception as e:  # closing a vanished camera can fail; we are done with it
+                    log.debug("picamera close: %s", e)
+
+
+# ---- OpenCV: devices, files, streams -----------------------------------------------------
+
+class OpenCVSource:
+    """A V4L2/USB camera, a network stream or a video file through cv2.VideoCapture.
+
+    Args:
+        target: camera index (int), device path, URL or file path.
+        live: camera/stream (True) or file (False).
+        width, height, fps: requested capture settings (cameras only).
+        loop: files: rewind at the end.
+        capture_factory: builds the capture (default ``cv2.VideoCapture``); tests pass a fake.
+    """
+
+    def __init__(self, target: int | str, live: bool, width: int = 640, height: int = 480,
+                 fps: float = 0.0, loop: bool = False, capture_factory: Callable[..., Any] | None = None):
+        self.target = target
+        self.name = str(target)
+        self.live = live
+        self.width, self.height, self.fps, self.loop = width, height, fps, loop
+        self._factory = capture_factory
+        self._cap = None
+
+    def open(self) -> None:
+        import cv2
+
+        factory = self._factory or cv2.VideoCapture
+        cap = factory(self.target)
+        if not cap.isOpened():
+            cap.release()
+            kind = "camera" if self.live and not str(self.target).startswith(STREAM_PREFIXES) else (
+                "stream" if self.live else "video file")
+            raise SourceError(f"cannot open {kind} {self.name}")
+        if self.live and not str(self.target).startswith(STREAM_PREFIXES):
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+            # Keep the driver queue short: we want the newest frame, not a backlog.
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        import cv2
+
+        if self._cap is None:
+            raise SourceLost(f"{self.name} is not open")
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            if self.live:
+                raise SourceLost(f"{self.name} stopped delivering frames")
+            if self.loop:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, bgr = self._cap.read()
+            if not ok or bgr is None:
+                return None
+        if bgr.ndim == 2:
+            return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        # OpenCV decodes to B,G,R.
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+# ---- image folder ------------------------------------------------------------------------
+
+class FolderSource:
+    """The images of a folder (or one image), sorted by name; a finite source."""
+
+    live = False
+
+    def __init__(self, path: Path | str, loop: bool = False):
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.loop = loop
+        self.files: list[Path] = []
+        self._i = 0
+
+    def open(self) -> None:
+        if self.path.is_file():
+            self.files = [self.path]
+        else:
+            try:
+                self.files = sorted(p for p in self.path.iterdir()
+                                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            except OSError as e:
+                raise SourceError(f"cannot list image folder {self.path}: {e.strerror}") from e
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.path}")
+        self._i = 0
+
+    def read(self) -> np.ndarray | None:
+        import cv2
+
+        if self._i >= len(self.files):
+            if not self.loop:
+                return None
+            self._i = 0
+        path = self.files[self._i]
+        self._i += 1
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UnreadableFrame(f"cannot decode image {path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- factory -----------------------------------------------------------------------------
+
+def make_source(spec: str, cfg: SourceConfig | None = None) -> FrameSource:
+    """Build the source a spec names (see the module docstring).
+
+    Raises:
+        UsageError: the spec names no known kind of source (exit 2).
+    """
+    cfg = cfg or SourceConfig()
+    s = spec.strip()
+    if s == "demo":
+        from .demo import DemoSource
+
+        return DemoSource(loop=cfg.loop)
+    if s == "auto":
+        try:
+            import picamera2  # type: ignore[import-not-found] # noqa: F401
+
+            s = "picamera"
+        except ImportError:
+            s = "/dev/video0"
+            log.info("source auto: picamera2 not importable, using %s", s)
+    if s in ("picamera", "picamera2", "picam"):
+        return PicameraSource(cfg.width, cfg.height, cfg.fps)
+    if s.isdigit():
+        return OpenCVSource(int(s), True, cfg.width, cfg.height, cfg.fps)
+    if s.startswith("/dev/video"):
+        return OpenCVSource(s, True, cfg.width, cfg.height, cfg.fps)
+    if s.lower().startswith(STREAM_PREFIXES):
+        return OpenCVSource(s, True, cfg.width, cfg.height, cfg.fps)
+    p = Path(s).expanduser()
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        return FolderSource(p, loop=cfg.loop)
+    if p.is_file():
+        return OpenCVSource(str(p), False, loop=cfg.loop)
+    raise UsageError(
+        f"unknown source {spec!r}: not demo, picamera, a camera (/dev/videoN or N), a URL, "
+        f"or an existing file or folder"
+    )
+
+
+# ---- capture thread ----------------------------------------------------------------------
+
+class Capture:
+    """Runs a source in its own thread and hands the loop the newest frame.
+
+    Live sources: each new frame replaces an unconsumed one (counted in
+    ``dropped``), so inference never works on a stale queue; a lost source is
+    reopened with exponential back-off (``lost`` is True meanwhile, for the
+    fault pattern). Finite sources: the thread waits until the loop took the
+    previous frame, so every frame is processed, and the end of the input ends
+    the run.
+
+    Args:
+        source: the FrameSource.
+        cfg: timeouts and back-off ([source] section).
+        clock: monotonic clock; wall: wall clock for frame timestamps (both injectable).
+    """
+
+    def __init__(self, source: FrameSource, cfg: SourceConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.source = source
+        self.cfg = cfg or SourceConfig()
+        self.clock, self.wall = clock, wall
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._frame: Frame | None = None
+        self._ended = False
+        self._thread: threading.Thread | None = None
+        self._last_frame_at = 0.0
+        self.error: SourceError | None = None
+        self.captured = 0
+        self.dropped = 0
+        self.unreadable = 0
+        self.reconnects = 0
+        self._lost = False
+        # Back-off state survives a reopen that succeeds but delivers nothing;
+        # only a real frame resets it.
+        self._lost_since: float | None = None
+        self._delay = self.cfg.reconnect_initial_s
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> "Capture":
+        """Open the source (retrying live sources until ``open_timeout_s``) and start the thread.
+
+        Raises:
+            SourceError: the source never opened.
+        """
+        deadline = self.clock() + self.cfg.open_timeout_s
+        delay = self.cfg.reconnect_initial_s
+        while True:
+            try:
+                self.source.open()
+                break
+            except SourceError as e:
+                if not self.source.live or self.clock() + delay > deadline:
+                    raise SourceError(f"{e} (gave up after trying for {self.cfg.open_timeout_s:g} s)"
+                                      if self.source.live else str(e)) from e
+                log.warning("%s; retrying in %.1f s", e, delay)
+                if self._stop.wait(delay):
+                    raise SourceError(f"{self.source.name}: stopped while opening") from e
+                delay = min(delay * 2, self.cfg.reconnect_max_s)
+        self._last_frame_at = self.clock()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and close the source (idempotent)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+        try:
+            self.source.close()
+        except Exception as e:  # closing must never mask the real exit reason
+            log.debug("closing %s: %s", self.source.name, e)
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- consumer side -------------------------------------------------------------------
+    @property
+    def lost(self) -> bool:
+        """True while a live source is lost (reconnecting) or silent past ``read_timeout_s``."""
+        if self._lost:
+            return True
+        return (self.source.live and self._thread is not None and not self._ended
+                and self.clock() - self._last_frame_at > self.cfg.read_timeout_s)
+
+    @property
+    def ended(self) -> bool:
+        """No more frames will come (end of a finite source, stop, or gave up)."""
+        with self._cond:
+            return self._ended and self._frame is None
+
+    def get(self, timeout: float = 0.5) -> Frame | None:
+        """The newest frame not yet taken, waiting up to ``timeout`` seconds.
+
+        Returns:
+            A Frame, or None when none arrived in time or the source ended
+            (check ``ended`` and ``error``).
+        """
+        with self._cond:
+            if self._frame is None and not self._ended:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self._cond.notify_all()  # a finite source waits for this
+            return frame
+
+    # -- producer side -------------------------------------------------------------------
+    def _publish(self, image: np.ndarray) -> bool:
+        with self._cond:
+            if not self.source.live:
+                while self._frame is not None and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return False
+            elif self._frame is not None:
+                self.dropped += 1
+            self._frame = Frame(image, self.wall(), self.captured)
+            self.captured += 1
+            self._last_frame_at = self.clock()
+            if self._lost:
+                log.info("camera %s delivering again after %.1f s", self.source.name,
+                         self.clock() - (self._lost_since or self.clock()))
+            self._lost = False
+            self._lost_since = None
+            self._delay = self.cfg.reconnect_initial_s
+            self._cond.notify_all()
+        return True
+
+    def _end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        pace = 1.0 / self.cfg.fps if (self.cfg.fps and not self.source.live) else 0.0
+        next_at = self.clock()
+        try:
+            while not self._stop.is_set():
+                try:
+                    image = self.source.read()
+                except UnreadableFrame as e:
+                    self.unreadable += 1
+                    log.warning("unreadable frame skipped (%d so far): %s", self.unreadable, e)
+                    continue
+                except SourceError as e:
+                    if not self.source.live:
+                        self.error = e
+                        log.error("%s", e)
+                        return
+                    if not self._reconnect(e):
+                        return
+                    continue
+                except Exception as e:  # a driver bug must not kill the thread silently
+                    if not self.source.live:
+                        self.error = SourceError(f"{self.source.name}: {type(e).__name__}: {e}")
+                        return
+                    if not self._reconnect(SourceLost(f"{type(e).__name__}: {e}")):
+                        return
+                    continue
+                if image is None:
+                    return
+                if pace:
+                    next_at += pace
+                    delay = next_at - self.clock()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                if not self._publish(image):
+                    return
+        finally:
+            self._end()
+
+    def _reconnect(self, why: SourceError) -> bool:
+        """Reopen a lost live source with exponential back-off; False when giving up or stopping."""
+        if self._lost_since is None:
+            self._lost_since = self.clock()
+            log.error("camera lost: %s; reconnecting", why)
+        else:
+            log.warning("camera %s still failing: %s", self.source.name, why)
+        self._lost = True
+        while not self._stop.is_set():
+            try:
+                self.source.close()
+            except Exception as e:
+                log.debug("close after loss: %s", e)
+            gone = self.clock() - self._lost_since
+            if self.cfg.give_up_after_s and gone >= self.cfg.give_up_after_s:
+                self.error = SourceError(f"camera {self.source.name} lost for {gone:.0f} s, giving up: {why}")
+                log.error("%s", self.error)
+                return False
+            delay = self._delay
+            self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
+            if self._stop.wait(delay):
+                return False
+            try:
+                self.source.open()
+            except SourceError as e:
+                why = e
+                log.warning("reopen %s failed (%s); next try in %.1f s", self.source.name, e, self._delay)
+                continue
+            self.reconnects += 1
+            self._last_frame_at = self.clock()
+            log.info("camera %s reopened (attempt after %.1f s)", self.source.name, self.clock() - self._lost_since)
+            return True
+        return False

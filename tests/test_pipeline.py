@@ -1,0 +1,106 @@
+"""Pipeline: detector -> crop with margin -> classifier -> tracker, with interpreter stubs."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge import config
+from edge.errors import ModelError
+from edge.models import Classifier, Detector
+from edge.pipeline import LatencyStats, Pipeline
+from edge.types import Frame
+
+from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
+                           write_classifier_manifest, write_detector_manifest)
+
+
+def make(tmp_path, **tracking):
+    cfg = config.parse("[tracking]\n" + "".join(f"{k} = {v}\n" for k, v in tracking.items()))
+    det_i, clf_i = BlobDetectorInterpreter(), ColourClassifierInterpreter()
+    det = Detector(write_detector_manifest(tmp_path), interpreter=det_i)
+    clf = Classifier(write_classifier_manifest(tmp_path), interpreter=clf_i)
+    return Pipeline(det, clf, cfg), det_i, clf_i
+
+
+def test_detects_crops_and_classifies(tmp_path):
+    p, det_i, clf_i = make(tmp_path)
+    r = p.process(Frame(frame_with([(10, 10, 30, BLUE), (70, 40, 24, RED)]), 0.0, 0))
+    boxes = sorted((round(d.box.x1), round(d.box.y1), round(d.box.x2), round(d.box.y2)) for d in r.detections)
+    assert boxes == [(10, 10, 40, 40), (70, 40, 94, 64)]
+    labels = sorted(c.label for c in r.classified.values())
+    assert labels == ["mask", "no_mask"]
+    assert set(r.timings) == {"detect", "track", "classify", "pipeline"}
+    assert p.model_hashes() == {"detector": "0" * 64, "classifier": "1" * 64}
+
+
+def test_settled_tracks_are_classified_less_often(tmp_path):
+    p, det_i, clf_i = make(tmp_path, votes_needed=2, window=3, reclassify_every=4)
+    img = frame_with([(10, 10, 30, BLUE)])
+    for i in range(10):
+        p.process(Frame(img, 0.0, i))
+    # frames 0,1 vote (unsettled); settled at 1; then every 4th frame: 5, 9
+    assert clf_i.invocations == 4
+    assert det_i.invocations == 10
+    (t,) = p.tracker.tracks
+    assert t.label == "mask"
+
+
+def test_unsettled_tracks_are_classified_every_frame(tmp_path):
+    p, _, clf_i = make(tmp_path, votes_needed=3, window=3)
+    for i in range(5):
+        colour = BLUE if i % 2 else RED  # flip-flopping: never 3 of 3
+        p.process(Frame(frame_with([(10, 10, 30, colour)]), 0.0, i))
+    assert clf_i.invocations == 5
+    assert p.tracker.tracks[0].label is None
+
+
+def test_small_boxes_ignored(tmp_path):
+    p, _, clf_i = make(tmp_path)
+    p.min_px = 20
+    r = p.process(Frame(frame_with([(10, 10, 12, BLUE)]), 0.0, 0))
+    assert r.detections == [] and clf_i.invocations == 0
+
+
+def test_detector_label_tracks_vote_without_classifier(tmp_path):
+    cfg = config.parse('[models]\nclassify_labels = []\n[tracking]\nvotes_needed = 2\nwindow = 2\n')
+    det = Detector(write_detector_manifest(tmp_path, labels=("facetouch",)), interpreter=BlobDetectorInterpreter())
+    clf_i = ColourClassifierInterpreter()
+    clf = Classifier(write_classifier_manifest(tmp_path), interpreter=clf_i)
+    p = Pipeline(det, clf, cfg)
+    for i in range(2):
+        r = p.process(Frame(frame_with([(10, 10, 30, RED)]), 0.0, i))
+    assert r.sources == {1: "detector"}
+    assert p.tracker.tracks[0].label == "facetouch"
+    assert clf_i.invocations == 0
+
+
+def test_crop_margin_override(tmp_path):
+    p, _, _ = make(tmp_path)
+    assert p.margin == 0.1  # from the manifest
+    cfg = config.parse("[models]\ncrop_margin = 0.3\n")
+    p2 = Pipeline(p.detector, p.classifier, cfg)
+    assert p2.margin == 0.3
+
+
+def test_from_config_missing_model_is_model_error(tmp_path):
+    cfg = config.parse(f'[models]\ndetector = "{tmp_path}/nope.json"\n')
+    with pytest.raises(ModelError, match="not found"):
+        Pipeline.from_config(cfg)
+
+
+def test_from_config_hash_mismatch(tmp_path):
+    m = write_detector_manifest(tmp_path)
+    (tmp_path / "stub-det.tflite").write_bytes(b"not the model")
+    cfg = config.parse(f'[models]\ndetector = "{m}"\n')
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        Pipeline.from_config(cfg)
+
+
+def test_latency_percentiles():
+    s = LatencyStats()
+    for v in range(1, 101):
+        s.add("detect", float(v))
+    p = s.percentiles("detect")
+    assert p[50] == pytest.approx(50.5) and p[99] == pytest.approx(99.01)
+    assert s.mean("detect") == pytest.approx(50.5)
+    assert s.summary()[0].startswith("detect")

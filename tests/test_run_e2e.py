@@ -1,0 +1,207 @@
+"""`doorguard run` end to end: the loop with fakes at the seams, exit codes, signals, outputs off."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import signal
+import sqlite3
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import cli, config, service
+from edge.errors import ConfigError, ModelError, SourceError, StateError, UsageError
+from edge.pipeline import Pipeline
+
+from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
+                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
+                           write_detector_manifest)
+
+
+def cfg_for(tmp_path, extra=""):
+    det = write_detector_manifest(tmp_path)
+    clf = write_classifier_manifest(tmp_path)
+    text = (f'[models]\ndetector = "{det}"\nclassifier = "{clf}"\n'
+            f'[events]\nstate_dir = "{tmp_path / "state"}"\n'
+            "[rules]\nglobal_cooldown_s = 0.0\n" + extra)
+    p = tmp_path / "doorguard.toml"
+    p.write_text(text)
+    return p
+
+
+def doorway(n_each=12):
+    """A red (unmasked) face walks in and stands, leaves, then a blue (masked) one."""
+    frames = [frame_with([])] * 3
+    frames += [frame_with([(20 + i, 30, 30, RED)]) for i in range(n_each)]
+    frames += [frame_with([])] * 12
+    frames += [frame_with([(60 - i, 30, 30, BLUE)]) for i in range(n_each)]
+    return frames
+
+
+def runner(tmp_path, frames, extra="", **kw):
+    cfg = config.load(cfg_for(tmp_path, extra))
+    act, note = FakeActuators(), FakeNotifier()
+    r = service.Runner(cfg, source=kw.pop("source", ListSource(frames)), actuators=act, notifier=note,
+                       detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter(), **kw)
+    return r, act, note
+
+
+def test_violation_then_compliant(tmp_path, caplog):
+    caplog.set_level("INFO")
+    r, act, note = runner(tmp_path, doorway())
+    assert r.run() == 0
+    assert r.frames == len(doorway())
+    assert act.names() == ["alert", "compliant", "close"]
+    assert r.events_by_verdict == {"violation": 1, "compliant": 1}
+    assert note.messages[0] == "READY" and note.messages[-1] == "STOPPING"
+    assert note.messages.count("WATCHDOG") == r.frames
+    log = caplog.text
+    assert "event: violation no_mask" in log and "event: compliant mask" in log
+    assert "summary: " in log and "FPS" in log and "dropped 0" in log
+    for stage in ("detect", "classify", "track", "pipeline", "rules+io"):
+        assert f"  {stage}" in "\n".join(r.summary_lines)
+    rows = sqlite3.connect(tmp_path / "state" / "events.sqlite3").execute(
+        "SELECT verdict, label, detector_sha256, classifier_sha256 FROM events ORDER BY id").fetchall()
+    assert rows == [("violation", "no_mask", "0" * 64, "1" * 64), ("compliant", "mask", "0" * 64, "1" * 64)]
+
+
+def test_max_frames(tmp_path):
+    r, act, _ = runner(tmp_path, doorway(), max_frames=5)
+    assert r.run() == 0 and r.frames == 5 and "max-frames" in r.stop_reason
+    assert act.names() == ["close"]
+
+
+def test_annotate_writes_video(tmp_path):
+    out = tmp_path / "out.mp4"
+    r, _, _ = runner(tmp_path, doorway(), annotate=str(out))
+    r.run()
+    cap = cv2.VideoCapture(str(out))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, img = cap.read()
+    cap.release()
+    assert ok and n == r.frames and img.shape[:2] == (96, 128)
+
+
+def test_camera_lost_shows_fault_and_recovers(tmp_path):
+    frames = [frame_with([(20, 30, 30, RED)])] * 40
+    src = ListSource(frames, live=True, lose_at={10})
+    extra = ("[source]\nreconnect_initial_s = 0.3\nreconnect_max_s = 0.3\nread_timeout_s = 5.0\n"
+             "give_up_after_s = 5.0\n")
+    r, act, _ = runner(tmp_path, frames, extra, source=src, max_frames=25)
+    assert r.run() == 0
+    faults = [c for c in act.calls if c[0] == "fault"]
+    assert faults == [("fault", True), ("fault", False)]
+    assert act.names()[-1] == "close"
+
+
+def test_camera_gone_exits_with_source_error_and_outputs_off(tmp_path):
+    src = ListSource([frame_with([])] * 3, live=True)
+    src.fail_open = 0
+    extra = "[source]\nreconnect_initial_s = 0.01\nreconnect_max_s = 0.02\ngive_up_after_s = 0.2\n"
+    r, act, _ = runner(tmp_path, [], extra, source=src)
+    orig = src.open
+
+    def open_():
+        if src.opens:
+            raise SourceError("no camera")
+        src.opens += 1
+        orig()
+
+    src.open = open_
+    with pytest.raises(SourceError, match="giving up"):
+        r.run()
+    assert act.names()[-1] == "close" and ("fault", True) in act.calls
+
+
+def test_model_failure_shows_fault_then_stops(tmp_path):
+    r, act, _ = runner(tmp_path, [frame_with([])] * 40)
+    r._interps[0].fail = True
+    with pytest.raises(ModelError, match="failed on 25 frames"):
+        r.run()
+    assert ("fault", True) in act.calls and act.names()[-1] == "close"
+
+
+def test_bad_max_frames(tmp_path):
+    r, _, _ = runner(tmp_path, [], max_frames=0)
+    with pytest.raises(UsageError):
+        r.run()
+
+
+def test_unwritable_state_dir(tmp_path):
+    (tmp_path / "blocker").write_text("a file, not a dir")
+    r, _, _ = runner(tmp_path, [])
+    r.cfg.events.state_dir = str(tmp_path / "blocker" / "state")
+    with pytest.raises(StateError, match="not writable"):
+        r.run()
+
+
+def test_sigterm_stops_cleanly(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    endless = ListSource([frame_with([(20, 30, 30, RED)])] * 100000, live=False)
+    act, note = FakeActuators(), FakeNotifier()
+    monkeypatch.setattr(service, "Runner", functools.partial(
+        service.Runner, source=endless, actuators=act, notifier=note,
+        detector_interpreter=BlobDetectorInterpreter(), classifier_interpreter=ColourClassifierInterpreter()))
+    threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    args = argparse.Namespace(config=str(cfg_for(tmp_path)), source=None, max_frames=None, annotate=None)
+    assert service.main(args) == 0
+    assert "stop: SIGTERM" in caplog.text
+    assert act.names()[-1] == "close" and act.closed == 1
+    assert note.messages[-1] == "STOPPING"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+# ---- exit codes through the command line (one line, never a traceback) -------------------
+
+def run_cli(capsys, *argv):
+    code = cli.main(["run", *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_cli_bad_config(tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text("[models]\nthreads = 2\n")
+    code, err = run_cli(capsys, "--config", str(p))
+    assert code == ConfigError.exit_code == 3 and "models.threads (line 2): unknown key" in err
+
+
+def test_cli_unknown_source(tmp_path, capsys):
+    code, err = run_cli(capsys, "--config", str(cfg_for(tmp_path)), "--source", "nowhere.mkv")
+    assert code == UsageError.exit_code == 2 and "unknown source" in err
+
+
+def test_cli_missing_model(tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text(f'[models]\ndetector = "{tmp_path}/gone.json"\n[events]\nstate_dir = "{tmp_path}/s"\n')
+    code, err = run_cli(capsys, "--config", str(p), "--source", "demo")
+    assert code == ModelError.exit_code == 4 and "gone.json" in err
+
+
+def test_cli_corrupt_model(tmp_path, capsys):
+    cfgp = cfg_for(tmp_path)
+    (tmp_path / "stub-det.tflite").write_bytes(b"garbage")
+    code, err = run_cli(capsys, "--config", str(cfgp), "--source", "demo")
+    assert code == 4 and "does not match its manifest" in err
+
+
+def test_cli_camera_never_opens(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Pipeline, "from_config", classmethod(
+        lambda cls, cfg, *a: cls(*_stub_models(tmp_path), cfg)))
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    extra = "[source]\nopen_timeout_s = 0.3\nreconnect_initial_s = 0.05\n"
+    code, err = run_cli(capsys, "--config", str(cfg_for(tmp_path, extra)), "--source", "/dev/video99")
+    assert code == SourceError.exit_code == 5 and "cannot open camera /dev/video99" in err
+
+
+def _stub_models(tmp_path):
+    from edge.models import Classifier, Detector
+
+    return (Detector(tmp_path / "stub-det.json", interpreter=BlobDetectorInterpreter()),
+            Classifier(tmp_path / "stub-clf.json", interpreter=ColourClassifierInterpreter()))
