@@ -16,6 +16,7 @@ if [[ $what == test || $what == all ]]; then
   need systemd        # systemd-analyze verify/security for the unit tests
   need shellcheck     # install/deploy scripts
   need mosquitto      # real MQTT broker for tests/test_mqtt.py (started on a loopback port)
+  need chromium       # headless end-to-end test of the web page (tests/test_web.py)
 fi
 command -v dpkg-query >/dev/null || exit 0
 [[ ${#pkgs[@]} -eq 0 ]] && exit 0

@@ -1,0 +1,1095 @@
+"""The local web page: live annotated view and status, behind a login.
+
+Whoever mounts the Pi by a door has to aim the camera and check that faces come
+out large enough; later they want to glance at what it has seen. Faces are
+personal data, so the page is off by default (``[web] enabled = false``), listens
+on loopback by default (reach it from a laptop with
+``ssh -L 8080:localhost:8080 pi@doorway.local``), and never shows anything
+without a login. Binding beyond loopback without a password set is refused.
+
+The page runs on Flask, served by werkzeug's threaded server in a background
+thread of the runner process. The frame loop never waits for it: the loop only
+hands over a *reference* to its newest frame and overlays (:class:`LiveFrame`,
+no copy, no encode); the JPEG encode at reduced size and rate happens on the
+viewer's request thread, and only while a viewer is connected.
+
+Pages (all need a login):
+
+* ``/``           live annotated MJPEG view (boxes, labels, verdicts, fps)
+* ``/status``     uptime, fps, camera, models and hashes, CPU temperature and
+  throttling, last events (thumbnails only when snapshots are on), and the
+  "test buzzer/LEDs" button (POST with a CSRF token)
+* ``/status.json`` the same as JSON; ``/frame.jpg`` one annotated frame;
+  ``/stream.mjpg`` the stream itself; ``/thumb/<id>`` an event's thumbnail
+
+``doorguard set-password`` stores the password as an scrypt hash with a random
+salt in a 0600 file (by default ``web-password`` in the state directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import getpass
+import hashlib
+import hmac
+import html
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ConfigError, StateError, UsageError
+
+log = logging.getLogger("doorguard.web")
+
+#: File name of the password hash inside the state directory (when not configured).
+DEFAULT_PASSWORD_FILE = "web-password"
+#: Shortest password ``set-password`` accepts.
+MIN_PASSWORD_LENGTH = 8
+SESSION_COOKIE = "doorguard_session"
+
+# scrypt cost: N=2**15, r=8 needs 32 MiB and ~0.1-0.3 s on a Pi 4 per login. The
+# parameters are stored in the file, so raising them later keeps old files valid.
+_SCRYPT_N = 2**15
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+_SCRYPT_MAXMEM = 256 * 1024 * 1024
+
+
+class WebConfig(BaseModel):
+    """The ``[web]`` section: the optional local page (live view and status)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="Serve the local web page (live view, status). Off by default: faces are personal data"
+    )
+    bind: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address to listen on (an IP address or 'localhost'). Anything but loopback needs a password "
+            "set; from a laptop prefer loopback and `ssh -L 8080:localhost:8080 pi@doorway.local`"
+        ),
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 picks a free one; tests use it)")
+    password_file: str | None = Field(
+        None,
+        description=(
+            "File with the scrypt hash written by `doorguard set-password`; relative paths resolve against "
+            "the state directory; absent: 'web-password' in the state directory"
+        ),
+    )
+    session_minutes: float = Field(
+        60.0, gt=0.0, le=7 * 24 * 60, description="A login lasts this many minutes, then the page asks again"
+    )
+    live_fps: float = Field(
+        2.0, gt=0.0, le=15.0, description="Most frames per second sent to a live viewer (each costs one JPEG encode)"
+    )
+    live_width: int = Field(
+        640, ge=64, le=1920, description="Width of the live view in pixels (frames are scaled down, never up)"
+    )
+    jpeg_quality: int = Field(70, ge=10, le=95, description="JPEG quality of the live view and thumbnails")
+    max_viewers: int = Field(
+        2, ge=1, le=8, description="Live viewers at once; more are answered 503 (protects the frame loop)"
+    )
+    login_failures_per_minute: int = Field(
+        5, ge=1, le=100,
+        description="Failed logins allowed per client address per minute; beyond it logins answer 429",
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_address(cls, v: str) -> str:
+        v = v.strip()
+        if v == "localhost":
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or 'localhost'") from None
+        return v
+
+
+def is_loopback(bind: str) -> bool:
+    """True when ``bind`` only accepts connections from this machine."""
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+def password_path(cfg: WebConfig, state_dir: str | os.PathLike | None) -> Path:
+    """Where the password hash lives: ``cfg.password_file`` (relative: in the state dir), else the default name."""
+    base = Path(state_dir) if state_dir is not None else Path("state")
+    if cfg.password_file:
+        p = Path(cfg.password_file).expanduser()
+        return p if p.is_absolute() else base / p
+    return base / DEFAULT_PASSWORD_FILE
+
+
+# ---- password hashing -----------------------------------------------------------------------
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def hash_password(password: str, *, n: int = _SCRYPT_N, r: int = _SCRYPT_R, p: int = _SCRYPT_P) -> str:
+    """Hash a password with scrypt and a random 16-byte salt.
+
+    Returns:
+        ``scrypt$N$r$p$<salt base64>$<hash base64>`` (one line, parameters included).
+    """
+    salt = os.urandom(16)
+    dk = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(dk)}"
+
+
+def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
+    parts = stored.strip().split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError("not an scrypt hash written by `doorguard set-password`")
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt, dk = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5], validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise ValueError(f"malformed scrypt hash: {e}") from None
+    if n < 2 or n & (n - 1) or not (1 <= r <= 64 and 1 <= p <= 16) or len(salt) < 8 or len(dk) < 16:
+        raise ValueError("scrypt parameters out of range")
+    return n, r, p, salt, dk
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches a hash from :func:`hash_password` (constant-time compare)."""
+    try:
+        n, r, p, salt, dk = _parse_hash(stored)
+    except ValueError:
+        return False
+    got = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=len(dk))
+    return hmac.compare_digest(got, dk)
+
+
+def read_password_hash(path: Path) -> str | None:
+    """The stored hash, or None when no password is set (file absent or empty).
+
+    Raises:
+        ConfigError: the file exists but cannot be read or is not a hash from set-password.
+    """
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"web: password file {path} is unreadable: {getattr(e, 'strerror', None) or e}") from e
+    if not text:
+        return None
+    try:
+        _parse_hash(text)
+    except ValueError as e:
+        raise ConfigError(f"web: password file {path}: {e}; run `doorguard set-password` again") from None
+    return text
+
+
+def write_password_file(path: Path, stored: str) -> None:
+    """Write a hash atomically with mode 0600.
+
+    When run as root (``sudo doorguard set-password``), the file is given to the
+    owner of its directory, so the service user can read it.
+
+    Raises:
+        StateError: the directory cannot be created or written.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask; be explicit
+            os.write(fd, (stored.strip() + "\n").encode("ascii"))
+            os.fsync(fd)
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                st = os.stat(path.parent)
+                os.fchown(fd, st.st_uid, st.st_gid)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise StateError(f"cannot write password file {path}: {e.strerror or e}") from e
+
+
+# ---- the hand-over from the frame loop --------------------------------------------------------
+
+class LiveFrame:
+    """Newest frame and overlays, handed from the frame loop to the web page.
+
+    :meth:`put` stores references only (one attribute assignment, atomic under
+    the GIL): no copy and no encode per frame. The array must not be written to
+    by the loop after it is put (the web thread may be reading it); sources that
+    return a new array per frame satisfy this.
+    """
+
+    def __init__(self) -> None:
+        self._item: tuple[np.ndarray, Sequence[Any]] | None = None
+
+    def put(self, image: np.ndarray, overlays: Sequence[Any] = ()) -> None:
+        """Publish the newest RGB frame (H, W, 3 uint8) and its overlays (see :func:`overlay_fields`)."""
+        self._item = (image, overlays)
+
+    def get(self) -> tuple[np.ndarray, Sequence[Any]] | None:
+        """The newest ``(image, overlays)``, or None before the first frame."""
+        return self._item
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One box to draw on the live view."""
+
+    box: tuple[float, float, float, float]
+    label: str = ""
+    score: float | None = None
+    verdict: str | None = None
+    track_id: int | None = None
+
+
+def overlay_fields(o: Any) -> Overlay:
+    """Read one overlay item: an :class:`Overlay`, a dict, or any object with ``box``.
+
+    ``box`` may be an ``edge.types.Box`` or ``[x1, y1, x2, y2]`` in frame pixels;
+    optional ``label``, ``score``, ``verdict`` and ``track_id`` (or ``id``), so a
+    ``Detection`` or a tracker's track can be passed as is.
+    """
+    if isinstance(o, Overlay):
+        return o
+    get = o.get if isinstance(o, dict) else (lambda k, d=None: getattr(o, k, d))
+    box = get("box")
+    if box is None:
+        raise ValueError("overlay without a box")
+    coords = box.as_list() if hasattr(box, "as_list") else list(box)
+    tid = get("track_id")
+    if tid is None:
+        tid = get("id")
+    score = get("score")
+    return Overlay(
+        box=tuple(float(c) for c in coords[:4]),  # type: ignore[arg-type]
+        label=str(get("label") or ""),
+        score=None if score is None else float(score),
+        verdict=get("verdict"),
+        track_id=None if tid is None else int(tid),
+    )
+
+
+def overlays_from_tracks(tracks: Sequence[Any], verdicts: dict[int, str] | None = None) -> list[Overlay]:
+    """Immutable overlays of the tracker's visible tracks, for :meth:`LiveFrame.put`.
+
+    Tracks are updated in place by the next frame, so the loop hands over this
+    snapshot (a few small objects per frame, no pixel copy) rather than the tracks.
+
+    Args:
+        tracks: ``edge.tracking.Track`` objects (``id``, ``box``, ``label``, ``score``,
+            ``detector_label``, ``votes``, ``window``, ``missed``).
+        verdicts: track id -> verdict of its settled label.
+    """
+    verdicts = verdicts or {}
+    out = []
+    for t in tracks:
+        if getattr(t, "missed", 0):
+            continue
+        if t.label:
+            label, score = t.label, t.score
+        else:
+            label = f"{getattr(t, 'detector_label', '')} voting {len(getattr(t, 'votes', ()))}/{getattr(t, 'window', '?')}"
+            score = None
+        out.append(Overlay(tuple(t.box.as_list()), label.strip(), score, verdicts.get(t.id), t.id))
+    return out
+
+
+# BGR colours (the encoder takes BGR): red for a violation, green compliant, amber otherwise.
+_COLOURS = {"violation": (40, 40, 230), "compliant": (60, 200, 60)}
+_OTHER = (0, 190, 255)
+
+
+def render_frame(image: np.ndarray, overlays: Sequence[Any], width: int, fps: float | None,
+                 quality: int) -> bytes:
+    """Scale an RGB frame down to ``width``, draw overlays and fps, encode as JPEG.
+
+    Raises:
+        ValueError: the image cannot be encoded.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, width / float(w)) if w else 1.0
+    if scale < 1.0:
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    else:
+        small = image
+    # Frames are R,G,B; OpenCV draws and encodes B,G,R. cvtColor also gives a private copy to draw on.
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR) if small.ndim == 3 else cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    fs = max(0.4, bgr.shape[1] / 1100.0)
+    th = 1 if bgr.shape[1] < 900 else 2
+    for item in overlays:
+        try:
+            ov = overlay_fields(item)
+        except (ValueError, TypeError):
+            continue
+        x1, y1, x2, y2 = (int(round(c * scale)) for c in ov.box)
+        colour = _COLOURS.get(str(ov.verdict), _OTHER)
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, 2)
+        parts = []
+        if ov.track_id is not None:
+            parts.append(f"#{ov.track_id}")
+        if ov.label:
+            parts.append(ov.label)
+        if ov.score is not None:
+            parts.append(f"{ov.score:.2f}")
+        if ov.verdict:
+            parts.append(str(ov.verdict))
+        text = " ".join(parts)
+        if text:
+            (tw, tht), base = cv2.getTextSize(text, font, fs, th)
+            ty = y1 - 4 if y1 - tht - base - 4 >= 0 else y2 + tht + 4
+            tx = max(0, min(x1, bgr.shape[1] - tw - 4))  # keep the label inside the frame
+            cv2.rectangle(bgr, (tx, ty - tht - 3), (tx + tw + 4, ty + base), colour, -1)
+            cv2.putText(bgr, text, (tx + 2, ty), font, fs, (0, 0, 0), th, cv2.LINE_AA)
+    if fps is not None:
+        text = f"{fps:.1f} fps"
+        (tw, tht), base = cv2.getTextSize(text, font, fs, th)
+        cv2.rectangle(bgr, (0, 0), (tw + 8, tht + base + 8), (0, 0, 0), -1)
+        cv2.putText(bgr, text, (4, tht + 4), font, fs, (255, 255, 255), th, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encode failed")
+    return buf.tobytes()
+
+
+# ---- Pi health ----------------------------------------------------------------------------------
+
+# get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
+_THROTTLE_BITS = {
+    0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
+    16: "under-voltage occurred", 17: "frequency capping occurred", 18: "throttling occurred",
+    19: "soft temperature limit occurred",
+}
+
+
+def read_pi_health(sys_root: str | os.PathLike = "/sys") -> dict[str, Any]:
+    """CPU temperature (thermal zones) and Raspberry Pi throttling flags from sysfs.
+
+    Returns:
+        ``{"temperatures_c": {zone type: degrees}, "throttled": int | None,
+        "throttled_flags": [str]}``; empty values where the files do not exist
+        (not a Pi, or a container).
+    """
+    root = Path(sys_root)
+    temps: dict[str, float] = {}
+    for zone in sorted(root.glob("class/thermal/thermal_zone*")):
+        try:
+            milli = int((zone / "temp").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            kind = (zone / "type").read_text().strip() or zone.name
+        except OSError:
+            kind = zone.name
+        temps[kind if kind not in temps else f"{kind} ({zone.name})"] = milli / 1000.0
+    throttled = None
+    # Pi 4 and earlier: soc/soc:firmware; Pi 5: soc@.../...:firmware. Single-level globs only (sysfs has loops).
+    for pattern in ("devices/platform/soc/soc:firmware/get_throttled",
+                    "devices/platform/soc*/*firmware*/get_throttled"):
+        for f in root.glob(pattern):
+            try:
+                throttled = int(f.read_text().strip(), 16)
+                break
+            except (OSError, ValueError):
+                continue
+        if throttled is not None:
+            break
+    flags = [name for bit, name in _THROTTLE_BITS.items() if throttled is not None and throttled >> bit & 1]
+    return {"temperatures_c": temps, "throttled": throttled, "throttled_flags": flags}
+
+
+# ---- sessions and the login rate limit ------------------------------------------------------------
+
+@dataclass
+class _Session:
+    expires: float
+    csrf: str
+
+
+class _Sessions:
+    """Server-side sessions: the cookie holds a random token only (revocable, dies with the process)."""
+
+    MAX = 64
+
+    def __init__(self, minutes: float, clock: Callable[[], float]) -> None:
+        self.ttl = minutes * 60.0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_token: dict[str, _Session] = {}
+
+    def create(self) -> tuple[str, _Session]:
+        token = secrets.token_urlsafe(32)
+        s = _Session(expires=self._clock() + self.ttl, csrf=secrets.token_urlsafe(32))
+        with self._lock:
+            self._purge()
+            while len(self._by_token) >= self.MAX:  # oldest login goes first
+                self._by_token.pop(next(iter(self._by_token)))
+            self._by_token[token] = s
+        return token, s
+
+    def get(self, token: str | None) -> _Session | None:
+        if not token:
+            return None
+        with self._lock:
+            s = self._by_token.get(token)
+            if s is not None and s.expires <= self._clock():
+                del self._by_token[token]
+                return None
+            return s
+
+    def drop(self, token: str | None) -> None:
+        with self._lock:
+            self._by_token.pop(token or "", None)
+
+    def _purge(self) -> None:
+        now = self._clock()
+        for t in [t for t, s in self._by_token.items() if s.expires <= now]:
+            del self._by_token[t]
+
+
+class _LoginLimiter:
+    """At most ``limit`` failed logins per client address in any 60 s window."""
+
+    WINDOW = 60.0
+    MAX_CLIENTS = 1024
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0 when it may now)."""
+        now = self._clock()
+        with self._lock:
+            q = self._failures.get(client)
+            if not q:
+                return 0.0
+            while q and q[0] <= now - self.WINDOW:
+                q.popleft()
+            if len(q) < self.limit:
+                return 0.0
+            return max(0.0, q[0] + self.WINDOW - now)
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if client not in self._failures and len(self._failures) >= self.MAX_CLIENTS:
+                now = self._clock()
+                for c in [c for c, q in self._failures.items() if not q or q[-1] <= now - self.WINDOW]:
+                    del self._failures[c]
+                if len(self._failures) >= self.MAX_CLIENTS:
+                    self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(client, deque()).append(self._clock())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+# ---- the server ---------------------------------------------------------------------------------------
+
+StatusFn = Callable[[], dict]
+LatestFrameFn = Callable[[], "tuple[np.ndarray, Sequence[Any]] | None"]
+
+
+class WebServer:
+    """The local page, served from a background thread.
+
+    Args:
+        cfg: the ``[web]`` section.
+        status: returns the runner's state as a dict; the page reads these keys
+            when present (others are listed as they are): ``fps`` (float),
+            ``camera_ok`` (bool), ``frames``, ``dropped`` (int), ``uptime_s``
+            (float; default: since this server was built), ``source`` (str),
+            ``models`` (list of ``{"name", "sha256"}``), ``snapshots`` (bool:
+            snapshots are on), ``events`` (newest first, list of ``{"id",
+            "time", "track_id", "verdict", "label", "score", "snapshot"}``
+            where ``snapshot`` is a JPEG path or None). Called per page view and
+            about once a second per live viewer, never by the frame loop.
+        latest_frame: returns the newest ``(rgb_image, overlays)`` or None
+            (e.g. :meth:`LiveFrame.get`); overlays as in :func:`overlay_fields`.
+        test_outputs: plays the buzzer/LED test pattern; must return at once.
+        state_dir: where a relative/default password file lives (``Config.state_dir()``).
+        password_file: overrides the password file location entirely.
+        sys_root: sysfs root for temperature/throttling (tests point it elsewhere).
+        clock: monotonic clock in seconds (sessions, rate limit).
+
+    Raises:
+        ConfigError: bound beyond loopback without a password set, or the
+            password file is unreadable/malformed.
+    """
+
+    def __init__(
+        self,
+        cfg: WebConfig,
+        status: StatusFn,
+        latest_frame: LatestFrameFn,
+        test_outputs: Callable[[], None],
+        *,
+        state_dir: str | os.PathLike | None = None,
+        password_file: str | os.PathLike | None = None,
+        sys_root: str | os.PathLike = "/sys",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self._status = status
+        self._latest = latest_frame
+        self._test_outputs = test_outputs
+        self._sys_root = sys_root
+        self._clock = clock
+        self.password_file = Path(password_file) if password_file is not None else password_path(cfg, state_dir)
+        stored = read_password_hash(self.password_file)
+        if stored is None and not is_loopback(cfg.bind):
+            raise ConfigError(
+                f"web: refusing to listen on {cfg.bind} (not loopback) without a password; "
+                f"run `doorguard set-password` (writes {self.password_file}) or bind 127.0.0.1"
+            )
+        self._sessions = _Sessions(cfg.session_minutes, clock)
+        self._limiter = _LoginLimiter(cfg.login_failures_per_minute, clock)
+        self._started = clock()
+        self._stop = threading.Event()
+        self._viewers = 0
+        self._viewers_lock = threading.Lock()
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._health: tuple[float, dict] | None = None
+        #: JPEG frames sent to live viewers so far (all streams together).
+        self.frames_sent = 0
+        self.app = self._build_app()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one when ``cfg.port`` is 0); 0 before start()."""
+        return self._server.server_port if self._server is not None else 0
+
+    @property
+    def url(self) -> str:
+        """Base URL of the page (``http://host:port``)."""
+        host = self.cfg.bind
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def viewers(self) -> int:
+        """Live viewers connected now."""
+        return self._viewers
+
+    def start(self) -> "WebServer":
+        """Listen and serve in a daemon thread; returns at once.
+
+        Raises:
+            ConfigError: the address/port cannot be bound (in use, not local).
+        """
+        if self._server is not None:
+            return self
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class _Handler(WSGIRequestHandler):
+            # One line per request would flood journald with stream/thumbnail hits: debug only
+            # (werkzeug's own line also carries terminal colour codes).
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                log.debug('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
+
+            def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's name
+                (log.warning if type == "error" else log.debug)("web: %s %s", self.address_string(),
+                                                                message % args)
+
+        try:
+            self._server = make_server(self.cfg.bind, self.cfg.port, self.app, threaded=True,
+                                       request_handler=_Handler)
+        except (OSError, SystemExit) as e:  # werkzeug exits on some bind errors
+            raise ConfigError(f"web: cannot listen on {self.cfg.bind}:{self.cfg.port}: "
+                              f"{getattr(e, 'strerror', None) or e}") from e
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="doorguard-web", daemon=True)
+        self._thread.start()
+        log.info("web: serving on %s (login required; live view %g fps, %d px wide)", self.url,
+                 self.cfg.live_fps, self.cfg.live_width)
+        return self
+
+    def close(self) -> None:
+        """Stop the streams and the server; idempotent."""
+        self._stop.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def __enter__(self) -> "WebServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _safe_status(self) -> dict:
+        try:
+            st = self._status()
+            return dict(st) if st else {}
+        except Exception as e:  # noqa: BLE001 - a broken status callable must not break the page
+            log.warning("web: status callback failed: %s: %s", type(e).__name__, e)
+            return {"status_error": f"{type(e).__name__}: {e}"}
+
+    def _pi_health(self) -> dict:
+        now = self._clock()
+        if self._health is None or now - self._health[0] > 5.0:
+            self._health = (now, read_pi_health(self._sys_root))
+        return self._health[1]
+
+    def _fps(self) -> float | None:
+        fps = self._safe_status().get("fps")
+        try:
+            return None if fps is None else float(fps)
+        except (TypeError, ValueError):
+            return None
+
+    def _encode_latest(self, fps: float | None) -> tuple[int, bytes] | None:
+        item = self._latest()
+        if item is None:
+            return None
+        image, overlays = item
+        return id(image), render_frame(image, overlays or (), self.cfg.live_width, fps, self.cfg.jpeg_quality)
+
+    def _mjpeg(self, token: str) -> Iterator[bytes]:
+        period = 1.0 / self.cfg.live_fps
+        # Holding the last image (not its id) keeps one frame alive per viewer, and a new
+        # array can never be mistaken for the last one because it reused its address.
+        last_image: np.ndarray | None = None
+        last_jpeg: bytes | None = None
+        last_sent = 0.0
+        fps: float | None = None
+        fps_at = float("-inf")
+        while not self._stop.is_set() and self._sessions.get(token) is not None:
+            t0 = time.monotonic()
+            if t0 - fps_at >= 1.0:
+                fps, fps_at = self._fps(), t0
+            item = self._latest()
+            jpeg = None
+            if item is not None and item[0] is not last_image:
+                last_image = item[0]
+                try:
+                    jpeg = render_frame(item[0], item[1] or (), self.cfg.live_width, fps, self.cfg.jpeg_quality)
+                    last_jpeg = jpeg
+                except Exception as e:  # noqa: BLE001 - one bad frame must not end the view
+                    log.warning("web: live frame not encoded: %s: %s", type(e).__name__, e)
+            elif last_jpeg is not None and t0 - last_sent > 2.0:
+                # No new frame (camera lost?): resend the last one now and then, which also
+                # notices a viewer that went away (only a write fails on a closed socket).
+                jpeg = last_jpeg
+            if jpeg is not None:
+                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                       + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                last_sent = t0
+                self.frames_sent += 1
+            self._stop.wait(max(0.0, period - (time.monotonic() - t0)))
+
+    def _viewer_left(self) -> None:
+        with self._viewers_lock:
+            self._viewers -= 1
+
+    # -- the Flask app -----------------------------------------------------------------------------
+
+    def _build_app(self):  # noqa: C901 - one closure per route reads best here
+        from flask import Flask, Response, abort, g, jsonify, make_response, redirect, request, \
+            render_template_string, url_for
+
+        app = Flask("doorguard.web")
+        # Flask's own session is unused (sessions are server-side), but give it a per-process secret anyway.
+        app.secret_key = secrets.token_bytes(32)
+        public = {"login", "static"}
+
+        def client() -> str:
+            return request.remote_addr or "?"
+
+        def session_token() -> str | None:
+            return request.cookies.get(SESSION_COOKIE)
+
+        @app.before_request
+        def _require_login():
+            if request.method == "POST":
+                # Browsers send Origin on POST: a form posted from another site is refused even
+                # before the CSRF token is checked (the cookie is SameSite=Strict as well).
+                origin = request.headers.get("Origin")
+                if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+                    abort(403)
+            if request.endpoint in public:
+                return None
+            s = self._sessions.get(session_token())
+            if s is None:
+                if request.method == "GET" and request.endpoint in ("live", "status_page"):
+                    return redirect(url_for("login", next=request.full_path.rstrip("?")))
+                return Response("login required\n", status=401, mimetype="text/plain")
+            g.session = s
+            return None
+
+        @app.after_request
+        def _headers(resp):
+            resp.headers["X-Frame-Options"] = "DENY"
+            resp.headers["X-Content-Type-Options"] = "nosniff"
+            resp.headers["Referrer-Policy"] = "no-referrer"
+            resp.headers["Content-Security-Policy"] = (
+                "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+                "frame-ancestors 'none'; base-uri 'none'")
+            resp.headers.setdefault("Cache-Control", "no-store")
+            return resp
+
+        def page(title: str, body: str, **kw: Any) -> str:
+            csrf = g.session.csrf if hasattr(g, "session") else ""
+            return render_template_string(_LAYOUT, title=title, logged_in=bool(csrf), csrf=csrf,
+                                          body=render_template_string(body, csrf_token=csrf, **kw))
+
+        @app.route("/login", methods=["GET", "POST"])
+        def login():
+            nxt = request.values.get("next") or "/"
+            if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:
+                nxt = "/"  # only local paths: no open redirect
+            error = None
+            status = 200
+            if request.method == "POST":
+                wait = self._limiter.retry_after(client())
+                if wait > 0:
+                    log.warning("web: login from %s refused: too many failures", client())
+                    resp = make_response(page("Login", _LOGIN, error="Too many failed logins; wait a minute.",
+                                              next=nxt, no_password=False), 429)
+                    resp.headers["Retry-After"] = str(int(wait) + 1)
+                    return resp
+                try:
+                    stored = read_password_hash(self.password_file)
+                except ConfigError as e:
+                    log.error("%s", e)
+                    stored = None
+                if stored is not None and verify_password(request.form.get("password", ""), stored):
+                    self._limiter.succeeded(client())
+                    token, _ = self._sessions.create()
+                    log.info("web: login from %s", client())
+                    resp = redirect(nxt)
+                    resp.set_cookie(SESSION_COOKIE, token, max_age=int(self.cfg.session_minutes * 60) or 1,
+                                    httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+                    return resp
+                self._limiter.failed(client())
+                log.warning("web: failed login from %s", client())
+                error, status = "Wrong password.", 401
+            try:
+                no_password = read_password_hash(self.password_file) is None
+            except ConfigError:
+                no_password = True
+            return page("Login", _LOGIN, error=error, next=nxt, no_password=no_password,
+                        password_file=str(self.password_file)), status
+
+        @app.post("/logout")
+        def logout():
+            check_csrf()
+            self._sessions.drop(session_token())
+            resp = redirect(url_for("login"))
+            resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+            return resp
+
+        def check_csrf() -> None:
+            sent = request.form.get("csrf", "")
+            if not sent or not hmac.compare_digest(sent, g.session.csrf):
+                abort(403)
+
+        @app.get("/")
+        def live():
+            return page("Live view", _LIVE, fps=self.cfg.live_fps, width=self.cfg.live_width)
+
+        @app.get("/stream.mjpg")
+        def stream():
+            with self._viewers_lock:
+                if self._viewers >= self.cfg.max_viewers:
+                    return Response("too many live viewers\n", status=503, mimetype="text/plain",
+                                    headers={"Retry-After": "10"})
+                self._viewers += 1
+            resp = Response(_Closing(self._mjpeg(session_token() or ""), self._viewer_left),
+                            mimetype="multipart/x-mixed-replace; boundary=frame", direct_passthrough=True)
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
+
+        @app.get("/frame.jpg")
+        def frame():
+            try:
+                got = self._encode_latest(self._fps())
+            except Exception as e:  # noqa: BLE001
+                log.warning("web: frame not encoded: %s: %s", type(e).__name__, e)
+                got = None
+            if got is None:
+                return Response("no frame yet\n", status=503, mimetype="text/plain")
+            return Response(got[1], mimetype="image/jpeg")
+
+        def status_data() -> dict:
+            st = self._safe_status()
+            st.setdefault("uptime_s", self._clock() - self._started)
+            st["pi"] = self._pi_health()
+            st["web"] = {"viewers": self._viewers, "frames_sent": self.frames_sent}
+            return st
+
+        @app.get("/status")
+        def status_page():
+            st = status_data()
+            for k in ("fps", "camera_ok", "frames", "dropped", "source", "models", "events", "snapshots"):
+                st.setdefault(k, None)
+            known = {"fps", "camera_ok", "frames", "dropped", "uptime_s", "source", "models", "snapshots",
+                     "events", "pi", "web", "status_error"}
+            extra = {k: v for k, v in st.items() if k not in known and not isinstance(v, (dict, list))}
+            events = [_event_row(e) for e in (st.get("events") or []) if isinstance(e, dict)]
+            return page("Status", _STATUS, st=st, uptime=_duration(st["uptime_s"]), extra=extra, events=events,
+                        snapshots=bool(st.get("snapshots")), tested=request.args.get("test"))
+
+        @app.get("/status.json")
+        def status_json():
+            st = status_data()
+            # File paths stay on the device (copies: the dicts belong to the runner).
+            st["events"] = [{k: v for k, v in e.items() if k != "snapshot"}
+                            for e in st.get("events") or [] if isinstance(e, dict)]
+            return jsonify(_jsonable(st))
+
+        @app.get("/thumb/<int:event_id>")
+        def thumb(event_id: int):
+            st = self._safe_status()
+            if not st.get("snapshots"):
+                abort(404)
+            path = None
+            for i, e in enumerate(st.get("events") or []):
+                if isinstance(e, dict) and (e.get("id", i) == event_id):
+                    path = e.get("snapshot")
+                    break
+            if not path:
+                abort(404)
+            try:
+                import cv2
+
+                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if img is None:
+                    abort(404)
+                h, w = img.shape[:2]
+                if w > 240:
+                    img = cv2.resize(img, (240, max(1, round(h * 240 / w))), interpolation=cv2.INTER_AREA)
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            except OSError:
+                abort(404)
+            if not ok:
+                abort(404)
+            return Response(buf.tobytes(), mimetype="image/jpeg")
+
+        @app.post("/test-outputs")
+        def test_outputs():
+            check_csrf()
+            try:
+                self._test_outputs()
+                result = "ok"
+                log.info("web: buzzer/LED test requested by %s", client())
+            except Exception as e:  # noqa: BLE001 - report on the page, keep serving
+                log.warning("web: buzzer/LED test failed: %s: %s", type(e).__name__, e)
+                result = "failed"
+            return redirect(url_for("status_page", test=result))
+
+        return app
+
+
+class _Closing:
+    """A response body that calls ``on_close`` exactly once when the server closes it.
+
+    A generator's ``finally`` never runs when the generator was not started
+    (a viewer gone before the first frame); WSGI always calls ``close()``.
+    """
+
+    def __init__(self, it: Iterator[bytes], on_close: Callable[[], None]) -> None:
+        self._it = it
+        self._on_close = on_close
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._it
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._it.close()  # type: ignore[attr-defined]
+        finally:
+            self._on_close()
+
+
+def _duration(seconds: Any) -> str:
+    try:
+        s = int(float(seconds))
+    except (TypeError, ValueError):
+        return "?"
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _event_row(e: dict) -> dict:
+    t = e.get("time")
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(t)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        when = str(t or "")
+    score = e.get("score")
+    try:
+        score = f"{float(score):.2f}"
+    except (TypeError, ValueError):
+        score = "" if score is None else str(score)
+    return {"id": e.get("id"), "when": when, "track_id": e.get("track_id", ""), "verdict": e.get("verdict", ""),
+            "label": e.get("label", ""), "score": score, "has_snapshot": bool(e.get("snapshot"))}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+_LAYOUT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>doorguard: {{ title }}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
+nav{display:flex;gap:1em;align-items:center;padding:.5em 1em;background:#222}
+nav a{color:#9cf} nav form{margin-left:auto}
+main{padding:1em} table{border-collapse:collapse} td,th{padding:.2em .6em;border-bottom:1px solid #333;text-align:left}
+.bad{color:#f66} .ok{color:#6d6} .msg{padding:.5em;background:#333;display:inline-block}
+img.live{max-width:100%;background:#000} button{font-size:1em;padding:.3em .8em}
+</style></head><body>
+<nav><b>doorguard</b>{% if logged_in %}<a href="/">Live</a><a href="/status">Status</a>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
+<button type="submit">Log out</button></form>{% endif %}</nav>
+<main><h1>{{ title }}</h1>{{ body|safe }}</main></body></html>
+"""
+
+_LOGIN = """{% if error %}<p class="bad" id="error">{{ error }}</p>{% endif %}
+{% if no_password %}<p class="msg">No password is set yet. On the device run
+<code>doorguard set-password</code> (writes {{ password_file }}), then log in.</p>{% endif %}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{{ next }}">
+<label>Password <input type="password" name="password" id="password" autocomplete="current-password" autofocus></label>
+<button type="submit" id="login">Log in</button></form>
+"""
+
+_LIVE = """<p>Annotated camera view at up to {{ fps }} fps, {{ width }} px wide.
+Aim the camera so faces by the door come out large.</p>
+<img class="live" id="live" src="/stream.mjpg" alt="live view">
+"""
+
+_STATUS = """{% if tested == "ok" %}<p class="msg ok" id="tested">Buzzer and LED test pattern started.</p>
+{% elif tested %}<p class="msg bad" id="tested">Buzzer and LED test failed; see the log.</p>{% endif %}
+{% if st.status_error %}<p class="bad">Status unavailable: {{ st.status_error }}</p>{% endif %}
+<table id="status">
+<tr><th>Uptime</th><td>{{ uptime }}</td></tr>
+<tr><th>Frames per second</th><td>{{ "%.1f"|format(st.fps) if st.fps is number else "?" }}</td></tr>
+<tr><th>Camera</th><td>{% if st.camera_ok %}<span class="ok">ok</span>{% elif st.camera_ok is none %}?
+{% else %}<span class="bad">lost</span>{% endif %}{% if st.source %} ({{ st.source }}){% endif %}</td></tr>
+{% if st.frames is not none %}<tr><th>Frames</th><td>{{ st.frames }}{% if st.dropped is not none %},
+{{ st.dropped }} dropped{% endif %}</td></tr>{% endif %}
+{% for m in st.models or [] %}<tr><th>Model</th><td>{{ m.name }} <code>{{ (m.sha256 or "")[:16] }}</code></td></tr>
+{% endfor %}
+{% for zone, c in st.pi.temperatures_c.items() %}<tr><th>Temperature ({{ zone }})</th>
+<td class="{{ 'bad' if c >= 80 else '' }}">{{ "%.1f"|format(c) }} &deg;C</td></tr>{% endfor %}
+{% if st.pi.throttled is not none %}<tr><th>Throttling</th><td class="{{ 'bad' if st.pi.throttled else 'ok' }}">
+{{ "0x%x"|format(st.pi.throttled) }} {{ st.pi.throttled_flags|join(", ") or "none" }}</td></tr>{% endif %}
+{% for k, v in extra.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
+<tr><th>Live viewers</th><td>{{ st.web.viewers }}</td></tr>
+</table>
+<h2>Installation check</h2>
+<form method="post" action="/test-outputs"><input type="hidden" name="csrf" value="{{ csrf_token }}">
+<button type="submit" id="test-outputs">Test buzzer and LEDs</button></form>
+<h2>Last events</h2>
+{% if events %}<table id="events"><tr><th>Time</th><th>Track</th><th>Verdict</th><th>Label</th><th>Score</th>
+{% if snapshots %}<th>Snapshot</th>{% endif %}</tr>
+{% for e in events %}<tr><td>{{ e.when }}</td><td>{{ e.track_id }}</td>
+<td class="{{ 'bad' if e.verdict == 'violation' else 'ok' if e.verdict == 'compliant' else '' }}">{{ e.verdict }}</td>
+<td>{{ e.label }}</td><td>{{ e.score }}</td>{% if snapshots %}<td>{% if e.has_snapshot %}
+<img src="/thumb/{{ e.id if e.id is not none else loop.index0 }}" width="120" alt="snapshot">{% endif %}</td>{% endif %}
+</tr>{% endfor %}</table>{% else %}<p>No events yet.</p>{% endif %}
+"""
+
+
+# ---- doorguard set-password ---------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard set-password``."""
+    parser.add_argument("--config", metavar="PATH",
+                        help="config TOML whose [web] password_file / state directory is used "
+                             "(default: the embedded default config)")
+    parser.add_argument("--password-file", metavar="PATH",
+                        help="write the hash here (overrides the config)")
+
+
+def _read_new_password(stdin=None) -> str:
+    stdin = stdin or sys.stdin
+    if stdin.isatty():
+        first = getpass.getpass("New web page password: ")
+        again = getpass.getpass("Repeat it: ")
+        if first != again:
+            raise UsageError("the two passwords differ; nothing changed")
+        pw = first
+    else:
+        # Scripts: the first line of stdin is the password (no echo concerns, no repeat).
+        pw = stdin.readline().rstrip("\r\n")
+    if len(pw) < MIN_PASSWORD_LENGTH:
+        raise UsageError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters; nothing changed")
+    return pw
+
+
+def main(args: argparse.Namespace) -> int:
+    """Prompt for a password (twice; or read stdin's first line) and store its scrypt hash with mode 0600."""
+    if args.password_file:
+        path = Path(args.password_file).expanduser()
+    else:
+        from . import config as config_mod
+
+        cfg = config_mod.load(args.config)
+        web_cfg = getattr(cfg, "web", None) or WebConfig()
+        path = password_path(web_cfg, cfg.state_dir())
+    pw = _read_new_password()
+    write_password_file(path, hash_password(pw))
+    print(f"doorguard: web page password set in {path} (scrypt, mode 0600)")
+    return 0

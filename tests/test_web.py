@@ -1,0 +1,678 @@
+"""The local web page: real HTTP on a loopback ephemeral port, and headless Chromium end to end."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge import cli, web
+from edge.errors import ConfigError, UsageError
+from edge.web import LiveFrame, Overlay, WebConfig, WebServer
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "correct horse battery"
+
+
+class FakeClock:
+    """Monotonic clock the tests move by hand (sessions and the login rate limit read it)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def pw_file(tmp_path) -> Path:
+    p = tmp_path / "web-password"
+    # Cheap scrypt parameters keep the tests fast; they are stored in the file and used to verify.
+    web.write_password_file(p, web.hash_password(PASSWORD, n=2**10))
+    return p
+
+
+def red_frame(w: int = 640, h: int = 480) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = 220  # R of R,G,B
+    return img
+
+
+class Harness:
+    """A started WebServer plus the things the tests look at."""
+
+    def __init__(self, pw_file: Path, tmp_path: Path, clock=time.monotonic, status=None, **cfg) -> None:
+        cfg.setdefault("port", 0)
+        self.cfg = WebConfig(**cfg)
+        self.live = LiveFrame()
+        self.tests_run = 0
+        self.status = status or {
+            "fps": 12.5, "camera_ok": True, "frames": 420, "dropped": 3, "source": "demo",
+            "models": [{"name": "yoloface-500k-v2", "sha256": "ab" * 32},
+                       {"name": "mask-classifier", "sha256": "cd" * 32}],
+            "snapshots": False,
+            "events": [{"id": 7, "time": 1.7e9, "track_id": 3, "verdict": "violation", "label": "no_mask",
+                        "score": 0.91, "snapshot": None}],
+        }
+        self.server = WebServer(self.cfg, status=lambda: self.status, latest_frame=self.live.get,
+                                test_outputs=self._test_outputs, password_file=pw_file,
+                                sys_root=tmp_path / "nosys", clock=clock)
+        self.server.start()
+
+    def _test_outputs(self) -> None:
+        self.tests_run += 1
+
+    def request(self, method: str, path: str, body: dict | None = None, cookie: str | None = None,
+                headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        h = dict(headers or {})
+        data = None
+        if body is not None:
+            data = urlencode(body)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        if cookie:
+            h["Cookie"] = f"{web.SESSION_COOKIE}={cookie}"
+        try:
+            c.request(method, path, body=data, headers=h)
+            r = c.getresponse()
+            return r.status, r.headers, r.read()
+        finally:
+            c.close()
+
+    def login(self, password: str = PASSWORD) -> str:
+        status, headers, _ = self.request("POST", "/login", {"password": password, "next": "/status"})
+        assert status == 302, status
+        cookie = headers["Set-Cookie"]
+        return cookie.split(";")[0].split("=", 1)[1]
+
+    def csrf(self, cookie: str) -> str:
+        _, _, body = self.request("GET", "/status", cookie=cookie)
+        text = body.decode()
+        i = text.index('action="/test-outputs"')
+        j = text.index('name="csrf" value="', i) + len('name="csrf" value="')
+        return text[j:text.index('"', j)]
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def harness(pw_file, tmp_path):
+    made: list[Harness] = []
+
+    def make(**kw) -> Harness:
+        h = Harness(pw_file, tmp_path, **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+# ---- login and sessions ------------------------------------------------------------------------
+
+PAGES = ["/", "/status", "/status.json", "/stream.mjpg", "/frame.jpg", "/thumb/7", "/no-such-page"]
+
+
+def test_every_page_requires_login(harness):
+    h = harness()
+    h.live.put(red_frame(), [])
+    for cookie in (None, "forged-token"):
+        for path in PAGES:
+            status, headers, body = h.request("GET", path, cookie=cookie)
+            if path in ("/", "/status"):
+                assert status == 302 and headers["Location"].startswith("/login?next="), (path, status)
+            else:
+                assert status == 401, (path, status)
+            assert b"\xff\xd8" not in body and b"no_mask" not in body and b"abab" not in body
+        status, _, _ = h.request("POST", "/test-outputs", {"csrf": "x"}, cookie=cookie)
+        assert status == 401
+    assert h.tests_run == 0
+    assert h.server.frames_sent == 0
+    # The login page itself is public and shows no data.
+    status, _, body = h.request("GET", "/login")
+    assert status == 200 and b'name="password"' in body and b"no_mask" not in body
+
+
+def test_login_cookie_and_pages(harness):
+    h = harness(live_width=320)
+    h.live.put(red_frame(), [Overlay((100, 100, 300, 300), "no_mask", 0.9, "violation", 3)])
+    status, headers, _ = h.request("POST", "/login", {"password": PASSWORD, "next": "/status"})
+    assert status == 302 and headers["Location"] == "/status"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=3600" in cookie
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert len(token) >= 40
+
+    status, headers, body = h.request("GET", "/status", cookie=token)
+    text = body.decode()
+    assert status == 200
+    assert "12.5" in text and "yoloface-500k-v2" in text and "abababababababab" in text
+    assert "no_mask" in text and "violation" in text and "/thumb/" not in text  # snapshots off
+    assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+    status, _, body = h.request("GET", "/status.json", cookie=token)
+    st = json.loads(body)
+    assert status == 200 and st["fps"] == 12.5 and st["events"][0]["label"] == "no_mask"
+    assert "snapshot" not in st["events"][0]
+    assert h.status["events"][0]["snapshot"] is None  # the runner's dicts are not modified
+
+    status, headers, body = h.request("GET", "/frame.jpg", cookie=token)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (240, 320, 3)  # scaled down to live_width
+    # R,G,B in, B,G,R into the encoder: the red frame stays red (sampled away from box and text).
+    b, g, r = img[200, 300].astype(int)
+    assert r > 180 and b < 60 and g < 60
+
+    # Open redirects are refused.
+    status, headers, _ = h.request("POST", "/login", {"password": PASSWORD, "next": "//evil.example/"})
+    assert status == 302 and headers["Location"] == "/"
+
+    # Logging out ends the session on the server.
+    csrf = h.csrf(token)
+    status, _, _ = h.request("POST", "/logout", {"csrf": csrf}, cookie=token)
+    assert status == 302
+    assert h.request("GET", "/status.json", cookie=token)[0] == 401
+
+
+def test_wrong_password_is_rate_limited(harness):
+    clock = FakeClock()
+    h = harness(clock=clock, login_failures_per_minute=5)
+    for _ in range(5):
+        status, _, body = h.request("POST", "/login", {"password": "guess"})
+        assert status == 401 and b"Wrong password" in body
+        clock.t += 1.0
+    # Over the limit even the right password is not tried: the answer is 429 with a wait.
+    status, headers, _ = h.request("POST", "/login", {"password": PASSWORD})
+    assert status == 429
+    assert 1 <= int(headers["Retry-After"]) <= 61
+    clock.t += 61.0
+    assert h.login()  # the window has passed
+
+
+def test_session_expires(harness):
+    clock = FakeClock()
+    h = harness(clock=clock, session_minutes=0.5)
+    status, headers, _ = h.request("POST", "/login", {"password": PASSWORD})
+    assert "Max-Age=30" in headers["Set-Cookie"]
+    token = headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    clock.t += 29.0
+    assert h.request("GET", "/status", cookie=token)[0] == 200
+    clock.t += 2.0
+    status, headers, _ = h.request("GET", "/status", cookie=token)
+    assert status == 302 and headers["Location"].startswith("/login")
+    assert h.request("GET", "/status.json", cookie=token)[0] == 401
+
+
+def test_refuses_non_loopback_bind_without_password(tmp_path):
+    missing = tmp_path / "no-such-password"
+    with pytest.raises(ConfigError) as e:
+        WebServer(WebConfig(bind="0.0.0.0"), dict, lambda: None, lambda: None, password_file=missing)
+    msg = str(e.value)
+    assert "\n" not in msg and "0.0.0.0" in msg and "set-password" in msg
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    with pytest.raises(ConfigError):
+        WebServer(WebConfig(bind="192.168.1.20"), dict, lambda: None, lambda: None, password_file=empty)
+    garbage = tmp_path / "garbage"
+    garbage.write_text("hunter2\n")
+    with pytest.raises(ConfigError, match="not an scrypt hash"):
+        WebServer(WebConfig(), dict, lambda: None, lambda: None, password_file=garbage)
+    # Loopback without a password starts, but nothing is reachable (login cannot succeed).
+    s = WebServer(WebConfig(port=0), dict, lambda: None, lambda: None, password_file=missing)
+    with s:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        c.request("POST", "/login", body="password=", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = c.getresponse()
+        assert r.status == 401 and b"No password is set" in r.read()
+        c.close()
+    with pytest.raises(ValidationError):
+        WebConfig(bind="doorway.example.com")
+    with pytest.raises(ValidationError):
+        WebConfig(enabled=True, colour="red")  # extra keys are refused
+
+
+def test_non_loopback_with_password_is_accepted(pw_file):
+    # Constructed only: tests listen on loopback alone.
+    s = WebServer(WebConfig(bind="0.0.0.0"), dict, lambda: None, lambda: None, password_file=pw_file)
+    assert s.port == 0
+    s.close()
+
+
+def test_test_button_is_csrf_safe(harness):
+    h = harness()
+    token = h.login()
+    assert h.request("POST", "/test-outputs", {}, cookie=token)[0] == 403
+    assert h.request("POST", "/test-outputs", {"csrf": "wrong"}, cookie=token)[0] == 403
+    csrf = h.csrf(token)
+    status, _, _ = h.request("POST", "/test-outputs", {"csrf": csrf}, cookie=token,
+                             headers={"Origin": "http://evil.example"})
+    assert status == 403
+    assert h.tests_run == 0
+    status, headers, _ = h.request("POST", "/test-outputs", {"csrf": csrf}, cookie=token,
+                                   headers={"Origin": f"http://127.0.0.1:{h.server.port}"})
+    assert status == 302 and headers["Location"].endswith("/status?test=ok")
+    assert h.tests_run == 1
+    assert b"test pattern started" in h.request("GET", "/status?test=ok", cookie=token)[2]
+
+
+def test_thumbnails_only_when_snapshots_on(harness, tmp_path):
+    snap = tmp_path / "snap.jpg"
+    cv2.imwrite(str(snap), np.full((480, 640, 3), 128, np.uint8))
+    event = {"id": 7, "time": 1.7e9, "track_id": 3, "verdict": "violation", "label": "no_mask", "score": 0.91,
+             "snapshot": str(snap)}
+    h = harness(status={"snapshots": False, "events": [event]})
+    token = h.login()
+    assert b"/thumb/7" not in h.request("GET", "/status", cookie=token)[2]
+    assert h.request("GET", "/thumb/7", cookie=token)[0] == 404
+    h.status["snapshots"] = True
+    assert b'src="/thumb/7"' in h.request("GET", "/status", cookie=token)[2]
+    status, headers, body = h.request("GET", "/thumb/7", cookie=token)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[1] == 240
+    assert h.request("GET", "/thumb/8", cookie=token)[0] == 404
+
+
+def test_status_callback_failure_keeps_page_up(harness):
+    h = harness()
+
+    def broken():
+        raise RuntimeError("runner busy")
+
+    h.server._status = broken
+    token = h.login()
+    status, _, body = h.request("GET", "/status", cookie=token)
+    assert status == 200 and b"runner busy" in body
+
+
+# ---- the live view -------------------------------------------------------------------------------
+
+class MjpegReader:
+    """JPEG parts of a multipart/x-mixed-replace stream (boundary 'frame'), through the chunked body."""
+
+    def __init__(self, resp: http.client.HTTPResponse) -> None:
+        self.resp = resp
+        self.buf = b""
+
+    def _fill(self) -> None:
+        chunk = self.resp.read1(65536)
+        assert chunk, "stream ended before a frame"
+        self.buf += chunk
+
+    def next(self) -> bytes:
+        while b"\r\n\r\n" not in self.buf[self.buf.find(b"--frame"):] or b"--frame" not in self.buf:
+            self._fill()
+        start = self.buf.index(b"--frame")
+        head_end = self.buf.index(b"\r\n\r\n", start)
+        headers = dict(line.split(b":", 1) for line in self.buf[start:head_end].split(b"\r\n")[1:])
+        length = int({k.strip().lower(): v for k, v in headers.items()}[b"content-length"])
+        while len(self.buf) < head_end + 4 + length:
+            self._fill()
+        jpeg = self.buf[head_end + 4: head_end + 4 + length]
+        self.buf = self.buf[head_end + 4 + length:]
+        return jpeg
+
+
+def test_mjpeg_delivers_frames_and_frees_the_viewer(harness):
+    h = harness(live_fps=10, live_width=320, max_viewers=1)
+    h.live.put(red_frame(), [{"box": [10, 10, 200, 200], "label": "mask", "score": 0.8, "verdict": "compliant",
+                              "track_id": 1}])
+    token = h.login()
+    c = http.client.HTTPConnection("127.0.0.1", h.server.port, timeout=10)
+    c.request("GET", "/stream.mjpg", headers={"Cookie": f"{web.SESSION_COOKIE}={token}"})
+    r = c.getresponse()
+    assert r.status == 200 and r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+    parts = MjpegReader(r)
+    first = cv2.imdecode(np.frombuffer(parts.next(), np.uint8), cv2.IMREAD_COLOR)
+    assert first.shape == (240, 320, 3)
+    # A new frame from the loop reaches the viewer.
+    blue = np.zeros((480, 640, 3), np.uint8)
+    blue[..., 2] = 220
+    h.live.put(blue, [])
+    second = cv2.imdecode(np.frombuffer(parts.next(), np.uint8), cv2.IMREAD_COLOR)
+    assert second[120, 160, 0] > 180  # B channel of B,G,R
+    assert h.server.viewers == 1
+    assert h.request("GET", "/stream.mjpg", cookie=token)[0] == 503  # max_viewers=1
+    c.close()
+    r.close()
+    for _ in range(60):  # noticed at the next write (new frames arrive at 10 fps here)
+        h.live.put(red_frame(), [])
+        if h.server.viewers == 0:
+            break
+        time.sleep(0.1)
+    assert h.server.viewers == 0
+
+
+def test_no_encode_without_a_viewer(harness, monkeypatch):
+    calls = []
+    real = web.render_frame
+    monkeypatch.setattr(web, "render_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    h = harness()
+    frames = [red_frame() for _ in range(3)]
+    for f in frames * 10:
+        h.live.put(f, [])
+        assert h.live.get()[0] is f  # a reference, not a copy
+    time.sleep(0.3)
+    assert calls == []
+
+
+def test_overlays_from_tracks():
+    from edge.tracking import Track
+    from edge.types import Box
+
+    settled = Track(id=4, box=Box(1, 2, 30, 40), detector_label="face", detector_score=0.9, window=5)
+    settled.label, settled.score = "no_mask", 0.87
+    voting = Track(id=5, box=Box(50, 60, 90, 99), detector_label="face", detector_score=0.8, window=5)
+    gone = Track(id=6, box=Box(0, 0, 9, 9), detector_label="face", detector_score=0.8, window=5)
+    gone.missed = 2
+    out = web.overlays_from_tracks([settled, voting, gone], {4: "violation"})
+    assert out == [Overlay((1.0, 2.0, 30.0, 40.0), "no_mask", 0.87, "violation", 4),
+                   Overlay((50.0, 60.0, 90.0, 99.0), "face voting 0/5", None, None, 5)]
+    jpeg = web.render_frame(red_frame(), out, 640, 9.5, 70)
+    assert jpeg[:2] == b"\xff\xd8"
+
+
+def test_pi_health_reads_sysfs(tmp_path):
+    zone = tmp_path / "class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "temp").write_text("61234\n")
+    (zone / "type").write_text("cpu-thermal\n")
+    fw = tmp_path / "devices/platform/soc/soc:firmware"
+    fw.mkdir(parents=True)
+    (fw / "get_throttled").write_text("0x50005\n")
+    got = web.read_pi_health(tmp_path)
+    assert got["temperatures_c"] == {"cpu-thermal": pytest.approx(61.234)}
+    assert got["throttled"] == 0x50005
+    assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage occurred",
+                                      "throttling occurred"]
+    assert web.read_pi_health(tmp_path / "absent") == {"temperatures_c": {}, "throttled": None,
+                                                       "throttled_flags": []}
+
+
+# ---- doorguard set-password -----------------------------------------------------------------------
+
+class FakeStdin(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def test_set_password_writes_0600_scrypt_hash(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "sub" / "pw"
+    monkeypatch.setattr("sys.stdin", FakeStdin("a long passphrase\n"))
+    assert cli.main(["set-password", "--password-file", str(target)]) == 0
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    stored = target.read_text().strip()
+    assert stored.startswith("scrypt$32768$8$1$")
+    assert web.verify_password("a long passphrase", stored)
+    assert not web.verify_password("a long passphrase ", stored)
+    assert str(target) in capsys.readouterr().out
+    # Too short: one-line usage error, file unchanged.
+    monkeypatch.setattr("sys.stdin", FakeStdin("short\n"))
+    assert cli.main(["set-password", "--password-file", str(target)]) == UsageError.exit_code
+    assert target.read_text().strip() == stored
+    assert "at least" in capsys.readouterr().err
+
+
+def test_set_password_prompts_twice_on_a_tty(tmp_path, monkeypatch):
+    answers = iter(["first-password", "other-password"])
+    monkeypatch.setattr(web.getpass, "getpass", lambda prompt="": next(answers))
+    tty = FakeStdin()
+    tty.isatty = lambda: True
+    with pytest.raises(UsageError, match="differ"):
+        web._read_new_password(tty)
+    answers = iter(["same-password", "same-password"])
+    assert web._read_new_password(tty) == "same-password"
+
+
+def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    conf = tmp_path / "doorguard.toml"
+    conf.write_text(f'[events]\nstate_dir = "{state}"\n')
+    monkeypatch.setattr("sys.stdin", FakeStdin("another passphrase\n"))
+    assert cli.main(["set-password", "--config", str(conf)]) == 0
+    assert web.verify_password("another passphrase", (state / web.DEFAULT_PASSWORD_FILE).read_text())
+    assert web.password_path(WebConfig(password_file="x/pw"), state) == state / "x/pw"
+    assert web.password_path(WebConfig(password_file="/etc/pw"), state) == Path("/etc/pw")
+
+
+# ---- end to end in headless Chromium ----------------------------------------------------------------
+
+def _chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class DevTools:
+    """Chrome DevTools Protocol over --remote-debugging-pipe (fd 3 in, fd 4 out, NUL-separated JSON).
+
+    No websocket and no Node: the browser is a child process with two pipes.
+    """
+
+    def __init__(self, binary: str, user_data_dir: Path) -> None:
+        import subprocess
+
+        cmd_r, self._cmd_w = os.pipe()
+        self._res_r, res_w = os.pipe()
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1000,900",
+                 f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"]
+        # The shell puts the pipes on fds 3 and 4 where Chromium expects them (no preexec_fn: threads run).
+        self.proc = subprocess.Popen(
+            ["sh", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', binary, *flags],
+            pass_fds=(cmd_r, res_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(cmd_r)
+        os.close(res_w)
+        self._next = 0
+        self._replies: dict[int, dict] = {}
+        self.events: list[dict] = []
+        self._cv = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            chunk = os.read(self._res_r, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                msg = json.loads(raw)
+                with self._cv:
+                    if "id" in msg:
+                        self._replies[msg["id"]] = msg
+                    else:
+                        self.events.append(msg)
+                    self._cv.notify_all()
+        with self._cv:
+            self._cv.notify_all()
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = 20.0) -> dict:
+        with self._cv:
+            self._next += 1
+            i = self._next
+        msg = {"id": i, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while i not in self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise TimeoutError(f"no reply to {method}")
+                self._cv.wait(left)
+            reply = self._replies.pop(i)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    def wait_event(self, method: str, after: int, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for ev in self.events[after:]:
+                    if ev.get("method") == method:
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {method} event")
+                self._cv.wait(left)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except Exception:  # noqa: BLE001 - the browser may be gone already
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        os.close(self._cmd_w)
+        self._reader.join(timeout=5)
+        os.close(self._res_r)
+
+
+def demo_frames():
+    """(RGB frame, overlays) from the built-in demo source, else synthetic frames."""
+    try:
+        from edge import demo
+
+        src = demo.DemoSource(loop=True)
+        src.open()
+        scale = src.scale
+        fx1, fy1, fx2, fy2 = demo.PHOTO_FACE
+        pw = int(round(demo.load_photo().shape[1] * scale))
+        ph = int(round(demo.load_photo().shape[0] * scale))
+
+        def frame(i: int):
+            i %= len(src)
+            img = src.render(i)
+            step = src._plan[i]
+            if step is None:
+                return img, []
+            k, x = step
+            y = demo.HEIGHT - ph + 10
+            mirrored = src.appearance_at(i) == "masked"
+            a, b = (pw - fx2 * scale, pw - fx1 * scale) if mirrored else (fx1 * scale, fx2 * scale)
+            box = (x + a, y + fy1 * scale, x + b, y + fy2 * scale)
+            label, verdict = ("mask", "compliant") if mirrored else ("no_mask", "violation")
+            return img, [Overlay(box, label, 0.93, verdict, k + 1)]
+
+        return frame
+    except Exception:  # noqa: BLE001 - the demo module is optional for this test
+        def synthetic(i: int):
+            img = np.zeros((480, 640, 3), np.uint8)
+            img[..., 1] = np.linspace(40, 200, 640, dtype=np.uint8)[None, :]
+            cx = 200 + (i * 7) % 240
+            cv2.circle(img, (cx, 220), 70, (230, 190, 160), -1)
+            return img, [Overlay((cx - 75, 145, cx + 75, 295), "no_mask", 0.9, "violation", 1)]
+
+        return synthetic
+
+
+@pytest.mark.slow
+def test_chromium_end_to_end(harness, tmp_path):
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium; scripts/sysdeps.sh test)")
+    h = harness(live_fps=5)
+    frame = demo_frames()
+    stop = threading.Event()
+
+    def loop():  # stands in for the frame loop: a new frame every 1/15 s, references only
+        i = 0
+        while not stop.is_set():
+            h.live.put(*frame(i))
+            i += 1
+            stop.wait(1 / 15)
+
+    feeder = threading.Thread(target=loop, daemon=True)
+    feeder.start()
+    artifacts = ROOT / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    browser = DevTools(binary, tmp_path / "chromium-profile")
+    try:
+        try:
+            targets = browser.send("Target.getTargets", timeout=60)["targetInfos"]
+        except TimeoutError:
+            pytest.fail(f"chromium did not answer: {browser.proc.stderr.read(4000) if browser.proc.poll() else ''}")
+        page = next((t["targetId"] for t in targets if t["type"] == "page"), None)
+        page = page or browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sid = browser.send("Target.attachToTarget", {"targetId": page, "flatten": True})["sessionId"]
+        browser.send("Page.enable", session=sid)
+
+        def evaluate(expr: str):
+            return browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True},
+                                session=sid)["result"].get("value")
+
+        def navigate_and_wait(url: str | None, action: str | None = None) -> None:
+            n = len(browser.events)
+            if url:
+                browser.send("Page.navigate", {"url": url}, session=sid)
+            else:
+                evaluate(action)
+            browser.wait_event("Page.loadEventFired", n)
+
+        base = f"http://127.0.0.1:{h.server.port}"
+        navigate_and_wait(f"{base}/status")
+        assert evaluate("location.pathname") == "/login"  # sent to the login page
+        assert evaluate("document.body.innerText").find("12.5") < 0  # no data before login
+        navigate_and_wait(None, f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
+                                "document.getElementById('login').click()")
+        assert evaluate("location.pathname") == "/status"
+        text = evaluate("document.body.innerText")
+        assert "yoloface-500k-v2" in text and "no_mask" in text and "Test buzzer and LEDs" in text
+        assert evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read the session
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=sid)
+        (artifacts / "web-status.png").write_bytes(__import__("base64").b64decode(shot["data"]))
+
+        navigate_and_wait(None, "document.getElementById('test-outputs').click()")
+        assert evaluate("document.getElementById('tested').innerText").startswith("Buzzer and LED test")
+        assert h.tests_run == 1
+
+        # The live page never finishes loading (the stream is endless): poll the image instead.
+        browser.send("Page.navigate", {"url": f"{base}/"}, session=sid)
+        deadline = time.monotonic() + 30
+        width = 0
+        while time.monotonic() < deadline:
+            width = evaluate("(document.getElementById('live') || {}).naturalWidth || 0")
+            if width and h.server.frames_sent >= 2:
+                break
+            time.sleep(0.2)
+        assert width == 640, width
+        assert h.server.frames_sent >= 1 and h.server.viewers == 1
+        time.sleep(0.5)  # let a later frame paint
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=sid)
+        png = __import__("base64").b64decode(shot["data"])
+        path = artifacts / "web-live.png"
+        path.write_bytes(png)
+        img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[0] > 400
+        print(f"\nscreenshots: {path} and {artifacts / 'web-status.png'}")
+    finally:
+        browser.close()
+        stop.set()
+        feeder.join(timeout=5)
