@@ -24,13 +24,17 @@ $(VENV)/.stamp-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	@./scripts/sysdeps.sh venv
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(VENV)/bin/python -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	@touch $@
 
 venv: $(VENV)/.stamp-$(subst $(comma),-,$(EXTRAS)) ## Create .venv with the chosen extras (EXTRAS=workstation,test)
 
 run: ## Run the doorway pipeline on the built-in demo (mock GPIO when no Pi)
 	@$(MAKE) --no-print-directory venv EXTRAS=
+	@# Not on a Pi: gpiozero's mock pins (their changes are logged), unless the caller chose a factory.
+	@if ! grep -qs "Raspberry Pi" /proc/device-tree/model; then \
+		export GPIOZERO_PIN_FACTORY=$${GPIOZERO_PIN_FACTORY:-mock}; fi; \
+	echo "$(VENV)/bin/doorguard run --source $(SOURCE) --max-frames $(FRAMES)  (GPIOZERO_PIN_FACTORY=$${GPIOZERO_PIN_FACTORY:-default})"; \
 	$(VENV)/bin/doorguard run --source $(SOURCE) --max-frames $(FRAMES)
 
 test: ## Set up .venv (workstation extras) and run the whole test suite
