@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Install doorguard as a systemd service on Raspberry Pi OS Bookworm (or Debian 12).
+# Idempotent: run it again after an update; /etc/doorguard/config.toml is kept.
+#
+#   sudo ./systemd/install.sh [--dry-run] [--no-start] [--root DIR]
+#
+#   --dry-run   print every step and command, change nothing
+#   --no-start  install and enable, but do not (re)start the service
+#   --root DIR  install the files into DIR (DESTDIR-style scratch root, also DESTDIR=DIR);
+#               apt, users, venv/pip and systemctl are then listed, not run
+#
+# Environment: PREFIX (default /opt/doorguard), DOORGUARD_PYTHON (default python3),
+# DOORGUARD_SRC (project to install, default this checkout).
+set -euo pipefail
+
+SRC=${DOORGUARD_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+PREFIX=${PREFIX:-/opt/doorguard}
+DESTDIR=${DESTDIR:-}
+PYTHON=${DOORGUARD_PYTHON:-python3}
+DRY_RUN=0
+START=1
+SERVICE_USER=doorguard
+GROUPS_NEEDED=(video gpio audio)
+# picamera2/libcamera and lgpio only come from apt; the venv sees them via --system-site-packages.
+# numpy comes from apt too (1.24 on Bookworm); pyproject pins opencv<4.12 on ARM to match it.
+APT_PACKAGES=(python3-venv python3-pip python3-numpy alsa-utils)
+# Only in the Raspberry Pi OS archive (vcgencmd is in libraspberrypi-bin): skipped with a warning elsewhere.
+APT_PI_PACKAGES=(python3-picamera2 python3-lgpio libraspberrypi-bin)
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --no-start) START=0 ;;
+    --root) DESTDIR=${2:?--root needs a directory}; shift ;;
+    --root=*) DESTDIR=${1#--root=} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ -n $DESTDIR ]]; then
+  mkdir -p "$DESTDIR"
+  DESTDIR=$(cd "$DESTDIR" && pwd)
+fi
+
+say() { echo "doorguard install: $*"; }
+# run CMD...: a step that changes the system. Printed always, executed unless --dry-run.
+run() {
+  echo "+ $(quote "$@")"
+  if [[ $DRY_RUN -eq 0 ]]; then "$@"; fi
+}
+# sys CMD...: a step on the live system (apt, users, venv, systemctl): listed only with --root.
+sys() {
+  if [[ -n $DESTDIR ]]; then echo "skip (--root): $(quote "$@")"; else run "$@"; fi
+}
+quote() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
+
+if [[ $DRY_RUN -eq 0 && -z $DESTDIR && $(id -u) -ne 0 ]]; then
+  echo "install.sh: run as root: sudo $0 $*" >&2
+  exit 1
+fi
+
+D=$DESTDIR
+UNIT_DIR=/etc/systemd/system
+CONF_DIR=/etc/doorguard
+STATE_DIR=/var/lib/doorguard
+VENV=$PREFIX/venv
+
+# 1. Debian packages (only the missing ones; not on a scratch root).
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+if grep -rqs "archive.raspberrypi" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  for p in "${APT_PI_PACKAGES[@]}"; do
+    installed "$p" || missing+=("$p")
+  done
+else
+  say "WARNING: not Raspberry Pi OS (no archive.raspberrypi.* apt source): skipping ${APT_PI_PACKAGES[*]}"
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+  sys apt-get update -q
+  sys env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages present: ${APT_PACKAGES[*]}"
+fi
+
+# 2. System user and groups (gpio exists on Raspberry Pi OS; create it elsewhere so the unit starts).
+for g in "$SERVICE_USER" "${GROUPS_NEEDED[@]}"; do
+  getent group "$g" >/dev/null || sys groupadd --system "$g"
+done
+if ! getent passwd "$SERVICE_USER" >/dev/null; then
+  sys useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
+      --shell /usr/sbin/nologin --comment "doorguard service" "$SERVICE_USER"
+fi
+# Also as members, so `sudo -u doorguard doorguard doctor` sees what the service sees.
+sys usermod -a -G "$(IFS=,; echo "${GROUPS_NEEDED[*]}")" "$SERVICE_USER"
+
+# 3. The program: a venv that also sees apt's picamera2/libcamera/lgpio/numpy.
+if [[ ! -x $VENV/bin/python ]]; then
+  sys "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+# Runtime extras only (EXTRAS none): the workstation toolchain (tensorflow) never goes on the Pi.
+# Pin numpy to apt's (1.24 on Bookworm): picamera2's compiled helpers (simplejpeg, libcamera)
+# are built against it, and an unpinned resolve could pull numpy 2 into the venv over it.
+pip_args=(install --quiet --disable-pip-version-check --upgrade)
+sys_numpy=$("$PYTHON" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
+if [[ -n $sys_numpy ]]; then
+  constraints=$D$PREFIX/constraints.txt
+  run install -d -m 0755 "$D$PREFIX"
+  echo "+ write $constraints: numpy==$sys_numpy"
+  if [[ $DRY_RUN -eq 0 ]]; then echo "numpy==$sys_numpy" > "$constraints"; fi
+  pip_args+=(--constraint "$PREFIX/constraints.txt")
+fi
+sys "$VENV/bin/python" -m pip "${pip_args[@]}" "$SRC"
+
+# 4. Models: every manifest in models/ with the int8 model it names, plus model cards.
+run install -d -m 0755 "$D$PREFIX/models"
+shopt -s nullglob
+manifests=("$SRC"/models/*.json)
+if [[ ${#manifests[@]} -eq 0 ]]; then
+  say "WARNING: no models in $SRC/models (run 'make models' on a workstation first)"
+fi
+for m in "${manifests[@]}"; do
+  tfl=$(sed -n 's/.*"tflite": *"\([^"]*\)".*/\1/p' "$m" | head -n1)
+  if [[ -z $tfl || ! -f $SRC/models/$tfl ]]; then
+    echo "install.sh: $m names model file '${tfl:-?}' which is missing in $SRC/models" >&2
+    exit 1
+  fi
+  run install -m 0644 "$m" "$SRC/models/$tfl" "$D$PREFIX/models/"
+done
+for card in "$SRC"/models/*.md "$SRC"/models/LICENSE*; do
+  run install -m 0644 "$card" "$D$PREFIX/models/"
+done
+shopt -u nullglob
+
+# 5. Configuration: kept if present; else the commented example with absolute model paths.
+run install -d -m 0750 "$D$CONF_DIR"
+if [[ -f $D$CONF_DIR/config.toml ]]; then
+  say "kept existing $CONF_DIR/config.toml"
+else
+  template=$SRC/config.example.toml
+  [[ -f $template ]] || template=$SRC/edge/default.toml
+  echo "+ write $D$CONF_DIR/config.toml from ${template#"$SRC"/} (models under $PREFIX/models)"
+  if [[ $DRY_RUN -eq 0 ]]; then
+    sed -e "s#= *\"models/#= \"$PREFIX/models/#" "$template" > "$D$CONF_DIR/config.toml.new"
+    chmod 0640 "$D$CONF_DIR/config.toml.new"
+    mv "$D$CONF_DIR/config.toml.new" "$D$CONF_DIR/config.toml"
+  fi
+fi
+sys chown -R "root:$SERVICE_USER" "$CONF_DIR"
+# systemd creates /var/lib/doorguard (StateDirectory=); create it now so doctor can check it.
+run install -d -m 0750 "$D$STATE_DIR"
+sys chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
+
+# 6. The unit.
+run install -d -m 0755 "$D$UNIT_DIR"
+echo "+ install systemd/doorguard.service $D$UNIT_DIR/doorguard.service"
+if [[ $DRY_RUN -eq 0 ]]; then
+  sed -e "s#/opt/doorguard#$PREFIX#g" "$SRC/systemd/doorguard.service" > "$D$UNIT_DIR/doorguard.service.new"
+  chmod 0644 "$D$UNIT_DIR/doorguard.service.new"
+  mv "$D$UNIT_DIR/doorguard.service.new" "$D$UNIT_DIR/doorguard.service"
+fi
+sys "$VENV/bin/doorguard" check-config "$CONF_DIR/config.toml"
+sys systemctl daemon-reload
+sys systemctl enable doorguard.service
+if [[ $START -eq 1 ]]; then
+  # restart, not start: a re-install must run the new code.
+  sys systemctl restart doorguard.service
+fi
+
+say "done. Check it with:"
+say "  systemctl status doorguard; journalctl -u doorguard -f"
+say "  sudo -u $SERVICE_USER $VENV/bin/doorguard doctor --config $CONF_DIR/config.toml"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Remove the doorguard service installed by install.sh.
+# Recorded events (/var/lib/doorguard), the config (/etc/doorguard) and the doorguard user
+# are kept unless PURGE=1. Debian packages stay (other software may use them).
+#
+#   sudo [PURGE=1] ./systemd/uninstall.sh [--dry-run] [--root DIR]
+set -euo pipefail
+
+PREFIX=${PREFIX:-/opt/doorguard}
+DESTDIR=${DESTDIR:-}
+PURGE=${PURGE:-0}
+DRY_RUN=0
+SERVICE_USER=doorguard
+
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --purge) PURGE=1 ;;
+    --root) DESTDIR=${2:?--root needs a directory}; shift ;;
+    --root=*) DESTDIR=${1#--root=} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "uninstall.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ $PURGE == 1 || $PURGE == yes || $PURGE == true ]] && PURGE=1 || PURGE=0
+if [[ -n $DESTDIR ]]; then DESTDIR=$(cd "$DESTDIR" && pwd); fi
+
+say() { echo "doorguard uninstall: $*"; }
+quote() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
+run() {
+  echo "+ $(quote "$@")"
+  if [[ $DRY_RUN -eq 0 ]]; then "$@"; fi
+}
+sys() {
+  if [[ -n $DESTDIR ]]; then echo "skip (--root): $(quote "$@")"; else run "$@"; fi
+}
+
+if [[ $DRY_RUN -eq 0 && -z $DESTDIR && $(id -u) -ne 0 ]]; then
+  echo "uninstall.sh: run as root: sudo $0 $*" >&2
+  exit 1
+fi
+
+D=$DESTDIR
+UNIT=/etc/systemd/system/doorguard.service
+
+if [[ -z $D ]] && command -v systemctl >/dev/null && systemctl cat doorguard.service >/dev/null 2>&1; then
+  # Stopping turns the buzzer and LEDs off (the runner's SIGTERM path).
+  sys systemctl disable --now doorguard.service
+fi
+if [[ -e $D$UNIT ]]; then
+  run rm -f "$D$UNIT"
+  run rm -rf "$D/etc/systemd/system/doorguard.service.d"
+  sys systemctl daemon-reload
+  sys systemctl reset-failed doorguard.service
+fi
+if [[ -e $D$PREFIX ]]; then
+  run rm -rf "$D$PREFIX"
+fi
+
+if [[ $PURGE -eq 1 ]]; then
+  say "PURGE=1: deleting recorded events, snapshots, config and the $SERVICE_USER user"
+  run rm -rf "$D/var/lib/doorguard" "$D/etc/doorguard"
+  if getent passwd "$SERVICE_USER" >/dev/null; then sys userdel "$SERVICE_USER"; fi
+  if getent group "$SERVICE_USER" >/dev/null; then sys groupdel "$SERVICE_USER"; fi
+else
+  if [[ -e $D/var/lib/doorguard ]]; then say "kept recorded events in /var/lib/doorguard (PURGE=1 deletes them)"; fi
+  if [[ -e $D/etc/doorguard ]]; then say "kept config in /etc/doorguard (PURGE=1 deletes it)"; fi
+fi
+say "done"
