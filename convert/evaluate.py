@@ -115,8 +115,8 @@ class Pipeline:
         violating: classifier labels that break the rule.
         min_score: a violating label flags only when its probability reaches this
             (the rules' ``min_score``: votes below it are ignored on the device).
-        classify_labels: detector labels whose boxes go to the classifier
-            (compared case-insensitively); others keep the detector label.
+        classify_labels: detector labels whose boxes go to the classifier (exact
+            match, as on the device); others keep the detector label.
         alert_on_detector: detector labels that flag by themselves.
         min_face_px: boxes narrower or shorter than this are ignored, as on the device.
     """
@@ -130,7 +130,7 @@ class Pipeline:
         self.labels = list(labels)
         self.violating = frozenset(violating)
         self.min_score = min_score
-        self.classify_labels = {s.lower() for s in classify_labels}
+        self.classify_labels = set(classify_labels)
         self.alert_on_detector = frozenset(alert_on_detector)
         self.min_face_px = min_face_px
         self._viol_idx = [i for i, lab in enumerate(self.labels) if lab in self.violating]
@@ -141,7 +141,7 @@ class Pipeline:
         for d in self.detector.detect(image):
             if d.box.width < self.min_face_px or d.box.height < self.min_face_px:
                 continue
-            if self.classifier is None or d.label.lower() not in self.classify_labels:
+            if self.classifier is None or d.label not in self.classify_labels:
                 flagged = d.label in self.alert_on_detector or d.label in self.violating
                 out.append(Prediction(d.box, d.score, d.label, flagged, d.score if flagged else 0.0))
                 continue
@@ -188,6 +188,56 @@ def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Pre
     if skipped:
         log.warning("%d unreadable images skipped", skipped)
     return acc
+
+
+def collect(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Prediction]],
+            progress: bool = True, desc: str = "detect") -> list[tuple[list[Box], list[Box], list[float]]]:
+    """Per image (truth boxes, predicted boxes, detector scores), for ``metrics.threshold_sweep``.
+
+    Run ``predict`` with a detector threshold below every value to sweep.
+    """
+    from tqdm import tqdm
+
+    from .images import read_rgb
+
+    out = []
+    for s in tqdm(samples, desc=desc, unit="img", disable=not progress):
+        try:
+            image = read_rgb(s.path)
+        except DataError as e:
+            log.warning("skipping %s", e)
+            continue
+        preds = predict(image)
+        out.append(([t.box for t in s.truths], [p.box for p in preds], [p.score for p in preds]))
+    return out
+
+
+def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path, Path | None]]:
+    """The measurement sets of issue 5 as (VOC folder, split file or None).
+
+    ``facemask853-val`` and ``facemask853-train`` read ../shared/data/facemask853
+    with its split files; ``dataroots-val`` is the dataroots validation CSV
+    converted to VOC under ``work`` (``doorguard dataset voc``).
+
+    Raises:
+        DataError: ../shared lacks the data.
+    """
+    from .dataset_voc import convert
+
+    shared, work = Path(shared), Path(work)
+    fm = shared / "data" / "facemask853"
+    dr = shared / "data" / "dataroots"
+    for p in (fm / "val.txt", fm / "train.txt", dr / "validation_metadata.csv"):
+        if not p.is_file():
+            raise DataError(f"measurement data missing: {p}")
+    dr_voc = work / "dataroots-val-voc"
+    if not (dr_voc / "annotations").is_dir():
+        convert(dr / "validation_metadata.csv", dr, dr_voc)
+    return {
+        "facemask853-val": (fm, fm / "val.txt"),
+        "dataroots-val": (dr_voc, None),
+        "facemask853-train": (fm, fm / "train.txt"),
+    }
 
 
 def report(acc: EvalAccumulator, meta: dict[str, Any] | None = None, records: bool = True) -> dict:
@@ -286,6 +336,25 @@ def _model_meta(m: Any, path: Path, use_float: bool) -> dict:
             "input": [man.input.width, man.input.height], "backend": m.model.backend}
 
 
+def pipeline_for(detector: FaceDetector, classifier: Any, cfg: Any, min_face_px: float | None = None) -> Pipeline:
+    """A Pipeline with the config's rules (violating labels, min score, classify labels, min face size)."""
+    return Pipeline(
+        detector, classifier, classifier.manifest.labels if classifier is not None else (),
+        set(cfg.rules.alert_on_classifier), cfg.rules.min_score, cfg.models.classify_labels,
+        cfg.rules.alert_on_detector, cfg.models.min_face_px if min_face_px is None else min_face_px)
+
+
+def load_classifier(path: Path, cfg: Any, threads: int = 2, use_float: bool = False):
+    """doorguard's Classifier with the config's backend and crop margin override."""
+    from edge.models import Classifier
+
+    backend = None if cfg.models.backend == "auto" else cfg.models.backend
+    classifier = Classifier(path, num_threads=threads, use_float=use_float, backend=backend)
+    if cfg.models.crop_margin is not None:
+        classifier.margin = cfg.models.crop_margin
+    return classifier
+
+
 def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
     """The Pipeline the CLI arguments and config describe, and its meta data for the JSON.
 
@@ -293,7 +362,7 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
         ConfigError: bad config; ModelError: missing/corrupt models.
     """
     from edge.config import load
-    from edge.models import Classifier, Detector
+    from edge.models import Detector
 
     cfg = load(args.config)
     det_path = Path(args.detector) if args.detector else cfg.resolve(cfg.models.detector)
@@ -305,17 +374,8 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
     backend = None if cfg.models.backend == "auto" else cfg.models.backend
     detector = Detector(det_path, num_threads=args.threads, score_threshold=threshold,
                         nms_iou=cfg.models.nms_iou, use_float=args.float, backend=backend)
-    classifier = None
-    labels: list[str] = []
-    if cls_path is not None:
-        classifier = Classifier(cls_path, num_threads=args.threads, use_float=args.float, backend=backend)
-        if cfg.models.crop_margin is not None:
-            classifier.margin = cfg.models.crop_margin
-        labels = classifier.manifest.labels
-    violating = set(cfg.rules.alert_on_classifier)
-    min_face = args.min_face_px if args.min_face_px is not None else cfg.models.min_face_px
-    pipe = Pipeline(detector, classifier, labels, violating, cfg.rules.min_score,
-                    cfg.models.classify_labels, cfg.rules.alert_on_detector, min_face)
+    classifier = load_classifier(cls_path, cfg, args.threads, args.float) if cls_path is not None else None
+    pipe = pipeline_for(detector, classifier, cfg, args.min_face_px)
     meta = {
         "pipeline": "doorguard",
         "precision": "float32" if args.float else "int8",
@@ -325,12 +385,97 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
             "detector_score": detector.score_threshold,
             "nms_iou": detector.nms_iou,
             "classifier_min_score": cfg.rules.min_score,
-            "min_face_px": min_face,
+            "min_face_px": pipe.min_face_px,
             "crop_margin": classifier.margin if classifier else None,
         },
         "config": str(args.config) if args.config else "default (edge/default.toml)",
     }
     return pipe, meta
+
+
+@dataclass
+class System:
+    """A pipeline to compare: ``make(threshold)`` builds its predict function.
+
+    Attributes:
+        name: short name used in tables and file names.
+        make: detector score threshold -> ``predict(rgb) -> list[Prediction]``.
+        default_threshold: the threshold its authors' demo uses (or the manifest's).
+        meta: what to record about it (models, hashes, input size).
+    """
+
+    name: str
+    make: Callable[[float], Callable[[np.ndarray], list[Prediction]]]
+    default_threshold: float
+    meta: dict
+
+
+SWEEP = [round(float(t), 3) for t in np.arange(0.05, 0.951, 0.025)]
+
+
+def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating: Iterable[str],
+            tune_on: list[Sample] | None = None, max_false_per_image: float = 10 / 135,
+            progress: bool = True) -> dict[str, dict[str, dict]]:
+    """Evaluate every system on every set with the same code.
+
+    With ``tune_on`` (a training set: never a set being reported), each
+    system's detector threshold is the lowest one whose false detections on it
+    stay within ``max_false_per_image`` (the goal's 10 per 135 images), the
+    same rule for doorguard and every peer; otherwise its default.
+
+    Returns:
+        system name -> set name -> eval report (without per-face records), each
+        with ``system``, ``threshold`` and, when tuned, ``threshold_choice``.
+    """
+    from .metrics import pick_threshold, threshold_sweep
+
+    violating = frozenset(violating)
+    out: dict[str, dict[str, dict]] = {}
+    for sys_ in systems:
+        choice = None
+        thr = sys_.default_threshold
+        if tune_on is not None:
+            cache = collect(tune_on, sys_.make(min(SWEEP)), progress, desc=f"{sys_.name} sweep")
+            choice = pick_threshold(threshold_sweep(cache, SWEEP), max_false_per_image)
+            thr = choice["threshold"]
+            log.info("%s: threshold %.3f chosen on the tuning set (recall %.3f, %.3f false/image)",
+                     sys_.name, thr, choice["recall"] or 0, choice["false_per_image"] or 0)
+        predict = sys_.make(thr)
+        out[sys_.name] = {}
+        for set_name, samples in sets.items():
+            acc = evaluate(samples, predict, violating, progress=progress, desc=f"{sys_.name} {set_name}")
+            r = report(acc, {"system": sys_.name, "threshold": thr, "default_threshold": sys_.default_threshold,
+                             **sys_.meta}, records=False)
+            if choice is not None:
+                r["threshold_choice"] = {"rule": f"lowest threshold with <= {max_false_per_image:.4f} "
+                                                 "false detections per image on the tuning set", **choice}
+            out[sys_.name][set_name] = r
+    return out
+
+
+COLUMNS = ["detector_recall", "detector_precision", "false_detections_per_135_images",
+           "classifier_accuracy", "tnr", "fnr", "seconds_per_image"]
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """A markdown table of ``compare`` results: one row per system and set."""
+    head = ["system", "set", "threshold", "images", "faces"] + COLUMNS
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, per_set in results.items():
+        for set_name, r in per_set.items():
+            cells = [name, set_name, f"{r['threshold']:.3f}", str(r["images"]), str(r["faces"])]
+            for c in COLUMNS:
+                v = r.get(c)
+                if v is None:
+                    cells.append("n/a")
+                elif c == "seconds_per_image":
+                    cells.append(f"{1000 * v:.0f} ms")
+                elif c == "false_detections_per_135_images":
+                    cells.append(f"{v:.1f}")
+                else:
+                    cells.append(f"{v:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- doorguard eval ----------------------------------------------------------------------

@@ -31,6 +31,8 @@ import numpy as np
 from edge.types import Box
 
 MISSED = "missed"
+#: Face size buckets (shorter box side, pixels) for recall by size.
+SIZE_BUCKETS = ((0, 12), (12, 24), (24, 48), (48, float("inf")))
 #: Label of a detected face the classifier could not judge (e.g. an empty crop).
 UNCLASSIFIED = "unclassified"
 
@@ -215,6 +217,12 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
             "flagged": sum(f.flagged for f in fc),
             "flag_rate": _ratio(sum(f.flagged for f in fc), len(fc)),
         }
+    by_size = {}
+    for lo, hi in SIZE_BUCKETS:
+        fs = [f for f in faces if lo <= min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < hi]
+        key = f"{lo}-{hi}px" if hi != float("inf") else f">={lo}px"
+        by_size[key] = {"faces": len(fs), "detected": sum(f.predicted != MISSED for f in fs),
+                        "detector_recall": _ratio(sum(f.predicted != MISSED for f in fs), len(fs))}
     return {
         "images": images,
         "faces": n,
@@ -234,6 +242,7 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
         "false_detections_per_135_images": (false_detections * 135 / images) if images else None,
         "confusion": confusion,
         "per_class": per_class,
+        "recall_by_face_size": by_size,
         "seconds_per_image": (seconds / images) if images else None,
     }
 
@@ -284,3 +293,52 @@ def flag_roc(faces: Sequence[FaceRecord], violating: Iterable[str]) -> dict:
     return {"fpr": fpr, "tpr": tpr, "thresholds": thr, "auc": auc(fpr, tpr),
             "positives": sum(f.truth in violating for f in det),
             "negatives": sum(f.truth not in violating for f in det)}
+
+
+def threshold_sweep(images: Sequence[tuple[Sequence[Box], Sequence[Box], Sequence[float]]],
+                    thresholds: Iterable[float], iou_threshold: float = 0.5) -> list[dict]:
+    """Detector recall and false detections at each score threshold.
+
+    Keeping the boxes with score >= t of a low-threshold run equals running at
+    t: greedy NMS only lets a box be suppressed by a higher-scoring one, which
+    survives any threshold the lower one does.
+
+    Args:
+        images: per image (truth boxes, predicted boxes, their scores), from a
+            run at a threshold below every value swept.
+        thresholds: score thresholds to evaluate.
+        iou_threshold: matching threshold.
+
+    Returns:
+        One row per threshold: threshold, detected, faces, recall, false_detections,
+        precision, false_per_image.
+    """
+    faces = sum(len(t) for t, _, _ in images)
+    rows = []
+    for thr in thresholds:
+        detected = false = 0
+        for truths, boxes, scores in images:
+            keep = [b for b, s in zip(boxes, scores) if s >= thr]
+            m = match_greedy(truths, keep, iou_threshold)
+            detected += len(m.pairs)
+            false += len(m.false_detections)
+        rows.append({
+            "threshold": float(thr), "detected": detected, "faces": faces,
+            "recall": _ratio(detected, faces), "false_detections": false,
+            "precision": _ratio(detected, detected + false),
+            "false_per_image": false / len(images) if images else None,
+        })
+    return rows
+
+
+def pick_threshold(sweep: Sequence[dict], max_false_per_image: float) -> dict:
+    """The lowest swept threshold (highest recall) whose false detections stay within budget.
+
+    When no threshold meets the budget, the highest one swept is returned
+    (fewest false detections); its row says so with ``within_budget`` False.
+    """
+    rows = sorted(sweep, key=lambda r: r["threshold"])
+    for r in rows:
+        if r["false_per_image"] is not None and r["false_per_image"] <= max_false_per_image:
+            return {**r, "within_budget": True}
+    return {**rows[-1], "within_budget": False}

@@ -114,6 +114,9 @@ def test_summary_hand_computed():
         "flagged": 1, "flag_rate": 0.5,
     }
     assert s["per_class"]["mask_incorrect"]["detector_recall"] == 0.0
+    # All five faces are 10 px: the smallest size bucket holds them all.
+    assert s["recall_by_face_size"]["0-12px"] == {"faces": 5, "detected": 4, "detector_recall": 0.8}
+    assert s["recall_by_face_size"][">=48px"]["detector_recall"] is None
     assert s["per_class"]["mask_incorrect"]["classifier_recall"] is None
 
 
@@ -158,3 +161,24 @@ def test_flag_roc_leaves_out_missed_faces():
     r = flag_roc(acc.faces, VIOL)
     assert r["positives"] == 1 and r["negatives"] == 1
     assert r["auc"] == pytest.approx(1.0)
+
+
+def test_threshold_sweep_and_pick():
+    from convert.metrics import pick_threshold, threshold_sweep
+
+    # Image 1: a face found at 0.9, a false box at 0.4. Image 2: a face found only at 0.3,
+    # a false box at 0.2.
+    images = [
+        ([B(0, 0, 10, 10)], [B(0, 0, 10, 10), B(50, 50, 60, 60)], [0.9, 0.4]),
+        ([B(0, 0, 10, 10)], [B(1, 0, 11, 10), B(50, 50, 60, 60)], [0.3, 0.2]),
+    ]
+    rows = threshold_sweep(images, [0.1, 0.35, 0.5])
+    assert [(r["detected"], r["false_detections"]) for r in rows] == [(2, 2), (1, 1), (1, 0)]
+    assert rows[0]["recall"] == 1.0 and rows[1]["precision"] == 0.5
+    # Budget 0.5 false per image: 0.35 gives 1/2 = 0.5 -> chosen (lowest within budget).
+    assert pick_threshold(rows, 0.5)["threshold"] == 0.35
+    # Budget 0: only 0.5 qualifies.
+    assert pick_threshold(rows, 0.0)["threshold"] == 0.5
+    # No threshold within budget: the highest, flagged.
+    p = pick_threshold(rows[:2], 0.0)
+    assert p["threshold"] == 0.35 and p["within_budget"] is False

@@ -1,0 +1,106 @@
+"""Measure doorguard's default pipeline next to the peers, with the same eval code.
+
+    .venv/bin/python -m benchmarks.run_peers --shared ../shared --out bench-out/peers
+
+Sets: facemask853 val and dataroots validation (converted to VOC in a temp
+folder). Each system's detector threshold is chosen on facemask853 TRAIN by
+one rule for all (lowest threshold with at most 10 false detections per 135
+images), unless ``--default-thresholds`` keeps each origin's demo default.
+Writes results.json (system -> set -> eval report) and results.md (a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from convert.evaluate import (  # noqa: E402
+    System, compare, load_classifier, load_voc, pipeline_for, standard_sets, table,
+)
+from edge.errors import DoorguardError  # noqa: E402
+
+from benchmarks import peers  # noqa: E402
+
+
+def doorguard_systems(cfg, detector: Path, classifier: Path | None, precisions=("int8", "float32")) -> list[System]:
+    """doorguard's own pipeline (int8 and/or float32 reference) as compare() systems."""
+    from edge.manifest import load_manifest
+    from edge.models import Detector
+
+    out = []
+    man = load_manifest(detector)
+    for prec in precisions:
+        use_float = prec == "float32"
+        if use_float and not (man.float_tflite and (detector.parent / man.float_tflite).is_file()):
+            logging.warning("no float reference model next to %s: float32 row skipped", detector)
+            continue
+        cls = load_classifier(classifier, cfg, use_float=use_float) if classifier else None
+        meta = {"detector": {"name": man.name, "sha256": man.float_sha256 if use_float else man.sha256},
+                "classifier": ({"name": cls.manifest.name,
+                                "sha256": cls.manifest.float_sha256 if use_float else cls.manifest.sha256}
+                               if cls else None),
+                "precision": prec}
+        out.append(System(
+            f"doorguard-{prec}",
+            lambda t, f=use_float, c=cls: pipeline_for(Detector(detector, score_threshold=t, use_float=f), c, cfg).predict,
+            man.score_threshold or 0.3, meta))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="../shared")
+    ap.add_argument("--config", help="doorguard config (models, rules); default: the embedded one")
+    ap.add_argument("--out", default="bench-out/peers", help="output folder")
+    ap.add_argument("--default-thresholds", action="store_true",
+                    help="use each origin's default threshold instead of tuning on facemask853 train")
+    ap.add_argument("--only", help="comma-separated system names to run")
+    ap.add_argument("--no-doorguard", action="store_true", help="peers only")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from edge.config import load
+
+        cfg = load(args.config)
+        det = cfg.resolve(cfg.models.detector)
+        cls_path = cfg.resolve(cfg.models.classifier) if cfg.models.classifier else None
+        classifier = load_classifier(cls_path, cfg) if cls_path and cls_path.is_file() else None
+        if classifier is None:
+            logging.warning("no classifier at %s: peers run as detectors with their own classes only", cls_path)
+        systems = []
+        if not args.no_doorguard and det.is_file():
+            systems += doorguard_systems(cfg, det, cls_path if classifier else None)
+        systems += peers.systems(Path(args.shared) / "models" / "peers", classifier, cfg)
+        if args.only:
+            keep = set(args.only.split(","))
+            systems = [s for s in systems if s.name in keep]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            sets = standard_sets(args.shared, tmp)
+            samples = {k: load_voc(*v) for k, v in sets.items()}
+            tune = None if args.default_thresholds else samples.pop("facemask853-train")
+            samples.pop("facemask853-train", None)
+            violating = set(cfg.rules.alert_on_classifier)
+            results = compare(systems, samples, violating, tune_on=tune, progress=not args.quiet)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "results.md").write_text(table(results))
+        print(table(results))
+        print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    except DoorguardError as e:
+        print(f"run_peers: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
