@@ -88,7 +88,8 @@ def test_annotate_writes_video(tmp_path):
 
 
 def test_camera_lost_shows_fault_and_recovers(tmp_path):
-    frames = [frame_with([(20, 30, 30, RED)])] * 40
+    # Long enough that a slow loop (frames dropped) never runs the live source dry.
+    frames = [frame_with([(20, 30, 30, RED)])] * 5000
     src = ListSource(frames, live=True, lose_at={10})
     extra = ("[source]\nreconnect_initial_s = 0.3\nreconnect_max_s = 0.3\nread_timeout_s = 5.0\n"
              "give_up_after_s = 5.0\n")
@@ -205,3 +206,24 @@ def _stub_models(tmp_path):
 
     return (Detector(tmp_path / "stub-det.json", interpreter=BlobDetectorInterpreter()),
             Classifier(tmp_path / "stub-clf.json", interpreter=ColourClassifierInterpreter()))
+
+
+def test_real_actuators_on_mock_pins(tmp_path):
+    """The loop drives gpiozero's MockFactory pins: red + buzzer on the violation, green on the
+    compliant face, everything low after the run."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    factory = MockFactory(pin_class=MockPWMPin)
+    try:
+        cfg = config.load(cfg_for(tmp_path))
+        r = service.Runner(cfg, source=ListSource(doorway()), pin_factory=factory, notifier=FakeNotifier(),
+                           detector_interpreter=BlobDetectorInterpreter(),
+                           classifier_interpreter=ColourClassifierInterpreter())
+        assert r.run() == 0
+        g = cfg.gpio
+        red, green, buzzer = (factory.pin(p) for p in (g.red_led, g.green_led, g.buzzer))
+        assert any(s.state for s in red.states) and any(s.state for s in buzzer.states)
+        assert any(s.state for s in green.states)
+        assert not red.state and not green.state and not buzzer.state
+    finally:
+        factory.close()
