@@ -471,13 +471,16 @@ class DevTools:
 
         cmd_r, self._cmd_w = os.pipe()
         self._res_r, res_w = os.pipe()
+        # Move the child's ends above 4, so that "3<&N 4>&M" cannot overwrite one with the other.
+        cmd_r, res_w = (self._high(fd) for fd in (cmd_r, res_w))
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1000,900",
                  f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"]
-        # The shell puts the pipes on fds 3 and 4 where Chromium expects them (no preexec_fn: threads run).
+        # bash puts the pipes on fds 3 and 4 where Chromium expects them (no preexec_fn: threads
+        # run here; dash refuses fd numbers above 9).
         self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', binary, *flags],
+            ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', binary, *flags],
             pass_fds=(cmd_r, res_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(cmd_r)
         os.close(res_w)
@@ -487,6 +490,14 @@ class DevTools:
         self._cv = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    @staticmethod
+    def _high(fd: int) -> int:
+        import fcntl
+
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
+        os.close(fd)
+        return high
 
     def _read(self) -> None:
         buf = b""
@@ -515,7 +526,10 @@ class DevTools:
         msg = {"id": i, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = session
-        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        try:
+            os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        except BrokenPipeError:
+            raise RuntimeError(f"chromium exited ({self.proc.wait(5)}): {self.stderr_tail()}") from None
         deadline = time.monotonic() + timeout
         with self._cv:
             while i not in self._replies:
@@ -527,6 +541,13 @@ class DevTools:
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply.get("result", {})
+
+    def stderr_tail(self) -> str:
+        """Chromium's last meaningful stderr lines (once it has exited)."""
+        if self.proc.poll() is None:
+            return ""
+        lines = self.proc.stderr.read().decode(errors="replace").splitlines()
+        return " | ".join([ln for ln in lines if "dbus" not in ln][-5:])
 
     def wait_event(self, method: str, after: int, timeout: float = 20.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -618,7 +639,7 @@ def test_chromium_end_to_end(harness, tmp_path):
         try:
             targets = browser.send("Target.getTargets", timeout=60)["targetInfos"]
         except TimeoutError:
-            pytest.fail(f"chromium did not answer: {browser.proc.stderr.read(4000) if browser.proc.poll() else ''}")
+            pytest.fail(f"chromium did not answer: {browser.stderr_tail()}")
         page = next((t["targetId"] for t in targets if t["type"] == "page"), None)
         page = page or browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         sid = browser.send("Target.attachToTarget", {"targetId": page, "flatten": True})["sessionId"]
