@@ -189,7 +189,8 @@ def _iso(t: float | None) -> str | None:
 
 
 def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any = None,
-                  model_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  model_hashes: Mapping[str, str] | None = None,
+                  wall_time: float | None = None) -> dict[str, Any]:
     """The JSON object published for one event.
 
     Args:
@@ -200,6 +201,8 @@ def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any 
         device: the device name (``node_id``) put into the message.
         store_id: the event store's row id; default ``event["id"]``.
         model_hashes: {"detector": sha256, "classifier": sha256}; default from the event.
+        wall_time: unix time of the event; default ``event.time`` (the service's
+            Event.time is a monotonic clock, so it passes the frame's wall time here).
 
     Returns:
         A dict with a fresh unique ``id`` (uuid4 hex), ``store_id``, ``device``,
@@ -210,7 +213,7 @@ def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any 
         e = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     else:
         e = dict(event)
-    ts = e.get("time")
+    ts = wall_time if wall_time is not None else e.get("time")
     ts = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else time.time()
     box = e.get("box")
     if box is None and all(k in e for k in ("x1", "y1", "x2", "y2")):
@@ -445,13 +448,14 @@ class MqttPublisher:
 
     # ---- the caller's side (frame loop) ---------------------------------------------
     def enqueue(self, event: Mapping[str, Any] | Any, *, store_id: Any = None,
-                model_hashes: Mapping[str, str] | None = None) -> bool:
+                model_hashes: Mapping[str, str] | None = None, wall_time: float | None = None) -> bool:
         """Queue one event for publishing and return at once (one small SQLite insert).
 
         Args:
             event: the event as stored (``edge.types.Event`` or a dict, see ``event_payload``).
             store_id: the event store's row id (``EventStore.add``'s return); default ``event["id"]``.
             model_hashes: {"detector": ..., "classifier": ...} published with the event.
+            wall_time: unix time of the event (default ``event.time``).
 
         Returns:
             True when queued; False when it was already queued (same store id) or
@@ -460,7 +464,8 @@ class MqttPublisher:
         if self._db is None:
             return False
         now = self._clock()
-        payload = event_payload(event, self.node, store_id=store_id, model_hashes=model_hashes)
+        payload = event_payload(event, self.node, store_id=store_id, model_hashes=model_hashes,
+                                wall_time=wall_time)
         key = str(payload["store_id"]) if payload["store_id"] is not None else payload["id"]
         text = json.dumps(payload, separators=(",", ":"))
         try:

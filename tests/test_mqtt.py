@@ -243,6 +243,8 @@ def test_event_payload_from_event_and_store_row():
     q = event_payload(row, "door-1")
     assert q["store_id"] == 3 and q["box"] == [1, 2, 3, 4] and q["models"] == {"detector": "aa", "classifier": "bb"}
     assert q["id"] != p["id"]
+    # The service's Event.time is monotonic: the frame's wall time is passed instead.
+    assert event_payload(ev(1), "d", wall_time=0.0)["time"] == "1970-01-01T00:00:00.000+00:00"
 
 
 def test_outbox_cap_drops_oldest_and_counts(tmp_path, caplog):
