@@ -490,7 +490,10 @@ class Capture:
             log.error("camera lost: %s; reconnecting", why)
         else:
             log.warning("camera %s still failing: %s", self.source.name, why)
-        self._lost = True
+        with self._cond:
+            self._lost = True
+            # Wake the loop now, so it shows the fault pattern while we wait.
+            self._cond.notify_all()
         while not self._stop.is_set():
             try:
                 self.source.close()
