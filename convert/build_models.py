@@ -1,0 +1,292 @@
+"""``make models``: rebuild the default models in models/ from ../shared, then measure them.
+
+    python -m convert.build_models --shared ../shared --out models [--steps detector,classifier,eval]
+
+Steps (each prints a progress line):
+
+1. detector: yoloface-500k v2 (darknet) -> ``doorguard convert darknet`` (a
+   subprocess of this Python's CLI), calibrated on facemask853 train images,
+   verified against the float model on facemask853 val. The class is named
+   ``face`` (the cfg's label.names says ``Face``; the config's
+   ``classify_labels`` and the rules use lower case).
+2. threshold: the detector's default score threshold is chosen on facemask853
+   TRAIN with the eval code (lowest threshold with at most 10 false detections
+   per 135 images, the issue's budget) and written into its manifest.
+3. classifier: ``convert.train.build_default_mask_classifier`` (MobileNet v1
+   0.25, mask / no_mask / mask_incorrect).
+4. eval: the full pipeline (int8 and float) and the peers, with the same eval
+   code, on facemask853 val and dataroots validation; writes models/eval.json
+   and each model card's metrics section (models/NAME.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.errors import DataError, DoorguardError, UsageError
+
+log = logging.getLogger(__name__)
+
+DETECTOR = "yoloface-500k-v2"
+CLASSIFIER = "mask-classifier"
+STEPS = ("detector", "threshold", "classifier", "eval")
+BEGIN, END = "<!-- eval:begin (written by make models) -->", "<!-- eval:end -->"
+
+LICENCES = {
+    DETECTOR: ("yoloface-500k v2, github.com/dog-qiuqiu/MobileNet-Yolo (HEAD 86c05bf); "
+               "YOLO LICENSE v2 (\"Darknet is public domain\"), no separate weight licence. "
+               "Trained on WIDER FACE by its authors."),
+    CLASSIFIER: ("MobileNet v1 0.25 ImageNet backbone (keras-applications asset, via homxxx/"
+                 "MicroExpressionRecognition, GPL-3.0 repository, no licence stated for the weights); "
+                 "trained here on dataroots train crops (MIT; VGGFace2 crops), chandrikadeb7 (MIT; "
+                 "part RMFD with unclear terms), facemask853 train crops (CC0) and adityap27 train "
+                 "crops (MIT)."),
+}
+
+
+def _step(i: int, n: int, msg: str, t0: float) -> None:
+    print(f"[make models {i}/{n} {time.monotonic() - t0:6.0f}s] {msg}", flush=True)
+
+
+def check_shared(shared: Path) -> None:
+    """One-line failure when ../shared (or a source file it needs) is missing.
+
+    Raises:
+        DataError: naming the first missing path.
+    """
+    need = [
+        shared / "models" / "yoloface-500k" / "v2" / "yoloface-500k-v2.cfg",
+        shared / "models" / "yoloface-500k" / "v2" / "yoloface-500k-v2.weights",
+        shared / "data" / "facemask853" / "train.txt",
+        shared / "data" / "facemask853" / "val.txt",
+        shared / "data" / "dataroots" / "validation_metadata.csv",
+    ]
+    if not shared.is_dir():
+        raise DataError(f"{shared} not found: make models needs ../shared (source weights and data); "
+                        f"pass SHARED=/path/to/shared")
+    for p in need:
+        if not p.exists():
+            raise DataError(f"{p} not found: ../shared is incomplete")
+
+
+def build_detector(shared: Path, out: Path, work: Path) -> Path:
+    """Convert yoloface-500k v2 with ``doorguard convert darknet`` (as a subprocess).
+
+    Raises:
+        DoorguardError: the conversion failed (its own one-line error is shown above).
+    """
+    v2 = shared / "models" / "yoloface-500k" / "v2"
+    names = work / "face.names"
+    names.write_text("face\n")
+    fm = shared / "data" / "facemask853"
+    cmd = [sys.executable, "-m", "edge.cli", "convert", "darknet",
+           "--cfg", str(v2 / "yoloface-500k-v2.cfg"), "--weights", str(v2 / "yoloface-500k-v2.weights"),
+           "--names", str(names), "--calib", str(fm / "train.txt"), "--val", str(fm / "val.txt"),
+           "--out", str(out / DETECTOR)]
+    print("  $ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd)
+    if r.returncode != 0:
+        raise DoorguardError(f"doorguard convert darknet failed (exit {r.returncode})")
+    return out / f"{DETECTOR}.json"
+
+
+def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool = True) -> dict:
+    """Choose the detector's score threshold on facemask853 train and write it into the manifest.
+
+    Rule (the same as for the peers in ``benchmarks/run_peers.py``): the lowest
+    threshold with at most 10 false detections per 135 train images. Detector
+    only (the classifier does not change which boxes exist); the config's
+    ``min_face_px`` applies as on the device.
+    """
+    from edge.manifest import load_manifest, write_manifest
+    from edge.models import Detector
+
+    from .evaluate import SWEEP, Pipeline, collect, load_voc
+    from .metrics import pick_threshold, threshold_sweep
+
+    fm = shared / "data" / "facemask853"
+    samples = load_voc(fm, fm / "train.txt")
+    det = Detector(manifest_path, score_threshold=min(SWEEP))
+    pipe = Pipeline(det, None, min_face_px=cfg.models.min_face_px)
+    sweep = threshold_sweep(collect(samples, pipe.predict, progress, desc="threshold sweep (train)"), SWEEP)
+    choice = pick_threshold(sweep, 10 / 135)
+    m = load_manifest(manifest_path)
+    metrics = dict(m.metrics)
+    metrics["score_threshold_choice"] = {
+        "rule": "lowest threshold with <= 10 false detections per 135 images on facemask853 train",
+        "min_face_px": cfg.models.min_face_px, "chosen": choice,
+        "sweep": [{k: r[k] for k in ("threshold", "recall", "precision", "false_per_image")} for r in sweep],
+    }
+    write_manifest(m.model_copy(update={"score_threshold": choice["threshold"], "metrics": metrics}),
+                   manifest_path)
+    return choice
+
+
+def build_classifier(shared: Path, out: Path) -> Path:
+    """Train the default mask classifier (convert.train.build_default_mask_classifier)."""
+    from .train import build_default_mask_classifier
+
+    build_default_mask_classifier(shared, out, name=CLASSIFIER)
+    return out / f"{CLASSIFIER}.json"
+
+
+def measure(shared: Path, out: Path, cfg: Any, progress: bool = True) -> dict:
+    """doorguard int8 + float and every peer on facemask853 val and dataroots validation.
+
+    Every system's detector threshold is tuned on facemask853 train by the same
+    rule (doorguard's equals the one written into its manifest by ``tune_threshold``).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import peers
+    from benchmarks.run_peers import doorguard_systems
+
+    from .evaluate import compare, load_classifier, load_voc, standard_sets
+
+    det = out / f"{DETECTOR}.json"
+    cls = out / f"{CLASSIFIER}.json"
+    classifier_path = cls if cls.is_file() else None
+    if classifier_path is None:
+        log.warning("%s missing: the pipeline and the peers run without doorguard's classifier", cls)
+    systems = doorguard_systems(cfg, det, classifier_path) if det.is_file() else []
+    classifier = load_classifier(classifier_path, cfg) if classifier_path else None
+    systems += peers.systems(shared / "models" / "peers", classifier, cfg)
+    with tempfile.TemporaryDirectory(prefix="doorguard-eval-") as tmp:
+        sets = standard_sets(shared, tmp)
+        samples = {k: load_voc(*v) for k, v in sets.items()}
+        tune = samples.pop("facemask853-train")
+        return compare(systems, samples, set(cfg.rules.alert_on_classifier), tune_on=tune, progress=progress)
+
+
+def _kb(path: Path) -> str:
+    return f"{path.stat().st_size / 1024:.0f} KB" if path.is_file() else "missing"
+
+
+def card_header(manifest_path: Path) -> str:
+    """The static part of a model card, from its manifest."""
+    from edge.manifest import load_manifest
+
+    m = load_manifest(manifest_path, verify_hash=False)
+    d = manifest_path.parent
+    lines = [f"# {m.name}", "",
+             f"- Task: {m.task}; labels: {', '.join(m.labels)}",
+             f"- Input: {m.input.width}x{m.input.height} {m.input.color}, {m.input.resize}, {m.input.dtype}",
+             f"- int8 model: `{m.tflite}` ({_kb(d / m.tflite)}), sha256 `{m.sha256}`"]
+    if m.float_tflite:
+        lines.append(f"- float32 reference: `{m.float_tflite}` ({_kb(d / m.float_tflite)}; not committed, "
+                     "`make models` rebuilds it)")
+    if m.task == "detect":
+        lines.append(f"- Default score threshold {m.score_threshold} (chosen on facemask853 train), "
+                     f"NMS IoU {m.nms_iou}")
+    if m.crop_margin is not None:
+        lines.append(f"- Crop margin: {m.crop_margin}")
+    lines.append(f"- Sources and licences: {LICENCES.get(m.name, 'see the manifest')}")
+    for k, f in m.source.files.items():
+        lines.append(f"  - {k}: `{f.path}` sha256 `{f.sha256[:16]}...`")
+    lines.append(f"- Built with: {', '.join(f'{k} {v}' for k, v in m.versions.items())}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def metrics_section(results: dict) -> str:
+    """The model cards' eval section: the table, how it was measured, how to reproduce."""
+    from .evaluate import table
+
+    return "\n".join([
+        BEGIN, "## Measured (full pipeline, single-frame decisions)", "",
+        "`doorguard eval` code on facemask853 val (108 images, 568 faces) and dataroots validation "
+        "(83 photos, 83 faces). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
+        "violating faces flagged / violating faces (missed count as not flagged); fnr = compliant faces "
+        "flagged / compliant faces. Each system's detector threshold was chosen on facemask853 TRAIN by "
+        "one rule (lowest threshold with <= 10 false detections per 135 images); the config's "
+        "min_face_px applies to every system. Peers: `benchmarks/peers.py`, with doorguard's "
+        "classifier, or their own mask classes (`-own-classes`). Timings are x86 CPU, for ratios only.",
+        "", table(results),
+        "Goals (issue 5): detector_recall >= 0.97, tnr >= 0.95, fnr <= 0.02, classifier_accuracy >= 0.95, "
+        "<= 10 false detections per 135 images.", "",
+        "Reproduce: `make models` (all steps) or `python -m convert.build_models --shared ../shared "
+        "--out models --steps eval`; one set: `doorguard eval --voc ../shared/data/facemask853 --split "
+        "../shared/data/facemask853/val.txt --json out.json --plots plots/`.",
+        END, ""])
+
+
+def write_card(manifest_path: Path, section: str) -> Path:
+    """Create or refresh models/NAME.md; only the eval section is replaced in an existing card."""
+    card = manifest_path.with_suffix(".md")
+    if card.is_file():
+        text = card.read_text()
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            tail = rest.split(END, 1)[1].lstrip("\n")
+            text = head + section + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+    else:
+        text = card_header(manifest_path) + "\n" + section
+    card.write_text(text)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m convert.build_models", description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default="../shared", help="the shared folder (source weights and data)")
+    ap.add_argument("--out", default="models", help="models folder")
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    ap.add_argument("--config", help="doorguard config whose rules the eval uses (default: embedded)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    try:
+        steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+        bad = [s for s in steps if s not in STEPS]
+        if bad:
+            raise UsageError(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
+        shared, out = Path(args.shared), Path(args.out)
+        check_shared(shared)
+        out.mkdir(parents=True, exist_ok=True)
+        from edge.config import load
+
+        cfg = load(args.config)
+        t0 = time.monotonic()
+        n = len(steps)
+        with tempfile.TemporaryDirectory(prefix="doorguard-models-") as tmp:
+            for i, step in enumerate(steps, 1):
+                if step == "detector":
+                    _step(i, n, f"face detector: converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
+                    build_detector(shared, out, Path(tmp))
+                elif step == "threshold":
+                    _step(i, n, "face detector: choosing the score threshold on facemask853 train", t0)
+                    c = tune_threshold(out / f"{DETECTOR}.json", shared, cfg, not args.quiet)
+                    print(f"  threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
+                          f"{c['false_per_image'] * 135:.1f} false detections per 135 images", flush=True)
+                elif step == "classifier":
+                    _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
+                    build_classifier(shared, out)
+                elif step == "eval":
+                    _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
+                                "and dataroots validation", t0)
+                    results = measure(shared, out, cfg, not args.quiet)
+                    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+                    section = metrics_section(results)
+                    for name in (DETECTOR, CLASSIFIER):
+                        if (out / f"{name}.json").is_file():
+                            print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
+                    from .evaluate import table
+
+                    print(table(results), flush=True)
+        _step(n, n, "done", t0)
+    except DoorguardError as e:
+        print(f"make models: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
