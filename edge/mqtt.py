@@ -336,15 +336,15 @@ class MqttPublisher:
         cfg: the [mqtt] section.
         db_path: the event store's SQLite file; the ``outbox`` table lives beside ``events``.
         device_name: name in topics and Home Assistant; default ``cfg.device_name``, else the host name.
-        client_factory: builds the paho client (tests may wrap it); default paho-mqtt 2.
+        clock: wall clock (queue times, "violations today").
 
-    Use ``start()`` once, ``enqueue(event)`` per event (after the event store
+    The service builds one only when ``cfg.enabled``. Use ``start()`` once, ``enqueue(event)`` per event (after the event store
     wrote it), ``update_state({...})`` as often as convenient, and ``close()``
     (idempotent; also a context manager).
     """
 
     def __init__(self, cfg: MqttConfig, db_path: str | Path, device_name: str | None = None,
-                 client_factory=None, clock=time.time):
+                 clock=time.time):
         self.cfg = cfg
         self.db_path = Path(db_path)
         self.device_name = device_name or cfg.device_name or socket.gethostname()
@@ -354,7 +354,6 @@ class MqttPublisher:
         self.topic_events = f"{self.prefix}/events"
         self.topic_state = f"{self.prefix}/state"
         self.topic_availability = f"{self.prefix}/availability"
-        self._client_factory = client_factory
         self._clock = clock
 
         self._db_lock = threading.Lock()
@@ -367,7 +366,6 @@ class MqttPublisher:
         self._inflight: dict[int, int] = {}        # paho mid -> outbox seq (sender thread only)
         self._resend_pending = False               # in-flight rows from before a disconnect
         self._connected = threading.Event()
-        self._connect_epoch = 0                    # bumped by on_connect: (re)publish discovery/state
         self._last_problem: str | None = None      # last logged connection problem (log each once)
         self._started = False
         self._closed = False
@@ -418,7 +416,7 @@ class MqttPublisher:
         self._closed = True
         if self._client is not None and self._connected.is_set():
             deadline = time.monotonic() + flush_timeout_s
-            while self._pending_unsent() and time.monotonic() < deadline and self._connected.is_set():
+            while self._pending > 0 and time.monotonic() < deadline and self._connected.is_set():
                 self._wake.set()
                 time.sleep(0.02)
         self._stop.set()
@@ -435,6 +433,11 @@ class MqttPublisher:
             except Exception as e:  # noqa: BLE001 - shutting down: never let MQTT stop the service's exit
                 log.debug("mqtt close: %s", e)
             self._client.loop_stop()
+        if self._started:
+            s = self.counters
+            log.info("MQTT: %d event(s) queued this run, %d acknowledged by the broker, %d waiting for "
+                     "the next start, %d dropped (outbox_cap)", s["enqueued"], s["acked"], self._pending,
+                     s["dropped"])
         if self._db is not None:
             with self._db_lock:
                 self._db.close()
@@ -569,9 +572,6 @@ class MqttPublisher:
             row = self._db.execute("SELECT value FROM outbox_meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _pending_unsent(self) -> bool:
-        return self._pending > 0
-
     # ---- paho client ----------------------------------------------------------------
     def _port(self) -> int:
         return self.cfg.port or (8883 if self.cfg.tls.enabled else 1883)
@@ -581,30 +581,28 @@ class MqttPublisher:
 
     def _make_client(self):
         """The paho client with will, credentials, TLS and back-off; None when unusable (logged)."""
-        if self._client_factory is not None:
-            client = self._client_factory(self)
-        else:
-            try:
-                import paho.mqtt.client as mqtt
-            except ImportError:
-                self._problem("paho-mqtt is not installed (pip install 'paho-mqtt>=2'): events stay queued",
-                              logging.ERROR)
-                return None
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            self._problem("paho-mqtt is not installed (pip install 'paho-mqtt>=2'): events stay queued",
+                          logging.ERROR)
+            return None
 
-            class _Client(mqtt.Client):
-                # paho's on_connect_fail carries no reason: keep the exception so
-                # a TLS or DNS failure can be logged as what it is.
-                last_error: BaseException | None = None
+        class _Client(mqtt.Client):
+            # paho's on_connect_fail carries no reason: keep the exception so
+            # a TLS or DNS failure can be logged as what it is.
+            last_error: BaseException | None = None
 
-                def reconnect(self):  # noqa: D102
-                    try:
-                        return super().reconnect()
-                    except OSError as e:
-                        self.last_error = e
-                        raise
+            def reconnect(self):  # noqa: D102
+                try:
+                    return super().reconnect()
+                except OSError as e:
+                    self.last_error = e
+                    raise
 
-            client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv311, clean_session=True)
+        # clean_session: the outbox, not the broker session, is what keeps events.
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                         protocol=mqtt.MQTTv311, clean_session=True)
         c = self.cfg
         client.will_set(self.topic_availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
