@@ -129,7 +129,7 @@ class DemoSource:
         self._people: list[tuple[np.ndarray, np.ndarray]] = []
         self._plan: list[tuple[int, float] | None] = []
         self._i = 0
-        self._rng = np.random.default_rng(seed)
+        self._noise: list[tuple[np.ndarray, np.ndarray]] = []
         self._bg: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -164,7 +164,11 @@ class DemoSource:
             plan += [None] * EMPTY
         self._plan = plan
         self._i = 0
-        self._rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self._noise = []
+        for _ in range(8):
+            n = np.clip(rng.normal(0.0, 3.0, (HEIGHT, WIDTH, 3)), -20, 20)
+            self._noise.append((np.maximum(n, 0).astype(np.uint8), np.maximum(-n, 0).astype(np.uint8)))
         log.info("demo: %d frames of %dx%d: empty doorway, then %s", len(plan), WIDTH, HEIGHT,
                  ", then ".join(f"a person {name}" for name, _ in APPEARANCES))
 
@@ -177,7 +181,7 @@ class DemoSource:
         """Frame ``index`` of the clip (RGB uint8)."""
         if self._bg is None:
             raise SourceError("demo source is not open")
-        frame = self._bg.astype(np.float32)
+        frame = self._bg.copy()
         step = self._plan[index]
         if step is not None:
             k, x = step
@@ -189,10 +193,13 @@ class DemoSource:
                 sx1, sx2 = fx1 - x, fx2 - x
                 region = frame[y:y + img.shape[0], fx1:fx2]
                 aa = a[: region.shape[0], sx1:sx2]
-                region[:] = region * (1 - aa) + img[: region.shape[0], sx1:sx2] * aa
-        gain = 1.0 + 0.04 * np.sin(index / 7.0)
-        frame = frame * gain + self._rng.normal(0.0, 3.0, frame.shape)
-        return np.clip(frame, 0, 255).astype(np.uint8)
+                blend = region * (1 - aa) + img[: region.shape[0], sx1:sx2] * aa
+                region[:] = blend.astype(np.uint8)
+        # Brightness drift and sensor noise (a small pool of precomputed noise
+        # frames keeps rendering cheap: the demo must not eat the CPU it measures).
+        frame = cv2.convertScaleAbs(frame, alpha=1.0 + 0.04 * np.sin(index / 7.0))
+        plus, minus = self._noise[index % len(self._noise)]
+        return cv2.subtract(cv2.add(frame, plus), minus)
 
     def read(self) -> np.ndarray | None:
         if self._i >= len(self._plan):
