@@ -402,6 +402,29 @@ def test_pi_health_reads_sysfs(tmp_path):
                                                        "throttled_flags": []}
 
 
+def test_recent_events_from_the_event_store(tmp_path):
+    from edge.config import EventsConfig, SnapshotConfig
+    from edge.events import EventStore
+    from edge.types import Box, Event
+
+    cfg = EventsConfig(snapshots=SnapshotConfig(enabled=True))
+    store = EventStore(tmp_path, cfg, {"detector": "d" * 64})
+    try:
+        ev = Event(time=5.0, track_id=3, verdict="violation", label="no_mask", score=0.9,
+                   box=Box(10, 10, 100, 100), alerted=True)
+        store.add(ev, red_frame(), wall_time=1.7e9)
+        store.add(Event(time=6.0, track_id=4, verdict="compliant", label="mask", score=0.8,
+                        box=Box(0, 0, 50, 50), alerted=False), red_frame(), wall_time=1.7e9 + 1)
+        got = web.read_recent_events(store.path, store.snap_dir)  # while the store's connection is open
+    finally:
+        store.close()
+    assert [(e["track_id"], e["verdict"], e["label"]) for e in got] == [(4, "compliant", "mask"),
+                                                                        (3, "violation", "no_mask")]
+    assert got[0]["snapshot"] is None and Path(got[1]["snapshot"]).is_file()
+    assert got[1]["time"] == 1.7e9 and got[1]["alerted"] is True
+    assert web.read_recent_events(tmp_path / "none.sqlite3") == []
+
+
 # ---- doorguard set-password -----------------------------------------------------------------------
 
 class FakeStdin(io.StringIO):
