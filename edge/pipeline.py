@@ -91,7 +91,8 @@ class Pipeline:
         self.tracker = Tracker(t.iou_threshold, t.max_missed, t.votes_needed, t.window, t.reclassify_every)
         self.latency = LatencyStats()
         self.clock = clock
-        self.classify_labels = set(cfg.models.classify_labels)
+        # Case-insensitive: the yoloface-500k label file says "Face".
+        self.classify_labels = {lab.casefold() for lab in cfg.models.classify_labels}
         self.min_score = cfg.rules.min_score
         self.min_px = cfg.models.min_face_px
         if classifier is not None:
@@ -129,7 +130,7 @@ class Pipeline:
 
     def source_of(self, detector_label: str) -> str:
         """Classifier-judged (face) or detector-judged (facetouch, person ...) track."""
-        return "classifier" if detector_label in self.classify_labels else "detector"
+        return "classifier" if detector_label.casefold() in self.classify_labels else "detector"
 
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage on one frame and update the tracks' votes."""

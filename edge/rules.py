@@ -13,6 +13,10 @@ from .tracking import Track
 from .types import Event, Verdict
 
 
+def _fold(labels: list[str]) -> set[str]:
+    return {lab.casefold() for lab in labels}
+
+
 @dataclass
 class _TrackState:
     last_alert: float | None = None
@@ -35,20 +39,25 @@ class Rules:
     _last_alert: float | None = None
 
     def verdict_of(self, label: str | None, source: str) -> str:
-        """The verdict a label means; ``source`` is "classifier" or "detector"."""
+        """The verdict a label means; ``source`` is "classifier" or "detector".
+
+        Labels compare case-insensitively (model label files differ: "Face", "face").
+        """
         if label is None:
             return Verdict.NEUTRAL
+        lab = label.casefold()
+        cfg = self.cfg
         if source == "detector":
-            return Verdict.VIOLATION if label in self.cfg.alert_on_detector else Verdict.NEUTRAL
-        if label in self.cfg.alert_on_classifier:
+            return Verdict.VIOLATION if lab in _fold(cfg.alert_on_detector) else Verdict.NEUTRAL
+        if lab in _fold(cfg.alert_on_classifier):
             return Verdict.VIOLATION
-        if label in self.cfg.compliant_on_classifier:
+        if lab in _fold(cfg.compliant_on_classifier):
             return Verdict.COMPLIANT
         return Verdict.NEUTRAL
 
     def source_of(self, detector_label: str, classify_labels: list[str]) -> str:
         """Whether a detector label's tracks are judged by the classifier or by the label itself."""
-        return "classifier" if detector_label in classify_labels else "detector"
+        return "classifier" if detector_label.casefold() in _fold(classify_labels) else "detector"
 
     def evaluate(self, tracks: list[Track], now: float, source_of: dict[int, str] | None = None,
                  frame_index: int = 0) -> list[Event]:

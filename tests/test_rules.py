@@ -104,3 +104,9 @@ def test_forget():
     r.forget([1])
     t.changed = False
     assert len(r.evaluate([t], 3.0)) == 1  # a forgotten track id starts fresh
+
+
+def test_labels_case_insensitive():
+    r = rules()
+    assert r.verdict_of("No_Mask", "classifier") == Verdict.VIOLATION
+    assert r.source_of("Face", ["face"]) == "classifier"
