@@ -1,0 +1,491 @@
+"""``doorguard doctor``: what is wrong with this device, in words a non-expert can act on.
+
+Each check prints ``OK``, ``WARN`` or ``FAIL`` with one sentence saying what was
+found and what to do. The exit status is 1 when any check fails.
+
+Checks: config, camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
+group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* and
+group gpio, configured pins busy), interpreter backend, models (manifest +
+sha256 + loads), state directory writable, and on a Raspberry Pi the CPU
+temperature and ``vcgencmd get_throttled`` decoded into words.
+
+Everything the checks touch goes through :class:`Host` (a root directory for
+/proc, /sys, /dev, a command runner, the user's groups, importing, opening
+devices, claiming pins, loading models), so tests fake a Raspberry Pi on any
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import importlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+#: vcgencmd get_throttled bits -> words (bit 0-3: now, 16-19: since boot).
+THROTTLE_BITS = {
+    0: "under-voltage",
+    1: "ARM frequency capped",
+    2: "throttled",
+    3: "soft temperature limit",
+}
+
+TEMP_WARN_C = 70.0
+TEMP_FAIL_C = 80.0  # the Pi 4/5 firmware starts throttling at 80-85 C
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class Check:
+    """One result line."""
+
+    name: str
+    status: str
+    message: str
+
+
+def _run_command(cmd: list[str], timeout: float = 15.0) -> tuple[int, str]:
+    """Run a command; (exit status, stdout+stderr). Raises FileNotFoundError when it is not installed."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, f"{cmd[0]} timed out after {timeout:g}s"
+    return r.returncode, (r.stdout or "") + (r.stderr or "")
+
+
+def _user_groups() -> tuple[str, set[str]]:
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    names = set()
+    for gid in {os.getegid(), *os.getgroups()}:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return user, names
+
+
+def _claim_input_pin(pin: int) -> None:
+    """Claim a pin as a floating input and release it: detects "GPIO busy" without driving anything."""
+    from gpiozero import InputDevice
+
+    InputDevice(pin, pull_up=None, active_state=True).close()
+
+
+def _load_model(path: Path, backend: str | None) -> str:
+    from .runtime import load_interpreter
+
+    _, name = load_interpreter(path, num_threads=1, backend=backend)
+    return name
+
+
+@dataclass
+class Host:
+    """The seams between the checks and the machine (tests replace every one)."""
+
+    root: Path = Path("/")
+    run: Callable[[list[str]], tuple[int, str]] = _run_command
+    identity: Callable[[], tuple[str, set[str]]] = _user_groups
+    import_module: Callable[[str], Any] = importlib.import_module
+    can_open: Callable[[Path], bool] = lambda p: os.access(p, os.R_OK | os.W_OK)
+    claim_pin: Callable[[int], None] = _claim_input_pin
+    load_model: Callable[[Path, str | None], str] = _load_model
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def path(self, absolute: str) -> Path:
+        """A system path (/sys/..., /dev/...) under the root."""
+        return self.root / absolute.lstrip("/")
+
+    def glob(self, absolute_pattern: str) -> list[Path]:
+        parent, _, pattern = absolute_pattern.rpartition("/")
+        d = self.path(parent or "/")
+        return sorted(d.glob(pattern)) if d.is_dir() else []
+
+
+def pi_model(host: Host) -> str | None:
+    """The Raspberry Pi model string from the device tree, or None when this is not a Pi."""
+    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        f = host.path(p)
+        try:
+            model = f.read_bytes().rstrip(b"\0").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if model.startswith("Raspberry Pi"):
+            return model
+    return None
+
+
+def decode_throttled(value: int) -> tuple[list[str], list[str]]:
+    """``get_throttled`` bits -> (conditions now, conditions since boot), in words."""
+    now = [w for b, w in THROTTLE_BITS.items() if value & (1 << b)]
+    past = [w for b, w in THROTTLE_BITS.items() if value & (1 << (b + 16))]
+    return now, past
+
+
+class Doctor:
+    """Runs the checks against one config and one host."""
+
+    def __init__(self, cfg: Any | None, host: Host | None = None, config_note: Check | None = None) -> None:
+        self.cfg = cfg
+        self.host = host or Host()
+        self.config_note = config_note
+        self.pi = pi_model(self.host)
+        self.user, self.groups = self.host.identity()
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _group_hint(self, group: str) -> str:
+        if group in self.groups or self.user == "root":
+            return f"check the permissions with `ls -l` and that the device belongs to group {group}"
+        return (f"user {self.user} is not in group {group}: run `sudo usermod -aG {group} {self.user}` and log "
+                f"in again (the doorguard service gets the group from its unit file)")
+
+    def _devices_access(self, name: str, paths: list[Path], group: str, what: str) -> Check | None:
+        denied = [p for p in paths if not self.host.can_open(p)]
+        if not denied:
+            return None
+        shown = ", ".join("/" + str(p.relative_to(self.host.root)) for p in denied[:3])
+        more = f" and {len(denied) - 3} more" if len(denied) > 3 else ""
+        return Check(name, FAIL, f"cannot open {shown}{more} ({what}): {self._group_hint(group)}.")
+
+    def _source_spec(self) -> str:
+        try:
+            return str(self.cfg.source.spec)
+        except AttributeError:
+            return "auto"
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_platform(self) -> list[Check]:
+        if self.pi:
+            return [Check("platform", OK, f"{self.pi}; running as {self.user}.")]
+        return [Check("platform", OK, f"not a Raspberry Pi (no device-tree model); running as {self.user}: "
+                                      "the Pi-only checks are skipped.")]
+
+    def check_camera(self) -> list[Check]:
+        spec = self._source_spec()
+        out: list[Check] = []
+        if spec.startswith("/dev/video") or spec.isdigit():
+            node = self.host.path(spec if spec.startswith("/dev/") else f"/dev/video{spec}")
+            shown = "/" + str(node.relative_to(self.host.root))
+            if not node.exists():
+                return [Check("camera", FAIL, f"{shown} does not exist: plug the USB camera in (check with "
+                                              "`ls /dev/video*`) or change [source] spec in the config.")]
+            bad = self._devices_access("camera", [node], "video", "USB camera")
+            return [bad] if bad else [Check("camera", OK, f"{shown} is present and can be opened.")]
+        if spec not in ("auto", "picamera"):
+            return [Check("camera", OK, f"source is {spec!r} (not a camera): no camera needed.")]
+        if not self.pi:
+            if spec == "picamera":
+                return [Check("camera", FAIL, "source is picamera but this is not a Raspberry Pi: use a "
+                                              "/dev/videoN, file or demo source here.")]
+            nodes = self.host.glob("/dev/video*")
+            if nodes:
+                bad = self._devices_access("camera", nodes[:1], "video", "camera")
+                return [bad] if bad else [Check("camera", OK, f"no Pi camera here; auto uses {nodes[0].name}.")]
+            return [Check("camera", WARN, "no Pi camera and no /dev/video* here: `doorguard run` needs "
+                                          "--source demo, a video file or an image folder on this machine.")]
+        # A Raspberry Pi with the picamera2 stack.
+        try:
+            self.host.import_module("picamera2")
+        except Exception as e:  # ImportError, or libcamera's own errors
+            out.append(Check("camera", FAIL, f"picamera2 cannot be imported ({type(e).__name__}: {e}): run "
+                                             "`sudo apt install python3-picamera2` and make sure the venv was "
+                                             "made with --system-site-packages (make install does both)."))
+        media = self.host.glob("/dev/media*")
+        video = self.host.glob("/dev/video*")
+        heaps = self.host.glob("/dev/dma_heap/*")
+        if not media and not video:
+            out.append(Check("camera", FAIL, "no /dev/media* or /dev/video* devices: the camera driver is not "
+                                             "loaded; check camera_auto_detect=1 in /boot/firmware/config.txt "
+                                             "and reboot."))
+        for bad in (self._devices_access("camera", media + video, "video", "camera devices"),
+                    self._devices_access("camera", heaps, "video", "camera buffers in /dev/dma_heap")):
+            if bad:
+                out.append(bad)
+        out.extend(self._list_cameras())
+        return out
+
+    def _list_cameras(self) -> list[Check]:
+        for tool in ("rpicam-hello", "libcamera-hello"):
+            try:
+                rc, text = self.host.run([tool, "--list-cameras"])
+            except FileNotFoundError:
+                continue
+            cams = [line.strip() for line in text.splitlines() if line.strip()[:1].isdigit() and " : " in line]
+            if cams:
+                names = ", ".join(c.split(" : ", 1)[1].split(" ")[0] for c in cams)
+                return [Check("camera", OK, f"{len(cams)} camera(s) found by libcamera: {names}.")]
+            if "busy" in text.lower():
+                return [Check("camera", WARN, "the camera is busy: another program (the doorguard service?) "
+                                              "is using it; `sudo systemctl stop doorguard` and run doctor again.")]
+            return [Check("camera", FAIL, "no camera detected. Power the Pi off, reseat the ribbon cable at "
+                                          "both ends (contacts facing the right way, latch closed; a Pi 5 "
+                                          "needs the narrow 22-pin cable), check camera_auto_detect=1 in "
+                                          "/boot/firmware/config.txt, and power on again.")]
+        return [Check("camera", WARN, "cannot list cameras: rpicam-apps is not installed "
+                                      "(`sudo apt install rpicam-apps` to let doctor check the cable).")]
+
+    def _gpio_pins(self) -> dict[str, int]:
+        gpio = getattr(self.cfg, "gpio", None)
+        if gpio is None:
+            return {}
+        return {k: v for k in ("red_led", "green_led", "buzzer", "mute_button")
+                if (v := getattr(gpio, k, None)) is not None}
+
+    def check_gpio(self) -> list[Check]:
+        factory = self.host.env.get("GPIOZERO_PIN_FACTORY", "")
+        if not self.pi:
+            if factory and factory != "mock":
+                return [Check("gpio", WARN, f"GPIOZERO_PIN_FACTORY={factory} but this is not a Raspberry Pi: "
+                                            "unset it, doorguard uses mock pins here.")]
+            return [Check("gpio", OK, "not a Raspberry Pi: `doorguard run` drives gpiozero's mock pins "
+                                      "(pin activity in the log).")]
+        out: list[Check] = []
+        pi5 = "Raspberry Pi 5" in self.pi
+        try:
+            self.host.import_module("lgpio")
+        except Exception:
+            out.append(Check("gpio", FAIL if pi5 else WARN,
+                             "lgpio is missing" + (" (the only pin factory that works on a Pi 5)" if pi5 else "")
+                             + ": run `sudo apt install python3-lgpio` (make install does it)."))
+        if factory and factory not in ("lgpio", "mock") and pi5:
+            out.append(Check("gpio", FAIL, f"GPIOZERO_PIN_FACTORY={factory} does not work on a Pi 5: "
+                                           "unset it or set it to lgpio."))
+        chips = self.host.glob("/dev/gpiochip*")
+        if not chips:
+            out.append(Check("gpio", FAIL, "no /dev/gpiochip* devices: this kernel has no GPIO character "
+                                           "device; update Raspberry Pi OS (`sudo apt full-upgrade`)."))
+            return out
+        bad = self._devices_access("gpio", chips, "gpio", "GPIO")
+        if bad:
+            out.append(bad)
+            return out
+        pins = self._gpio_pins()
+        if self._service_active():
+            out.append(Check("gpio", OK, "the doorguard service is running and holds the pins "
+                                         f"({', '.join(f'{k}=GPIO{v}' for k, v in pins.items())})."))
+            return out
+        for name, pin in pins.items():
+            try:
+                self.host.claim_pin(pin)
+            except Exception as e:  # gpiozero/lgpio raise many kinds
+                text = f"{type(e).__name__}: {e}"
+                if "busy" in text.lower() or "in use" in text.lower():
+                    out.append(Check("gpio", FAIL, f"GPIO{pin} ({name}) is in use by another program: stop "
+                                                   "it, or choose a free pin for " + name + " in [gpio]."))
+                else:
+                    out.append(Check("gpio", FAIL, f"cannot claim GPIO{pin} ({name}): {text}."))
+        if not any(c.status != OK for c in out):
+            out.append(Check("gpio", OK, "pin factory available; pins free: "
+                                         + (", ".join(f"{k}=GPIO{v}" for k, v in pins.items()) or "none set")
+                                         + "."))
+        return out
+
+    def _service_active(self) -> bool:
+        try:
+            rc, text = self.host.run(["systemctl", "is-active", "doorguard.service"])
+        except FileNotFoundError:
+            return False
+        return rc == 0 and text.strip() == "active"
+
+    def _backend_pref(self) -> str | None:
+        b = getattr(getattr(self.cfg, "models", None), "backend", "auto")
+        return None if b in (None, "auto") else b
+
+    def check_interpreter(self) -> list[Check]:
+        from .errors import ModelError
+        from .runtime import available_backend
+
+        try:
+            name = available_backend(self._backend_pref())
+        except ModelError as e:
+            return [Check("interpreter", FAIL, f"{e}.")]
+        if name == "litert":
+            return [Check("interpreter", OK, "ai-edge-litert (XNNPACK int8 kernels).")]
+        if name == "tflite_runtime":
+            return [Check("interpreter", WARN, "using tflite-runtime: it runs int8 models about 4x slower than "
+                                               "ai-edge-litert; `pip install ai-edge-litert` in the venv.")]
+        return [Check("interpreter", WARN if self.pi else OK,
+                      "using tensorflow's tf.lite (workstation fallback); on a Pi install ai-edge-litert.")]
+
+    def _model_paths(self) -> list[tuple[str, Path]]:
+        models = getattr(self.cfg, "models", None)
+        if models is not None and hasattr(self.cfg, "resolve"):
+            out = [("detector", self.cfg.resolve(models.detector))]
+            if models.classifier:
+                out.append(("classifier", self.cfg.resolve(models.classifier)))
+            return out
+        # No config module: the default models shipped in models/.
+        base = Path(__file__).resolve().parent.parent / "models"
+        return [(p.stem, p) for p in sorted(base.glob("*.json"))]
+
+    def check_models(self) -> list[Check]:
+        from .errors import DoorguardError
+        from .manifest import load_manifest
+
+        paths = self._model_paths()
+        if not paths:
+            return [Check("models", FAIL, "no model manifests found in models/: run `make models` on a "
+                                          "workstation, then deploy again.")]
+        out = []
+        for role, path in paths:
+            try:
+                m = load_manifest(path, verify_hash=True)
+                backend = self.host.load_model(m.tflite_path(Path(path)), self._backend_pref())
+            except DoorguardError as e:
+                out.append(Check("models", FAIL, f"{role}: {str(e).rstrip('.')}. Copy the models again (`make deploy` from "
+                                                 "the workstation, or `make install` on the Pi), or rebuild "
+                                                 "them with `make models`."))
+                continue
+            except Exception as e:  # noqa: BLE001 - an interpreter that crashes on the file is a broken model
+                out.append(Check("models", FAIL, f"{role}: {path} does not load ({type(e).__name__}: {e}); "
+                                                 "copy the models again."))
+                continue
+            out.append(Check("models", OK, f"{role} {m.name}: {m.task}, {m.input.width}x{m.input.height} "
+                                           f"{m.input.dtype}, sha256 matches, loads with {backend}."))
+        return out
+
+    def _state_dir(self) -> Path:
+        if self.cfg is not None and hasattr(self.cfg, "events") and self.cfg.events.state_dir:
+            return Path(self.cfg.events.state_dir).expanduser()
+        env = self.host.env.get("STATE_DIRECTORY", "").strip()
+        if env:
+            return Path(env.split(":")[0])
+        installed = self.host.path("/var/lib/doorguard")
+        return installed if installed.is_dir() else Path("state")
+
+    def check_state_dir(self) -> list[Check]:
+        d = self._state_dir().absolute()
+        if not d.exists():
+            parent = next((p for p in d.parents if p.exists()), Path("/"))
+            if os.access(parent, os.W_OK):
+                return [Check("state dir", OK, f"{d} does not exist yet; doorguard will create it.")]
+            return [Check("state dir", FAIL, f"{d} does not exist and {parent} is not writable: create it "
+                                             f"(`sudo install -d -o doorguard {d}`) or set events.state_dir.")]
+        try:
+            with tempfile.NamedTemporaryFile(dir=d, prefix=".doctor-"):
+                pass
+        except OSError as e:
+            return [Check("state dir", FAIL, f"cannot write in {d} ({e.strerror or e}): run doctor as the "
+                                             f"service user (`sudo -u doorguard doorguard doctor`) or fix the "
+                                             f"owner (`sudo chown -R doorguard: {d}`); a read-only SD card "
+                                             "needs replacing.")]
+        free = shutil.disk_usage(d).free
+        if free < MIN_FREE_BYTES:
+            return [Check("state dir", WARN, f"{d} is writable but only {free // 2**20} MB are free: delete "
+                                             "old files or use a larger SD card (snapshots stop when full).")]
+        return [Check("state dir", OK, f"{d} is writable, {free // 2**20} MB free.")]
+
+    def check_temperature(self) -> list[Check]:
+        if not self.pi:
+            return []
+        f = self.host.path("/sys/class/thermal/thermal_zone0/temp")
+        try:
+            c = int(f.read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            return [Check("temperature", WARN, "cannot read the CPU temperature from "
+                                               "/sys/class/thermal/thermal_zone0/temp.")]
+        if c >= TEMP_FAIL_C:
+            return [Check("temperature", FAIL, f"CPU at {c:.1f} C: the Pi is slowing itself down. Give it a "
+                                               "heatsink or fan (Pi 5: the Active Cooler) and keep its case "
+                                               "out of the sun.")]
+        if c >= TEMP_WARN_C:
+            return [Check("temperature", WARN, f"CPU at {c:.1f} C: close to throttling at {TEMP_FAIL_C:.0f} C; "
+                                               "add a heatsink or fan.")]
+        return [Check("temperature", OK, f"CPU at {c:.1f} C.")]
+
+    def check_throttling(self) -> list[Check]:
+        if not self.pi:
+            return []
+        try:
+            rc, text = self.host.run(["vcgencmd", "get_throttled"])
+        except FileNotFoundError:
+            return [Check("power", WARN, "vcgencmd is missing, so power problems cannot be checked: "
+                                         "`sudo apt install libraspberrypi-bin`.")]
+        value = None
+        if rc == 0 and "=" in text:
+            try:
+                value = int(text.strip().split("=", 1)[1], 0)
+            except ValueError:
+                value = None
+        if value is None:
+            return [Check("power", WARN, f"vcgencmd get_throttled failed ({text.strip()[:80]}): "
+                                         f"{self._group_hint('video')}.")]
+        now, past = decode_throttled(value)
+        if "under-voltage" in now:
+            return [Check("power", FAIL, f"under-voltage right now (get_throttled={value:#x}: "
+                                         f"{', '.join(now)}): use the official power supply (5V 3A for a Pi 4, "
+                                         "5V 5A for a Pi 5) and a short, thick cable.")]
+        if now:
+            return [Check("power", FAIL, f"{', '.join(now)} right now (get_throttled={value:#x}): the Pi is "
+                                         "running slower than it can; cool it (heatsink/fan) and check the "
+                                         "power supply.")]
+        if past:
+            return [Check("power", WARN, f"since boot: {', '.join(past)} (get_throttled={value:#x}); not now. "
+                                         + ("Check the power supply and cable." if "under-voltage" in past
+                                            else "Improve cooling."))]
+        return [Check("power", OK, "no under-voltage or throttling since boot.")]
+
+    def run_all(self) -> list[Check]:
+        """Every check, in the order they are printed."""
+        results: list[Check] = []
+        if self.config_note:
+            results.append(self.config_note)
+        for check in (self.check_platform, self.check_camera, self.check_gpio, self.check_interpreter,
+                      self.check_models, self.check_state_dir, self.check_temperature, self.check_throttling):
+            try:
+                results.extend(check())
+            except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
+                name = check.__name__.removeprefix("check_").replace("_", " ")
+                results.append(Check(name, FAIL, f"the check itself failed ({type(e).__name__}: {e}); "
+                                                 "run with --debug and report it."))
+        return results
+
+
+def load_config(path: str | None, host: Host) -> tuple[Any | None, Check]:
+    """The config to check against (given path, else the installed one, else the default) and a result line."""
+    try:
+        from . import config as config_mod
+    except ImportError:
+        return None, Check("config", WARN, "edge.config is not available: checking the default models in models/.")
+    from .errors import ConfigError
+
+    installed = host.path("/etc/doorguard/config.toml")
+    target = path or (str(installed) if installed.is_file() else None)
+    try:
+        cfg = config_mod.load(target)
+    except ConfigError as e:
+        return config_mod.load(None), Check(
+            "config", FAIL, f"{e}. Fix it (`doorguard check-config FILE` lists every problem); the other "
+                            "checks use the default config.")
+    where = target or "the built-in default config"
+    return cfg, Check("config", OK, f"{where} is valid.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard doctor``."""
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: /etc/doorguard/config.toml if present, else built-in)")
+
+
+def main(args: argparse.Namespace, host: Host | None = None) -> int:
+    """Print one line per check; exit 1 when any check FAILs."""
+    host = host or Host()
+    cfg, note = load_config(getattr(args, "config", None), host)
+    results = Doctor(cfg, host, note).run_all()
+    width = max(len(r.name) for r in results)
+    for r in results:
+        print(f"{r.status:<4}  {r.name:<{width}}  {r.message}")
+    fails = sum(r.status == FAIL for r in results)
+    warns = sum(r.status == WARN for r in results)
+    print(f"doctor: {fails} FAIL, {warns} WARN, {len(results) - fails - warns} OK")
+    return 1 if fails else 0
