@@ -338,9 +338,10 @@ class MqttPublisher:
         device_name: name in topics and Home Assistant; default ``cfg.device_name``, else the host name.
         clock: wall clock (queue times, "violations today").
 
-    The service builds one only when ``cfg.enabled``. Use ``start()`` once, ``enqueue(event)`` per event (after the event store
-    wrote it), ``update_state({...})`` as often as convenient, and ``close()``
-    (idempotent; also a context manager).
+    The service builds one only when ``cfg.enabled``. Use ``start()`` once,
+    ``enqueue(event)`` per event (after the event store wrote it),
+    ``update_state({...})`` as often as convenient, and ``close()`` (idempotent;
+    also a context manager).
     """
 
     def __init__(self, cfg: MqttConfig, db_path: str | Path, device_name: str | None = None,
