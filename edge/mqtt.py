@@ -543,6 +543,9 @@ class MqttPublisher:
         from .errors import StateError
 
         try:
+            # The state directory exists when the event store is on; with [events]
+            # off the outbox still needs it.
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.db_path, timeout=5.0, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL: a commit survives a process crash (kill -9); only a
@@ -559,7 +562,7 @@ class MqttPublisher:
             self._violations_today = db.execute(
                 "SELECT COUNT(*) FROM outbox WHERE verdict='violation' AND created >= ?", (midnight,)).fetchone()[0]
             db.commit()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StateError(f"MQTT outbox in {self.db_path} is unusable: {e}") from e
         self._db = db
         self.counters["republished_after_restart"] = again

@@ -264,6 +264,17 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path, caplog):
         assert pub.stats()["dropped_total"] == 7 and pub.stats()["pending"] == 5
 
 
+def test_outbox_creates_its_directory_or_fails_as_state_error(tmp_path):
+    from edge.errors import StateError
+
+    db = tmp_path / "new" / "state" / "events.sqlite3"  # [events] off: nobody made the directory
+    with MqttPublisher(cfg_for(free_port()), db) as pub:
+        assert pub.enqueue(ev(1), store_id=1)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StateError, match="outbox"):
+        MqttPublisher(cfg_for(free_port()), tmp_path / "file" / "x.sqlite3").start()
+
+
 # ---- against a real broker ---------------------------------------------------------------
 
 def test_events_state_and_availability_arrive(broker, tmp_path):
