@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 from .actuators import GpioConfig
+from .mqtt import MqttConfig
+from .web import WebConfig
 
 #: Project root (the directory holding edge/ and models/): relative paths in the
 #: embedded default config resolve against it.
@@ -183,6 +185,8 @@ class Config(_Section):
     rules: RulesConfig = Field(default_factory=RulesConfig, description="[rules] section")
     events: EventsConfig = Field(default_factory=EventsConfig, description="[events] section")
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt.py), off by default")
+    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")
 
     # Not part of the file: where relative paths in it resolve from.
     base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")

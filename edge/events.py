@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -80,9 +81,10 @@ class EventStore:
         self.snap_dir = self.dir / "snapshots"
         self.write_errors = 0
         self.path = self.dir / cfg.database
+        self._lock = threading.Lock()
         try:
-            # check_same_thread=False: the store is used from the main loop only,
-            # but it may be created before the loop thread starts.
+            # check_same_thread=False: the loop writes, the web page's thread reads;
+            # self._lock serializes them on this one connection.
             self.db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -110,14 +112,15 @@ class EventStore:
             snap = self._snapshot(frame, event)
         b = event.box
         try:
-            cur = self.db.execute(
-                "INSERT INTO events (time, track, verdict, label, score, x1, y1, x2, y2, alerted, source,"
-                " detector_sha256, classifier_sha256, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (wall_time if wall_time is not None else self.clock(), event.track_id, event.verdict,
-                 event.label, float(event.score), b.x1, b.y1, b.x2, b.y2, int(event.alerted),
-                 event.source, self.hashes.get("detector"), self.hashes.get("classifier"), snap),
-            )
-            self.db.commit()
+            with self._lock:
+                cur = self.db.execute(
+                    "INSERT INTO events (time, track, verdict, label, score, x1, y1, x2, y2, alerted, source,"
+                    " detector_sha256, classifier_sha256, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (wall_time if wall_time is not None else self.clock(), event.track_id, event.verdict,
+                     event.label, float(event.score), b.x1, b.y1, b.x2, b.y2, int(event.alerted),
+                     event.source, self.hashes.get("detector"), self.hashes.get("classifier"), snap),
+                )
+                self.db.commit()
             return cur.lastrowid
         except sqlite3.Error as e:
             self.write_errors += 1
@@ -126,16 +129,15 @@ class EventStore:
             return None
 
     def recent(self, limit: int = 100) -> list[dict]:
-        """Newest events first, as dicts (for tests, doctor and a status page)."""
-        self.db.row_factory = sqlite3.Row
-        try:
-            rows = self.db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        finally:
-            self.db.row_factory = None
-        return [dict(r) for r in rows]
+        """Newest events first, as dicts (for tests, doctor and the status page; any thread)."""
+        with self._lock:
+            cur = self.db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def count_by_verdict(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT verdict, COUNT(*) FROM events GROUP BY verdict").fetchall())
+        with self._lock:
+            return dict(self.db.execute("SELECT verdict, COUNT(*) FROM events GROUP BY verdict").fetchall())
 
     # ---- snapshots ------------------------------------------------------------------
     def _snapshot(self, frame: np.ndarray, event: Event) -> str | None:
@@ -206,7 +208,8 @@ class EventStore:
 
     def close(self) -> None:
         """Close the database (idempotent)."""
-        db, self.db = getattr(self, "db", None), None
+        with self._lock:
+            db, self.db = getattr(self, "db", None), None
         if db is not None:
             try:
                 db.close()

@@ -131,6 +131,10 @@ class Runner:
         notifier = self._make_notifier()
         actuators = None
         capture = None
+        publisher = None
+        web = None
+        live = None
+        self._pipeline, self._source_name, self._store = pipeline, source.name, store
         fault = False
         error: DoorguardError | None = None
         started = None
@@ -142,7 +146,18 @@ class Runner:
                      self.cfg.models.num_threads, pipeline.detector.model.backend)
             log.info("state: %s", f"{state_dir} (events {'on' if store else 'off'}, snapshots "
                      f"{'on' if store and store.snapshots_on else 'off'})")
+            if self.cfg.mqtt.enabled:
+                from .mqtt import MqttPublisher
+
+                publisher = MqttPublisher(self.cfg.mqtt, state_dir / self.cfg.events.database).start()
+            if self.cfg.web.enabled:
+                from .web import LiveFrame, WebServer
+
+                live = LiveFrame()
+                web = WebServer(self.cfg.web, self._status, live.get, actuators.alert, state_dir=state_dir).start()
+                log.info("web page on %s", web.url)
             capture = Capture(source, self.cfg.source)
+            self._capture = capture
             capture.start()
             log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
             notifier.ready(f"watching {source.name}")
@@ -194,7 +209,10 @@ class Runner:
                     if t.settled:
                         verdicts[t.id] = rules.verdict_of(t.label, result.sources.get(t.id, "classifier"))
                 for ev in events:
-                    self._handle(ev, frame, store, actuators)
+                    row = self._handle(ev, frame, store, actuators)
+                    if publisher is not None:
+                        publisher.enqueue(ev, store_id=row, model_hashes=pipeline.model_hashes(),
+                                          wall_time=frame.timestamp)
                 pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
                 if writer is not None:
                     from .annotate import draw
@@ -202,8 +220,15 @@ class Runner:
                     elapsed = time.perf_counter() - started
                     writer.write(draw(result, verdicts,
                                       f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
+                if live is not None:
+                    from .web import overlays_from_tracks
+
+                    live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
                 self.frames += 1
+                self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
                 notifier.watchdog()
+                if publisher is not None:
+                    publisher.update_state({"fps": round(self._fps, 1), "camera_ok": not capture.lost})
                 if now - last_status >= 10.0:
                     last_status = now
                     elapsed = time.perf_counter() - started
@@ -218,6 +243,10 @@ class Runner:
                 log.debug("notify stopping: %s", e)
             if capture is not None:
                 capture.stop()
+            if web is not None:
+                web.close()
+            if publisher is not None:
+                publisher.close()
             if actuators is not None:
                 actuators.close()
             if writer is not None:
@@ -230,7 +259,27 @@ class Runner:
             raise error
         return 0
 
-    def _handle(self, ev: Event, frame, store, actuators) -> None:
+    def _status(self) -> dict:
+        """The runner's state for the web page (called from its thread, never by the loop)."""
+        cap = getattr(self, "_capture", None)
+        out = {"fps": round(getattr(self, "_fps", 0.0), 1), "frames": self.frames,
+               "camera_ok": cap is not None and not cap.lost, "dropped": cap.dropped if cap else 0,
+               "source": getattr(self, "_source_name", ""),
+               "models": [{"name": str(p), "sha256": self._pipeline.model_hashes().get(k, "")}
+                          for k, p in self._pipeline.model_paths().items()],
+               "snapshots": bool(self._store and self._store.snapshots_on)}
+        if self._store is not None:
+            try:
+                out["events"] = [
+                    {"id": r["id"], "time": r["time"], "track_id": r["track"], "verdict": r["verdict"],
+                     "label": r["label"], "score": r["score"],
+                     "snapshot": str(self._store.snap_dir / r["snapshot"]) if r["snapshot"] else None}
+                    for r in self._store.recent(20)]
+            except Exception as e:  # noqa: BLE001 - a status page must not fail on a busy database
+                log.debug("status: %s", e)
+        return out
+
+    def _handle(self, ev: Event, frame, store, actuators) -> int | None:
         self.events_by_verdict[ev.verdict] += 1
         b = ev.box
         state = "alert" if ev.alerted else "suppressed (cooldown)"
@@ -239,8 +288,7 @@ class Runner:
         log.info("event: %s %s %.2f track %d frame %d box [%d,%d,%d,%d] (%s) %s",
                  ev.verdict, ev.label, ev.score, ev.track_id, ev.frame_index,
                  b.x1, b.y1, b.x2, b.y2, ev.source, state)
-        if store is not None:
-            store.add(ev, frame.image, wall_time=frame.timestamp)
+        row = store.add(ev, frame.image, wall_time=frame.timestamp) if store is not None else None
         if ev.verdict == Verdict.VIOLATION:
             if ev.alerted:
                 self.alerts += 1
@@ -249,6 +297,7 @@ class Runner:
                 self.suppressed += 1
         elif ev.verdict == Verdict.COMPLIANT:
             actuators.compliant()
+        return row
 
     def _summary(self, elapsed: float, capture, pipeline, writer) -> None:
         fps = self.frames / elapsed if elapsed > 0 else 0.0

@@ -227,3 +227,18 @@ def test_real_actuators_on_mock_pins(tmp_path):
         assert not red.state and not green.state and not buzzer.state
     finally:
         factory.close()
+
+
+def test_mqtt_outbox_and_web_page_wired(tmp_path):
+    """With [mqtt] and [web] on, events queue in the outbox (broker down: never blocks the loop)
+    and the status page reads the runner's state."""
+    extra = ("[mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = 9\nreconnect_min_s = 5.0\n"
+             "[web]\nenabled = true\nport = 0\n")
+    r, act, _ = runner(tmp_path, doorway(), extra)
+    assert r.run() == 0
+    db = sqlite3.connect(tmp_path / "state" / "events.sqlite3")
+    verdicts = [v for (v,) in db.execute("SELECT verdict FROM outbox ORDER BY seq")]
+    assert verdicts == ["violation", "compliant"]
+    st = r._status()
+    assert st["frames"] == r.frames and st["models"][0]["sha256"] == "0" * 64
+    assert st["camera_ok"] is False or st["camera_ok"] is True
