@@ -556,7 +556,6 @@ class MqttPublisher:
             # Rows handed to the previous process's client may or may not have
             # reached the broker: send them again (at least once).
             again = db.execute("UPDATE outbox SET state='queued', sent_at=NULL WHERE state='sent'").rowcount
-            db.execute("DELETE FROM outbox WHERE state='acked' AND acked_at < ?", (now - ACKED_KEEP_S,))
             self._pending = db.execute("SELECT COUNT(*) FROM outbox WHERE state!='acked'").fetchone()[0]
             midnight = time.mktime(time.strptime(_local_day(now), "%Y-%m-%d"))
             self._violations_today = db.execute(
@@ -565,6 +564,7 @@ class MqttPublisher:
         except (sqlite3.Error, OSError) as e:
             raise StateError(f"MQTT outbox in {self.db_path} is unusable: {e}") from e
         self._db = db
+        self._prune_acked()
         self.counters["republished_after_restart"] = again
         if self._pending:
             log.info("MQTT outbox: %d event(s) from before the restart wait for the broker", self._pending)
@@ -717,11 +717,15 @@ class MqttPublisher:
 
     # ---- the sender thread ----------------------------------------------------------
     def _run(self) -> None:
+        next_prune = time.monotonic() + 3600.0
         while not self._stop.is_set():
             self._wake.wait(min(0.5, self.cfg.state_interval_s))
             self._wake.clear()
             try:
                 self._drain_acks()
+                if time.monotonic() >= next_prune:  # a service runs for months: keep the table small
+                    next_prune = time.monotonic() + 3600.0
+                    self._prune_acked()
                 if self._client is not None and self._connected.is_set():
                     self._send_some()
                     self._maybe_publish_state()
@@ -731,6 +735,13 @@ class MqttPublisher:
             except Exception as e:  # noqa: BLE001 - the sender must survive anything; the alarm is local
                 log.exception("MQTT sender error (continuing): %s", e)
                 self._stop.wait(1.0)
+
+    def _prune_acked(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.execute("DELETE FROM outbox WHERE state='acked' AND acked_at < ?",
+                                 (self._clock() - ACKED_KEEP_S,))
+                self._db.commit()
 
     def _drain_acks(self) -> None:
         seqs = []

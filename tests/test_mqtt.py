@@ -264,6 +264,21 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path, caplog):
         assert pub.stats()["dropped_total"] == 7 and pub.stats()["pending"] == 5
 
 
+def test_acknowledged_rows_are_pruned_after_two_days(tmp_path):
+    db = tmp_path / "events.sqlite3"
+    now = [1_700_000_000.0]
+    with MqttPublisher(cfg_for(free_port()), db, clock=lambda: now[0]) as pub:
+        for i in range(3):
+            pub.enqueue(ev(i), store_id=i)
+    with sqlite3.connect(db) as c:  # as if the broker had acknowledged 0 and 1
+        c.execute("UPDATE outbox SET state='acked', acked_at=? WHERE event_id IN ('0', '1')", (now[0],))
+    now[0] += 2 * 86400 + 1
+    with MqttPublisher(cfg_for(free_port()), db, clock=lambda: now[0]) as pub:
+        assert pub.stats()["pending"] == 1
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT event_id, state FROM outbox").fetchall() == [("2", "queued")]
+
+
 def test_outbox_creates_its_directory_or_fails_as_state_error(tmp_path):
     from edge.errors import StateError
 
