@@ -222,3 +222,93 @@ def test_deploy_bundle_for_first_boot(project, tmp_path):
     assert "doorguard/models/mask-classifier.json" in names
     assert "doorguard/models/yoloface-500k-v2.json" not in names
     assert not any(".venv" in n or n.endswith(".float32.tflite") for n in names)
+
+
+# ---- first boot --------------------------------------------------------------------------------
+
+def fake_boot(tmp_path: Path) -> Path:
+    boot = tmp_path / "bootfs"
+    boot.mkdir()
+    (boot / "config.txt").write_text("camera_auto_detect=1\n")
+    (boot / "cmdline.txt").write_text("console=serial0,115200 root=PARTUUID=abc-02 rootwait\n")
+    return boot
+
+
+def test_firstrun_path_end_to_end_in_scratch_root(project, tmp_path):
+    boot = fake_boot(tmp_path)
+    dest = tmp_path / "pi-root"
+    marker = tmp_path / "imager-ran"
+    # What Raspberry Pi Imager leaves: its own firstrun.sh hooked into cmdline.txt.
+    (boot / "firstrun.sh").write_text(f"#!/bin/bash\ntouch {marker}\nexit 0\n")
+    (boot / "cmdline.txt").write_text(
+        "console=serial0 root=PARTUUID=abc-02 rootwait systemd.run=/boot/firstrun.sh "
+        "systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n")
+    r = sh([project / "systemd/firstboot/prepare-boot.sh", "--models", "mask-classifier", str(boot)])
+    assert "kept Imager's firstrun.sh" in r.stdout
+    assert (boot / "doorguard.tar.gz").is_file() and (boot / "firstrun-imager.sh").is_file()
+    assert "doorguard" in (boot / "firstrun.sh").read_text()
+
+    # First boot, early: unpack + enable the one-shot, chain Imager's script, unhook cmdline.txt.
+    sh(["bash", boot / "firstrun.sh"], {"DESTDIR": str(dest)})
+    assert marker.exists()
+    assert not (boot / "firstrun.sh").exists() and not (boot / "firstrun-imager.sh").exists()
+    assert (boot / "cmdline.txt").read_text() == "console=serial0 root=PARTUUID=abc-02 rootwait\n"
+    src = dest / "usr/local/src/doorguard"
+    assert (src / "systemd/install.sh").is_file()
+    assert (src / "models/mask-classifier.int8.tflite").is_file()
+    wants = dest / "etc/systemd/system/multi-user.target.wants/doorguard-firstboot.service"
+    assert wants.is_symlink() and str(wants.readlink()) == "/etc/systemd/system/doorguard-firstboot.service"
+    unit = (dest / "etc/systemd/system/doorguard-firstboot.service").read_text()
+    assert "ExecStart=/usr/local/src/doorguard/systemd/firstboot/firstboot.sh" in unit
+
+    # Next boot, with network: the one-shot installs doorguard, then never again.
+    r = sh([src / "systemd/firstboot/firstboot.sh"], {"DESTDIR": str(dest), "DOORGUARD_SRC": ""})
+    assert (dest / "etc/systemd/system/doorguard.service").is_file()
+    assert (dest / "opt/doorguard/models/mask-classifier.json").is_file()
+    assert (dest / "var/lib/doorguard-firstboot.done").is_file()
+    assert "install" in (dest / "var/log/doorguard-firstboot.log").read_text()
+    r = sh([src / "systemd/firstboot/firstboot.sh"], {"DESTDIR": str(dest)})
+    assert "already done" in r.stdout
+
+
+def test_prepare_boot_hooks_cmdline_without_imager(project, tmp_path):
+    boot = fake_boot(tmp_path)
+    sh([project / "systemd/firstboot/prepare-boot.sh", str(boot)])
+    line = (boot / "cmdline.txt").read_text()
+    assert line.count("\n") == 1
+    assert line.rstrip().endswith("rootwait systemd.run=/boot/firmware/firstrun.sh "
+                                  "systemd.run_success_action=reboot systemd.unit=kernel-command-line.target")
+    sh([project / "systemd/firstboot/prepare-boot.sh", str(boot)])  # idempotent
+    assert (boot / "cmdline.txt").read_text() == line
+    assert not (boot / "firstrun-imager.sh").exists()
+
+
+def test_prepare_boot_cloud_init_keeps_imager_user_data(project, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    ours = yaml.safe_load((ROOT / "systemd/firstboot/user-data").read_text())
+    assert (ROOT / "systemd/firstboot/user-data").read_text().startswith("#cloud-config\n")
+    assert len(ours["runcmd"]) == 1 and "firstboot.sh" in ours["runcmd"][0][2]
+
+    for i, existing in enumerate((
+        "#cloud-config\nhostname: door\nusers:\n  - name: pi\n    groups: sudo\nruncmd:\n  - [echo, hi]\n",
+        "#cloud-config\nhostname: door\nruncmd:\n- [echo, hi]\n",
+        "#cloud-config\nhostname: door\n",
+    )):
+        (tmp_path / str(i)).mkdir()
+        boot = fake_boot(tmp_path / str(i))
+        (boot / "user-data").write_text(existing)
+        sh([project / "systemd/firstboot/prepare-boot.sh", str(boot)])
+        data = yaml.safe_load((boot / "user-data").read_text())
+        assert data["hostname"] == "door"
+        assert ours["runcmd"][0] in data["runcmd"]
+        assert len(data["runcmd"]) == (2 if "echo" in existing else 1)
+        before = (boot / "user-data").read_text()
+        sh([project / "systemd/firstboot/prepare-boot.sh", str(boot)])
+        assert (boot / "user-data").read_text() == before
+        assert (boot / "doorguard.tar.gz").is_file()
+        assert "systemd.run" not in (boot / "cmdline.txt").read_text()
+
+
+def test_prepare_boot_refuses_a_non_boot_dir(project, tmp_path):
+    r = sh([project / "systemd/firstboot/prepare-boot.sh", str(tmp_path)], check=False)
+    assert r.returncode == 1 and "boot partition" in r.stderr

@@ -98,3 +98,20 @@ def test_exposure_score_at_most_2_5(tmp_path):
     score = float(m.group(1))
     print(f"systemd-analyze security exposure: {score}")
     assert score <= MAX_EXPOSURE, out
+
+
+@needs_analyze
+def test_firstboot_unit_verifies(tmp_path):
+    src = ROOT / "systemd" / "firstboot" / "doorguard-firstboot.service"
+    exe = "/usr/local/src/doorguard/systemd/firstboot/firstboot.sh"
+    text = src.read_text()
+    assert f"ExecStart={exe}" in text
+    stub = tmp_path / "firstboot.sh"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "doorguard-firstboot.service"
+    unit.write_text(text.replace(exe, str(stub)))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0 and [line for line in out.splitlines() if "doorguard" in line] == [], out
