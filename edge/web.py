@@ -626,6 +626,7 @@ class WebServer:
         self._server = None
         self._thread: threading.Thread | None = None
         self._health: tuple[float, dict] | None = None
+        self._fps_cache: tuple[float, float | None] | None = None
         #: JPEG frames sent to live viewers so far (all streams together).
         self.frames_sent = 0
         self.app = self._build_app()
@@ -718,18 +719,26 @@ class WebServer:
         return self._health[1]
 
     def _fps(self) -> float | None:
+        # Live viewers ask for this every second; the status callable may read the event
+        # database, so all viewers share one call per second.
+        now = time.monotonic()
+        cached = self._fps_cache
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
         fps = self._safe_status().get("fps")
         try:
-            return None if fps is None else float(fps)
+            fps = None if fps is None else float(fps)
         except (TypeError, ValueError):
-            return None
+            fps = None
+        self._fps_cache = (now, fps)
+        return fps
 
-    def _encode_latest(self, fps: float | None) -> tuple[int, bytes] | None:
+    def _encode_latest(self, fps: float | None) -> bytes | None:
         item = self._latest()
         if item is None:
             return None
         image, overlays = item
-        return id(image), render_frame(image, overlays or (), self.cfg.live_width, fps, self.cfg.jpeg_quality)
+        return render_frame(image, overlays or (), self.cfg.live_width, fps, self.cfg.jpeg_quality)
 
     def _mjpeg(self, token: str) -> Iterator[bytes]:
         period = 1.0 / self.cfg.live_fps
@@ -895,7 +904,7 @@ class WebServer:
                 got = None
             if got is None:
                 return Response("no frame yet\n", status=503, mimetype="text/plain")
-            return Response(got[1], mimetype="image/jpeg")
+            return Response(got, mimetype="image/jpeg")
 
         def status_data() -> dict:
             st = self._safe_status()

@@ -425,6 +425,94 @@ def test_recent_events_from_the_event_store(tmp_path):
     assert web.read_recent_events(tmp_path / "none.sqlite3") == []
 
 
+class LoopSource:
+    """A finite-looking FrameSource that repeats its frames (~50 fps) until the run is stopped."""
+
+    live = False
+    name = "loop"
+
+    def __init__(self, images) -> None:
+        self.images = images
+        self.i = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self):
+        time.sleep(0.02)
+        self.i += 1
+        return self.images[self.i % len(self.images)].copy()  # a new array per frame, as cameras give
+
+    def close(self) -> None:
+        pass
+
+
+def test_runner_serves_its_live_frames_and_status(tmp_path, monkeypatch):
+    """`doorguard run` with [web] on: the page shows the loop's frames, state and test button."""
+    from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
+                               FakeNotifier, frame_with, write_classifier_manifest, write_detector_manifest)
+
+    from edge import config, service
+
+    state = tmp_path / "state"
+    web.write_password_file(state / web.DEFAULT_PASSWORD_FILE, web.hash_password(PASSWORD, n=2**10))
+    conf = tmp_path / "doorguard.toml"
+    conf.write_text(f'[models]\ndetector = "{write_detector_manifest(tmp_path)}"\n'
+                    f'classifier = "{write_classifier_manifest(tmp_path)}"\n'
+                    f'[events]\nstate_dir = "{state}"\n'
+                    "[web]\nenabled = true\nport = 0\nlive_fps = 10\n")
+    servers: list[WebServer] = []
+    real_start = WebServer.start
+    monkeypatch.setattr(WebServer, "start", lambda self: servers.append(self) or real_start(self))
+    act = FakeActuators()
+    r = service.Runner(config.load(conf), source=LoopSource([frame_with([(20 + i, 30, 30, RED)]) for i in range(8)]),
+                       actuators=act, notifier=FakeNotifier(), detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(r.run()), daemon=True)
+    t.start()
+    try:
+        for _ in range(100):
+            if servers and servers[0].port and r.frames > 10:
+                break
+            time.sleep(0.1)
+        server = servers[0]
+        port = server.port
+        assert port and server.password_file == state / web.DEFAULT_PASSWORD_FILE
+
+        def request(method, path, body=None, cookie=None):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            h = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+            if cookie:
+                h["Cookie"] = f"{web.SESSION_COOKIE}={cookie}"
+            c.request(method, path, body=urlencode(body) if body is not None else None, headers=h)
+            resp = c.getresponse()
+            out = resp.status, resp.headers, resp.read()
+            c.close()
+            return out
+
+        assert request("GET", "/frame.jpg")[0] == 401
+        status, headers, _ = request("POST", "/login", {"password": PASSWORD})
+        token = headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+        st = json.loads(request("GET", "/status.json", cookie=token)[2])
+        assert st["frames"] > 10 and st["fps"] > 0 and st["source"] == "loop" and st["camera_ok"] is True
+        assert [m["sha256"] for m in st["models"]] == ["0" * 64, "1" * 64]
+        assert st["events"] and st["events"][0]["label"] == "no_mask" and st["events"][0]["verdict"] == "violation"
+        status, _, body = request("GET", "/frame.jpg", cookie=token)
+        img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        assert status == 200 and img.shape[:2] == (96, 128)  # never scaled up
+        page = request("GET", "/status", cookie=token)[2].decode()
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        before = act.names().count("alert")
+        assert request("POST", "/test-outputs", {"csrf": csrf}, cookie=token)[0] == 302
+        assert act.names().count("alert") == before + 1
+    finally:
+        r.request_stop("test over")
+        t.join(timeout=20)
+    assert result == [0]
+    assert servers[0].port == 0  # closed with the run
+
+
 # ---- doorguard set-password -----------------------------------------------------------------------
 
 class FakeStdin(io.StringIO):
