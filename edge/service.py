@@ -164,12 +164,14 @@ class Runner:
             started = time.perf_counter()
             last_status = self.clock()
             verdicts: dict[int, str] = {}
+            losses_seen = 0
             while not self.stop_event.is_set():
                 if self.max_frames is not None and self.frames >= self.max_frames:
                     self.stop_reason = f"--max-frames {self.max_frames} reached"
                     break
                 frame = capture.get(timeout=0.5)
-                lost = capture.lost
+                lost = capture.lost or capture.losses != losses_seen
+                losses_seen = capture.losses
                 want_fault = lost or self.model_failures > 0
                 if want_fault != fault:
                     fault = want_fault

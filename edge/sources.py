@@ -337,6 +337,9 @@ class Capture:
         self.dropped = 0
         self.unreadable = 0
         self.reconnects = 0
+        #: Times the source was lost: the loop compares it, so even an outage
+        #: shorter than one frame wait shows the fault pattern.
+        self.losses = 0
         self._lost = False
         # Back-off state survives a reopen that succeeds but delivers nothing;
         # only a real frame resets it.
@@ -487,6 +490,7 @@ class Capture:
         """Reopen a lost live source with exponential back-off; False when giving up or stopping."""
         if self._lost_since is None:
             self._lost_since = self.clock()
+            self.losses += 1
             log.error("camera lost: %s; reconnecting", why)
         else:
             log.warning("camera %s still failing: %s", self.source.name, why)
