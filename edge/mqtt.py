@@ -294,7 +294,7 @@ def discovery_configs(node: str, device_name: str, prefix: str, discovery_prefix
         ("sensor", "fps", {
             "name": "Frame rate",
             "state_topic": f"{prefix}/state",
-            "value_template": "{{ value_json.fps }}",
+            "value_template": "{{ value_json.fps }}",  # null -> "None": HA shows unknown
             "unit_of_measurement": "fps",
             "state_class": "measurement",
             "suggested_display_precision": 1,
@@ -303,7 +303,9 @@ def discovery_configs(node: str, device_name: str, prefix: str, discovery_prefix
         ("binary_sensor", "camera_problem", {
             "name": "Camera problem",
             "state_topic": f"{prefix}/state",
-            "value_template": "{{ 'OFF' if value_json.camera_ok else 'ON' }}",
+            # "None" is HA's payload for unknown (no camera report yet), not a problem.
+            "value_template": "{{ 'None' if value_json.camera_ok is not defined or value_json.camera_ok is none"
+                              " else ('OFF' if value_json.camera_ok else 'ON') }}",
             "payload_on": "ON",
             "payload_off": "OFF",
             "device_class": "problem",
