@@ -242,3 +242,62 @@ def test_mqtt_outbox_and_web_page_wired(tmp_path):
     st = r._status()
     assert st["frames"] == r.frames and st["models"][0]["sha256"] == "0" * 64
     assert st["camera_ok"] is False or st["camera_ok"] is True
+
+
+# ---- the real default models (models/): demo and ../shared images ------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def default_models():
+    cfg = config.load()
+    for m in (cfg.models.detector, cfg.models.classifier):
+        if not cfg.resolve(m).is_file():
+            pytest.skip(f"default model {m} not in models/ yet")
+    return cfg
+
+
+def real_runner(cfg, tmp_path, spec, **kw):
+    cfg = cfg.model_copy(deep=True)
+    cfg.events.state_dir = str(tmp_path / "state")
+    act, note = FakeActuators(), FakeNotifier()
+    return service.Runner(cfg, spec, actuators=act, notifier=note, **kw), act
+
+
+@pytest.mark.slow
+def test_demo_with_default_models(default_models, tmp_path, caplog):
+    """`make run`'s path: real detections on the demo clip, a violation and a compliant verdict."""
+    caplog.set_level("INFO")
+    r, act = real_runner(default_models, tmp_path, "demo")
+    assert r.run() == 0
+    assert r.stop_reason == "end of source"
+    assert r.events_by_verdict["violation"] >= 1, caplog.text
+    assert r.events_by_verdict["compliant"] >= 1, caplog.text
+    assert "alert" in act.names() and "compliant" in act.names()
+    rows = sqlite3.connect(tmp_path / "state" / "events.sqlite3").execute(
+        "SELECT verdict, label FROM events ORDER BY id").fetchall()
+    # The unmasked visit comes first, the masked one second.
+    assert rows[0] == ("violation", "no_mask") and ("compliant", "mask") in rows
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_real_images_from_shared(default_models, shared, tmp_path):
+    """facemask853 val images as a folder source: faces found and classified on real photos."""
+    stems = (shared / "data/facemask853/val.txt").read_text().split()[:12]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for s in stems:
+        src = next((shared / "data/facemask853/images").glob(f"{s}.*"))
+        os.symlink(src, folder / src.name)
+    cfg = default_models.model_copy(deep=True)
+    # Single photos: one vote settles a track (no temporal voting on unrelated images).
+    cfg.tracking.votes_needed = 1
+    cfg.tracking.window = 1
+    cfg.tracking.max_missed = 0
+    r, _ = real_runner(cfg, tmp_path, str(folder))
+    assert r.run() == 0 and r.frames == len(stems)
+    lat = r._pipeline.latency
+    assert lat.count("detect") == len(stems) and lat.count("classify") >= len(stems)
+    assert sum(r.events_by_verdict.values()) >= len(stems) // 2
