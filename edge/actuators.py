@@ -9,7 +9,10 @@ loop and the feed lagged; here the loop only ever starts a pattern.
 
 Devices never touch a GPIO library: they ask the pin factory passed in
 (``pin_factory=None`` means gpiozero's default, e.g. lgpio on a Pi 5), so tests
-pass a ``MockFactory`` and read the pin history.
+pass a ``MockFactory`` and read the pin history. Off a Raspberry Pi, with no
+``GPIOZERO_PIN_FACTORY`` and no factory set, ``None`` means gpiozero's mock pins
+(so ``make run`` works on a laptop and logs the pin activity); on a Pi a
+missing pin library stays an error, never a silent mock.
 
 Patterns (all timings from :class:`GpioConfig`):
 
@@ -25,6 +28,7 @@ Patterns (all timings from :class:`GpioConfig`):
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -129,6 +133,8 @@ class Actuators:
         self._player: subprocess.Popen | None = None
         self._sound_broken = False
         self._red = self._green = self._buzzer = self._button = None
+        if pin_factory is None:
+            pin_factory = default_pin_factory()
         try:
             from gpiozero import LED, Buzzer, Button, TonalBuzzer
             from gpiozero.tones import Tone
@@ -382,6 +388,31 @@ class Actuators:
             except Exception:  # noqa: BLE001
                 log.exception("gpio: closing %s failed", name.strip("_"))
             setattr(self, name, None)
+
+
+def on_raspberry_pi(root: Path = Path("/")) -> bool:
+    """True when the device tree says this is a Raspberry Pi."""
+    try:
+        return (root / "proc/device-tree/model").read_bytes().startswith(b"Raspberry Pi")
+    except OSError:
+        return False
+
+
+def default_pin_factory():
+    """The pin factory for ``pin_factory=None``: gpiozero's default, or mock pins off a Pi.
+
+    Returns None (gpiozero picks: lgpio on a Pi 5) on a Raspberry Pi, when
+    ``GPIOZERO_PIN_FACTORY`` is set, or when a default factory is already set;
+    otherwise a ``MockFactory`` with PWM-capable pins.
+    """
+    from gpiozero import Device
+
+    if Device.pin_factory is not None or os.environ.get("GPIOZERO_PIN_FACTORY") or on_raspberry_pi():
+        return None
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    log.info("gpio: not a Raspberry Pi: using gpiozero's mock pins (pin activity is logged)")
+    return MockFactory(pin_class=MockPWMPin)
 
 
 def _pin(pin: int | None) -> str:

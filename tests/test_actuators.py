@@ -346,3 +346,37 @@ def test_config_validation():
     for name, field in GpioConfig.model_fields.items():
         assert field.description, f"{name} has no description"
     assert GpioConfig().alert_seconds == pytest.approx(5 * 0.4)
+
+
+def test_default_factory_off_a_pi_is_mock(monkeypatch):
+    """`make run` on a laptop: pin_factory=None gives mock pins instead of BadPinFactory."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockPin
+
+    import edge.actuators as actuators
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(actuators, "on_raspberry_pi", lambda root=None: False)
+    c = cfg(alert_repeats=1)
+    with Actuators(c) as act:
+        pin = act._red.pin
+        assert isinstance(pin, MockPin)
+        act.alert()
+        wait_pattern(c)
+        assert_history(pin, alert_history(c))
+    # On a Pi, or when the user chose a factory, None stays gpiozero's default.
+    monkeypatch.setattr(actuators, "on_raspberry_pi", lambda root=None: True)
+    assert actuators.default_pin_factory() is None
+    monkeypatch.setattr(actuators, "on_raspberry_pi", lambda root=None: False)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "lgpio")
+    assert actuators.default_pin_factory() is None
+
+
+def test_on_raspberry_pi_reads_the_device_tree(tmp_path):
+    from edge.actuators import on_raspberry_pi
+
+    assert not on_raspberry_pi(tmp_path)
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\0")
+    assert on_raspberry_pi(tmp_path)
