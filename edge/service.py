@@ -171,6 +171,10 @@ class Runner:
                     break
                 frame = capture.get(timeout=0.5)
                 lost = capture.lost or capture.losses != losses_seen
+                if publisher is not None:
+                    # Every turn, frame or not: a lost camera must reach Home Assistant too
+                    # (cheap; the publisher rate-limits and never blocks).
+                    publisher.update_state({"fps": round(getattr(self, "_fps", 0.0), 1), "camera_ok": not lost})
                 losses_seen = capture.losses
                 want_fault = lost or self.model_failures > 0
                 if want_fault != fault:
@@ -229,8 +233,6 @@ class Runner:
                 self.frames += 1
                 self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
                 notifier.watchdog()
-                if publisher is not None:
-                    publisher.update_state({"fps": round(self._fps, 1), "camera_ok": not capture.lost})
                 if now - last_status >= 10.0:
                     last_status = now
                     elapsed = time.perf_counter() - started
@@ -247,10 +249,11 @@ class Runner:
                 capture.stop()
             if web is not None:
                 web.close()
-            if publisher is not None:
-                publisher.close()
             if actuators is not None:
                 actuators.close()
+            if publisher is not None:
+                # After the outputs are off: close() may wait ~2 s for PUBACKs of the last events.
+                publisher.close()
             if writer is not None:
                 writer.close()
             if store is not None:

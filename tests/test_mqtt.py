@@ -653,13 +653,11 @@ def test_doorway_run_publishes_the_events_it_stores(broker, tmp_path):
     assert sub.on(f"{PREFIX}/availability")[-1][0] == b"offline"  # closed with the run
 
 
-@pytest.mark.xfail(strict=True, reason="edge/service.py calls update_state only after a processed frame, "
-                   "so a lost camera never reaches the MQTT state (fix: call it right after `lost = ...`)")
 def test_doorway_run_reports_a_lost_camera_in_state(broker, tmp_path):
     """While the camera is lost no frame arrives; the retained state must still say camera_ok false."""
     from doorway_fakes import ListSource, frame_with
 
-    src = ListSource([frame_with([])] * 20, live=True)  # runs dry after 20 frames: lost for good
+    src = ListSource([frame_with([])] * 300, live=True)  # runs dry after ~0.6 s: lost for good
     extra = "[source]\nreconnect_initial_s = 0.05\nreconnect_max_s = 0.1\ngive_up_after_s = 1.5\n"
     sub = Subscriber(broker.port, [f"{PREFIX}/state"])
     r = _doorway_runner(tmp_path, broker.port, [], source=src, extra=extra)
