@@ -8,12 +8,17 @@ logged-in HTTP client reads ``/stream.mjpg`` during every other segment. The
 segments alternate (none, one, none, one, ...) so that drift in machine load
 hits both conditions alike; the figure is the ratio of the median FPS.
 
+Process CPU time per loop frame (loop and web threads together) is reported
+as well: on a busy shared machine wall-clock FPS swings with other users'
+load, CPU time per frame much less, and its increase with a viewer is the FPS
+a CPU-bound loop would lose.
+
 Also measured: the cost of one hand-over (``LiveFrame.put`` plus
 ``overlays_from_tracks``-sized overlay list) and of one live JPEG
 (``render_frame``: resize, draw, encode), from which the CPU share of one
 viewer follows (``live_fps * encode time``).
 
-    .venv/bin/python -m benchmarks.web_viewer [--segments 8] [--seconds 5] [--out bench-out/web_viewer.md]
+    .venv/bin/python -m benchmarks.web_viewer [--segments 13] [--seconds 3] [--out bench-out/web_viewer.md]
 
 Numbers are for the machine it runs on; never read Pi speed off x86 timings.
 """
@@ -106,8 +111,8 @@ class Viewer:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--segments", type=int, default=8, help="segments in all (even: half without, half with)")
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of one segment")
+    ap.add_argument("--segments", type=int, default=13, help="segments in all, alternating, starting without")
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of one segment")
     ap.add_argument("--live-fps", type=float, default=2.0)
     ap.add_argument("--live-width", type=int, default=640)
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         enc.append((time.perf_counter() - t0) * 1000)
     enc_ms = statistics.median(enc)
 
-    fps = {False: [], True: []}
+    fps: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     i = 0
     for seg in range(args.segments):
         with_viewer = seg % 2 == 1
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.3)  # connected and streaming before the clock starts
         sent0 = server.frames_sent
         count = 0
+        c0 = time.process_time()
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < args.seconds:
             img = frames[i % len(frames)]
@@ -166,22 +173,34 @@ def main(argv: list[str] | None = None) -> int:
             i += 1
             count += 1
         elapsed = time.perf_counter() - t0
+        # CPU time of the whole process (loop + web threads) per loop frame: unlike wall-clock
+        # FPS it hardly moves with other users' load, and it is what a saturated CPU would lose.
+        cpu[with_viewer].append((time.process_time() - c0) / count * 1000)
         fps[with_viewer].append(count / elapsed)
         sent = server.frames_sent - sent0
         if viewer:
             viewer.close()
         print(f"segment {seg + 1}: {'1 viewer' if with_viewer else 'no viewer'}: {count / elapsed:.2f} FPS"
+              + f", process CPU {cpu[with_viewer][-1]:.1f} ms/frame"
               + (f", {sent} JPEGs sent ({sent / elapsed:.2f}/s)" if with_viewer else ""))
     server.close()
 
     none, one = statistics.median(fps[False]), statistics.median(fps[True])
+    # Each viewer segment against the mean of the segments either side of it: robust to load drift.
+    paired = [fps[True][k] / ((fps[False][k] + fps[False][k + 1]) / 2)
+              for k in range(min(len(fps[True]), len(fps[False]) - 1))]
+    paired_txt = (f"{statistics.median(paired):.3f} (range {min(paired):.3f}-{max(paired):.3f}, n={len(paired)})"
+                  if paired else "n/a (needs >= 3 segments)")
     lines = [
         "| measure | value |",
         "|---|---|",
         f"| loop workload | {name} |",
         f"| FPS, no viewer (median of {len(fps[False])} x {args.seconds:g} s) | {none:.2f} |",
         f"| FPS, one viewer ({args.live_fps:g} fps, {args.live_width} px) | {one:.2f} |",
-        f"| one viewer / none | {one / none:.3f} ({(one / none - 1) * 100:+.1f} %) |",
+        f"| one viewer / none (medians) | {one / none:.3f} ({(one / none - 1) * 100:+.1f} %) |",
+        f"| one viewer / neighbouring no-viewer segments (median) | {paired_txt} |",
+        f"| process CPU per loop frame, no viewer / one viewer (medians) | {statistics.median(cpu[False]):.2f} / "
+        f"{statistics.median(cpu[True]):.2f} ms ({(statistics.median(cpu[True]) / statistics.median(cpu[False]) - 1) * 100:+.1f} %) |",
         f"| LiveFrame.put + overlay list, per frame | {put_us:.2f} us |",
         f"| one live JPEG (resize + draw + encode, 640x480 in) | {enc_ms:.1f} ms |",
         f"| CPU of one viewer (live_fps x encode) | {args.live_fps * enc_ms / 10:.1f} % of one core |",

@@ -786,6 +786,7 @@ class WebServer:
         app = Flask("doorguard.web")
         # Flask's own session is unused (sessions are server-side), but give it a per-process secret anyway.
         app.secret_key = secrets.token_bytes(32)
+        app.config["MAX_CONTENT_LENGTH"] = 16 * 1024  # forms here are tiny; never buffer big bodies on a Pi
         public = {"login", "static"}
 
         def client() -> str:
