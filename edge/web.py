@@ -1143,5 +1143,6 @@ def main(args: argparse.Namespace) -> int:
         path = password_path(web_cfg, cfg.state_dir())
     pw = _read_new_password()
     write_password_file(path, hash_password(pw))
-    print(f"doorguard: web page password set in {path} (scrypt, mode 0600)")
+    print(f"doorguard: web page password set in {path.resolve()} (scrypt, mode 0600); "
+          "the page reads it at each login")
     return 0
