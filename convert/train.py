@@ -1,0 +1,670 @@
+"""``doorguard train classifier``: transfer learning of a MobileNet from an image folder.
+
+Recipe (the seeds' notebooks, done carefully):
+1. ImageNet backbone frozen (BatchNorm in inference mode), new head
+   (global average pool, dropout, softmax), Adam 1e-3.
+2. Fine-tune the last blocks at a low learning rate (1e-4), BatchNorm still
+   frozen so small batches do not wreck its statistics.
+Both phases stop early on validation loss and restore the best weights.
+Augmentation (flip, small affine, brightness/contrast, and a random
+down-then-up resize that imitates the small faces a door camera sees) runs in
+numpy/OpenCV with a generator seeded per (seed, epoch, batch), and
+``keras.utils.set_random_seed`` + op determinism make a rerun give the same
+weights on the same machine. Class imbalance is handled with per-sample
+weights (balanced, capped).
+
+Without ``--backbone-weights`` the backbone starts from random weights and the
+whole network trains from scratch in one phase (the report says so).
+
+Every image goes through ``edge.preprocess`` (resize as the manifest says,
+then the same normalization) so the model learns from what the Pi feeds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError, ModelError, UsageError
+from edge.manifest import InputSpec, ModelSource, SourceFile, sha256_file
+from edge.preprocess import normalize, resize_for
+
+from .classifier import LabeledFiles, finish_classifier, folder_set, label_folders
+from .images import read_rgb
+
+log = logging.getLogger(__name__)
+
+# name -> (keras.applications family, alpha, first layer of the fine-tuned tail)
+BACKBONES: dict[str, tuple[str, float, str]] = {
+    "mobilenet_v1_0.25": ("v1", 0.25, "conv_dw_12"),
+    "mobilenet_v1_0.5": ("v1", 0.5, "conv_dw_12"),
+    "mobilenet_v1_0.75": ("v1", 0.75, "conv_dw_12"),
+    "mobilenet_v1_1.0": ("v1", 1.0, "conv_dw_12"),
+    "mobilenet_v2_0.35": ("v2", 0.35, "block_15_expand"),
+    "mobilenet_v2_0.5": ("v2", 0.5, "block_15_expand"),
+    "mobilenet_v2_1.0": ("v2", 1.0, "block_15_expand"),
+}
+
+# MobileNet's own preprocessing: pixels to [-1, 1].
+MOBILENET_SCALE = 1.0 / 127.5
+MOBILENET_MEAN = [1.0, 1.0, 1.0]
+
+
+def mobilenet_spec(size: int) -> InputSpec:
+    """Input spec of a trained classifier: RGB, stretched to size x size, [-1, 1]."""
+    return InputSpec(width=size, height=size, color="RGB", resize="stretch",
+                     scale=MOBILENET_SCALE, mean=list(MOBILENET_MEAN), std=[1.0, 1.0, 1.0],
+                     dtype="int8")
+
+
+# ---------------------------------------------------------------- data
+
+
+def stratified_split(data: LabeledFiles, fraction: float, seed: int) -> tuple[LabeledFiles, LabeledFiles]:
+    """Seeded per-class split: about ``fraction`` of each class goes to validation.
+
+    A class with at least 2 images keeps at least one on each side.
+    """
+    rng = random.Random(seed)
+    train, val = LabeledFiles(list(data.labels)), LabeledFiles(list(data.labels))
+    by_class: dict[int, list[Path]] = {}
+    for f, t in zip(data.files, data.targets):
+        by_class.setdefault(t, []).append(f)
+    for t in sorted(by_class):
+        files = sorted(by_class[t])
+        rng.shuffle(files)
+        n_val = int(round(len(files) * fraction))
+        if len(files) >= 2:
+            n_val = min(max(n_val, 1), len(files) - 1)
+        else:
+            n_val = 0
+        val.files += files[:n_val]
+        val.targets += [t] * n_val
+        train.files += files[n_val:]
+        train.targets += [t] * (len(files) - n_val)
+    return train, val
+
+
+def load_resized(data: LabeledFiles, spec: InputSpec, desc: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Read and resize every image as the runtime does (``resize_for``); skip and count bad ones.
+
+    Returns:
+        (N x H x W x 3 uint8, N label indices, number skipped).
+    """
+    from tqdm import tqdm
+
+    x = np.empty((len(data.files), spec.height, spec.width, 3), dtype=np.uint8)
+    y = np.empty(len(data.files), dtype=np.int64)
+    n, skipped = 0, 0
+    for f, t in tqdm(list(zip(data.files, data.targets)), desc=desc, unit="img"):
+        try:
+            img = read_rgb(f)
+        except DataError as e:
+            skipped += 1
+            log.warning("skipping %s", e)
+            continue
+        x[n], _ = resize_for(img, spec)
+        y[n] = t
+        n += 1
+    return x[:n], y[:n], skipped
+
+
+def class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
+    """Balanced class weights n / (k * n_c), capped so a tiny class cannot dominate."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return np.minimum(w, cap).astype(np.float32)
+
+
+def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random variation of a resized uint8 RGB crop (same size out)."""
+    h, w = img.shape[:2]
+    out = img
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    # Small rotation/zoom/shift: detector boxes are never perfectly centred.
+    angle = rng.uniform(-12, 12)
+    scale = rng.uniform(0.9, 1.12)
+    tx, ty = rng.uniform(-0.07, 0.07, 2) * (w, h)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += (tx, ty)
+    out = cv2.warpAffine(np.ascontiguousarray(out), m, (w, h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT_101)
+    # Door-camera faces are often 15-40 px: blur by a down-then-up resize as stretch() does.
+    if rng.random() < 0.5:
+        s = int(rng.integers(max(8, w // 8), max(9, w * 3 // 4)))
+        small = cv2.resize(out, (s, s), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    f = out.astype(np.float32)
+    if rng.random() < 0.8:
+        contrast = rng.uniform(0.75, 1.25)
+        bright = rng.uniform(-25, 25)
+        gains = rng.uniform(0.93, 1.07, 3).astype(np.float32)
+        mean = f.mean()
+        f = (f - mean) * contrast + mean + bright
+        f = f * gains
+    if rng.random() < 0.05:
+        f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def _make_sequence(keras: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray, spec: InputSpec,
+                   batch: int, seed: int, n_classes: int, do_augment: bool = True):
+    class AugmentedSequence(keras.utils.PyDataset):
+        """Batches of augmented, normalized crops; order and augmentation depend only on (seed, epoch)."""
+
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self._order = self._shuffle()
+
+        def _shuffle(self):
+            return np.random.default_rng([seed, self.epoch, 7]).permutation(len(x))
+
+        def set_epoch(self, epoch: int):
+            self.epoch = epoch
+            self._order = self._shuffle()
+
+        def __len__(self):
+            return math.ceil(len(x) / batch)
+
+        def __getitem__(self, i):
+            idx = self._order[i * batch:(i + 1) * batch]
+            rng = np.random.default_rng([seed, self.epoch, i])
+            imgs = [augment(x[j], rng) if do_augment else x[j] for j in idx]
+            xb = np.stack([normalize(im, spec) for im in imgs]).astype(np.float32)
+            yb = np.eye(n_classes, dtype=np.float32)[y[idx]]
+            return xb, yb, weights[y[idx]]
+
+    return AugmentedSequence()
+
+
+# ---------------------------------------------------------------- model
+
+
+def build_backbone(name: str, size: int, weights: Path | None):
+    """keras.applications MobileNet without top, optionally loaded from a weights file.
+
+    Raises:
+        UsageError: unknown backbone or size.
+        ModelError: the weights file does not fit the architecture.
+    """
+    import keras
+
+    if name not in BACKBONES:
+        raise UsageError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    if size < 32:
+        raise UsageError(f"--size must be at least 32 (MobileNet downsamples 32x), not {size}")
+    family, alpha, _ = BACKBONES[name]
+    cls = keras.applications.MobileNet if family == "v1" else keras.applications.MobileNetV2
+    base = cls(input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise ModelError(f"backbone weights not found: {weights}")
+        import warnings
+
+        before = [w.copy() for w in base.get_weights()]
+        try:
+            with warnings.catch_warnings():
+                # Keras 3 only warns (and keeps random weights) for layers a
+                # .weights.h5 file lacks: treat that as the mismatch it is.
+                warnings.simplefilter("error")
+                base.load_weights(str(weights))
+        except Exception as e:  # h5py/keras raise many kinds; all mean "does not fit"
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"backbone weights {weights} do not fit {name}: {first}") from e
+        unchanged = sum(np.array_equal(a, b) for a, b in zip(before, base.get_weights()))
+        if unchanged:
+            raise ModelError(f"backbone weights {weights} do not fit {name}: {unchanged} of "
+                             f"{len(before)} weight arrays were not loaded")
+    return base
+
+
+def build_classifier(base: Any, n_classes: int, size: int, dropout: float = 0.2):
+    """Backbone (called in inference mode: BatchNorm frozen) + pooled softmax head."""
+    import keras
+
+    inp = keras.Input((size, size, 3), name="image")
+    feats = base(inp, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(feats)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inp, out, name="classifier")
+
+
+def _set_tail_trainable(base: Any, first_layer: str) -> int:
+    names = [layer.name for layer in base.layers]
+    if first_layer not in names:
+        raise ModelError(f"backbone has no layer {first_layer} to start fine-tuning at")
+    start = names.index(first_layer)
+    base.trainable = True
+    n = 0
+    for i, layer in enumerate(base.layers):
+        # BatchNorm stays frozen: its statistics came from ImageNet-sized batches.
+        layer.trainable = i >= start and not isinstance(layer, _bn_class())
+        n += int(layer.trainable and bool(layer.weights))
+    return n
+
+
+def _bn_class():
+    import keras
+
+    return keras.layers.BatchNormalization
+
+
+class _EpochBar:
+    """A tqdm bar over epochs (Keras' own per-step bars are too chatty for logs)."""
+
+    def __new__(cls, keras: Any, total: int, desc: str, seq: Any):
+        from tqdm import tqdm
+
+        class Bar(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=total, desc=desc, unit="epoch")
+
+            def on_epoch_begin(self, epoch, logs=None):
+                seq.set_epoch(epoch + (1000 if "fine" in desc else 0))
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
+                                      if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+                self.bar.update(1)
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return Bar()
+
+
+@dataclass
+class TrainResult:
+    """The trained Keras model and what happened while training it."""
+
+    model: Any
+    history: dict[str, Any]
+
+
+def fit_classifier(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, labels: list[str],
+                   spec: InputSpec, backbone: str, weights: Path | None, epochs: int,
+                   fine_tune_epochs: int, batch: int, seed: int, patience: int = 3,
+                   max_class_weight: float = 10.0) -> TrainResult:
+    """Train head then tail (or from scratch without weights); best weights by val loss."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    n = len(labels)
+    base = build_backbone(backbone, spec.width, weights)
+    model = build_classifier(base, n, spec.width)
+    w = class_weights(y, n, max_class_weight)
+    seq = _make_sequence(keras, x, y, w, spec, batch, seed, n)
+    xv_n = np.stack([normalize(im, spec) for im in xv]).astype(np.float32)
+    yv_1 = np.eye(n, dtype=np.float32)[yv]
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
+    history: dict[str, Any] = {"class_weights": {lab: round(float(v), 3) for lab, v in zip(labels, w)},
+                               "phases": []}
+
+    def run(phase: str, lr: float, n_epochs: int):
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                             restore_best_weights=True)
+        h = model.fit(seq, validation_data=(xv_n, yv_1), epochs=n_epochs, verbose=0,
+                      callbacks=[stop, _EpochBar(keras, n_epochs, phase, seq)])
+        vl = h.history.get("val_loss", [])
+        best = int(np.argmin(vl)) if vl else -1
+        history["phases"].append({
+            "phase": phase, "learning_rate": lr, "epochs_run": len(vl), "best_epoch": best + 1,
+            "best_val_loss": round(float(vl[best]), 4) if vl else None,
+            "best_val_accuracy": round(float(h.history["val_accuracy"][best]), 4) if vl else None,
+        })
+
+    if weights is not None:
+        base.trainable = False
+        if epochs > 0:
+            run("head", 1e-3, epochs)
+        if fine_tune_epochs > 0:
+            history["fine_tuned_layers"] = _set_tail_trainable(base, BACKBONES[backbone][2])
+            run("fine-tune", 1e-4, fine_tune_epochs)
+        history["backbone_init"] = "imagenet weights"
+    else:
+        # From scratch: BatchNorm must learn its statistics, so the backbone runs in training mode.
+        log.warning("no --backbone-weights: training %s from random weights (expect lower accuracy)", backbone)
+        model = _from_scratch_model(base, n, spec.width)
+        base.trainable = True
+
+        def run_scratch():
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                 restore_best_weights=True)
+            total = epochs + fine_tune_epochs
+            h = model.fit(seq, validation_data=(xv_n, yv_1), epochs=total, verbose=0,
+                          callbacks=[stop, _EpochBar(keras, total, "from scratch", seq)])
+            vl = h.history["val_loss"]
+            best = int(np.argmin(vl))
+            history["phases"].append({"phase": "from scratch", "learning_rate": 1e-3,
+                                      "epochs_run": len(vl), "best_epoch": best + 1,
+                                      "best_val_loss": round(float(vl[best]), 4),
+                                      "best_val_accuracy": round(float(h.history["val_accuracy"][best]), 4)})
+
+        run_scratch()
+        history["backbone_init"] = "random (trained from scratch, no ImageNet weights)"
+    return TrainResult(_inference_model(model, spec.width), history)
+
+
+def _from_scratch_model(base: Any, n: int, size: int):
+    import keras
+
+    inp = keras.Input((size, size, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(base(inp))
+    x = keras.layers.Dropout(0.2, name="dropout")(x)
+    out = keras.layers.Dense(n, activation="softmax", name="probabilities")(x)
+    return keras.Model(inp, out, name="classifier")
+
+
+def _inference_model(model: Any, size: int):
+    """The same weights in a graph without Dropout randomness, ready for conversion."""
+    import keras
+
+    inp = keras.Input((size, size, 3), name="image", batch_size=1)
+    out = model(inp, training=False)
+    return keras.Model(inp, out, name=model.name)
+
+
+# ---------------------------------------------------------------- command
+
+
+def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: Path | str | LabeledFiles | None = None,
+                     backbone: str = "mobilenet_v1_0.25", backbone_weights: Path | str | None = None,
+                     size: int = 96, epochs: int = 15, fine_tune_epochs: int = 10, batch: int = 32,
+                     seed: int = 0, calib: Path | str | None = None, min_accuracy_drop: float = 1.0,
+                     crop_margin: float | None = 0.15, val_fraction: float = 0.2,
+                     extra_eval_sets: dict[str, LabeledFiles] | None = None,
+                     data_notes: dict[str, Any] | None = None):
+    """Train, convert to int8, write manifest + report (the whole ``train classifier`` command).
+
+    Args:
+        data: image folder (one subfolder per label) or a LabeledFiles.
+        out: models/NAME.
+        val: validation folder/set with the same labels; else a seeded stratified split of data.
+        backbone, backbone_weights: see BACKBONES; no weights = train from scratch.
+        size: square input size.
+        epochs, fine_tune_epochs: maximum epochs of each phase (early stopping may end sooner).
+        batch, seed: batch size and the seed of every random choice.
+        calib: calibration image folder (default: the training images).
+        min_accuracy_drop: int8 gate in accuracy points.
+        crop_margin: margin the face crops were cut with (written to the manifest).
+        val_fraction: validation share when splitting ``data``.
+        extra_eval_sets: more labelled sets to report float vs int8 on (not used for training).
+        data_notes: description of the training data, written to the manifest.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        DataError: empty or single-class data, labels of val differ from data.
+        ModelError: backbone weights that do not fit.
+        AccuracyGateError: int8 lost more than ``min_accuracy_drop``.
+    """
+    if size < 32:
+        raise UsageError(f"--size must be at least 32 (MobileNet downsamples 32x), not {size}")
+    if backbone not in BACKBONES:
+        raise UsageError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
+    if isinstance(data, LabeledFiles):
+        full = data
+    else:
+        folders = label_folders(data)
+        if len(folders) < 2:
+            raise DataError(f"{data} has only one label folder ({', '.join(folders)}); a classifier "
+                            f"needs at least two")
+        full = folder_set(data)
+    labels = full.labels
+    if len(labels) < 2 or sum(1 for c in full.counts().values() if c) < 2:
+        raise DataError(f"training data has images of fewer than two labels: {full.counts()}")
+    if val is None:
+        train, valset = stratified_split(full, val_fraction, seed)
+        val_note = f"seeded stratified split ({val_fraction:.0%} of each class, seed {seed})"
+    else:
+        train = full
+        if isinstance(val, LabeledFiles):
+            valset = val
+        else:
+            val_labels = sorted(label_folders(val))
+            if val_labels != sorted(labels):
+                raise DataError(f"label mismatch: training folders {sorted(labels)} vs validation "
+                                f"folders {val_labels} in {val}")
+            valset = folder_set(val, labels)
+        val_note = str(val)
+    if not valset.files:
+        raise DataError("validation set is empty: give --val or more images per class")
+
+    spec = mobilenet_spec(size)
+    x, y, skip_t = load_resized(train, spec, "reading training images")
+    xv, yv, skip_v = load_resized(valset, spec, "reading validation images")
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataError("fewer than two labels have readable training images")
+    if len(xv) == 0:
+        raise DataError("no readable validation images")
+    weights = Path(backbone_weights) if backbone_weights else None
+    res = fit_classifier(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
+                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed)
+    files = {}
+    if weights is not None:
+        files["backbone"] = SourceFile(path=str(weights), sha256=sha256_file(weights))
+    source = ModelSource(kind="trained", files=files)
+    training = {
+        "backbone": backbone, "backbone_init": res.history.pop("backbone_init"), "input_size": size,
+        "train_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(y, minlength=len(labels)))},
+        "val_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(yv, minlength=len(labels)))},
+        "unreadable_skipped": {"train": skip_t, "val": skip_v},
+        "validation": val_note, "seed": seed, "batch": batch,
+        "max_epochs": {"head": epochs, "fine_tune": fine_tune_epochs}, **res.history,
+    }
+    if data_notes:
+        training["data"] = data_notes
+    eval_sets = {"val": valset, **(extra_eval_sets or {})}
+    calib_files = list(train.files)
+    if calib is not None:
+        from .classifier import calibration_files
+
+        calib_files = calibration_files(calib)
+    else:
+        random.Random(seed).shuffle(calib_files)
+    return finish_classifier(res.model, labels=labels, spec=spec, out=out, calib_files=calib_files,
+                             eval_sets=eval_sets, source=source, crop_margin=crop_margin,
+                             min_accuracy_drop=min_accuracy_drop, extra_metrics={"training": training},
+                             seed=seed)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="image folder, one subfolder per label")
+    p.add_argument("--out", required=True, type=Path, help="models/NAME (writes NAME.tflite, .json, .report/)")
+    p.add_argument("--val", type=Path, help="validation folder (same labels); default: seeded split of --data")
+    p.add_argument("--backbone", default="mobilenet_v1_0.25", choices=sorted(BACKBONES),
+                   help="MobileNet variant (default mobilenet_v1_0.25)")
+    p.add_argument("--backbone-weights", type=Path,
+                   help="Keras no-top ImageNet weights .h5 for the backbone; without it: from scratch")
+    p.add_argument("--size", type=int, default=96, help="square input size in pixels (default 96)")
+    p.add_argument("--epochs", type=int, default=15, help="max epochs with the backbone frozen (default 15)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10,
+                   help="max epochs fine-tuning the last blocks at a low learning rate (default 10)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--calib", type=Path, help="calibration image folder (default: training images)")
+    p.add_argument("--min-accuracy-drop", type=float, default=1.0,
+                   help="fail (exit 9, report still written) if int8 loses more accuracy points (default 1)")
+    p.add_argument("--crop-margin", type=float, default=0.15,
+                   help="margin the face crops were cut with, written to the manifest (default 0.15)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when splitting (default 0.2)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.epochs < 0 or args.fine_tune_epochs < 0 or args.epochs + args.fine_tune_epochs == 0:
+        raise UsageError("--epochs and --fine-tune-epochs must be >= 0 and not both 0")
+    if args.batch < 1:
+        raise UsageError("--batch must be >= 1")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError("--val-fraction must be between 0 and 1")
+    train_classifier(args.data, args.out, val=args.val, backbone=args.backbone,
+                     backbone_weights=args.backbone_weights, size=args.size, epochs=args.epochs,
+                     fine_tune_epochs=args.fine_tune_epochs, batch=args.batch, seed=args.seed,
+                     calib=args.calib, min_accuracy_drop=args.min_accuracy_drop,
+                     crop_margin=args.crop_margin, val_fraction=args.val_fraction)
+    return 0
+
+
+# ---------------------------------------------------------------- the default mask classifier
+
+MASK_LABELS = ["mask", "no_mask", "mask_incorrect"]
+DEFAULT_MASK_MARGIN = 0.15
+DEFAULT_MASK_SIZE = 96
+
+
+def mask_classifier_data(shared: Path | str, work: Path | str, margin: float = DEFAULT_MASK_MARGIN,
+                         progress: bool = True) -> tuple[LabeledFiles, dict[str, LabeledFiles], dict[str, Any]]:
+    """Gather the default mask classifier's training pool and its two validation sets.
+
+    Training pool (labels mask / no_mask / mask_incorrect):
+    - dataroots ``train/{masked,not_masked}`` (VGGFace2 crops, artificial masks);
+    - chandrikadeb7 ``with_mask``/``without_mask``, one file per ``source_sha256``;
+    - facemask853 train boxes (``train.txt``), cut with ``crop_with_margin`` (the
+      only source of mask_incorrect);
+    - adityap27 train boxes (YOLO, 0 = no_mask, 1 = mask), cut the same way,
+      minus photos that are near-duplicates of facemask853 val photos.
+
+    Validation (never trained on, never used for early stopping):
+    - ``facemask853_val``: facemask853 val boxes cut with the runtime margin;
+    - ``dataroots_real_val``: dataroots real validation faces re-cut from the raw
+      photos with the runtime margin (what the Pi would crop);
+    - ``dataroots_real_val_crops``: the dataset's own tight crops, as published.
+
+    Returns:
+        (training pool, validation sets by name, notes for the manifest).
+    """
+    import csv
+
+    from . import dataset
+
+    shared, work = Path(shared), Path(work)
+    data = shared / "data"
+    fm, dr, cd, ad = data / "facemask853", data / "dataroots", data / "chandrikadeb7", data / "adityap27"
+    for d in (fm, dr, cd, ad):
+        if not d.is_dir():
+            raise DataError(f"missing {d}: the default mask classifier is built from ../shared/data")
+    notes: dict[str, Any] = {}
+    pool = LabeledFiles(list(MASK_LABELS))
+
+    def add_folder(folder: Path, label: str, files: list[Path] | None = None) -> int:
+        fs = files if files is not None else sorted(p for p in folder.iterdir() if p.is_file())
+        pool.files += fs
+        pool.targets += [MASK_LABELS.index(label)] * len(fs)
+        return len(fs)
+
+    notes["dataroots_train"] = {"mask": add_folder(dr / "train" / "masked", "mask"),
+                                "no_mask": add_folder(dr / "train" / "not_masked", "no_mask")}
+    seen: set[str] = set()
+    kept: dict[str, list[Path]] = {"with_mask": [], "without_mask": []}
+    dropped = 0
+    for row in csv.DictReader((cd / "manifest.csv").open(newline="")):
+        if row["source_sha256"] in seen:
+            dropped += 1
+            continue
+        seen.add(row["source_sha256"])
+        f = cd / row["file"]
+        if f.is_file():
+            kept[row["class"]].append(f)
+    notes["chandrikadeb7"] = {"mask": add_folder(cd, "mask", sorted(kept["with_mask"])),
+                              "no_mask": add_folder(cd, "no_mask", sorted(kept["without_mask"])),
+                              "duplicates_dropped": dropped}
+
+    lm = dataset.DEFAULT_LABEL_MAP
+    fm_train = work / "facemask853_train"
+    st = dataset.write_crops(dataset.voc_items(fm, fm / "train.txt"), fm_train, margin, lm,
+                             min_size=4, progress=progress)
+    notes["facemask853_train"] = {**dict(st.crops), "boxes_under_4px_skipped": st.small_boxes}
+    for lab in MASK_LABELS:
+        if (fm_train / lab).is_dir():
+            add_folder(fm_train / lab, lab)
+
+    fm_val_items = dataset.voc_items(fm, fm / "val.txt")
+    ad_items = dataset.yolo_items(ad / "train", ["no_mask", "mask"])
+    dups = dataset.near_duplicates([p for p, _ in ad_items], [p for p, _ in fm_val_items])
+    ad_items = [(p, b) for p, b in ad_items if p not in dups]
+    ad_train = work / "adityap27_train"
+    st = dataset.write_crops(ad_items, ad_train, margin, {"mask": "mask", "no_mask": "no_mask"},
+                             min_size=4, normalized=True, progress=progress)
+    notes["adityap27_train"] = {**dict(st.crops), "photos_dropped_as_facemask853_val_duplicates": len(dups),
+                                "boxes_under_4px_skipped": st.small_boxes}
+    for lab in ("mask", "no_mask"):
+        if (ad_train / lab).is_dir():
+            add_folder(ad_train / lab, lab)
+
+    evals: dict[str, LabeledFiles] = {}
+    fm_val = work / "facemask853_val"
+    dataset.write_crops(fm_val_items, fm_val, margin, lm, progress=progress)
+    evals["facemask853_val"] = folder_set(fm_val, MASK_LABELS)
+    dr_val = work / "dataroots_real_val"
+    dataset.write_crops(dataset.dataroots_items(dr / "validation_metadata.csv"), dr_val, margin, lm,
+                        progress=progress)
+    evals["dataroots_real_val"] = folder_set(dr_val, MASK_LABELS)
+    crops = LabeledFiles(list(MASK_LABELS))
+    for sub, lab in (("masked", "mask"), ("not_masked", "no_mask")):
+        fs = sorted(p for p in (dr / "validation" / "real" / sub).iterdir() if p.is_file())
+        crops.files += fs
+        crops.targets += [MASK_LABELS.index(lab)] * len(fs)
+    evals["dataroots_real_val_crops"] = crops
+    notes["pool"] = pool.counts()
+    return pool, evals, notes
+
+
+def build_default_mask_classifier(shared: Path | str, out: Path | str = "models", *,
+                                  name: str = "mask-classifier", work: Path | str | None = None,
+                                  backbone_weights: Path | str | None = None, seed: int = 0,
+                                  size: int = DEFAULT_MASK_SIZE, epochs: int = 12,
+                                  fine_tune_epochs: int = 8, batch: int = 64,
+                                  min_accuracy_drop: float = 1.0):
+    """Rebuild models/mask-classifier.{tflite,json} (+ report) from ../shared, reproducibly.
+
+    MobileNet v1 0.25 (ImageNet weights from ../shared/models/keras-mobilenet),
+    96x96 input, crop margin 0.15. Early stopping uses a seeded 10% split of the
+    training pool; the facemask853 and dataroots validation sets are only measured.
+
+    Args:
+        shared: the ../shared folder.
+        out: models folder.
+        work: scratch folder for generated crops (default: a temporary folder, removed after).
+
+    Returns:
+        The manifest written.
+    """
+    import shutil
+    import tempfile
+
+    shared = Path(shared)
+    weights = Path(backbone_weights) if backbone_weights else (
+        shared / "models" / "keras-mobilenet" / "mobilenet_2_5_224_tf_no_top.h5")
+    tmp = None
+    if work is None:
+        tmp = work = Path(tempfile.mkdtemp(prefix="doorguard-mask-"))
+    try:
+        pool, evals, notes = mask_classifier_data(shared, work)
+        train, holdout = stratified_split(pool, 0.1, seed)
+        notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
+        return train_classifier(train, Path(out) / name, val=holdout, backbone="mobilenet_v1_0.25",
+                                backbone_weights=weights, size=size, epochs=epochs,
+                                fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
+                                min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
+                                extra_eval_sets=evals, data_notes=notes)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,162 @@
+"""train classifier: a small generated folder end to end, seeds, imbalance, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main as cli
+from edge.errors import DataError, ModelError
+
+pytest.importorskip("tensorflow")
+
+from convert import train  # noqa: E402
+from convert.classifier import LabeledFiles, folder_set, roc_curve  # noqa: E402
+from convert.images import read_rgb  # noqa: E402
+
+
+def make_folder(root: Path, n: int = 14, labels=("circle", "square"), size: int = 40, seed: int = 0) -> Path:
+    """Two easy classes: a bright disc vs a bright square on dark noise."""
+    rng = np.random.default_rng(seed)
+    for lab in labels:
+        (root / lab).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            c = tuple(int(v) for v in rng.integers(150, 255, 3))
+            if lab == labels[0]:
+                cv2.circle(img, (size // 2, size // 2), int(rng.integers(size // 5, size // 3)), c, -1)
+            else:
+                a = int(rng.integers(4, size // 4))
+                cv2.rectangle(img, (a, a), (size - a, size - a), c, -1)
+            cv2.imwrite(str(root / lab / f"{i}.png"), img)
+    return root
+
+
+def _one_error_line(err: str) -> bool:
+    """One 'doorguard: error:' line and no traceback (TF may log warnings around it)."""
+    return "Traceback" not in err and sum(l.startswith("doorguard: error:") for l in err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("data"), n=16)
+
+
+def test_train_from_scratch_end_to_end(folder, tmp_path, capsys):
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(folder, data)
+    (data / "circle" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "models" / "shapes"
+    rc = cli(["train", "classifier", "--data", str(data), "--out", str(out), "--size", "32",
+              "--epochs", "2", "--fine-tune-epochs", "0", "--batch", "8", "--min-accuracy-drop", "100"])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((out.parent / "shapes.json").read_text())
+    assert m["task"] == "classify" and m["labels"] == ["circle", "square"]
+    assert m["input"]["dtype"] == "int8" and m["input"]["resize"] == "stretch"
+    assert m["input"]["scale"] == pytest.approx(1 / 127.5) and m["input"]["mean"] == [1.0, 1.0, 1.0]
+    assert m["outputs"][0]["role"] == "probabilities" and m["outputs"][0]["dtype"] == "int8"
+    assert m["crop_margin"] == 0.15 and m["source"]["kind"] == "trained"
+    tr = m["metrics"]["training"]
+    assert "from scratch" in tr["backbone_init"]
+    assert tr["unreadable_skipped"]["train"] + tr["unreadable_skipped"]["val"] == 1
+    assert (out.parent / "shapes.float32.tflite").is_file()
+    report = out.parent / m["metrics"]["report"]
+    assert (report / "report.md").is_file() and (report / "roc_val.png").stat().st_size < 60_000
+    ev = m["metrics"]["eval"]["val"]
+    assert set(ev) >= {"float_accuracy", "int8_accuracy", "confusion_int8", "per_class_int8", "roc_auc_int8"}
+
+    # The runtime Classifier, built from the manifest, reproduces the report's int8 figures.
+    from edge.models import Classifier
+
+    split_train, split_val = train.stratified_split(folder_set(data), 0.2, 0)
+    clf = Classifier(out.parent / "shapes.json")
+    correct, n = 0, 0
+    for f, t in zip(split_val.files, split_val.targets):
+        try:
+            img = read_rgb(f)
+        except DataError:
+            continue
+        correct += clf.classify(img).label == m["labels"][t]
+        n += 1
+    assert n == ev["images"]
+    assert correct / n == pytest.approx(ev["int8_accuracy"], abs=1e-4)
+
+
+def test_seeded_training_is_reproducible(folder):
+    spec = train.mobilenet_spec(32)
+    data = folder_set(folder)
+    x, y, _ = train.load_resized(data, spec, "t")
+    kw = dict(labels=data.labels, spec=spec, backbone="mobilenet_v1_0.25", weights=None, epochs=1,
+              fine_tune_epochs=0, batch=8, seed=3)
+    a = train.fit_classifier(x, y, x[:6], y[:6], **kw).model
+    b = train.fit_classifier(x, y, x[:6], y[:6], **kw).model
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+@pytest.mark.shared
+def test_imagenet_backbone_head_then_fine_tune(folder, shared, tmp_path):
+    weights = shared / "models" / "keras-mobilenet" / "mobilenet_2_5_224_tf_no_top.h5"
+    m = train.train_classifier(folder, tmp_path / "m", backbone_weights=weights, size=32, epochs=1,
+                               fine_tune_epochs=1, batch=8, min_accuracy_drop=100)
+    tr = m.metrics["training"]
+    assert tr["backbone_init"] == "imagenet weights"
+    assert [p["phase"] for p in tr["phases"]] == ["head", "fine-tune"] and tr["fine_tuned_layers"] > 0
+    assert m.source.files["backbone"].sha256.startswith("dbdb03ee")
+
+
+def test_wrong_architecture_backbone_is_one_line_error(folder, tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    other = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    bad = tmp_path / "other.weights.h5"
+    other.save_weights(bad)
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"nope")
+    for f in (bad, garbage):
+        rc = cli(["train", "classifier", "--data", str(folder), "--out", str(tmp_path / "m"), "--size", "32",
+                  "--epochs", "1", "--fine-tune-epochs", "0", "--backbone-weights", str(f)])
+        err = capsys.readouterr().err.strip()
+        assert rc == ModelError.exit_code and _one_error_line(err) and "do not fit" in err
+
+
+def test_bad_folders_are_one_line_errors(folder, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one = make_folder(tmp_path / "one", n=3, labels=("only",))
+    other = make_folder(tmp_path / "other", n=3, labels=("circle", "triangle"))
+    cases = [
+        (["--data", str(empty)], "no label subfolders"),
+        (["--data", str(one)], "only one label"),
+        (["--data", str(folder), "--val", str(other)], "label mismatch"),
+    ]
+    for extra, msg in cases:
+        rc = cli(["train", "classifier", "--out", str(tmp_path / "m"), "--size", "32", *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == DataError.exit_code and msg in err and _one_error_line(err)
+
+
+def test_split_weights_and_augment():
+    data = LabeledFiles(["a", "b"], [Path(f"{i}.png") for i in range(13)], [0] * 10 + [1] * 3)
+    tr, va = train.stratified_split(data, 0.2, 0)
+    assert va.counts() == {"a": 2, "b": 1} and tr.counts() == {"a": 8, "b": 2}
+    assert train.stratified_split(data, 0.2, 0)[1].files == va.files  # seeded
+    w = train.class_weights(np.array([0] * 90 + [1] * 9 + [2]), 3, cap=10)
+    assert w[0] < 1 < w[1] and w[2] == 10
+    img = np.zeros((32, 32, 3), np.uint8)
+    out = train.augment(img, np.random.default_rng(0))
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_roc_curve_hand_computed():
+    fpr, tpr, auc = roc_curve(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]))
+    assert auc == pytest.approx(0.75)
+    assert tpr[-1] == 1 and fpr[-1] == 1
+    assert np.isnan(roc_curve(np.array([1, 1]), np.array([0.2, 0.3]))[2])
