@@ -231,6 +231,10 @@ class Runner:
 
                     live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
                 self.frames += 1
+                if self.frames == 1:
+                    # `doorguard bench` times start-up to this line (time to first inference).
+                    log.info("first frame processed %.2f s after the source opened",
+                             time.perf_counter() - started)
                 self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
                 notifier.watchdog()
                 if now - last_status >= 10.0:
