@@ -477,9 +477,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config file (default: /etc/doorguard/config.toml if present, else built-in)")
 
 
+def _writable_lg_wd() -> None:
+    # lgpio creates notification pipes in the working directory (or $LG_WD) when it is
+    # imported; `sudo -u doorguard doorguard doctor` often runs from a directory that user
+    # cannot write, which would make the GPIO check fail for the wrong reason.
+    if os.environ.get("LG_WD") or os.access(os.getcwd(), os.W_OK):
+        return
+    for d in ("/run/doorguard", tempfile.gettempdir()):
+        if os.access(d, os.W_OK):
+            os.environ["LG_WD"] = d
+            return
+
+
 def main(args: argparse.Namespace, host: Host | None = None) -> int:
     """Print one line per check; exit 1 when any check FAILs."""
-    host = host or Host()
+    if host is None:
+        _writable_lg_wd()
+        host = Host()
     cfg, note = load_config(getattr(args, "config", None), host)
     results = Doctor(cfg, host, note).run_all()
     width = max(len(r.name) for r in results)
