@@ -4,8 +4,7 @@
 
 Sets: facemask853 val and dataroots validation (converted to VOC in a temp
 folder). Each system's detector threshold is chosen on facemask853 TRAIN by
-one rule for all (lowest threshold with at most 10 false detections per 135
-images), unless ``--default-thresholds`` keeps each origin's demo default.
+one rule for all (best detector F1 at IoU > 0.5), unless ``--default-thresholds`` keeps each origin's demo default.
 Writes results.json (system -> set -> eval report) and results.md (a table).
 """
 

@@ -10,8 +10,8 @@ Steps (each prints a progress line):
    ``face`` (the cfg's label.names says ``Face``; the config's
    ``classify_labels`` and the rules use lower case).
 2. threshold: the detector's default score threshold is chosen on facemask853
-   TRAIN with the eval code (lowest threshold with at most 10 false detections
-   per 135 images, the issue's budget) and written into its manifest.
+   TRAIN with the eval code (best detector F1, IoU > 0.5) and written into its
+   manifest.
 3. classifier: ``convert.train.build_default_mask_classifier`` (MobileNet v1
    0.25, mask / no_mask / mask_incorrect).
 4. eval: the full pipeline (int8 and float) and the peers, with the same eval
@@ -101,9 +101,10 @@ def build_detector(shared: Path, out: Path, work: Path) -> Path:
 def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool = True) -> dict:
     """Choose the detector's score threshold on facemask853 train and write it into the manifest.
 
-    Rule (the same as for the peers in ``benchmarks/run_peers.py``): the lowest
-    threshold with at most 10 false detections per 135 train images. Detector
-    only (the classifier does not change which boxes exist); the config's
+    Rule (the same as for the peers in ``benchmarks/run_peers.py``): the best
+    detector F1 at IoU > 0.5 on facemask853 train. (The issue's budget of 10
+    false detections per 135 images cannot be met on facemask853 by any
+    threshold: its crowds hold unlabelled and tiny faces.) Detector only (the classifier does not change which boxes exist); the config's
     ``min_face_px`` applies as on the device.
     """
     from edge.manifest import load_manifest, write_manifest
@@ -117,11 +118,11 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
     det = Detector(manifest_path, score_threshold=min(SWEEP))
     pipe = Pipeline(det, None, min_face_px=cfg.models.min_face_px)
     sweep = threshold_sweep(collect(samples, pipe.predict, progress, desc="threshold sweep (train)"), SWEEP)
-    choice = pick_threshold(sweep, 10 / 135)
+    choice = pick_threshold(sweep)
     m = load_manifest(manifest_path)
     metrics = dict(m.metrics)
     metrics["score_threshold_choice"] = {
-        "rule": "lowest threshold with <= 10 false detections per 135 images on facemask853 train",
+        "rule": "best detector F1 (IoU > 0.5) on facemask853 train",
         "min_face_px": cfg.models.min_face_px, "chosen": choice,
         "sweep": [{k: r[k] for k in ("threshold", "recall", "precision", "false_per_image")} for r in sweep],
     }
@@ -205,7 +206,7 @@ def metrics_section(results: dict) -> str:
         "(83 photos, 83 faces). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
         "violating faces flagged / violating faces (missed count as not flagged); fnr = compliant faces "
         "flagged / compliant faces. Each system's detector threshold was chosen on facemask853 TRAIN by "
-        "one rule (lowest threshold with <= 10 false detections per 135 images); the config's "
+        "one rule (best detector F1 at IoU > 0.5); the config's "
         "min_face_px applies to every system. Peers: `benchmarks/peers.py`, with doorguard's "
         "classifier, or their own mask classes (`-own-classes`). Timings are x86 CPU, for ratios only.",
         "", table(results),
@@ -264,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif step == "threshold":
                     _step(i, n, "face detector: choosing the score threshold on facemask853 train", t0)
                     c = tune_threshold(out / f"{DETECTOR}.json", shared, cfg, not args.quiet)
-                    print(f"  threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
-                          f"{c['false_per_image'] * 135:.1f} false detections per 135 images", flush=True)
+                    print(f"  threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, precision "
+                          f"{c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false detections per "
+                          f"135 images", flush=True)
                 elif step == "classifier":
                     _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
                     build_classifier(shared, out)

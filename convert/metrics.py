@@ -331,13 +331,23 @@ def threshold_sweep(images: Sequence[tuple[Sequence[Box], Sequence[Box], Sequenc
     return rows
 
 
-def pick_threshold(sweep: Sequence[dict], max_false_per_image: float) -> dict:
-    """The lowest swept threshold (highest recall) whose false detections stay within budget.
+def pick_threshold(sweep: Sequence[dict], max_false_per_image: float | None = None) -> dict:
+    """Choose a detector threshold from a sweep on a training set.
 
-    When no threshold meets the budget, the highest one swept is returned
-    (fewest false detections); its row says so with ``within_budget`` False.
+    With ``max_false_per_image``: the lowest threshold (highest recall) whose
+    false detections stay within that budget; when none does, the highest one
+    swept, marked ``within_budget`` False. Without it: the threshold of the
+    best F1 (recall and precision weighted alike; ties go to the lower
+    threshold), marked with its ``f1``.
     """
     rows = sorted(sweep, key=lambda r: r["threshold"])
+    if max_false_per_image is None:
+        def f1(r):
+            p, q = r["precision"] or 0.0, r["recall"] or 0.0
+            return 2 * p * q / (p + q) if p + q else 0.0
+
+        best = max(rows, key=lambda r: (round(f1(r), 9), -r["threshold"]))
+        return {**best, "f1": f1(best), "rule": "max_f1"}
     for r in rows:
         if r["false_per_image"] is not None and r["false_per_image"] <= max_false_per_image:
             return {**r, "within_budget": True}

@@ -182,3 +182,6 @@ def test_threshold_sweep_and_pick():
     # No threshold within budget: the highest, flagged.
     p = pick_threshold(rows[:2], 0.0)
     assert p["threshold"] == 0.35 and p["within_budget"] is False
+    # Max F1: 0.1 -> P 0.5 R 1 (F1 2/3); 0.35 -> P .5 R .5 (.5); 0.5 -> P 1 R .5 (2/3): tie -> lower.
+    best = pick_threshold(rows)
+    assert best["threshold"] == 0.1 and best["f1"] == pytest.approx(2 / 3)
