@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS outbox_meta (
 #: restart), then deleted; the event store keeps the events themselves.
 ACKED_KEEP_S = 2 * 86400.0
 
+#: The sender thread checkpoints the WAL this often (the enqueue connection never does).
+CHECKPOINT_EVERY_S = 5.0
+
 #: HA discovery and MQTT topic levels allow only these characters in ids.
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -553,6 +556,10 @@ class MqttPublisher:
             # NORMAL in WAL: a commit survives a process crash (kill -9); only a
             # power cut can lose the last transactions, and never corrupts the file.
             db.execute("PRAGMA synchronous=NORMAL")
+            # A WAL checkpoint fsyncs the database (tens of ms, more on an SD card);
+            # enqueue runs on the frame loop, so this connection never checkpoints:
+            # the sender thread does, on its own connection (_checkpoint).
+            db.execute("PRAGMA wal_autocheckpoint=0")
             db.executescript(OUTBOX_SCHEMA)
             now = self._clock()
             # Rows handed to the previous process's client may or may not have
@@ -720,6 +727,8 @@ class MqttPublisher:
     # ---- the sender thread ----------------------------------------------------------
     def _run(self) -> None:
         next_prune = time.monotonic() + 3600.0
+        next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
+        ckpt: sqlite3.Connection | None = None
         while not self._stop.is_set():
             self._wake.wait(min(0.5, self.cfg.state_interval_s))
             self._wake.clear()
@@ -728,6 +737,13 @@ class MqttPublisher:
                 if time.monotonic() >= next_prune:  # a service runs for months: keep the table small
                     next_prune = time.monotonic() + 3600.0
                     self._prune_acked()
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
+                    if ckpt is None:
+                        ckpt = sqlite3.connect(self.db_path, timeout=5.0)
+                    # PASSIVE: copies what it can without waiting for (or blocking) writers;
+                    # keeps the WAL short so no commit on the frame loop has to checkpoint.
+                    ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 if self._client is not None and self._connected.is_set():
                     self._send_some()
                     self._maybe_publish_state()
@@ -737,6 +753,8 @@ class MqttPublisher:
             except Exception as e:  # noqa: BLE001 - the sender must survive anything; the alarm is local
                 log.exception("MQTT sender error (continuing): %s", e)
                 self._stop.wait(1.0)
+        if ckpt is not None:
+            ckpt.close()
 
     def _prune_acked(self) -> None:
         with self._db_lock:

@@ -279,6 +279,26 @@ def test_acknowledged_rows_are_pruned_after_two_days(tmp_path):
         assert c.execute("SELECT event_id, state FROM outbox").fetchall() == [("2", "queued")]
 
 
+def test_enqueue_never_checkpoints_the_sender_does(tmp_path, monkeypatch):
+    """WAL checkpoints fsync; they must happen on the sender thread, not in enqueue (the frame loop)."""
+    import edge.mqtt as m
+
+    def fill(db: Path, wait: float) -> tuple[int, bool]:
+        with MqttPublisher(cfg_for(free_port()), db) as pub:
+            for i in range(400):  # ~4 WAL pages each: past SQLite's default autocheckpoint (1000)
+                pub.enqueue(ev(i), store_id=i)
+            size = db.stat().st_size  # the main file grows only when a checkpoint copies pages in
+            checkpointed = wait_until(lambda: db.stat().st_size > 150_000, wait)
+        return size, checkpointed
+
+    monkeypatch.setattr(m, "CHECKPOINT_EVERY_S", 1e9)
+    size, checkpointed = fill(tmp_path / "a.sqlite3", 0.5)
+    assert size < 100_000 and not checkpointed
+    monkeypatch.setattr(m, "CHECKPOINT_EVERY_S", 0.1)
+    size, checkpointed = fill(tmp_path / "b.sqlite3", 3)
+    assert checkpointed
+
+
 def test_outbox_creates_its_directory_or_fails_as_state_error(tmp_path):
     from edge.errors import StateError
 
