@@ -116,7 +116,7 @@ class MqttConfig(_Section):
     password_file: str | None = Field(
         None,
         description="File holding the password (first line), read at start and never logged; "
-        "keep it mode 0600",
+        "readable by the service only (e.g. mode 0640, group doorguard)",
     )
     client_id: str | None = Field(
         None, description="MQTT client id; absent: doorguard-<device>. Must be unique on the broker"
