@@ -8,11 +8,11 @@ Needs the float reference next to the manifest (``NAME.float32.tflite``, made by
 manifest's source files. All three run on the same frames in one process, so
 the ratios are comparable; absolute milliseconds are this x86 host's only.
 Timed: ``invoke`` only (set_tensor + invoke + get outputs), after 3 warm-up
-runs, preprocessing excluded (it is shared by all three).
+runs, preprocessing excluded (it is shared by all three); the three runtimes
+take turns frame by frame so a busy host slows them alike.
 
-x86 latency says nothing about the Raspberry Pi: on x86, XNNPACK runs float32
-about as fast as int8 (DESIGN.md). Measure on the Pi (or an ARM profile) before
-making speed claims.
+x86 latency says nothing about the Raspberry Pi. Measure on the Pi (or an ARM
+profile) before making speed claims.
 """
 
 from __future__ import annotations
@@ -35,14 +35,18 @@ from edge.errors import DoorguardError  # noqa: E402
 WARMUP = 3
 
 
-def _time(fn, tensors: list[np.ndarray]) -> list[float]:
-    for x in tensors[:WARMUP]:
-        fn(x)
-    out = []
-    for x in tensors:
-        t = time.perf_counter()
-        fn(x)
-        out.append((time.perf_counter() - t) * 1000)
+def _time_interleaved(runs: dict[str, tuple]) -> dict[str, list[float]]:
+    """Time each runtime on frame i in turn, so load from other processes hits all alike."""
+    for fn, tensors in runs.values():
+        for x in tensors[:WARMUP]:
+            fn(x)
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    n = min(len(t) for _, t in runs.values())
+    for i in range(n):
+        for k, (fn, tensors) in runs.items():
+            t = time.perf_counter()
+            fn(tensors[i])
+            out[k].append((time.perf_counter() - t) * 1000)
     return out
 
 
@@ -75,7 +79,7 @@ def run(manifest: Path, images: Path, frames: int, threads: int) -> dict:
                  "input": f"{m.input.width}x{m.input.height}",
                  "sizes_bytes": {"int8_tflite": (d / m.tflite).stat().st_size,
                                  "float32_tflite": (d / m.float_tflite).stat().st_size}}
-    lat = {"litert_int8": _time(q.run_raw, xq), "litert_float32": _time(f.run_raw, xf)}
+    runs: dict[str, tuple] = {"litert_int8": (q.run_raw, xq), "litert_float32": (f.run_raw, xf)}
     src = m.source.files
     if "cfg" in src and "weights" in src and Path(src["weights"].path).is_file():
         res["sizes_bytes"]["darknet_weights"] = Path(src["weights"].path).stat().st_size
@@ -91,8 +95,8 @@ def run(manifest: Path, images: Path, frames: int, threads: int) -> dict:
             net.setInput(blob)
             return net.forward(names)
 
-        lat["opencv_dnn_float32"] = _time(cv_run, blobs)
-    res["latency"] = {k: _stats(v) for k, v in lat.items()}
+        runs["opencv_dnn_float32"] = (cv_run, blobs)
+    res["latency"] = {k: _stats(v) for k, v in _time_interleaved(runs).items()}
     base = res["latency"]["litert_float32"]["median_ms"]
     res["ratios_vs_litert_float32"] = {k: round(v["median_ms"] / base, 2) for k, v in res["latency"].items()}
     s = res["sizes_bytes"]
@@ -113,8 +117,10 @@ def table(res: dict) -> str:
     for k, v in res["latency"].items():
         lines.append(f"| {k} | {v['median_ms']:.2f} | {v['p90_ms']:.2f} | "
                      f"{res['ratios_vs_litert_float32'][k]:.2f}x |")
-    lines += ["", "x86 latency says nothing about the Raspberry Pi: on x86 XNNPACK runs float32 about as "
-              "fast as int8. Only the ratios within this one run are meaningful, and only for this host."]
+    lines += ["", "x86 latency says nothing about the Raspberry Pi (other cores, caches and kernels: "
+              "int8 vs float on x86 does not predict int8 vs float on a Cortex-A76). Only ratios within "
+              "this one run, on this host, are comparable; a p90 far above the median means the host "
+              "was busy."]
     return "\n".join(lines)
 
 
