@@ -272,8 +272,9 @@ def systems(peers_dir: Path, classifier=None, cfg=None) -> list:
     """convert.evaluate.System entries for every peer.
 
     With a classifier (doorguard's, and the config its rules come from), each
-    peer detector feeds it (``<peer>+doorguard-classifier``); the peers that
-    name mask classes themselves also run alone (``<peer>-own-classes``).
+    peer detector feeds it (``<peer>+doorguard-classifier``), else it runs as a
+    detector only (detector figures; no class); the peers that name mask classes
+    themselves also run alone (``<peer>-own-classes``).
     """
     from convert.evaluate import System, pipeline_for
     from edge.manifest import sha256_file
@@ -285,13 +286,14 @@ def systems(peers_dir: Path, classifier=None, cfg=None) -> list:
         files = {f: sha256_file(peers_dir / f) for f in FILES[name] if (peers_dir / f).is_file()}
         return {"peer": name, "peer_files": files, **(extra or {})}
 
-    if classifier is not None:
-        cls_meta = {"classifier": {"name": classifier.manifest.name, "sha256": classifier.manifest.sha256}}
-        for name in ("yunet-n-640", "ultraface-rfb-640", "aizoo-facemask", "opencv-ssd-res10"):
-            out.append(System(
-                f"{name}+doorguard-classifier",
-                lambda t, n=name: pipeline_for(_factory(n, peers_dir, t), classifier, cfg).predict,
-                DEFAULT_THRESHOLDS[name], meta(name, cls_meta)))
+    cls_meta = ({"classifier": {"name": classifier.manifest.name, "sha256": classifier.manifest.sha256}}
+                if classifier is not None else {"classifier": None})
+    for name in ("yunet-n-640", "ultraface-rfb-640", "aizoo-facemask", "opencv-ssd-res10"):
+        suffix = "+doorguard-classifier" if classifier is not None else " (detector only)"
+        out.append(System(
+            f"{name}{suffix}",
+            lambda t, n=name: pipeline_for(_factory(n, peers_dir, t), classifier, cfg).predict,
+            DEFAULT_THRESHOLDS[name], meta(name, cls_meta)))
     for name in ("aizoo-facemask", "ultraface-rfb-640-masked"):
         out.append(System(f"{name}-own-classes", lambda t, n=name: _factory(n, peers_dir, t).predict,
                           DEFAULT_THRESHOLDS[name], meta(name)))

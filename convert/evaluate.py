@@ -26,16 +26,12 @@ import numpy as np
 from edge.errors import DataError, UsageError
 from edge.types import Box, Detection
 
+# VOC class names -> classifier labels (issue 5), shared with ``doorguard dataset crops``.
+from .dataset import DEFAULT_LABEL_MAP
 from .metrics import MISSED, UNCLASSIFIED, EvalAccumulator, Prediction, Truth, flag_roc
 
 log = logging.getLogger(__name__)
 
-#: VOC class names -> classifier labels (issue 5); --label-map entries override them.
-DEFAULT_LABEL_MAP = {
-    "with_mask": "mask",
-    "without_mask": "no_mask",
-    "mask_weared_incorrect": "mask_incorrect",
-}
 #: Violating classes when no config says otherwise.
 DEFAULT_VIOLATING = ("no_mask", "mask_incorrect")
 
