@@ -222,3 +222,26 @@ def test_eval_cli_missing_set_is_one_line(tmp_path, stub_interpreters, capsys):
     assert rc == DataError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not found" in err
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_eval_default_models_on_dataroots(shared, tmp_path):
+    """The shipped models through the whole command on the real dataroots photos."""
+    root = Path(__file__).resolve().parents[1]
+    det, cls = root / "models/yoloface-500k-v2.json", root / "models/mask-classifier.json"
+    if not (det.is_file() and cls.is_file()):
+        pytest.skip("default models not built yet (make models)")
+    voc = tmp_path / "voc"
+    assert cli.main(["dataset", "voc", "--dataroots-csv", str(shared / "data/dataroots/validation_metadata.csv"),
+                     "--images", str(shared / "data/dataroots"), "--out", str(voc)]) == 0
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--voc", str(voc), "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert r["images"] == 83 and r["faces"] == 83
+    for key in ("detected", "missed", "false_detections", "detector_recall", "detector_precision",
+                "classifier_accuracy", "tnr", "fnr", "confusion", "seconds_per_image"):
+        assert key in r
+    # A sanity floor far below the measured figures (model card), not a tuned target.
+    assert r["detector_recall"] > 0.5
+    assert r["classifier_accuracy"] > 0.5
