@@ -209,6 +209,9 @@ def build_backbone(name: str, size: int, weights: Path | None):
     if weights is not None:
         if not Path(weights).is_file():
             raise ModelError(f"backbone weights not found: {weights}")
+        if Path(weights).suffix == ".tflite":
+            load_tflite_backbone_weights(base, Path(weights), name)
+            return base
         import warnings
 
         before = [w.copy() for w in base.get_weights()]
@@ -443,7 +446,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
                 raise DataError(f"label mismatch: training folders {sorted(labels)} vs validation "
                                 f"folders {val_labels} in {val}")
             valset = folder_set(val, labels)
-        val_note = str(val)
+        val_note = (f"given set of {len(valset.files)} images" if isinstance(val, LabeledFiles)
+                    else f"folder {val}")
     if not valset.files:
         raise DataError("validation set is empty: give --val or more images per class")
 
@@ -629,6 +633,7 @@ def mask_classifier_data(shared: Path | str, work: Path | str, margin: float = D
 
 def build_default_mask_classifier(shared: Path | str, out: Path | str = "models", *,
                                   name: str = "mask-classifier", work: Path | str | None = None,
+                                  backbone: str = "mobilenet_v1_0.25",
                                   backbone_weights: Path | str | None = None, seed: int = 0,
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 12,
                                   fine_tune_epochs: int = 8, batch: int = 64,
@@ -660,11 +665,183 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
         pool, evals, notes = mask_classifier_data(shared, work)
         train, holdout = stratified_split(pool, 0.1, seed)
         notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
-        return train_classifier(train, Path(out) / name, val=holdout, backbone="mobilenet_v1_0.25",
-                                backbone_weights=weights, size=size, epochs=epochs,
-                                fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
-                                min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
-                                extra_eval_sets=evals, data_notes=notes)
+        manifest = train_classifier(train, Path(out) / name, val=holdout, backbone=backbone,
+                                    backbone_weights=weights, size=size, epochs=epochs,
+                                    fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
+                                    min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
+                                    extra_eval_sets=evals, data_notes=notes)
+        write_mask_model_card(Path(out) / f"{name}.json")
+        return manifest
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- ImageNet weights from int8 TFLite
+
+_CORAL_LAYER = r"Conv2d_(\d+)(?:_(depthwise|pointwise))?/"
+
+
+def _coral_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Keras MobileNet v1 layer name -> (float kernel in Keras layout, float bias), dequantized.
+
+    The Coral/TF-slim quantized MobileNet v1 stores each conv with BatchNorm
+    folded in: uint8 weights (real = scale * (q - zero_point)), OHWI layout,
+    and an int32 bias (real = scale * q).
+    """
+    import re
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without the default XNNPACK delegate: delegated constant tensors read back as null.
+    interp = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    kernels: dict[str, np.ndarray] = {}
+    biases: dict[str, np.ndarray] = {}
+    for t in interp.get_tensor_details():
+        name = t["name"]
+        qp = t["quantization_parameters"]
+        m_w = re.search(_CORAL_LAYER + r"weights_quant", name)
+        m_b = re.search(_CORAL_LAYER + r"BatchNorm_Fold/bias$", name)
+        # Activation tensors carry fused names too: keep 4-D 8-bit weights and 1-D int32 biases.
+        if m_w and not (t["dtype"] in (np.uint8, np.int8) and len(t["shape"]) == 4):
+            m_w = None
+        if m_b and not (t["dtype"] == np.int32 and len(t["shape"]) == 1):
+            m_b = None
+        m = m_w or m_b
+        if not m or not len(qp["scales"]):
+            continue
+        i, kind = int(m.group(1)), m.group(2)
+        keras_name = "conv1" if i == 0 else ("conv_dw_%d" if kind == "depthwise" else "conv_pw_%d") % i
+        q = interp.get_tensor(t["index"]).astype(np.float32)
+        scales = qp["scales"].astype(np.float32)
+        zps = qp["zero_points"].astype(np.float32)
+        if m_w:
+            axis = int(qp.get("quantized_dimension", 0))
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            if len(scales) == 1:
+                real = scales[0] * (q - zps[0])
+            else:
+                real = scales.reshape(shape) * (q - zps.reshape(shape))
+            kernels[keras_name] = np.transpose(real, (1, 2, 3, 0))  # OHWI / 1HWC -> HWIO / HWC1
+        else:
+            biases[keras_name] = (scales * q) if len(scales) > 1 else scales[0] * q
+    out = {k: (kernels[k], biases[k]) for k in kernels if k in biases}
+    return out
+
+
+def load_tflite_backbone_weights(base: Any, path: Path, name: str) -> None:
+    """Put a quantized TF-slim MobileNet v1 (Coral .tflite) into a Keras MobileNet v1, dequantized.
+
+    BatchNorm is already folded into the TFLite convolutions, so each Keras
+    BatchNormalization becomes the identity plus the folded bias
+    (gamma 1, beta = bias, mean 0, variance 1 - epsilon).
+
+    Raises:
+        ModelError: the file is not such a model or does not fit ``name``.
+    """
+    family, alpha, _ = BACKBONES[name]
+    try:
+        arrays = _coral_arrays(path)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"backbone weights {path} do not fit {name}: {e}") from e
+    layers = {layer.name: layer for layer in base.layers}
+    wanted = [n for n in layers if n == "conv1" or n.startswith(("conv_dw_", "conv_pw_"))
+              and not n.endswith(("_bn", "_relu"))]
+    if family != "v1" or sorted(arrays) != sorted(wanted):
+        raise ModelError(f"backbone weights {path} do not fit {name}: found {len(arrays)} MobileNet v1 "
+                         f"convolutions, the backbone has {len(wanted)}")
+    for lname, (kernel, bias) in arrays.items():
+        conv, bn = layers[lname], layers[lname + "_bn"]
+        want = tuple(conv.get_weights()[0].shape)
+        if kernel.shape != want:
+            raise ModelError(f"backbone weights {path} do not fit {name}: {lname} kernel "
+                             f"{list(kernel.shape)} vs {list(want)}")
+        conv.set_weights([kernel])
+        c = bias.shape[0]
+        bn.set_weights([np.ones(c, np.float32), bias.astype(np.float32), np.zeros(c, np.float32),
+                        np.full(c, 1.0 - bn.epsilon, np.float32)])
+
+
+_CARD_SOURCES = """\
+| source | used for | licence (as stated by the origin; see ../shared/data/README.md) |
+|---|---|---|
+| dataroots/face-mask-detection `train/{masked,not_masked}` (VGGFace2 face crops, artificial masks) | training | MIT (repository); VGGFace2 crops: no separate licence stated |
+| dataroots real validation photos + `validation_metadata.csv` | measurement only | MIT (repository); photos from pexels/unsplash and others |
+| chandrikadeb7/Face-Mask-Detection `with_mask`/`without_mask` (deduplicated by `source_sha256`) | training | MIT (repository); images from Bing, Kaggle, RMFD (RMFD terms unclear) |
+| facemask853 (andrewmvd Kaggle "Face Mask Detection", VOC boxes) `train.txt` / `val.txt` | training / measurement | CC0 1.0 |
+| adityap27/face-mask-detector train boxes (YOLO), minus photos that duplicate facemask853 val | training | MIT (repository); images from Google/Bing/Kaggle |
+| Keras MobileNet v1 0.25 ImageNet no-top weights (`keras-mobilenet/mobilenet_2_5_224_tf_no_top.h5`) | backbone init (0.25 models) | no licence stated for the file; copy found in a GPL-3.0 repository (see ../shared/models/SOURCES.md) |
+| Coral `mobilenet_v1_1.0_224_quant_embedding_extractor.tflite` (dequantized) | backbone init (1.0 models) | Apache-2.0 (google-coral/test_data) |
+"""
+
+
+def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:
+    """Write models/NAME.md (model card) from the manifest's measured figures."""
+    from edge.manifest import load_manifest
+
+    manifest_path = Path(manifest_path)
+    m = load_manifest(manifest_path)
+    met = m.metrics
+    tr = met.get("training", {})
+    size_kb = met.get("size_bytes", 0) / 1024
+    lines = [
+        f"# {m.name}: face mask classifier (mask / no_mask / mask_incorrect)", "",
+        f"Full-integer int8 TFLite, {size_kb:.0f} KB (`{m.tflite}`), manifest `{m.name}.json`, report "
+        f"`{met.get('report')}/report.md` (confusion matrices, per-class precision/recall, ROC PNGs).", "",
+        "## What it does", "",
+        "Classifies one face crop, cut from the frame with `crop_with_margin(box, "
+        f"{m.crop_margin})` (the detector box grown by {m.crop_margin:.0%} on every side), "
+        f"stretched to {m.input.width}x{m.input.height} RGB, scaled to [-1, 1]. Labels: "
+        f"{', '.join(m.labels)}. The rules flag `no_mask` and `mask_incorrect`.", "",
+        f"Backbone {tr.get('backbone')} ({tr.get('backbone_init')}), new softmax head; "
+        "trained head-first with the backbone frozen, then the last blocks fine-tuned at a low "
+        "learning rate; augmentation (flip, small rotation/zoom/shift, brightness/contrast, a random "
+        "down-then-up resize that imitates small faces), capped balanced class weights "
+        f"({tr.get('class_weights')}), early stopping on a seeded 10% split of the training pool.", "",
+        f"Input size {m.input.width}: faces at a door camera are small (facemask853's median face is "
+        "21 px, with the margin about 27 px), so a larger input would only upsample further while "
+        "costing (size/96)^2 more compute on the Pi; below 96 the 32x-downsampling MobileNet "
+        "keeps too little spatial detail.", "",
+        "## Figures (measured at build time, float32 vs int8, through edge.models.Classifier)", "",
+        "| set | images | float32 accuracy | int8 accuracy | int8 recall mask / no_mask / mask_incorrect |",
+        "|---|---|---|---|---|",
+    ]
+    for name, ev in met.get("eval", {}).items():
+        pc = ev["per_class_int8"]
+        rec = " / ".join(str(pc[lab]["recall"]) for lab in m.labels)
+        lines.append(f"| {name} | {ev['images']} | {ev['float_accuracy']:.4f} | {ev['int8_accuracy']:.4f} | {rec} |")
+    lines += [
+        "",
+        "`val` is the early-stopping split (seeded 10% of the training pool). `facemask853_val`: "
+        "every box of facemask853 `val.txt` cut with the runtime margin. `dataroots_real_val`: the "
+        "83 dataroots real validation faces re-cut from the raw photos with the runtime margin (what "
+        "the Pi would crop). `dataroots_real_val_crops`: the dataset's own tight crops as published. "
+        "None of these sets was used for training or early stopping; no threshold was tuned on them.",
+        "",
+        f"int8 loses {met.get('int8_accuracy_drop_points')} accuracy points against float32 over all "
+        f"sets (gate: {met.get('gate', {}).get('max_drop_points')} points).", "",
+        "## Training data", "",
+        "```json", __import__("json").dumps(tr.get("data", {}), indent=2), "```", "",
+        _CARD_SOURCES, "",
+        "## Reproduce", "",
+        "    make models            # or:",
+        "    .venv/bin/python -c \"from convert.train import build_default_mask_classifier as b; "
+        "b('../shared', 'models')\"", "",
+        "Seeded (seed 0) with op determinism: a rerun on the same machine and library versions gives "
+        "the same weights. Versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()) + ".", "",
+        "## Limits", "",
+        "- mask_incorrect has 65 training crops (all from facemask853 train) and 15 validation crops; "
+        "its recall is low. The alarm still fires when it is confused with no_mask.",
+        "- The dataroots real validation set holds only 10 unmasked faces.",
+        "- facemask853 val shares burst shots with facemask853 train (random split by image).",
+    ]
+    if extra:
+        lines += ["", extra]
+    card = manifest_path.with_suffix(".md")
+    card.write_text("\n".join(lines) + "\n")
+    return card

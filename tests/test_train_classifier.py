@@ -160,3 +160,17 @@ def test_roc_curve_hand_computed():
     assert auc == pytest.approx(0.75)
     assert tpr[-1] == 1 and fpr[-1] == 1
     assert np.isnan(roc_curve(np.array([1, 1]), np.array([0.2, 0.3]))[2])
+
+
+@pytest.mark.shared
+def test_coral_int8_tflite_dequantizes_into_a_keras_backbone(shared):
+    coral = shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+    base = train.build_backbone("mobilenet_v1_1.0", 32, coral)
+    k = base.get_layer("conv_pw_13").get_weights()[0]
+    assert k.shape == (1, 1, 1024, 1024) and np.abs(k).max() > 0
+    bn = base.get_layer("conv_pw_13_bn").get_weights()
+    np.testing.assert_allclose(bn[0], 1.0)  # folded BatchNorm -> identity + bias
+    with pytest.raises(ModelError, match="do not fit"):
+        train.build_backbone("mobilenet_v1_0.25", 32, coral)
+    with pytest.raises(ModelError, match="do not fit"):
+        train.build_backbone("mobilenet_v2_1.0", 32, coral)
