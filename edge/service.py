@@ -314,7 +314,10 @@ class Runner:
         if capture is not None:
             lines.append(f"summary: captured {capture.captured}, dropped {capture.dropped}, "
                          f"unreadable {capture.unreadable}, reconnects {capture.reconnects}")
-        lines.append("summary: latency per stage (ms; detect/track/pipeline per frame, classify per face):")
+        lines.append("summary: latency per stage in ms (per frame: det_pre = resize/letterbox + quantize, "
+                     "det_infer = detector invoke, det_post = YOLO decode + NMS, detect = the three, "
+                     "track = tracking + crops + votes, pipeline = all vision stages; per face: classify "
+                     "= preprocess + invoke; rules+io = rules, event store, actuator calls):")
         lines += [f"  {line}" for line in pipeline.latency.summary()]
         ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events_by_verdict.items())) or "none"
         lines.append(f"summary: events by verdict: {ev}; alerts {self.alerts}, "

@@ -29,7 +29,7 @@ def test_detects_crops_and_classifies(tmp_path):
     assert boxes == [(10, 10, 40, 40), (70, 40, 94, 64)]
     labels = sorted(c.label for c in r.classified.values())
     assert labels == ["mask", "no_mask"]
-    assert set(r.timings) == {"detect", "track", "classify", "pipeline"}
+    assert set(r.timings) == {"det_pre", "det_infer", "det_post", "detect", "track", "classify", "pipeline"}
     assert p.model_hashes() == {"detector": "0" * 64, "classifier": "1" * 64}
 
 
