@@ -482,15 +482,15 @@ def read_weights(path: Path | str, network: Network) -> tuple[WeightsHeader, dic
             if start + 4 * count > len(data):
                 need = offset - len(data)
                 raise DataError(
-                    f"weights file {path} ends inside {layer.where} ({name}): {need} bytes short "
+                    f"weights file {path} ends inside {layer.where}, in its {name}: {need} bytes short "
                     f"of the {offset} the cfg needs (cfg/weights mismatch or truncated file)"
                 )
     if offset < len(data):
         left = len(data) - offset
         raise DataError(
             f"weights file {path} has {left} bytes ({left // 4} floats) left over after the last "
-            f"layer {network.conv_layers[-1].where if network.conv_layers else ''} "
-            f"(cfg/weights mismatch)"
+            f"weighted layer ({network.conv_layers[-1].where if network.conv_layers else 'none'}): "
+            f"cfg/weights mismatch"
         )
     out: dict[int, ConvWeights] = {}
     for layer, name, start, count in plan:

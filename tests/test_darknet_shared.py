@@ -1,14 +1,17 @@
 """The darknet converter on the real models in ../shared, against OpenCV's darknet importer.
 
 Parity is measured on the raw head outputs (the conv feeding each yolo layer)
-for real facemask853 photos letterboxed by edge's own preprocessing.
+for real facemask853 val photos letterboxed by edge's own preprocessing, for
+our graph in float32 (what ships) and in float64 (separates graph errors from
+rounding).
 
-Two numbers per model: our graph in float64 vs OpenCV must be within 1e-4
-(the converter is faithful: same layers, same weights, same padding); our
-float32 model vs OpenCV within 3e-4, because two float32 implementations each
-land ~5e-5..7e-5 from the exact value on heads of magnitude ~30 and their
-errors add (measured: float64 graph vs float32 OpenCV <= 7.4e-5, float32 Keras
-vs float32 OpenCV up to 1.5e-4 on yoloface-500k-v2's stride-8 head).
+Tolerances: the box channels (tx, ty, tw, th) within 1e-4 absolute; every
+channel within 1e-4 + 1e-5 x |value|. The relative term is float32 rounding:
+yoloface-500k-v2's objectness/class logits reach |37|, and OpenCV's own float32
+result is up to 1.5e-4 (~80 ULP) away from our float64 graph there (its box
+channels: 3e-5). Measured on 20 val images, max abs diff vs OpenCV 4.14
+(Winograd off): yolov3-tiny 5.0e-5, yoloface-500k 9.0e-5, yoloface-500k-v2
+2.4e-4 (float32 TFLite), 1.5e-4 (float64 graph).
 """
 
 from __future__ import annotations
@@ -48,16 +51,19 @@ def test_raw_heads_match_opencv_darknet(shared, name):
     assert (header.major, header.minor) == (0, 2)
     spec = InputSpec(width=net.width, height=net.height, resize="letterbox", scale=1 / 255, dtype="float32")
     x = np.concatenate([
-        prepare(read_rgb(shared / f"data/facemask853/images/{s}.jpg"), spec)[0] for s in _val_stems(shared, 3)
+        prepare(read_rgb(shared / f"data/facemask853/images/{s}.jpg"), spec)[0] for s in _val_stems(shared, 8)
     ])
     ref = darknet.opencv_heads(cfg, weights, net, x)
-    ours64 = darknet.build_keras(net, w, dtype="float64").predict(x.astype(np.float64), verbose=0)
-    ours32 = darknet.build_keras(net, w).predict(x, verbose=0)
-    for r, o64, o32 in zip(ref, ours64, ours32):
-        assert o64.shape == r.shape
+    ours64 = darknet.build_keras(net, w, dtype="float64").predict(x.astype(np.float64), verbose=0, batch_size=1)
+    ours32 = darknet.build_keras(net, w).predict(x, verbose=0, batch_size=1)
+    for head, r, o64, o32 in zip(net.heads, ref, ours64, ours32):
+        assert o64.shape == r.shape == o32.shape
         assert np.abs(r).max() > 5  # real activations, not a degenerate map
-        assert np.abs(o64 - r).max() <= 1e-4
-        assert np.abs(o32 - r).max() <= 3e-4
+        for o in (o64, o32):
+            np.testing.assert_allclose(o, r, atol=1e-4, rtol=1e-5)
+            a = len(head.mask)
+            box = np.abs(o - r).reshape(*r.shape[:-1], a, -1)[..., :4]
+            assert box.max() <= 1e-4
 
 
 def test_convert_yoloface_v2_end_to_end(shared, tmp_path):
