@@ -183,3 +183,47 @@ def write_model(tmp_path: Path, cfg_text: str, seed: int = 0, version=(0, 2, 0),
     weights = tmp_path / f"{name}.weights"
     darknet.write_weights(weights, net, w, version=version)
     return cfg, weights, net, w
+
+
+def yolov3_style_cfg(width: int = 64, height: int = 64, classes: int = 2) -> str:
+    """A narrow yolov3.cfg: Darknet-53 pattern (stride-2 convs, residual blocks with
+    shortcut from=-3), three heads joined by route -4 / upsample / route -1,<absolute>."""
+    out = [f"[net]\nwidth={width}\nheight={height}\nchannels=3\n"]
+    n = 0  # darknet layer index of the next section
+
+    def add(text: str) -> int:
+        nonlocal n
+        out.append(text)
+        n += 1
+        return n - 1
+
+    def conv(f: int, size: int = 1, stride: int = 1, act: str = "leaky", bn: bool = True) -> int:
+        return add(f"[convolutional]\n{'batch_normalize=1' if bn else ''}\nfilters={f}\nsize={size}\n"
+                   f"stride={stride}\npad=1\nactivation={act}\n")
+
+    conv(4, 3)
+    skips = []
+    for f, blocks in ((8, 1), (8, 1), (8, 2), (16, 2), (16, 1)):
+        conv(f, 3, 2)
+        for _ in range(blocks):
+            conv(f // 2, 1)
+            conv(f, 3)
+            add("[shortcut]\nfrom=-3\nactivation=linear\n")
+        skips.append(n - 1)
+    heads = 3 * (5 + classes)
+    mask = ["6,7,8", "3,4,5", "0,1,2"]
+    anchors = "10,13, 16,30, 33,23, 30,61, 62,45, 59,119, 116,90, 156,198, 373,326"
+    for k, skip in enumerate((None, skips[3], skips[2])):
+        if skip is not None:
+            add("[route]\nlayers = -4\n")
+            conv(8, 1)
+            add("[upsample]\nstride=2\n")
+            add(f"[route]\nlayers = -1, {skip}\n")
+        conv(8, 1)
+        conv(16, 3)
+        conv(8, 1)
+        conv(16, 3)
+        conv(heads, 1, act="linear", bn=False)
+        add(f"[yolo]\nmask = {mask[k]}\nanchors = {anchors}\nclasses={classes}\nnum=9\njitter=.3\n"
+            "ignore_thresh = .7\ntruth_thresh = 1\nrandom=1\n")
+    return "\n".join(out)

@@ -16,7 +16,7 @@ import pytest
 from convert import darknet
 from edge.errors import DataError
 
-from darknet_fixtures import ALL_LAYERS_CFG, ODD_POOL_CFG, write_model
+from darknet_fixtures import ALL_LAYERS_CFG, ODD_POOL_CFG, write_model, yolov3_style_cfg
 
 
 def _predict(model, x):
@@ -148,7 +148,7 @@ def test_weights_for_another_cfg(tmp_path):
 
 
 @pytest.mark.parametrize("cfg_text, size", [(ALL_LAYERS_CFG, None), (ALL_LAYERS_CFG, (64, 48)),
-                                            (ODD_POOL_CFG, None)])
+                                            (ODD_POOL_CFG, None), (yolov3_style_cfg(), None)])
 def test_keras_model_matches_opencv_darknet(tmp_path, cfg_text, size):
     cfg, weights, net, w = write_model(tmp_path, cfg_text, seed=3)
     if size:
