@@ -1,0 +1,126 @@
+"""``doorguard bench``: runs on a tiny input and writes a well-formed report (never timed).
+
+The speed figures themselves are not asserted: the machine is shared and the
+numbers belong in benchmarks/results, not in a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert import bench
+from edge import cli, config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_and_fmt():
+    s = bench.spread([3.0, 1.0, 2.0, None, float("nan")])
+    assert s == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert bench.fmt(s, 1, "ms") == "2.0 ms (1.0-3.0)"
+    assert bench.fmt(bench.spread([4.0]), 2) == "4.00"
+    assert bench.fmt(None) == "not measured"
+    assert bench.spread([]) is None
+
+
+def test_ultraface_priors_match_the_model_outputs():
+    from benchmarks.ultraface_tflite import priors
+
+    p = priors()
+    assert p.shape == (4420, 4)  # the RFB-320 model's output rows
+    assert np.all((p >= 0) & (p <= 1))
+    # First prior: stride 8, cell (0, 0), min box 10 px.
+    assert np.allclose(p[0], [0.5 / 40, 0.5 / 30, 10 / 320, 10 / 240])
+
+
+def test_stage_timer_per_frame_records():
+    t = bench.StageTimer()
+
+    class R:
+        detections = [1, 2]
+        timings = {"track": 0.5, "pipeline": 3.0}
+
+    def process(frame):
+        t.add("crop", 0.2)
+        t.add("classify", 1.0)
+        return R()
+
+    proc = t.wrap_process(process)
+    proc(None)
+    t.add("rules", 0.1)
+    proc(None)
+    t.finish()
+    assert len(t.frames) == 2 and t.frames[0]["faces"] == 2
+    assert t.frames[0]["tracking"] == pytest.approx(0.3)  # the pipeline's track stage minus the crops
+    assert t.frames[0]["rules"] == pytest.approx(0.1) and "rules" not in t.frames[1]
+    assert "loop" in t.frames[0] and t.fps() is not None
+
+
+def test_face_buckets():
+    frames = [{"faces": k, "busy": 2.0 + k, "preprocess": 1.0, "infer": 1.0, "decode+nms": 0.1}
+              for k in (0, 0, 1, 2, 4, 5, 12)]
+    b = bench.face_buckets(frames)
+    assert [x["faces"] for x in b] == ["0", "1", "2", "4-5", "10+"]
+    assert b[0]["frames"] == 2 and b[0]["fps"] == pytest.approx(500.0)
+
+
+def test_render_without_measurements_says_why():
+    r = {"machine": {"cpu": "x", "cores": 2, "load_start": (1.0, 1.0, 1.0), "date_utc": "d", "commit": "c",
+                     "python": "3", "numpy": "2", "opencv": "4", "ai_edge_litert": "2"},
+         "repeats": 1, "quick": True, "skipped": {"doorguard": "ModelError: no model", "seed": "needs ../shared"}}
+    md = bench.render(r)
+    assert "not measured: ModelError: no model" in md and "Not measured: needs ../shared" in md
+    assert md.count("\n## ") >= 7
+
+
+def _png_size(p: Path) -> tuple[int, int]:
+    data = p.read_bytes()
+    assert data[:8] == PNG_MAGIC, p
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.slow
+def test_bench_quick_on_demo(tmp_path, capsys):
+    """The real command on a few demo frames with the default models: report, JSON and plots."""
+    cfg = config.load()
+    for m in (cfg.models.detector, cfg.models.classifier):
+        if not cfg.resolve(m).is_file():
+            pytest.skip(f"default model {m} not in models/ yet")
+    out = tmp_path / "b"
+    code = cli.main(["bench", "--quick", "--source", "demo", "--frames", "6", "--out", str(out)])
+    assert code == 0
+    md = (out / "bench.md").read_text()
+    for heading in ("## Summary", "## 1. End to end", "## 2. Seed-style loop", "## 3. Peers",
+                    "## 4. Float vs int8", "## 5. `doorguard run`", "## 6. Pi projection", "## Reproduce"):
+        assert heading in md, heading
+    assert "--quick run: a smoke test" in md and "projection" in md
+    data = json.loads((out / "bench.json").read_text())
+    d = data["doorguard"]
+    assert d["frames"] == 6 and d["fps"]["median"] > 0 and d["invoke_ms"]["median"] > 0
+    stages = {s["key"]: s for s in d["stages"]}
+    for key in ("preprocess", "detector", "decode+nms", "rules", "capture"):
+        assert stages[key]["calls"] >= 6, key
+    assert data["subprocess"]["max_rss_mib"]["median"] > 10
+    assert data["subprocess"]["first_frame_s"]["median"] > 0
+    macs = {r["name"]: r["macs"] for r in data["projection"]["rows"]}
+    assert all(v > 0 for v in macs.values())
+    for png in ("stage_latency.png", "fps_vs_faces.png"):
+        w, h = _png_size(out / png)
+        assert w > 100 and h > 100
+
+
+@pytest.mark.shared
+def test_macs_of_known_graphs(shared):
+    """MAC counts agree with the published size of yolov3-tiny (5.56 BFLOPs = 2.78 GMACs at 416)."""
+    import cv2
+
+    d = shared / "models" / "yolov3-tiny"
+    net = cv2.dnn.readNetFromDarknet(str(d / "yolov3-tiny.cfg"), str(d / "yolov3-tiny.weights"))
+    assert bench.cv2_macs(net, (1, 3, 416, 416)) == pytest.approx(2.78e9, rel=0.01)
+    aizoo = bench.tflite_macs(shared / "models" / "peers" / "face_mask_detection.tflite")
+    assert 1e8 < aizoo < 2e9
