@@ -158,7 +158,15 @@ class Runner:
                 log.info("web page on %s", web.url)
             capture = Capture(source, self.cfg.source)
             self._capture = capture
-            capture.start()
+            retried: list[bool] = []
+
+            def show_fault_while_opening() -> None:
+                if not retried:
+                    actuators.set_fault(True)
+                retried.append(True)
+
+            capture.start(on_retry=show_fault_while_opening)
+            fault = bool(retried)  # cleared by the loop once frames flow
             log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
             notifier.ready(f"watching {source.name}")
             started = time.perf_counter()

@@ -176,6 +176,10 @@ class OpenCVSource:
     def open(self) -> None:
         import cv2
 
+        if self._factory is None and isinstance(self.target, str) and self.target.startswith("/dev/") \
+                and not Path(self.target).exists():
+            # Say so plainly (and spare OpenCV's own warning on every retry).
+            raise SourceError(f"cannot open camera {self.name}: no such device")
         factory = self._factory or cv2.VideoCapture
         cap = factory(self.target)
         if not cap.isOpened():
@@ -347,13 +351,17 @@ class Capture:
         self._delay = self.cfg.reconnect_initial_s
 
     # -- life cycle ----------------------------------------------------------------------
-    def start(self) -> "Capture":
+    def start(self, on_retry: Callable[[], None] | None = None) -> "Capture":
         """Open the source (retrying live sources until ``open_timeout_s``) and start the thread.
+
+        Args:
+            on_retry: called before each wait for a retry (the runner shows the fault pattern).
 
         Raises:
             SourceError: the source never opened.
         """
-        deadline = self.clock() + self.cfg.open_timeout_s
+        t0 = self.clock()
+        deadline = t0 + self.cfg.open_timeout_s
         delay = self.cfg.reconnect_initial_s
         while True:
             try:
@@ -361,8 +369,11 @@ class Capture:
                 break
             except SourceError as e:
                 if not self.source.live or self.clock() + delay > deadline:
-                    raise SourceError(f"{e} (gave up after trying for {self.cfg.open_timeout_s:g} s)"
+                    raise SourceError(f"{e} (gave up after trying for {self.clock() - t0:.1f} s, "
+                                      f"source.open_timeout_s = {self.cfg.open_timeout_s:g})"
                                       if self.source.live else str(e)) from e
+                if on_retry is not None:
+                    on_retry()
                 log.warning("%s; retrying in %.1f s", e, delay)
                 if self._stop.wait(delay):
                     raise SourceError(f"{self.source.name}: stopped while opening") from e

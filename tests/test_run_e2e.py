@@ -301,3 +301,18 @@ def test_real_images_from_shared(default_models, shared, tmp_path):
     lat = r._pipeline.latency
     assert lat.count("detect") == len(stems) and lat.count("classify") >= len(stems)
     assert sum(r.events_by_verdict.values()) >= len(stems) // 2
+
+
+def test_camera_slow_to_open_shows_fault_until_frames_flow(tmp_path):
+    src = ListSource([frame_with([])] * 5, live=True, fail_open=2)
+    extra = "[source]\nreconnect_initial_s = 0.01\ngive_up_after_s = 0.3\n"
+    r, act, _ = runner(tmp_path, [], extra, source=src, max_frames=3)
+    assert r.run() == 0
+    assert [c for c in act.calls if c[0] == "fault"] == [("fault", True), ("fault", False)]
+
+
+def test_missing_video_device_is_named():
+    from edge.sources import OpenCVSource
+
+    with pytest.raises(SourceError, match="/dev/video97: no such device"):
+        OpenCVSource("/dev/video97", True).open()

@@ -251,7 +251,7 @@ def test_unreadable_frames_are_skipped_and_counted():
 def test_camera_never_opens():
     src = ListSource([], live=True, fail_open=1000)
     t0 = time.monotonic()
-    with pytest.raises(SourceError, match="gave up after trying for 0.2 s"):
+    with pytest.raises(SourceError, match="gave up after trying for 0.[0-9] s"):
         Capture(src, fast_cfg(open_timeout_s=0.2)).start()
     assert time.monotonic() - t0 < 1.0 and src.opens >= 3
 
