@@ -165,7 +165,11 @@ class Runner:
                     actuators.set_fault(True)
                 retried.append(True)
 
-            capture.start(on_retry=show_fault_while_opening)
+            try:
+                capture.start(on_retry=show_fault_while_opening)
+            except DoorguardError:
+                self.stop_reason = f"source {source.name} never opened"
+                raise
             fault = bool(retried)  # cleared by the loop once frames flow
             log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
             notifier.ready(f"watching {source.name}")
