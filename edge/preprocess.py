@@ -7,12 +7,13 @@ what the Pi feeds it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .manifest import InputSpec
+from .manifest import InputSpec, QuantParams
 from .types import Box
 
 
@@ -105,10 +106,30 @@ def prepare(image: np.ndarray, spec: InputSpec, dtype: str | None = None):
         (1 x H x W x C tensor, Transform back to frame pixels).
     """
     resized, tf = resize_for(image, spec)
-    x = normalize(resized, spec)
     if dtype is not None and dtype != spec.dtype:
         spec = spec.model_copy(update={"dtype": dtype})
+    if spec.dtype != "float32" and spec.quant is not None and resized.dtype == np.uint8 \
+            and resized.ndim == 3 and resized.shape[2] == 3:
+        # Integer input: each output value depends only on the pixel value and its
+        # channel, so a 256-entry table per channel built by normalize+quantize
+        # themselves gives the same bytes ~10x faster than float arithmetic on
+        # the whole frame (the biggest non-inference cost per frame).
+        lut = _quant_lut(spec.scale, tuple(np.ravel(spec.mean).tolist()), tuple(np.ravel(spec.std).tolist()),
+                         spec.dtype, spec.quant.scale, spec.quant.zero_point, resized.shape[2])
+        q = cv2.LUT(np.ascontiguousarray(resized), lut)
+        return q.view(np.int8 if spec.dtype == "int8" else np.uint8)[None], tf
+    x = normalize(resized, spec)
     return quantize(x, spec)[None], tf
+
+
+@functools.lru_cache(maxsize=64)
+def _quant_lut(scale: float, mean: tuple, std: tuple, dtype: str, qscale: float, zero_point: int,
+               channels: int) -> np.ndarray:
+    """uint8 -> quantized tensor byte per channel (256 x 1 x C, as cv2.LUT wants), via normalize+quantize."""
+    spec = InputSpec.model_construct(scale=scale, mean=list(mean), std=list(std), dtype=dtype,
+                                     quant=QuantParams(scale=qscale, zero_point=zero_point))
+    values = np.repeat(np.arange(256, dtype=np.uint8).reshape(256, 1, 1), channels, axis=2)
+    return np.ascontiguousarray(quantize(normalize(values, spec), spec).view(np.uint8))
 
 
 def crop_with_margin(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
