@@ -53,12 +53,16 @@ class Runner:
         pin_factory: gpiozero pin factory for the actuators (None: gpiozero's default).
         actuators / notifier: ready-made objects (tests pass fakes).
         detector_interpreter / classifier_interpreter: interpreter stubs.
+        drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
+            started alert/compliant pattern to finish before switching outputs off
+            (the command line does; a signal always stops at once).
     """
 
     def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
                  annotate: str | None = None, *, source: Any = None, pin_factory: Any = None,
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
-                 classifier_interpreter: Any = None, clock: Callable[[], float] = time.monotonic):
+                 classifier_interpreter: Any = None, clock: Callable[[], float] = time.monotonic,
+                 drain_outputs: bool = False):
         self.cfg = cfg
         self.spec = source_spec or cfg.source.spec
         self.max_frames = max_frames
@@ -69,6 +73,10 @@ class Runner:
         self._notifier = notifier
         self._interps = (detector_interpreter, classifier_interpreter)
         self.clock = clock
+        # End of a clip or --max-frames: let a started LED/buzzer pattern finish
+        # before switching everything off (a signal stops at once).
+        self.drain_outputs = drain_outputs
+        self._outputs_busy_until = 0.0
         self.stop_event = threading.Event()
         self.frames = 0
         self.events_by_verdict: Counter = Counter()
@@ -138,6 +146,7 @@ class Runner:
         fault = False
         error: DoorguardError | None = None
         started = None
+        loop_end = None
         try:
             actuators = self._make_actuators()
             log.info("models: detector %s (%s), classifier %s; %d interpreter thread(s), backend %s",
@@ -254,6 +263,12 @@ class Runner:
                     elapsed = time.perf_counter() - started
                     notifier.status(f"{self.frames} frames, {self.frames / elapsed:.1f} fps, "
                                     f"{self.alerts} alerts, dropped {capture.dropped}")
+            loop_end = time.perf_counter()
+            if self.drain_outputs and error is None and not self.stop_event.is_set():
+                wait = min(5.0, self._outputs_busy_until - self.clock())
+                if wait > 0:
+                    log.info("waiting %.1f s for the last LED/buzzer pattern to finish", wait)
+                    self.stop_event.wait(wait)
         finally:
             if self.stop_event.is_set() and self.stop_reason == "not started":
                 self.stop_reason = "stopped"
@@ -267,6 +282,7 @@ class Runner:
                 web.close()
             if actuators is not None:
                 actuators.close()
+                self._log_mock_pins()
             if publisher is not None:
                 # After the outputs are off: close() may wait ~2 s for PUBACKs of the last events.
                 publisher.close()
@@ -274,11 +290,40 @@ class Runner:
                 writer.close()
             if store is not None:
                 store.close()
-            elapsed = (time.perf_counter() - started) if started else 0.0
+            # FPS counts the loop only, not the wait for the last pattern.
+            elapsed = ((loop_end if loop_end else time.perf_counter()) - started) if started else 0.0
             self._summary(elapsed, capture, pipeline, writer)
         if error is not None:
             raise error
         return 0
+
+    def _log_mock_pins(self) -> None:
+        """On gpiozero's mock pins (no Pi: ``make run``), log each output pin's history:
+        when it went on and for how long, so a dry run shows what the LEDs and buzzer did."""
+        try:
+            from gpiozero import Device
+            from gpiozero.pins.mock import MockFactory
+        except ImportError:
+            return
+        factory = self._pin_factory or Device.pin_factory
+        if not isinstance(factory, MockFactory):
+            return
+        names = {getattr(self.cfg.gpio, k): k for k in ("red_led", "green_led", "buzzer", "mute_button")}
+        for info, pin in sorted(factory.pins.items(), key=lambda kv: kv[1].info.name):
+            t, on_at, spans = 0.0, None, []
+            for st in pin.states[1:]:
+                t += st.timestamp  # MockPin stores the time since the previous change
+                if st.state and on_at is None:
+                    on_at = t
+                elif not st.state and on_at is not None:
+                    spans.append((on_at, t - on_at))
+                    on_at = None
+            number = next((n for n in info.names if isinstance(n, int)), None)
+            role = names.get(number, "pin")
+            shown = ", ".join(f"{a:.2f}+{d:.2f}" for a, d in spans[:8]) + (" ..." if len(spans) > 8 else "")
+            log.info("mock pin %s (%s): %d on-period(s)%s%s; now %s", info.name, role, len(spans),
+                     f" at s+dur: {shown}" if spans else "", " (still on)" if on_at is not None else "",
+                     "on" if pin.state else "off")
 
     def _status(self) -> dict:
         """The runner's state for the web page (called from its thread, never by the loop)."""
@@ -314,10 +359,14 @@ class Runner:
             if ev.alerted:
                 self.alerts += 1
                 actuators.alert()
+                self._outputs_busy_until = max(self._outputs_busy_until,
+                                               self.clock() + self.cfg.gpio.alert_seconds)
             else:
                 self.suppressed += 1
         elif ev.verdict == Verdict.COMPLIANT:
             actuators.compliant()
+            self._outputs_busy_until = max(self._outputs_busy_until,
+                                           self.clock() + self.cfg.gpio.compliant_seconds)
         return row
 
     def _summary(self, elapsed: float, capture, pipeline, writer) -> None:
@@ -344,7 +393,7 @@ class Runner:
 def main(args: argparse.Namespace) -> int:
     """``doorguard run``: load the config, wire the loop, stop cleanly on SIGTERM/SIGINT."""
     cfg = config_mod.load(args.config)
-    runner = Runner(cfg, args.source, args.max_frames, args.annotate)
+    runner = Runner(cfg, args.source, args.max_frames, args.annotate, drain_outputs=True)
     previous = {}
 
     def on_signal(signum, _frame):

@@ -316,3 +316,24 @@ def test_missing_video_device_is_named():
 
     with pytest.raises(SourceError, match="/dev/video97: no such device"):
         OpenCVSource("/dev/video97", True).open()
+
+
+def test_end_of_clip_lets_the_last_pattern_finish(tmp_path):
+    """The command line waits for a started pattern at the end of a clip; FPS excludes the wait."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    factory = MockFactory(pin_class=MockPWMPin)
+    try:
+        extra = ("[gpio]\nalert_on_seconds = 0.05\nalert_off_seconds = 0.05\nalert_repeats = 3\n"
+                 "compliant_seconds = 0.3\n")
+        cfg = config.load(cfg_for(tmp_path, extra))
+        r = service.Runner(cfg, source=ListSource(doorway()), pin_factory=factory, notifier=FakeNotifier(),
+                           detector_interpreter=BlobDetectorInterpreter(),
+                           classifier_interpreter=ColourClassifierInterpreter(), drain_outputs=True)
+        assert r.run() == 0
+        green = factory.pin(cfg.gpio.green_led)
+        on = [s for s in green.states[1:]]
+        # Went on, and went off by itself after ~compliant_seconds (not cut short by close()).
+        assert [s.state for s in on] == [True, False] and on[1].timestamp >= 0.25
+    finally:
+        factory.close()
