@@ -266,11 +266,18 @@ def real_runner(cfg, tmp_path, spec, **kw):
 
 
 @pytest.mark.slow
-def test_demo_with_default_models(default_models, tmp_path, caplog):
+def test_demo_with_default_models(default_models, tmp_path, caplog, monkeypatch):
     """`make run`'s path: real detections on the demo clip, a violation and a compliant verdict."""
+    from edge import runtime
+
+    built = []
+    real_load = runtime.load_interpreter
+    monkeypatch.setattr(runtime, "load_interpreter", lambda *a, **k: built.append(a) or real_load(*a, **k))
     caplog.set_level("INFO")
     r, act = real_runner(default_models, tmp_path, "demo")
     assert r.run() == 0
+    assert len(built) == 2  # one interpreter per model, built once for the whole run
+    assert all(a[1] == default_models.models.num_threads for a in built)
     assert r.stop_reason == "end of source"
     assert r.events_by_verdict["violation"] >= 1, caplog.text
     assert r.events_by_verdict["compliant"] >= 1, caplog.text
