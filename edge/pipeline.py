@@ -9,7 +9,6 @@ people in view cheap on a Pi.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,36 +23,50 @@ from .types import Classification, Detection, Frame
 
 
 class LatencyStats:
-    """Per-stage latency samples (milliseconds), bounded, with percentiles."""
+    """Per-stage latency samples (milliseconds) with percentiles.
 
-    def __init__(self, max_samples: int = 100_000):
-        self._samples: dict[str, deque] = {}
+    Each stage keeps the newest ``max_samples`` in a fixed float32 ring buffer
+    (32 KiB per stage by default), so a service running for months uses the
+    same memory on day 90 as on day 1; ``count`` is the total ever recorded.
+    """
+
+    def __init__(self, max_samples: int = 8192):
         self._max = max_samples
+        self._buf: dict[str, np.ndarray] = {}
+        self._n: dict[str, int] = {}
 
     def add(self, stage: str, ms: float) -> None:
-        self._samples.setdefault(stage, deque(maxlen=self._max)).append(ms)
+        buf = self._buf.get(stage)
+        if buf is None:
+            buf = self._buf[stage] = np.zeros(self._max, np.float32)
+            self._n[stage] = 0
+        buf[self._n[stage] % self._max] = ms
+        self._n[stage] += 1
 
     def stages(self) -> list[str]:
-        return list(self._samples)
+        return list(self._buf)
 
     def count(self, stage: str) -> int:
-        return len(self._samples.get(stage, ()))
+        return self._n.get(stage, 0)
+
+    def _data(self, stage: str) -> np.ndarray:
+        n = self._n.get(stage, 0)
+        return self._buf[stage][: min(n, self._max)].astype(np.float64) if n else np.zeros(0)
 
     def percentiles(self, stage: str, ps=(50, 90, 99)) -> dict[int, float]:
-        data = self._samples.get(stage)
-        if not data:
+        data = self._data(stage)
+        if not data.size:
             return {}
-        arr = np.asarray(data, dtype=np.float64)
-        return {p: float(np.percentile(arr, p)) for p in ps}
+        return {p: float(np.percentile(data, p)) for p in ps}
 
     def mean(self, stage: str) -> float:
-        data = self._samples.get(stage)
-        return float(np.mean(np.asarray(data))) if data else 0.0
+        data = self._data(stage)
+        return float(data.mean()) if data.size else 0.0
 
     def summary(self) -> list[str]:
-        """One line per stage: n, mean, p50/p90/p99 in ms."""
+        """One line per stage: n, mean, p50/p90/p99 in ms (over the newest samples)."""
         lines = []
-        for s in self._samples:
+        for s in self._buf:
             p = self.percentiles(s)
             lines.append(f"{s:<9} n={self.count(s):<6d} mean={self.mean(s):7.2f} ms  "
                          f"p50={p[50]:7.2f}  p90={p[90]:7.2f}  p99={p[99]:7.2f}")

@@ -104,3 +104,11 @@ def test_latency_percentiles():
     assert p[50] == pytest.approx(50.5) and p[99] == pytest.approx(99.01)
     assert s.mean("detect") == pytest.approx(50.5)
     assert s.summary()[0].startswith("detect")
+
+
+def test_latency_memory_is_bounded():
+    s = LatencyStats(max_samples=10)
+    for v in range(25):
+        s.add("x", float(v))
+    assert s.count("x") == 25
+    assert s.percentiles("x", (0, 100)) == {0: 15.0, 100: 24.0}  # the newest 10
