@@ -89,10 +89,10 @@ class EventStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            self.db.execute("DELETE FROM events WHERE time < ?", (clock() - cfg.keep_days * 86400,))
             self.db.commit()
         except sqlite3.Error as e:
             raise StateError(f"event database {self.path} is unusable: {e}") from e
+        self.prune_events()
         if self.snapshots_on:
             try:
                 self.snap_dir.mkdir(exist_ok=True)
@@ -127,6 +127,28 @@ class EventStore:
             if self.write_errors == 1 or self.write_errors % 100 == 0:
                 log.error("cannot record event (%d failed so far): %s", self.write_errors, e)
             return None
+
+    def prune_events(self) -> int:
+        """Delete events older than ``keep_days`` (at start-up and hourly from the loop).
+
+        Returns:
+            Rows deleted (0 when the database refused; logged).
+        """
+        try:
+            with self._lock:
+                n = self.db.execute("DELETE FROM events WHERE time < ?",
+                                    (self.clock() - self.cfg.keep_days * 86400,)).rowcount
+                self.db.commit()
+            return n
+        except sqlite3.Error as e:
+            log.error("cannot prune old events: %s", e)
+            return 0
+
+    def housekeeping(self) -> None:
+        """Retention for a long run: old events and snapshots go (call it now and then)."""
+        self.prune_events()
+        if self.snapshots_on:
+            self.prune_snapshots()
 
     def recent(self, limit: int = 100) -> list[dict]:
         """Newest events first, as dicts (for tests, doctor and the status page; any thread)."""

@@ -183,7 +183,7 @@ class Runner:
             log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
             notifier.ready(f"watching {source.name}")
             started = time.perf_counter()
-            last_status = self.clock()
+            last_status = last_housekeeping = self.clock()
             verdicts: dict[int, str] = {}
             losses_seen = 0
             while not self.stop_event.is_set():
@@ -258,6 +258,9 @@ class Runner:
                              time.perf_counter() - started)
                 self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
                 notifier.watchdog()
+                if store is not None and now - last_housekeeping >= 3600.0:
+                    last_housekeeping = now
+                    store.housekeeping()
                 if now - last_status >= 10.0:
                     last_status = now
                     elapsed = time.perf_counter() - started

@@ -135,3 +135,14 @@ def test_unwritable_state_dir(tmp_path):
             EventStore(ro / "sub", EventsConfig())
     finally:
         ro.chmod(0o700)
+
+
+def test_housekeeping_prunes_during_a_long_run(tmp_path):
+    now = [0.0]
+    s = EventStore(tmp_path, EventsConfig(keep_days=1), clock=lambda: now[0])
+    s.add(ev(1))
+    now[0] = 0.5 * 86400
+    s.add(ev(2))
+    now[0] = 1.2 * 86400
+    s.housekeeping()
+    assert [r["track"] for r in s.recent()] == [2]
