@@ -293,7 +293,8 @@ def systems(peers_dir: Path, classifier=None, cfg=None) -> list:
         out.append(System(
             f"{name}{suffix}",
             lambda t, n=name: pipeline_for(_factory(n, peers_dir, t), classifier, cfg).predict,
-            DEFAULT_THRESHOLDS[name], meta(name, cls_meta)))
+            DEFAULT_THRESHOLDS[name], meta(name, cls_meta),
+            lambda t, n=name: pipeline_for(_factory(n, peers_dir, t), None, cfg).predict))
     for name in ("aizoo-facemask", "ultraface-rfb-640-masked"):
         out.append(System(f"{name}-own-classes", lambda t, n=name: _factory(n, peers_dir, t).predict,
                           DEFAULT_THRESHOLDS[name], meta(name)))

@@ -50,7 +50,8 @@ def doorguard_systems(cfg, detector: Path, classifier: Path | None, precisions=(
         out.append(System(
             f"doorguard-{prec}",
             lambda t, f=use_float, c=cls: pipeline_for(Detector(detector, score_threshold=t, use_float=f), c, cfg).predict,
-            man.score_threshold or 0.3, meta))
+            man.score_threshold or 0.3, meta,
+            lambda t, f=use_float: pipeline_for(Detector(detector, score_threshold=t, use_float=f), None, cfg).predict))
     return out
 
 

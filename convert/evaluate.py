@@ -398,12 +398,16 @@ class System:
         make: detector score threshold -> ``predict(rgb) -> list[Prediction]``.
         default_threshold: the threshold its authors' demo uses (or the manifest's).
         meta: what to record about it (models, hashes, input size).
+        make_detector: the same without the classifier, for threshold sweeps (the
+            classifier changes no box; skipping it saves classifying every
+            low-score box); None uses ``make``.
     """
 
     name: str
     make: Callable[[float], Callable[[np.ndarray], list[Prediction]]]
     default_threshold: float
     meta: dict
+    make_detector: Callable[[float], Callable[[np.ndarray], list[Prediction]]] | None = None
 
 
 SWEEP = [round(float(t), 3) for t in np.arange(0.05, 0.951, 0.025)]
@@ -432,7 +436,8 @@ def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating:
         choice = None
         thr = sys_.default_threshold
         if tune_on is not None:
-            cache = collect(tune_on, sys_.make(min(SWEEP)), progress, desc=f"{sys_.name} sweep")
+            make = sys_.make_detector or sys_.make
+            cache = collect(tune_on, make(min(SWEEP)), progress, desc=f"{sys_.name} sweep")
             choice = pick_threshold(threshold_sweep(cache, SWEEP), max_false_per_image)
             thr = choice["threshold"]
             log.info("%s: threshold %.3f chosen on the tuning set (recall %.3f, %.3f false/image)",
