@@ -307,6 +307,15 @@ def make_source(spec: str, cfg: SourceConfig | None = None) -> FrameSource:
     )
 
 
+def _frame_problem(image) -> str | None:
+    """Why an array is not an H x W x 3 uint8 frame, or None when it is one."""
+    if not isinstance(image, np.ndarray):
+        return f"got {type(image).__name__}, not an array"
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+        return f"array {image.shape} {image.dtype}, expected H x W x 3 uint8"
+    return None
+
+
 # ---- capture thread ----------------------------------------------------------------------
 
 class Capture:
@@ -486,7 +495,22 @@ class Capture:
                         return
                     continue
                 if image is None:
-                    return
+                    if not self.source.live:
+                        return
+                    # A camera never "ends": None from a live driver is a lost camera, not
+                    # the end of the run (exit 0 would keep systemd from restarting us).
+                    if not self._reconnect(SourceLost(f"{self.source.name} returned no frame")):
+                        return
+                    continue
+                bad = _frame_problem(image)
+                if bad:
+                    # A garbage frame must not reach the models (MAX_MODEL_FAILURES would stop
+                    # the run as a model fault); a camera that sends only garbage times out
+                    # as lost (read_timeout_s) and shows the fault pattern.
+                    self.unreadable += 1
+                    if self.unreadable == 1 or self.unreadable % 100 == 0:
+                        log.warning("invalid frame skipped (%d so far): %s", self.unreadable, bad)
+                    continue
                 if pace:
                     next_at += pace
                     delay = next_at - self.clock()
