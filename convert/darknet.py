@@ -595,7 +595,20 @@ def _keras_layers():
         def call(self, x, s):
             return x * s
 
-    return keras, Upsample, ChannelSlice, ScaleChannels
+    class ClipLogits(keras.layers.Layer):
+        """Clamp raw head logits to [-limit, limit] (int8 model only, see build_keras)."""
+
+        def __init__(self, limit: float, **kw):
+            super().__init__(**kw)
+            self.limit = float(limit)
+
+        def call(self, x):
+            return keras.ops.clip(x, -self.limit, self.limit)
+
+        def get_config(self):
+            return {**super().get_config(), "limit": self.limit}
+
+    return keras, Upsample, ChannelSlice, ScaleChannels, ClipLogits
 
 
 def _activation_layer(keras, act: str, name: str, dtype: str = "float32"):
@@ -612,15 +625,23 @@ def _activation_layer(keras, act: str, name: str, dtype: str = "float32"):
     raise DataError(f"unsupported activation {act}")
 
 
-def build_keras(network: Network, weights: dict[int, ConvWeights], dtype: str = "float32"):
+def build_keras(network: Network, weights: dict[int, ConvWeights], dtype: str = "float32",
+                clip_heads: float | None = None):
     """Build the float Keras model: input 1 x H x W x C (RGB, 0..1), one output per yolo head.
 
     Outputs are the raw conv outputs feeding each yolo layer (NHWC), named
     ``head_<stride>`` (``head_<stride>_<n>`` if two heads share a stride),
     in cfg order. ``dtype="float64"`` builds the same graph in double precision
     (parity tests use it to separate graph errors from float32 rounding).
+
+    ``clip_heads=L`` clamps each head to [-L, L] (for the int8 model). A head's
+    int8 output has one scale for all its channels; darknet's objectness/class
+    logits reach -30..+20 while the box channels stay within about +-3, so the
+    raw range wastes most of the 256 levels. Beyond +-10 nothing decodes
+    differently: sigmoid is within 5e-5 of 0 or 1, and exp(10) is a box 22000
+    anchors wide (edge/yolo.py clips tw/th at +-20 anyway).
     """
-    keras, Upsample, ChannelSlice, ScaleChannels = _keras_layers()
+    keras, Upsample, ChannelSlice, ScaleChannels, ClipLogits = _keras_layers()
     inp = keras.Input(shape=(network.height, network.width, network.channels), batch_size=1, name="image", dtype=dtype)
     outs: list[Any] = []
 
@@ -692,6 +713,9 @@ def build_keras(network: Network, weights: dict[int, ConvWeights], dtype: str = 
             pass  # decoding happens in float on the host (edge/yolo.py)
         outs.append(x)
     heads = [outs[hd.conv_index] for hd in network.heads]
+    if clip_heads:
+        heads = [ClipLogits(clip_heads, name=f"{n}_clip", dtype=dtype)(h)
+                 for n, h in zip(head_names(network), heads)]
     return keras.Model(inp, heads, name="darknet")
 
 

@@ -31,6 +31,8 @@ DEFAULT_MIN_AGREEMENT = 0.9
 # ~1e-4 on yolov3-tiny-sized heads (see tests); a wrong layer gives >> 1e-2.
 REFERENCE_TOLERANCE = 1e-3
 MAP_SCORE_THRESHOLD = 0.005
+# int8 heads are clamped to +-this before quantization (see darknet.build_keras).
+DEFAULT_CLIP_LOGITS = 10.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=0.25,
                    help="detection score threshold for the agreement and the manifest (default 0.25)")
     p.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--clip-logits", type=float, default=DEFAULT_CLIP_LOGITS,
+                   help="clamp the int8 model's raw head outputs to +-this before quantization, for a "
+                        f"finer output scale (default {DEFAULT_CLIP_LOGITS:g}; 0 keeps the raw range)")
     p.add_argument("--reference-images", type=int, default=8,
                    help="images for the float-vs-OpenCV parity check (0 skips it; default 8)")
 
@@ -117,7 +122,8 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
             input_size: tuple[int, int] | None = None, val: Path | None = None,
             min_agreement: float = DEFAULT_MIN_AGREEMENT, input_dtype: str = "int8",
             calib_limit: int = 500, report_limit: int = 300, score_threshold: float = 0.25,
-            nms_iou: float = 0.45, reference_images: int = 8, progress: bool = True) -> ConversionResult:
+            nms_iou: float = 0.45, reference_images: int = 8, progress: bool = True,
+            clip_logits: float = DEFAULT_CLIP_LOGITS) -> ConversionResult:
     """Convert, verify, report. See the module docstring.
 
     Raises:
@@ -176,7 +182,10 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
     with quiet:
         float_bytes = quantize.to_tflite_float(model)
     float_path.write_bytes(float_bytes)
-    _stage(f"converting to full-integer int8 TFLite ({len(representative)} calibration images)", t0)
+    _stage(f"converting to full-integer int8 TFLite ({len(representative)} calibration images"
+           + (f", heads clamped to +-{clip_logits:g}" if clip_logits else "") + ")", t0)
+    if clip_logits:
+        model = darknet.build_keras(net, wts, clip_heads=clip_logits)
     with contextlib.redirect_stdout(io.StringIO()):
         int8_bytes = quantize.to_tflite_int8(model, representative, input_dtype=input_dtype,
                                              count=len(representative), progress=progress)
@@ -214,7 +223,7 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
     write_manifest(manifest, manifest_path)
 
     report = evaluate(manifest_path, net, cfg, weights, calib_files if val is None else None, val,
-                      report_limit, reference_images, progress, t0)
+                      report_limit, reference_images, progress, t0, clip_logits)
     report["calibration"] = {"source": str(calib), "images": len(images), "skipped_unreadable": skipped}
     report["sizes_bytes"] = {"int8": len(int8_bytes), "float32": len(float_bytes)}
     report["min_agreement"] = min_agreement
@@ -241,7 +250,7 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
 
 def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_files: list[Path] | None,
              val: Path | None, limit: int, reference_images: int, progress: bool,
-             t0: float) -> dict[str, Any]:
+             t0: float, clip_logits: float | None = None) -> dict[str, Any]:
     """Run float and int8 through edge's Detector; head error, agreement, mAP, OpenCV parity."""
     from edge import yolo
     from edge.models import Detector
@@ -270,13 +279,16 @@ def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_file
     float_heads, int8_heads = [], []
     dets_f, dets_q, low_f, low_q = [], [], [], []
     ref_inputs: list[np.ndarray] = []
+    ref_float: list[dict[str, np.ndarray]] = []  # unclamped float heads of ref_inputs
     from tqdm import tqdm
 
     for img in tqdm(images, desc="float vs int8", unit="img", disable=not progress):
         xf, tf = det_f.preprocess(img)
         xq, _ = det_q.preprocess(img)
         hf, hq = det_f.infer(xf), det_q.infer(xq)
-        float_heads.append(hf)
+        # head error is measured against the float model clamped like the int8 one
+        float_heads.append({k: np.clip(v, -clip_logits, clip_logits) for k, v in hf.items()}
+                           if clip_logits else hf)
         int8_heads.append(hq)
         dets_f.append(decode(det_f, hf, tf, det_f.score_threshold))
         dets_q.append(decode(det_q, hq, tf, det_q.score_threshold))
@@ -284,11 +296,13 @@ def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_file
         low_q.append(decode(det_q, hq, tf, MAP_SCORE_THRESHOLD))
         if len(ref_inputs) < reference_images:
             ref_inputs.append(xf[0])
+            ref_float.append(hf)
 
     report: dict[str, Any] = {
         "evaluation": {"source": where, "images": len(images), "skipped_unreadable": skipped,
                        "score_threshold": det_q.score_threshold, "nms_iou": det_q.nms_iou},
         "head_error": detect_report.head_errors(float_heads, int8_heads, scales),
+        "int8_head_clip": clip_logits or None,
         "agreement": detect_report.agreement(dets_q, dets_f, iou=0.5),
         "detections": {"float": int(sum(len(d) for d in dets_f)), "int8": int(sum(len(d) for d in dets_q))},
     }
@@ -325,7 +339,7 @@ def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_file
         except DataError as e:
             report["reference"] = {"skipped": str(e)}
         else:
-            diffs = [float(np.abs(r - np.concatenate([float_heads[i][o.name] for i in range(len(ref_inputs))])).max())
+            diffs = [float(np.abs(r - np.concatenate([h[o.name] for h in ref_float])).max())
                      for r, o in zip(ref, det_f.heads)]
             import cv2
 
@@ -341,7 +355,9 @@ def format_report(r: dict[str, Any], name: str) -> str:
     ev = r["evaluation"]
     lines.append(f"  evaluated on {ev['images']} images from {ev['source']} (score >= {ev['score_threshold']},"
                  f" NMS IoU {ev['nms_iou']})")
-    lines.append("  per-head output error, int8 vs float:")
+    clip = r.get("int8_head_clip")
+    lines.append("  per-head output error, int8 vs float" + (f" (int8 heads clamped to +-{clip:g}; float "
+                                                             f"clamped alike for this table)" if clip else "") + ":")
     lines.append(f"    {'output':32s} {'max LSB':>8s} {'mean LSB':>9s} {'max abs':>9s} {'mean abs':>9s} {'|float| max':>11s}")
     for k, e in r["head_error"].items():
         lines.append(f"    {k:32s} {e['max_lsb']:8.1f} {e['mean_lsb']:9.3f} {e['max_abs']:9.4f} "
@@ -382,7 +398,9 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
     if args.calib_limit < 1 or args.report_limit < 1:
         raise UsageError("--calib-limit and --report-limit must be positive")
+    if args.clip_logits < 0:
+        raise UsageError(f"--clip-logits must be 0 (off) or positive, got {args.clip_logits}")
     convert(args.cfg, args.weights, args.names, args.calib, args.out, parse_size(args.input), args.val,
             args.min_agreement, args.input_dtype, args.calib_limit, args.report_limit,
-            args.score_threshold, args.nms_iou, args.reference_images)
+            args.score_threshold, args.nms_iou, args.reference_images, clip_logits=args.clip_logits)
     return 0

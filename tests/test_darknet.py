@@ -170,6 +170,16 @@ def test_heads_are_separate_raw_outputs_in_cfg_order(tmp_path):
     assert [tuple(o.shape) for o in model.outputs] == [(1, 8, 12, 14), (1, 16, 24, 21)]
 
 
+def test_clip_heads_clamps_only_the_outputs(tmp_path):
+    _, _, net, w = write_model(tmp_path, ALL_LAYERS_CFG, seed=3)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 32, 48, 3)).astype(np.float32)
+    raw = _predict(darknet.build_keras(net, w), x)
+    clipped = _predict(darknet.build_keras(net, w, clip_heads=0.3), x)
+    for r, c in zip(raw, clipped):
+        assert np.abs(r).max() > 0.3
+        np.testing.assert_allclose(c, np.clip(r, -0.3, 0.3), atol=1e-6)
+
+
 def test_batchnorm_folding_uses_darknet_epsilon():
     layer = darknet.Layer(0, "convolutional", 1, (1, 1, 1),
                           dict(filters=1, size=1, stride=1, pad=0, groups=1, batch_normalize=True,

@@ -99,6 +99,7 @@ def test_report_in_manifest(converted):
     assert 0 <= r["map"]["float"] <= 1 and r["map"]["gt_boxes"] == 12
     assert r["reference"]["max_abs"] < 1e-4  # float TFLite vs OpenCV darknet
     assert r["sizes_bytes"]["int8"] < r["sizes_bytes"]["float32"]
+    assert r["int8_head_clip"] == 10.0
 
 
 def test_detector_runs_both_models(converted):
