@@ -87,9 +87,13 @@ class Runner:
         self.summary_lines: list[str] = []
 
     def request_stop(self, reason: str) -> None:
+        """Stop the loop (from a signal handler): also cuts short a camera still being opened."""
         if not self.stop_event.is_set():
             self.stop_reason = reason
             self.stop_event.set()
+            cap = getattr(self, "_capture", None)
+            if cap is not None:
+                cap.request_stop()
 
     # -- start-up -------------------------------------------------------------------------
     def _build(self):
@@ -177,6 +181,8 @@ class Runner:
             try:
                 capture.start(on_retry=show_fault_while_opening)
             except DoorguardError:
+                if self.stop_event.is_set():
+                    return 0  # SIGTERM while the camera was still opening: a clean stop
                 self.stop_reason = f"source {source.name} never opened"
                 raise
             fault = bool(retried)  # cleared by the loop once frames flow

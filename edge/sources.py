@@ -392,6 +392,10 @@ class Capture:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Ask the thread (or a ``start`` still retrying) to stop; safe from a signal handler."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop the thread and close the source (idempotent)."""
         self._stop.set()

@@ -344,3 +344,16 @@ def test_end_of_clip_lets_the_last_pattern_finish(tmp_path):
         assert [s.state for s in on] == [True, False] and on[1].timestamp >= 0.25
     finally:
         factory.close()
+
+
+def test_signal_while_camera_is_opening_stops_cleanly(tmp_path):
+    src = ListSource([], live=True, fail_open=10**6)
+    extra = "[source]\nopen_timeout_s = 30.0\nreconnect_initial_s = 0.5\nreconnect_max_s = 5.0\n"
+    r, act, _ = runner(tmp_path, [], extra, source=src)
+    threading.Timer(0.3, r.request_stop, ("SIGTERM",)).start()
+    import time as _t
+
+    t0 = _t.monotonic()
+    assert r.run() == 0
+    assert _t.monotonic() - t0 < 3.0 and r.stop_reason == "SIGTERM"
+    assert act.names()[-1] == "close"
