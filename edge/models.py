@@ -20,6 +20,12 @@ def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dic
     mapping: dict[str, str] = {}
     for spec in specs:
         if spec.name in model.outputs:
+            # Found by name: the model must still have the shape the manifest promises, or
+            # labels/anchors would be read off the wrong channels (a half-working loop).
+            got = [int(v) for v in model.outputs[spec.name]["shape"]]
+            if got != list(spec.shape):
+                raise ModelError(f"{where}: output {spec.name} has shape {got} in the model, "
+                                 f"but the manifest says {spec.shape}")
             mapping[spec.name] = spec.name
             continue
         same = [n for n, d in model.outputs.items() if list(d["shape"]) == list(spec.shape)]
