@@ -303,8 +303,8 @@ def test_camera_gone_for_good_gives_up():
 
 
 def test_silent_camera_counts_as_lost():
+    """A live camera that blocks in read() without delivering counts as lost after read_timeout_s."""
     t = [0.0]
-
     src = ListSource(imgs(1), live=True)
     cap = Capture(src, fast_cfg(read_timeout_s=1.0), clock=lambda: t[0])
     cap._thread = object()  # pretend started; only the timeout logic is under test
