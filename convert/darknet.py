@@ -445,6 +445,8 @@ def read_header(data: bytes, path: str = "weights") -> WeightsHeader:
             raise DataError(f"weights file {path} is only {len(data)} bytes: truncated header")
         (seen,) = struct.unpack_from("<q", data, 12)
     else:
+        if len(data) < 16:
+            raise DataError(f"weights file {path} is only {len(data)} bytes: truncated header")
         (seen,) = struct.unpack_from("<i", data, 12)
     return WeightsHeader(major, minor, revision, seen)
 

@@ -124,8 +124,11 @@ def _find_image(voc: Path, stem: str, filename: str | None) -> Path | None:
     for d in dirs:
         for n in names:
             p = d / n
-            if p.is_file():
-                return p
+            try:
+                if p.is_file():
+                    return p
+            except OSError:  # a <filename> too long for the file system: not this one
+                continue
     return None
 
 

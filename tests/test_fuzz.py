@@ -1,0 +1,411 @@
+"""Bad-input fuzzing (hypothesis): every case ends in success or a DoorguardError.
+
+Targets: the config TOML (edge.config.parse/load/all_errors), darknet cfg text
+(convert.darknet.load_network), weights files of random length
+(convert.darknet.read_weights), VOC xml (convert.dataset.parse_voc and the
+eval's convert.evaluate.load_voc), image bytes (convert.images.read_rgb and
+edge.sources.FolderSource). Inputs are partly random text/bytes and partly
+built from the real grammar (known keys and sections with wrong values), which
+reaches much deeper than noise. The number of cases run is printed at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convert import darknet
+from convert.dataset import parse_voc
+from convert.evaluate import load_voc
+from convert.images import read_rgb
+from edge import config as config_mod
+from edge.errors import DoorguardError
+from edge.sources import FolderSource
+
+CASES: Counter = Counter()
+FUZZ = settings(max_examples=700, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                       HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_cases(request):
+    yield
+    total = sum(CASES.values())
+    line = f"fuzz cases: {total} ({', '.join(f'{k} {v}' for k, v in sorted(CASES.items()))})"
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        with capman.global_and_fixture_disabled():  # shown even without -s
+            print(f"\n{line}")
+    else:
+        print(line)
+
+
+def outcome(kind: str, fn, *args, **kw):
+    """Run one case: success or a DoorguardError; anything else fails the test (re-raised)."""
+    CASES[kind] += 1
+    try:
+        return fn(*args, **kw)
+    except DoorguardError as e:
+        assert str(e).strip(), f"{kind}: empty error message"
+        assert "\n" not in str(e).strip() or kind == "config", f"{kind}: multi-line error: {e!r}"
+        return e
+
+
+# ---- config TOML -----------------------------------------------------------------------------
+
+def _schema(model) -> dict:
+    """{section: [keys]} of the config models (the real grammar)."""
+    out = {}
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            out[name] = list(ann.model_fields)
+            for sub, f2 in ann.model_fields.items():
+                a2 = f2.annotation
+                if isinstance(a2, type) and hasattr(a2, "model_fields"):
+                    out[f"{name}.{sub}"] = list(a2.model_fields)
+    return out
+
+
+SCHEMA = _schema(config_mod.Config)
+
+toml_scalar = st.one_of(
+    st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True), st.booleans(),
+    st.text(max_size=20), st.sampled_from(["", "auto", "demo", "/dev/video0", "~", "..", "models/x.json",
+                                           "A5", "aplay", "letterbox", "nan", "inf"]),
+)
+toml_value = st.one_of(toml_scalar, st.lists(toml_scalar, max_size=4), st.dictionaries(
+    st.text(min_size=1, max_size=8), toml_scalar, max_size=3))
+
+
+def _toml_key(k: str) -> str:
+    if k and all(c.isalnum() or c in "_-" for c in k):
+        return k
+    return '"' + k.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_val(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + "".join(c if (c.isprintable() and c not in '"\\') else f"\\u{ord(c):04x}"
+                             for c in v) + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_val(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_val(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+@st.composite
+def config_texts(draw) -> str:
+    sections = draw(st.lists(st.sampled_from(sorted(SCHEMA) + ["bogus", "models.extra"]), max_size=6,
+                             unique=True))
+    lines = []
+    for sec in sections:
+        lines.append(f"[{sec}]")
+        keys = SCHEMA.get(sec, ["x"])
+        for key in draw(st.lists(st.sampled_from(keys + ["typo_key"]), max_size=5, unique=True)):
+            lines.append(f"{key} = {_toml_val(draw(toml_value))}")
+    text = "\n".join(lines) + "\n"
+    if draw(st.booleans()):  # damage it: cut, duplicate or insert a random line
+        i = draw(st.integers(0, len(text)))
+        text = text[:i] + draw(st.sampled_from(["", "[", "]]\n", "=\n", "\n[models]\n", "\x00", "key=\n",
+                                                "\ufeff", '"""', "\n[models]\ndetector = 1\n"])) + text[i:]
+    return text
+
+
+@FUZZ
+@given(config_texts())
+def test_fuzz_config_structured(text):
+    r = outcome("config", config_mod.parse, text, "fuzz.toml")
+    if isinstance(r, config_mod.Config):
+        r.state_dir()
+        r.resolve(r.models.detector)
+    errors = outcome("config", config_mod.all_errors, text, "fuzz.toml")
+    assert isinstance(errors, list)
+    assert (errors == []) == isinstance(r, config_mod.Config)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_fuzz_config_file_bytes(data):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "c.toml"
+        if isinstance(data, str):
+            p.write_text(data, encoding="utf-8", errors="surrogatepass")
+        else:
+            p.write_bytes(data)
+        outcome("config", config_mod.load, p)
+
+
+# ---- darknet cfg -----------------------------------------------------------------------------
+
+DK_KEYS = {
+    "net": ["width", "height", "channels", "batch"],
+    "convolutional": ["batch_normalize", "filters", "size", "stride", "pad", "padding", "groups", "activation",
+                      "dilation", "stride_x", "stride_y"],
+    "maxpool": ["size", "stride", "stride_x", "stride_y", "padding"],
+    "avgpool": [],
+    "route": ["layers", "groups", "group_id"],
+    "shortcut": ["from", "activation", "weights_type"],
+    "upsample": ["stride", "scale"],
+    "scale_channels": ["from", "scale_wh", "activation"],
+    "yolo": ["mask", "anchors", "classes", "num", "scale_x_y", "new_coords", "jitter"],
+    "bogus": ["x"],
+}
+dk_value = st.one_of(
+    st.integers(-3, 70).map(str), st.sampled_from(["leaky", "linear", "relu", "mish", "swish", "logistic", "",
+                                                   "1,2", "-1,-3", "0,1,2", "10,14, 23,27, 37,58", "0.5",
+                                                   "1e9", "nan", "-1", "99999999999999999999", "a"]),
+    st.lists(st.integers(-5, 20), min_size=1, max_size=6).map(lambda xs: ",".join(map(str, xs))),
+    st.text(alphabet="0123456789,.-e x", max_size=12),
+)
+
+
+@st.composite
+def darknet_texts(draw) -> str:
+    lines = ["[net]", f"width={draw(st.integers(-2, 64))}", f"height={draw(st.integers(-2, 64))}"]
+    if draw(st.booleans()):
+        lines.append(f"channels={draw(st.integers(0, 4))}")
+    for kind in draw(st.lists(st.sampled_from(sorted(DK_KEYS)), max_size=8)):
+        lines.append(f"[{kind}]")
+        for key in draw(st.lists(st.sampled_from(DK_KEYS[kind] or ["x"]), max_size=6, unique=True)):
+            lines.append(f"{key}={draw(dk_value)}")
+    text = "\n".join(lines) + "\n"
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(text)))
+        text = text[:i] + draw(st.sampled_from(["[", "]", "=", "\n=\n", "#", "[yolo", "\x00", "\ufffd",
+                                                "\n[]\n", "a b"])) + text[i:]
+    return text
+
+
+def _load_cfg_text(text: str | bytes):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "n.cfg"
+        if isinstance(text, bytes):
+            p.write_bytes(text)
+        else:
+            p.write_text(text, encoding="utf-8", errors="surrogatepass")
+        net = darknet.load_network(p)
+        darknet.head_names(net)
+        return net
+
+
+@FUZZ
+@given(darknet_texts())
+def test_fuzz_darknet_cfg_structured(text):
+    outcome("darknet_cfg", _load_cfg_text, text)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
+def test_fuzz_darknet_cfg_noise(text):
+    outcome("darknet_cfg", _load_cfg_text, text)
+
+
+# ---- darknet weights -------------------------------------------------------------------------
+
+SMALL_CFG = """\
+[net]
+width=32
+height=32
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=12
+activation=linear
+
+[yolo]
+mask=0,1
+anchors=10,14, 23,27
+classes=1
+num=2
+"""
+
+
+@pytest.fixture(scope="module")
+def small_net(tmp_path_factory):
+    d = tmp_path_factory.mktemp("w")
+    (d / "n.cfg").write_text(SMALL_CFG)
+    net = darknet.load_network(d / "n.cfg")
+    good = d / "good.weights"
+    darknet.write_weights(good, net, darknet.random_weights(net, 1))
+    return net, good.read_bytes()
+
+
+@st.composite
+def weights_bytes(draw, good: bytes) -> bytes:
+    how = draw(st.sampled_from(["random", "truncate", "extend", "header", "floats"]))
+    if how == "random":
+        return draw(st.binary(max_size=600))
+    if how == "truncate":
+        return good[:draw(st.integers(0, len(good)))]
+    if how == "extend":
+        return good + draw(st.binary(min_size=1, max_size=64))
+    if how == "header":
+        hdr = struct.pack("<iii", *draw(st.tuples(*[st.integers(-2**31, 2**31 - 1)] * 3)))
+        return hdr + good[12:]
+    # the right length, with non-finite or huge floats somewhere
+    b = bytearray(good)
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(20, len(b) - 4)) // 4 * 4
+        b[i:i + 4] = struct.pack("<f", draw(st.sampled_from([math.nan, math.inf, -math.inf, 3e38, 0.0])))
+    return bytes(b)
+
+
+def _read_weights(data: bytes, net):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "w.weights"
+        p.write_bytes(data)
+        return darknet.read_weights(p, net)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_weights_files(small_net, data):
+    net, good = small_net
+    blob = data.draw(weights_bytes(good))
+    r = outcome("weights", _read_weights, blob, net)
+    if not isinstance(r, DoorguardError):
+        _, w = r
+        assert all(np.isfinite(a).all() for d in w.values() for a in d.values())
+
+
+# ---- VOC xml ---------------------------------------------------------------------------------
+
+xml_text = st.one_of(st.sampled_from(["12", "0", "-3", "1e400", "nan", "inf", "", " 7 ", "3.5", "x", "1e-9",
+                                      "&amp;", "99999999999999999999999"]),
+                     st.text(alphabet="0123456789.-+eE ", max_size=8))
+
+
+@st.composite
+def voc_xml(draw) -> str:
+    parts = ["<annotation>"]
+    if draw(st.booleans()):
+        parts.append(f"<filename>{draw(st.sampled_from(['a.jpg', '', '../x.png', 'a' * 300, 'sub/dir.jpg']))}"
+                     "</filename>")
+    for _ in range(draw(st.integers(0, 4))):
+        obj = ["<object>"]
+        if draw(st.booleans()):
+            obj.append(f"<name>{draw(st.sampled_from(['with_mask', 'without_mask', '', ' x ', 'face']))}</name>")
+        if draw(st.integers(0, 4)):
+            obj.append("<bndbox>")
+            for k in draw(st.lists(st.sampled_from(["xmin", "ymin", "xmax", "ymax"]), max_size=5)):
+                obj.append(f"<{k}>{draw(xml_text)}</{k}>")
+            obj.append("</bndbox>")
+        obj.append("</object>")
+        parts += obj
+    parts.append("</annotation>")
+    text = "".join(parts)
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(text)))
+        text = text[:i] + draw(st.sampled_from(["<", "</object>", "&", "<!DOCTYPE x [<!ENTITY a 'b'>]>", "\x01",
+                                                "<?xml version='1.0'?>", ""])) + text[i:]
+    return text
+
+
+def _voc_folder(d: Path, xml: str | bytes, with_image: bool):
+    (d / "annotations").mkdir()
+    (d / "images").mkdir()
+    p = d / "annotations" / "img1.xml"
+    if isinstance(xml, bytes):
+        p.write_bytes(xml)
+    else:
+        p.write_text(xml, encoding="utf-8", errors="surrogatepass")
+    if with_image:
+        cv2.imwrite(str(d / "images" / "img1.jpg"), np.zeros((8, 8, 3), np.uint8))
+    return p
+
+
+@FUZZ
+@given(st.one_of(voc_xml(), st.binary(max_size=200)), st.booleans())
+def test_fuzz_voc_xml(xml, with_image):
+    with tempfile.TemporaryDirectory() as d:
+        p = _voc_folder(Path(d), xml, with_image)
+        outcome("voc_xml", parse_voc, p)
+        outcome("voc_xml", load_voc, d)
+
+
+# ---- image bytes -----------------------------------------------------------------------------
+
+def _encoded(ext: str) -> bytes:
+    img = np.zeros((12, 16, 3), np.uint8)
+    img[3:9, 4:12] = (40, 200, 90)
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+VALID = {ext: _encoded(ext) for ext in (".png", ".jpg", ".bmp", ".webp", ".tiff")}
+
+
+@st.composite
+def image_bytes(draw) -> tuple[str, bytes]:
+    ext = draw(st.sampled_from(sorted(VALID)))
+    good = VALID[ext]
+    how = draw(st.sampled_from(["random", "truncate", "flip", "prefix"]))
+    if how == "random":
+        return ext, draw(st.binary(max_size=400))
+    if how == "truncate":
+        return ext, good[:draw(st.integers(0, len(good)))]
+    if how == "prefix":
+        return ext, good[:draw(st.integers(0, 32))] + draw(st.binary(max_size=200))
+    b = bytearray(good)
+    for _ in range(draw(st.integers(1, 8))):
+        i = draw(st.integers(0, len(b) - 1))
+        b[i] ^= 1 << draw(st.integers(0, 7))
+    return ext, bytes(b)
+
+
+@FUZZ
+@given(image_bytes())
+def test_fuzz_image_bytes(case):
+    ext, data = case
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"x{ext}"
+        p.write_bytes(data)
+        r = outcome("image", read_rgb, p)
+        if isinstance(r, np.ndarray):
+            assert r.dtype == np.uint8 and r.ndim == 3 and r.shape[2] == 3
+        src = FolderSource(d)
+
+        def read_folder():
+            src.open()
+            try:
+                return src.read()
+            finally:
+                src.close()
+
+        r = outcome("image", read_folder)
+        if isinstance(r, np.ndarray):
+            assert r.dtype == np.uint8 and r.ndim == 3 and r.shape[2] == 3
