@@ -73,6 +73,10 @@ REF_MODEL = "yolov4-tiny 416"
 REF_MACS = 3.454e9
 REF_PI5_MS = 28.2  # yolov4-tiny int8 416 on a Raspberry Pi 5 (arXiv 2506.09300)
 REF_PI4_MS = 243.0  # yolov4-tiny int8 416 on a Raspberry Pi 4, 4 threads (PINTO model zoo issue 44)
+#: A small-model check of the same scaling: UltraFace RFB-320 (320x240) on a Raspberry Pi 4B,
+#: MNN int8, 4 cores: 11 ms (UltraFace README, as recorded in ../shared/models/SOURCES.md).
+SMALL_REF_PI4_MS = 11.0
+SMALL_REF_NAME = "UltraFace RFB-320 (TFLite float)"
 
 #: Stages of the per-stage table, in loop order: (key, label, runs in the capture thread).
 STAGES = [
@@ -487,12 +491,15 @@ def peer_detectors(shared: Path, cfg: Any) -> list[tuple[str, str, Callable[[], 
     ]
 
 
-def time_detectors(makers: dict[str, Callable[[], Any]], frames: list[np.ndarray],
-                   warmup: int = 2) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Median ms per frame of each detector's whole ``detect``, taking turns frame by frame.
+def time_detectors(makers: dict[str, Callable[[], Any]], frames: list[np.ndarray], warmup: int = 2,
+                   block: int = 12) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Median ms per frame of each detector's whole ``detect``, taking turns in blocks of frames.
 
-    Turns (as benchmarks/bench_darknet.py does) let a burst of load from other
-    jobs slow every detector alike, so their ratios hold even on a busy host.
+    Turns let a burst of load from other jobs slow every detector alike, so
+    their ratios hold even on a busy host. Blocks of ``block`` frames rather
+    than single frames: OpenCV's worker threads keep spinning for a moment
+    after a cv2.dnn call, which would tax whichever detector runs next. The
+    first frame of each block is a warm-up and not counted.
     Returns (results by name, reasons for the ones that could not be built).
     """
     dets, failed = {}, {}
@@ -506,12 +513,15 @@ def time_detectors(makers: dict[str, Callable[[], Any]], frames: list[np.ndarray
             failed[name] = f"{type(e).__name__}: {e}"
     ms: dict[str, list[float]] = {n: [] for n in dets}
     faces: dict[str, int] = {n: 0 for n in dets}
-    for f in frames:
+    for start in range(0, len(frames), block):
+        chunk = frames[start:start + block]
         for name, det in dets.items():
-            t0 = time.perf_counter()
-            out = det.detect(f)
-            ms[name].append((time.perf_counter() - t0) * 1000.0)
-            faces[name] += len(out)
+            det.detect(chunk[0])
+            for f in chunk:
+                t0 = time.perf_counter()
+                out = det.detect(f)
+                ms[name].append((time.perf_counter() - t0) * 1000.0)
+                faces[name] += len(out)
     res = {}
     for name in dets:
         med = statistics.median(ms[name])
@@ -1103,9 +1113,23 @@ class Bench:
                     rows.append({"name": name, "macs": count(), "host_ms": host_ms})
                 except Exception as e:  # noqa: BLE001
                     self.r["skipped"][f"MACs {name}"] = f"{type(e).__name__}: {e}"
+        dk_ms = {row["model"]: (row["ms"].get("litert_int8") or {}).get("median")
+                 for row in (self.r.get("darknet") or {}).get("rows", [])}
+        for m in self.args.darknet_manifest:
+            try:
+                from edge.manifest import load_manifest
+
+                man = load_manifest(Path(m), verify_hash=False)
+                rows.append({"name": f"{man.name} (converted darknet, int8 TFLite, "
+                                     f"{man.input.width}x{man.input.height})",
+                             "macs": tflite_macs(man.tflite_path(Path(m))), "host_ms": dk_ms.get(man.name)})
+            except Exception as e:  # noqa: BLE001
+                self.r["skipped"][f"MACs {Path(m).name}"] = f"{type(e).__name__}: {e}"
+        small = next((r["macs"] for r in rows if r["name"] == SMALL_REF_NAME), None)
         for r in rows:
             r["pi5_ms"] = REF_PI5_MS * r["macs"] / REF_MACS
             r["pi4_ms"] = REF_PI4_MS * r["macs"] / REF_MACS
+            r["pi4_small_ms"] = SMALL_REF_PI4_MS * r["macs"] / small if small else None
         det = next((r for r in rows if r.get("role") == "detector"), None)
         clf = next((r for r in rows if r.get("role") == "classifier"), None)
         frames = []
@@ -1115,8 +1139,9 @@ class Bench:
                 if k and not clf:
                     continue
                 frames.append({"faces": k, "macs": macs, "pi5_ms": REF_PI5_MS * macs / REF_MACS,
-                               "pi4_ms": REF_PI4_MS * macs / REF_MACS})
-        self.r["projection"] = {"rows": rows, "frames": frames}
+                               "pi4_ms": REF_PI4_MS * macs / REF_MACS,
+                               "pi4_small_ms": SMALL_REF_PI4_MS * macs / small if small else None})
+        self.r["projection"] = {"rows": rows, "frames": frames, "small_ref_macs": small}
         self.step("MACs counted")
 
     def web_viewer(self) -> None:
@@ -1291,6 +1316,10 @@ def render(r: dict[str, Any]) -> str:
                 add(f"| {row['role']} int8 / float file size | not measured: {row.get('float_missing', '?')} | <= 0.27 | n/a |")
     else:
         add(f"| int8 / float size | not measured: {sk.get('float vs int8', '?')} | <= 0.27 | n/a |")
+    for row in (r.get("darknet") or {}).get("rows", [])[1:]:
+        add(f"| {row['model']} (converted darknet) int8 / float file size | {row['size_ratio']:.3f} "
+            f"({_mb(row['sizes'].get('int8_tflite'))} / {_mb(row['sizes'].get('float32_tflite'))}) | <= 0.27 | "
+            f"{_goal(row['size_ratio'] <= 0.27)} |")
     if sub:
         rss, first = sub["max_rss_mib"], sub["first_frame_s"]
         add(f"| `doorguard run` peak RSS | {fmt(rss)} MiB | <= 150 MB (143 MiB) | "
@@ -1392,8 +1421,8 @@ def render(r: dict[str, Any]) -> str:
     add("")
     if r.get("peers"):
         add("Each detector's whole `detect(rgb)` (its own preprocessing, inference, decoding, NMS) on the "
-            "frames held in memory, after 2 warm-up frames, the detectors taking turns frame by frame (so "
-            "load from other jobs hits all alike); median ms per frame. These ran at other moments than "
+            "frames held in memory, the detectors taking turns in blocks of 12 frames (so load from other "
+            "jobs hits all alike; each block starts with one uncounted warm-up call); median ms per frame. These ran at other moments than "
             "section 1, so compare the doorguard detector row with the peers, not with section 1. "
             "Runners from `benchmarks/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
             "`benchmarks/ultraface_tflite.py`.")
@@ -1514,28 +1543,41 @@ def render(r: dict[str, Any]) -> str:
             f"{REF_MODEL} int8 = {REF_MACS / 1e9:.3f} GMACs (counted from its darknet cfg's 21 "
             f"convolutions at 416x416; darknet prints 6.91 BFLOPs), {REF_PI5_MS} ms on a Raspberry Pi 5 "
             f"(arXiv 2506.09300) and {REF_PI4_MS:.0f} ms on a Raspberry Pi 4 with 4 threads (PINTO model "
-            f"zoo issue 44). Projected latency = reference latency x model MACs / reference MACs.")
+            f"zoo issue 44). Projected latency = reference latency x model MACs / reference MACs. "
+            f"A second Pi 4 column scales from a small model instead: UltraFace RFB-320 at "
+            f"{SMALL_REF_PI4_MS:g} ms on a Pi 4B (MNN int8, 4 cores; UltraFace README via "
+            f"../shared/models/SOURCES.md), another runtime, so the two Pi 4 columns give a range rather "
+            f"than a figure. The references are int8: float rows (seed, peers) assume they too were "
+            f"converted to int8.")
         add("")
-        add("| model | MACs | host x86 ms (measured here) | projected Pi 5 ms | projected Pi 4 ms |")
-        add("|---|---|---|---|---|")
+
+        def sm(v):
+            return f"{v:.1f}" if v else "-"
+
+        add("| model | MACs | host x86 ms (measured here) | projected Pi 5 ms | projected Pi 4 ms | "
+            "projected Pi 4 ms (small-model ref) |")
+        add("|---|---|---|---|---|---|")
         for row in pr["rows"]:
             hm = f"{row['host_ms']:.2f}" if row.get("host_ms") else "-"
-            add(f"| {row['name']} | {row['macs'] / 1e6:.1f} M | {hm} | {row['pi5_ms']:.2f} | {row['pi4_ms']:.1f} |")
+            add(f"| {row['name']} | {row['macs'] / 1e6:.1f} M | {hm} | {row['pi5_ms']:.2f} | {row['pi4_ms']:.1f} | "
+                f"{sm(row.get('pi4_small_ms'))} |")
         if pr.get("frames"):
             add("")
             add("| doorguard frame (detector + one classifier run per face) | MACs | projected Pi 5 ms | "
-                "projected Pi 4 ms |")
-            add("|---|---|---|---|")
+                "projected Pi 4 ms | projected Pi 4 ms (small-model ref) |")
+            add("|---|---|---|---|---|")
             for f in pr["frames"]:
-                add(f"| {f['faces']} face(s) | {f['macs'] / 1e6:.1f} M | {f['pi5_ms']:.2f} | {f['pi4_ms']:.1f} |")
+                add(f"| {f['faces']} face(s) | {f['macs'] / 1e6:.1f} M | {f['pi5_ms']:.2f} | {f['pi4_ms']:.1f} | "
+                    f"{sm(f.get('pi4_small_ms'))} |")
         add("")
         add("Why this is only a projection: it assumes the same runtime efficiency per MAC as the "
             "reference. Small models are dominated by fixed per-invoke and per-op costs, depthwise "
             "convolutions reach fewer MACs per cycle than dense ones, and float models (the seed, YuNet, "
             "UltraFace, AIZOO) run slower per MAC than int8 on the Pi's NEON kernels; so the small models' "
             "real Pi latency will be higher than projected. The host column is x86 and says nothing about "
-            "the Pi. Host ms for the doorguard rows is the int8 invoke alone (section 4), for the others "
-            "the whole detect() per frame (sections 2-3).")
+            "the Pi. Host ms for the doorguard rows is the int8 invoke alone (section 4), for converted "
+            "darknet rows the litert int8 invoke (section 4), for the others the whole detect() per frame "
+            "(sections 2-3).")
     else:
         add("Not computed.")
     add("")
