@@ -619,7 +619,7 @@ def run_subprocess(spec: str, frames: int, config: str | None, state_dir: Path,
     env.pop("NOTIFY_SOCKET", None)
     lines: list[tuple[float, str]] = []
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     def reader():
         for line in p.stdout:
