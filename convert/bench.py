@@ -782,9 +782,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default $DOORGUARD_TFLITE_RUNTIME_PYTHON)")
     p.add_argument("--passes", type=int, metavar="K",
                    help="doorguard plays the frames K times per repeat (default 3; --quick: 1)")
-    p.add_argument("--darknet-manifest", type=Path, action="append", default=[], metavar="JSON",
+    env_dk = [Path(v) for v in os.environ.get("DOORGUARD_BENCH_DARKNET", "").split(os.pathsep) if v.strip()]
+    p.add_argument("--darknet-manifest", type=Path, action="append", default=env_dk, metavar="JSON",
                    help="also run benchmarks/bench_darknet.py on this converted darknet model (repeatable; "
-                        "the default detector always runs), e.g. a yolov3-tiny made by doorguard convert darknet")
+                        "the default detector always runs), e.g. a yolov3-tiny made by doorguard convert darknet "
+                        "(default: $DOORGUARD_BENCH_DARKNET, paths separated by ':')")
     p.add_argument("--no-web-viewer", action="store_true", help="skip benchmarks/web_viewer.py")
 
 
@@ -1607,9 +1609,14 @@ def render(r: dict[str, Any]) -> str:
     add("    make bench                                   # = .venv/bin/doorguard bench --out bench-out")
     add("    .venv/bin/doorguard bench --repeats 5 --out bench-out   # more repeats")
     add("    .venv/bin/doorguard bench --quick --source demo --frames 8 --out /tmp/b   # smoke run")
-    add("    # tflite-runtime column (needs numpy<2, so its own venv):")
+    add("    # tflite-runtime columns (it needs numpy<2, so its own venv) and a converted yolov3-tiny:")
     add("    python3 -m venv /tmp/trt && /tmp/trt/bin/pip install 'numpy<2' tflite-runtime==2.14.0")
-    add("    .venv/bin/doorguard bench --tflite-runtime-python /tmp/trt/bin/python")
+    add("    .venv/bin/doorguard convert darknet --cfg ../shared/models/yolov3-tiny/yolov3-tiny.cfg \\")
+    add("        --weights ../shared/models/yolov3-tiny/yolov3-tiny.weights \\")
+    add("        --names ../shared/models/yolov3-tiny/coco.names --calib ../shared/data/facemask853/train.txt \\")
+    add("        --out /tmp/yolov3-tiny")
+    add("    DOORGUARD_TFLITE_RUNTIME_PYTHON=/tmp/trt/bin/python DOORGUARD_BENCH_DARKNET=/tmp/yolov3-tiny.json \\")
+    add("        make bench")
     add("")
     add(f"Bench wall time: {r.get('elapsed_s', 0):.0f} s. All figures: bench.json.")
     add("")
