@@ -285,13 +285,15 @@ class Runner:
                 notifier.stopping(f"stopping: {self.stop_reason}")
             except Exception as e:  # noqa: BLE001 - cleanup continues whatever fails
                 log.debug("notify stopping: %s", e)
+            # Outputs off first: stopping a hung camera can take seconds (Capture.stop joins
+            # the capture thread for up to 5 s), and systemctl stop must silence the buzzer now.
+            if actuators is not None:
+                actuators.close()
+                self._log_mock_pins()
             if capture is not None:
                 capture.stop()
             if web is not None:
                 web.close()
-            if actuators is not None:
-                actuators.close()
-                self._log_mock_pins()
             if publisher is not None:
                 # After the outputs are off: close() may wait ~2 s for PUBACKs of the last events.
                 publisher.close()
