@@ -121,7 +121,7 @@ def test_float_tflite_matches_keras(converted):
         np.testing.assert_allclose(heads[o.name], k, atol=1e-5)
 
 
-def test_accuracy_gate_fails_after_writing_report_uint8_input(converted, tmp_path, monkeypatch, capsys):
+def test_accuracy_gate_fails_after_writing_report_uint8_input_resized(converted, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(detect_report, "agreement",
                         lambda *a, **k: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "tp": 1, "fp": 1,
                                          "fn": 1, "images": 1})
@@ -129,7 +129,7 @@ def test_accuracy_gate_fails_after_writing_report_uint8_input(converted, tmp_pat
     code = cli.main(["convert", "darknet", "--cfg", str(converted["cfg"]), "--weights",
                      str(converted["weights"]), "--names", str(converted["names"]), "--calib",
                      str(converted["calib"]), "--out", str(out), "--reference-images", "0",
-                     "--input-dtype", "uint8"])
+                     "--input-dtype", "uint8", "--input", "64x48"])
     assert code == AccuracyGateError.exit_code
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # progress bars come before the error line
@@ -139,6 +139,8 @@ def test_accuracy_gate_fails_after_writing_report_uint8_input(converted, tmp_pat
     # the files are complete and usable: a uint8-input model this time
     det = Detector(tmp_path / "gated.json")
     assert det.manifest.input.dtype == "uint8" and det.manifest.input.quant.zero_point == 0
+    assert (det.manifest.input.width, det.manifest.input.height) == (64, 48)
+    assert [o.shape for o in det.manifest.outputs] == [[1, 12, 16, 14], [1, 24, 32, 21]]
     assert det.detect(np.full((40, 60, 3), 128, np.uint8)) is not None
 
 
