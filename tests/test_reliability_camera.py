@@ -153,8 +153,11 @@ def test_100_camera_faults_recovered_with_fault_led_and_no_leaks(tmp_path):
     statuses = [m for _, m in listener.messages if "camera lost" in m]
     assert statuses, "systemd STATUS never said the camera was lost"
 
-    time.sleep(0.3)  # gpiozero's blink threads end asynchronously after close()
     listener.close()
+    # gpiozero's blink threads end asynchronously after close(): give them a moment.
+    settle = time.monotonic() + 3.0
+    while threading.active_count() > threads0 - 1 and time.monotonic() < settle:
+        time.sleep(0.02)
     threads1, fds1 = threading.active_count(), open_fds()
     # The listener's own thread and socket were in the "before" figures and are closed now.
     assert threads1 == threads0 - 1, f"threads before {threads0 - 1}, after {threads1}"
