@@ -32,6 +32,16 @@ class ModelError(DoorguardError, ValueError):
     exit_code = 4
 
 
+class ModelRuntimeError(ModelError):
+    """A model that loaded and verified kept failing while running (frames in a row).
+
+    Not a broken file (exit 4, which systemd does not restart): the interpreter or
+    the machine misbehaved (memory, a delegate glitch), and a restart may fix it.
+    """
+
+    exit_code = 10
+
+
 class SourceError(DoorguardError, OSError):
     """The frame source (camera, file, stream) cannot be opened or read."""
 

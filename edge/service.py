@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from . import config as config_mod
-from .errors import DoorguardError, ModelError, UsageError
+from .errors import DoorguardError, ModelRuntimeError, UsageError
 from .types import Event, Verdict
 
 log = logging.getLogger("doorguard.run")
@@ -225,7 +225,8 @@ class Runner:
                     log.error("frame %d: model failed (%d in a row): %s: %s", frame.index,
                               self.model_failures, type(e).__name__, e)
                     if self.model_failures >= MAX_MODEL_FAILURES:
-                        error = ModelError(f"models failed on {self.model_failures} frames in a row: "
+                        # Restartable (exit 10), unlike a broken model file at start (exit 4).
+                        error = ModelRuntimeError(f"models failed on {self.model_failures} frames in a row: "
                                            f"{type(e).__name__}: {e}")
                         self.stop_reason = "model fault"
                         break

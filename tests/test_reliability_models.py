@@ -21,6 +21,8 @@ import pytest
 
 from edge.errors import ModelError
 
+from doorway_fakes import BlobDetectorInterpreter
+
 ROOT = Path(__file__).resolve().parents[1]
 DET, CLF = "yoloface-500k-v2", "mask-classifier"
 
@@ -205,3 +207,65 @@ def test_model_file_missing_or_a_directory(tmp_path, models):
     assert_refused(run_doorguard(tmp_path, models), "is missing")
     (models / f"{CLF}.tflite").mkdir()
     assert_refused(run_doorguard(tmp_path, models), f"{CLF}.tflite")
+
+
+# ---- a model that fails while running (in-process, interpreter stubs) -----------------------
+
+class FlakyDetector(BlobDetectorInterpreter):
+    """The blob detector stub whose invoke() raises on the invocations numbered in ``fail_on``."""
+
+    def __init__(self, fail_on):
+        super().__init__()
+        self.fail_on = fail_on
+        self.calls = 0
+
+    def invoke(self):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError("XNNPACK: failed to allocate")
+        super().invoke()
+
+
+def _stub_runner(tmp_path, frames, fail_on):
+    from doorway_fakes import (ColourClassifierInterpreter, FakeActuators, FakeNotifier, ListSource,
+                               write_classifier_manifest, write_detector_manifest)
+    from edge import config, service
+
+    det, clf = write_detector_manifest(tmp_path), write_classifier_manifest(tmp_path)
+    p = tmp_path / "c.toml"
+    p.write_text(f'[models]\ndetector = "{det}"\nclassifier = "{clf}"\n'
+                 f'[events]\nstate_dir = "{tmp_path / "state"}"\n')
+    act = FakeActuators()
+    r = service.Runner(config.load(p), source=ListSource(frames), actuators=act, notifier=FakeNotifier(),
+                       detector_interpreter=FlakyDetector(fail_on),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    return r, act
+
+
+def test_transient_model_failures_show_the_fault_and_the_run_goes_on(tmp_path):
+    from doorway_fakes import frame_with
+
+    r, act = _stub_runner(tmp_path, [frame_with([])] * 60, fail_on=set(range(10, 30)))
+    assert r.run() == 0
+    assert r.frames == 40 and r.model_failures == 0
+    faults = [c for c in act.calls if c[0] == "fault"]
+    assert faults == [("fault", True), ("fault", False)]
+
+
+def test_persistent_model_failure_exits_with_a_code_systemd_restarts(tmp_path):
+    """A loaded, verified model failing at run time may be transient: exit code must not be
+    in the unit's RestartPreventExitStatus= (2 3 4: bad usage/config/model file)."""
+    import re
+
+    from doorway_fakes import frame_with
+    from edge.errors import ModelRuntimeError
+
+    r, act = _stub_runner(tmp_path, [frame_with([])] * 60, fail_on=set(range(5, 1000)))
+    with pytest.raises(ModelError, match="failed on 25 frames") as info:
+        r.run()
+    assert isinstance(info.value, ModelRuntimeError)
+    unit = (ROOT / "systemd" / "doorguard.service").read_text()
+    prevent = {int(c) for c in re.search(r"^RestartPreventExitStatus=(.*)$", unit, re.M).group(1).split()}
+    assert ModelError.exit_code in prevent, "a broken model file at start is not restarted"
+    assert info.value.exit_code not in prevent and info.value.exit_code != 0
+    assert act.names()[-1] == "close"
