@@ -113,7 +113,10 @@ class EventStore:
         """
         snap = None
         if self.snapshots_on and frame is not None and event.alerted:
-            snap = self._snapshot(frame, event)
+            try:
+                snap = self._snapshot(frame, event)
+            except Exception as e:  # noqa: BLE001 - a snapshot must never cost the event (or the alert)
+                log.error("snapshot failed, event recorded without it: %s: %s", type(e).__name__, e)
         b = event.box
         try:
             with self._lock:

@@ -300,3 +300,37 @@ def test_store_reopens_after_kill_mid_run_with_stale_wal(tmp_path):
     t.join(5)
     store.close()
     assert seen and seen[0] >= len(acked)
+
+
+@pytest.mark.parametrize("where", ["prune", "encode"])
+def test_any_snapshot_failure_keeps_the_event_and_the_alert(tmp_path, monkeypatch, where):
+    """An I/O error while pruning old snapshots (EIO, a file deleted under us) or an encoder
+    error: the event is still recorded and the loop still alerts."""
+    import cv2
+
+    from edge import events
+
+    if where == "prune":
+        real_prune = events.EventStore.prune_snapshots
+
+        def broken(self, *a, **kw):
+            if kw.get("extra_count"):  # before each snapshot write, not the one at start-up
+                raise OSError(errno.EIO, "Input/output error")
+            return real_prune(self, *a, **kw)
+        monkeypatch.setattr(events.EventStore, "prune_snapshots", broken)
+    else:
+        def broken(*a, **kw):
+            raise cv2.error("imencode: out of memory")
+        monkeypatch.setattr(cv2, "imencode", broken)
+    spy = _StoreSpy(monkeypatch)
+    act = FakeActuators()
+    n = 3
+    r = service.Runner(_cfg(tmp_path, snapshots=True), source=ListSource(_people(n)), actuators=act,
+                       notifier=FakeNotifier(), detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    assert r.run() == 0
+    assert act.names().count("alert") == n
+    assert spy.instances[0].write_errors == 0
+    db = sqlite3.connect(tmp_path / "state" / "events.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM events WHERE snapshot IS NULL").fetchone()[0] == n
+    db.close()
