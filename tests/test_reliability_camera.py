@@ -248,3 +248,21 @@ def test_odd_but_valid_frame_sizes_do_not_count_as_model_faults(tmp_path, shape)
                        classifier_interpreter=ColourClassifierInterpreter())
     assert r.run() == 0
     assert r.frames == 5 and r.model_failures == 0
+
+
+def test_read_only_and_strided_frames(tmp_path):
+    """Drivers hand over views: read-only buffers, negative strides, non-contiguous crops."""
+    cfg = write_cfg(tmp_path, "[rules]\nglobal_cooldown_s = 0.0\n")
+    base = frame_with([(20, 30, 30, RED)])
+    ro = base.copy()
+    ro.flags.writeable = False
+    wide = np.zeros((base.shape[0], base.shape[1] * 2, 3), np.uint8)
+    wide[:, ::2] = base
+    frames = [ro] * 6 + [base[:, ::-1]] * 6 + [wide[:, ::2]] * 6 + [base[::-1, :, ::-1][::-1, :, ::-1]] * 6
+    act = FakeActuators()
+    r = service.Runner(cfg, source=ListSource(frames), actuators=act, notifier=FakeNotifier(),
+                       detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    assert r.run() == 0
+    assert r.frames == len(frames) and r.model_failures == 0
+    assert "alert" in act.names()
