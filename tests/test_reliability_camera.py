@@ -9,6 +9,7 @@ minute; the production defaults only change the waits, not the logic.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import statistics
@@ -158,10 +159,12 @@ def test_100_camera_faults_recovered_with_fault_led_and_no_leaks(tmp_path):
     settle = time.monotonic() + 3.0
     while threading.active_count() > threads0 - 1 and time.monotonic() < settle:
         time.sleep(0.02)
+    gc.collect()
     threads1, fds1 = threading.active_count(), open_fds()
     # The listener's own thread and socket were in the "before" figures and are closed now.
-    assert threads1 == threads0 - 1, f"threads before {threads0 - 1}, after {threads1}"
-    assert fds1 == fds0 - 1, f"fds before {fds0 - 1}, after {fds1}"
+    # (<=: a thread or fd left by an earlier test in the same session may go away meanwhile.)
+    assert threads1 <= threads0 - 1, f"threads before {threads0 - 1}, after {threads1}"
+    assert fds1 <= fds0 - 1, f"fds before {fds0 - 1}, after {fds1}"
 
     by_kind = {k: [t for kk, t in recoveries if kk == k] for k in KINDS}
     print(f"\ncamera faults: {len(source.history)} injected, {len(recoveries)} recovered within "

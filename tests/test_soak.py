@@ -168,6 +168,7 @@ def test_soak_100k_frames_stub_models(tmp_path, quiet_logs):
                        detector_interpreter=FastDetectorInterpreter(),
                        classifier_interpreter=ColourClassifierInterpreter())
     assert r.run() == 0
+    gc.collect()
     after = (threading.active_count(), open_fds())
     assert r.frames == STUB_FRAMES and r.stop_reason == "end of source"
     growth, dthreads = _report("stub models", notifier, r.frames, before, after)
@@ -176,8 +177,9 @@ def test_soak_100k_frames_stub_models(tmp_path, quiet_logs):
     assert r.events_by_verdict["violation"] >= people // 2 - 2 and r.events_by_verdict["compliant"] >= people // 2 - 2
     assert act.alerts >= people // 2 - 2
     assert growth <= RSS_LIMIT_KB, f"RSS grew {growth} kB over {STUB_FRAMES - STUB_WARMUP} frames"
-    assert th1 == th0 and fd1 == fd0
-    assert after == before, f"threads/fds before the run {before}, after {after}"
+    # <=: a thread or fd left by an earlier test in the same session may go away meanwhile.
+    assert th1 <= th0 and fd1 <= fd0
+    assert after[0] <= before[0] and after[1] <= before[1], f"threads/fds before the run {before}, after {after}"
 
 
 REAL = [ROOT / "models" / f"{n}{s}" for n in ("yoloface-500k-v2", "mask-classifier") for s in (".json", ".tflite")]
@@ -207,5 +209,6 @@ def test_soak_real_models_on_demo(tmp_path, quiet_logs):
     (_, th0, fd0, _), (_, th1, fd1, _) = notifier.samples["warm"], notifier.samples["end"]
     assert violations >= 1
     assert growth <= RSS_LIMIT_KB, f"RSS grew {growth} kB over {frames - warm} frames"
-    assert th1 == th0 and fd1 == fd0
-    assert after == before, f"threads/fds before the run {before}, after {after}"
+    # <=: a thread or fd left by an earlier test in the same session may go away meanwhile.
+    assert th1 <= th0 and fd1 <= fd0
+    assert after[0] <= before[0] and after[1] <= before[1], f"threads/fds before the run {before}, after {after}"
