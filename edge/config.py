@@ -100,7 +100,12 @@ class SourceConfig(_Section):
     reconnect_initial_s: float = Field(
         0.5, gt=0.0, description="First wait before reopening a camera that stopped delivering frames"
     )
-    reconnect_max_s: float = Field(30.0, gt=0.0, description="Longest wait between reopen attempts")
+    # Short on purpose: a camera that comes back is in use within this long (the issue's
+    # 5 s goal); trying to open an absent camera every few seconds costs a Pi nothing.
+    reconnect_max_s: float = Field(
+        4.0, gt=0.0, description="Longest wait between reopen attempts (a camera that comes back "
+        "is in use again within about this long)"
+    )
     give_up_after_s: float = Field(
         0.0, ge=0.0,
         description="Stop with an error when the camera stays lost this long (0 = keep trying forever)",

@@ -269,3 +269,13 @@ def test_read_only_and_strided_frames(tmp_path):
     assert r.run() == 0
     assert r.frames == len(frames) and r.model_failures == 0
     assert "alert" in act.names()
+
+
+def test_default_back_off_recovers_within_the_limit():
+    """The 100-fault test runs with short back-off; with the shipped defaults a camera that
+    comes back is reopened within reconnect_max_s (the longest wait between attempts)."""
+    from edge.config import SourceConfig
+
+    d = SourceConfig()
+    assert d.reconnect_initial_s <= d.reconnect_max_s < RECOVERY_LIMIT_S
+    assert config.load(None).source.reconnect_max_s < RECOVERY_LIMIT_S
