@@ -33,9 +33,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import HardwareError
 
@@ -47,9 +47,9 @@ class GpioConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    red_led: int | None = Field(17, ge=0, le=53, description="BCM pin of the red (alert) LED; none disables it")
-    green_led: int | None = Field(27, ge=0, le=53, description="BCM pin of the green (compliant) LED; none disables it")
-    buzzer: int | None = Field(22, ge=0, le=53, description="BCM pin of the buzzer; none disables it")
+    red_led: int | None = Field(17, ge=0, le=53, description="BCM pin of the red (alert) LED; \"none\" (or false) disables it")
+    green_led: int | None = Field(27, ge=0, le=53, description="BCM pin of the green (compliant) LED; \"none\" (or false) disables it")
+    buzzer: int | None = Field(22, ge=0, le=53, description="BCM pin of the buzzer; \"none\" (or false) disables it")
     buzzer_kind: Literal["active", "tonal"] = Field(
         "active",
         description="active: a buzzer with its own oscillator (on/off, gpiozero Buzzer); "
@@ -61,7 +61,7 @@ class GpioConfig(BaseModel):
     mute_button: int | None = Field(
         None, ge=0, le=53,
         description="BCM pin of a push button to ground (internal pull-up) that silences the buzzer "
-        "and sound for mute_minutes; none disables it",
+        "and sound for mute_minutes; \"none\" (or false, the default) disables it",
     )
     mute_minutes: float = Field(10.0, gt=0, description="How long one press of the mute button silences alerts")
     alert_on_seconds: float = Field(0.2, gt=0, description="Alert pattern: seconds red LED and buzzer are on per beep")
@@ -78,6 +78,14 @@ class GpioConfig(BaseModel):
         min_length=1,
         description="Command that plays sound_file (the file is appended as its last argument)",
     )
+
+    @field_validator("red_led", "green_led", "buzzer", "mute_button", mode="before")
+    @classmethod
+    def _pin_off(cls, v: Any) -> Any:
+        # TOML has no null: "none"/"off" or false switch an output off in a config file.
+        if v is False or (isinstance(v, str) and v.strip().lower() in ("none", "off", "")):
+            return None
+        return v
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> "GpioConfig":

@@ -380,3 +380,14 @@ def test_on_raspberry_pi_reads_the_device_tree(tmp_path):
     (tmp_path / "proc/device-tree").mkdir(parents=True)
     (tmp_path / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\0")
     assert on_raspberry_pi(tmp_path)
+
+
+def test_outputs_can_be_switched_off_from_toml(tmp_path):
+    """TOML has no null: "none" / false disable a pin, and a config file can say so."""
+    import tomllib
+
+    raw = tomllib.loads('red_led = "none"\ngreen_led = false\nbuzzer = 22\nmute_button = "off"\n')
+    cfg = GpioConfig(**raw)
+    assert (cfg.red_led, cfg.green_led, cfg.buzzer, cfg.mute_button) == (None, None, 22, None)
+    with pytest.raises(ValueError):
+        GpioConfig(red_led="seventeen")
