@@ -4,8 +4,9 @@
         -> Rules -> Actuators (never block) + EventStore (SQLite) [+ --annotate video]
 
 Start-up order fails fast with distinct exit codes (edge/errors.py): config (3),
-source spec (2), state directory (6), models (4), GPIO (7), camera (5). Then
-READY goes to systemd, and after every processed frame the watchdog is fed,
+source spec (2), state directory (6), models (4), GPIO (7), camera (5). READY
+goes to systemd after the first frame went through the models, and after every
+processed frame the watchdog is fed,
 so a stuck loop or a lost camera lets systemd restart the service.
 SIGTERM/SIGINT end the loop; outputs are switched off and a summary printed
 (frames, FPS, dropped frames, per-stage latency percentiles, events by verdict).
@@ -187,7 +188,6 @@ class Runner:
                 raise
             fault = bool(retried)  # cleared by the loop once frames flow
             log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
-            notifier.ready(f"watching {source.name}")
             started = time.perf_counter()
             last_status = last_housekeeping = self.clock()
             verdicts: dict[int, str] = {}
@@ -260,6 +260,10 @@ class Runner:
                     live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
                 self.frames += 1
                 if self.frames == 1:
+                    # READY only once the camera delivers frames and the models ran on one:
+                    # a camera that opens but never yields keeps the unit "activating", and
+                    # systemd's start timeout acts on it.
+                    notifier.ready(f"watching {source.name}")
                     # `doorguard bench` times start-up to this line (time to first inference).
                     log.info("first frame processed %.2f s after the source opened",
                              time.perf_counter() - started)

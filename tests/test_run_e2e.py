@@ -357,3 +357,14 @@ def test_signal_while_camera_is_opening_stops_cleanly(tmp_path):
     assert r.run() == 0
     assert _t.monotonic() - t0 < 3.0 and r.stop_reason == "SIGTERM"
     assert act.names()[-1] == "close"
+
+
+def test_ready_only_after_a_frame_went_through_the_models(tmp_path):
+    """systemd READY means camera frames flow and the models ran: a source that opens
+    but never yields a frame must never report READY."""
+    r, _, note = runner(tmp_path, [])
+    assert r.run() == 0 and r.frames == 0
+    assert "READY" not in note.messages and note.messages[-1] == "STOPPING"
+    r, _, note = runner(tmp_path, doorway(2))
+    assert r.run() == 0
+    assert note.messages.index("READY") < note.messages.index("WATCHDOG")
