@@ -164,9 +164,17 @@ if [[ $DRY_RUN -eq 0 ]]; then
   chmod 0644 "$D$UNIT_DIR/doorguard.service.new"
   mv "$D$UNIT_DIR/doorguard.service.new" "$D$UNIT_DIR/doorguard.service"
 fi
+# The recovery timer retries a service that hit its start limit (see doorguard-recover.service).
+for u in doorguard-recover.service doorguard-recover.timer; do
+  echo "+ install systemd/$u $D$UNIT_DIR/$u"
+  if [[ $DRY_RUN -eq 0 ]]; then
+    install -m 0644 "$SRC/systemd/$u" "$D$UNIT_DIR/$u"
+  fi
+done
 sys "$VENV/bin/doorguard" check-config "$CONF_DIR/config.toml"
 sys systemctl daemon-reload
 sys systemctl enable doorguard.service
+sys systemctl enable --now doorguard-recover.timer
 if [[ $START -eq 1 ]]; then
   # restart, not start: a re-install must run the new code.
   sys systemctl restart doorguard.service

@@ -47,9 +47,14 @@ D=$DESTDIR
 UNIT=/etc/systemd/system/doorguard.service
 
 if [[ -z $D ]] && command -v systemctl >/dev/null && systemctl cat doorguard.service >/dev/null 2>&1; then
+  # The recovery timer first, or it could start the service again.
+  sys systemctl disable --now doorguard-recover.timer
   # Stopping turns the buzzer and LEDs off (the runner's SIGTERM path).
   sys systemctl disable --now doorguard.service
 fi
+for u in doorguard-recover.timer doorguard-recover.service; do
+  if [[ -e $D/etc/systemd/system/$u ]]; then run rm -f "$D/etc/systemd/system/$u"; fi
+done
 if [[ -e $D$UNIT ]]; then
   run rm -f "$D$UNIT"
   run rm -rf "$D/etc/systemd/system/doorguard.service.d"

@@ -70,10 +70,13 @@ def test_install_into_scratch_root_is_idempotent_and_keeps_config(project, tmp_p
     for step in ("usermod -a -G video\\,gpio\\,audio doorguard",
                  "-m venv --system-site-packages /opt/doorguard/venv", "pip install",
                  "check-config /etc/doorguard/config.toml", "systemctl daemon-reload",
-                 "systemctl enable doorguard.service", "systemctl restart doorguard.service"):
+                 "systemctl enable doorguard.service", "systemctl restart doorguard.service",
+                 "systemctl enable --now doorguard-recover.timer"):
         assert step in skipped, (step, r.stdout)
     unit = dest / "etc/systemd/system/doorguard.service"
     assert unit.read_text() == (ROOT / "systemd/doorguard.service").read_text()
+    for name in ("doorguard-recover.service", "doorguard-recover.timer"):
+        assert (dest / "etc/systemd/system" / name).read_text() == (ROOT / "systemd" / name).read_text()
     models = dest / "opt/doorguard/models"
     assert sorted(p.name for p in models.iterdir()) == sorted(
         ["MODEL_CARD.md", "mask-classifier.int8.tflite", "mask-classifier.json",
@@ -141,6 +144,8 @@ def test_uninstall_keeps_events_unless_purge(project, tmp_path):
     (dest / "var/lib/doorguard/events.sqlite3").write_bytes(b"events")
     r = sh([project / "systemd" / "uninstall.sh", "--root", str(dest)], {"PURGE": ""})
     assert not (dest / "etc/systemd/system/doorguard.service").exists()
+    assert not (dest / "etc/systemd/system/doorguard-recover.timer").exists()
+    assert not (dest / "etc/systemd/system/doorguard-recover.service").exists()
     assert not (dest / "opt/doorguard").exists()
     assert (dest / "var/lib/doorguard/events.sqlite3").read_bytes() == b"events"
     assert (dest / "etc/doorguard/config.toml").exists()

@@ -115,3 +115,23 @@ def test_firstboot_unit_verifies(tmp_path):
                        capture_output=True, text=True, timeout=60)
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 0 and [line for line in out.splitlines() if "doorguard" in line] == [], out
+
+
+@needs_analyze
+def test_recovery_timer_verifies_and_only_acts_on_a_failed_service(tmp_path):
+    """The service gives up after its start limit; the timer retries it unattended."""
+    svc = (ROOT / "systemd" / "doorguard-recover.service").read_text()
+    d = directives(svc)
+    assert d["ExecCondition"] == ["/bin/systemctl is-failed --quiet doorguard.service"]
+    assert d["ExecStart"] == ["/bin/systemctl reset-failed doorguard.service",
+                              "/bin/systemctl start --no-block doorguard.service"]
+    timer = directives((ROOT / "systemd" / "doorguard-recover.timer").read_text())
+    assert timer["OnUnitActiveSec"] == ["30min"] and timer["WantedBy"] == ["timers.target"]
+    for name in ("doorguard-recover.service", "doorguard-recover.timer"):
+        (tmp_path / name).write_text((ROOT / "systemd" / name).read_text())
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "doorguard-recover.timer"),
+                        str(tmp_path / "doorguard-recover.service")],
+                       capture_output=True, text=True, timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0, out
+    assert [line for line in out.splitlines() if "doorguard-recover" in line] == [], out
