@@ -45,7 +45,10 @@ def read_rgb(path: Path | str) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise DataError(f"image not found: {path}")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as e:  # e.g. a header claiming more than CV_IO_MAX_IMAGE_HEIGHT rows
+        raise DataError(f"cannot decode image {path}: {str(e).strip().splitlines()[-1]}") from e
     if img is None:
         raise DataError(f"cannot decode image {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

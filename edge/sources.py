@@ -257,7 +257,10 @@ class FolderSource:
             self._i = 0
         path = self.files[self._i]
         self._i += 1
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error as e:  # e.g. a header claiming an image larger than OpenCV accepts
+            raise UnreadableFrame(f"cannot decode image {path}: {str(e).strip().splitlines()[-1]}") from e
         if bgr is None:
             raise UnreadableFrame(f"cannot decode image {path}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
