@@ -409,7 +409,7 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
                      seed: int = 0, calib: Path | str | None = None, min_accuracy_drop: float = 1.0,
                      crop_margin: float | None = 0.15, val_fraction: float = 0.2,
                      extra_eval_sets: dict[str, LabeledFiles] | None = None,
-                     data_notes: dict[str, Any] | None = None):
+                     data_notes: dict[str, Any] | None = None, max_class_weight: float = 10.0):
     """Train, convert to int8, write manifest + report (the whole ``train classifier`` command).
 
     Args:
@@ -426,6 +426,7 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         val_fraction: validation share when splitting ``data``.
         extra_eval_sets: more labelled sets to report float vs int8 on (not used for training).
         data_notes: description of the training data, written to the manifest.
+        max_class_weight: cap of the balanced class weights.
 
     Returns:
         The manifest written.
@@ -478,7 +479,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         raise DataError("no readable validation images")
     weights = Path(backbone_weights) if backbone_weights else None
     res = fit_classifier(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
-                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed)
+                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
+                         max_class_weight=max_class_weight)
     files = {}
     if weights is not None:
         files["backbone"] = SourceFile(path=str(weights), sha256=sha256_file(weights))
@@ -529,6 +531,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-margin", type=float, default=0.15,
                    help="margin the face crops were cut with, written to the manifest (default 0.15)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when splitting (default 0.2)")
+    p.add_argument("--max-class-weight", type=float, default=10.0,
+                   help="cap of the balanced class weights for rare classes (default 10)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -542,7 +546,8 @@ def main(args: argparse.Namespace) -> int:
                      backbone_weights=args.backbone_weights, size=args.size, epochs=args.epochs,
                      fine_tune_epochs=args.fine_tune_epochs, batch=args.batch, seed=args.seed,
                      calib=args.calib, min_accuracy_drop=args.min_accuracy_drop,
-                     crop_margin=args.crop_margin, val_fraction=args.val_fraction)
+                     crop_margin=args.crop_margin, val_fraction=args.val_fraction,
+                     max_class_weight=args.max_class_weight)
     return 0
 
 
@@ -656,7 +661,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   backbone_weights: Path | str | None = None, seed: int = 0,
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
                                   fine_tune_epochs: int = 5, batch: int = 64,
-                                  min_accuracy_drop: float = 1.0):
+                                  min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -694,7 +699,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                     backbone_weights=weights, size=size, epochs=epochs,
                                     fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
                                     min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
-                                    extra_eval_sets=evals, data_notes=notes)
+                                    extra_eval_sets=evals, data_notes=notes,
+                                    max_class_weight=max_class_weight)
         write_mask_model_card(Path(out) / f"{name}.json",
                               _BACKBONE_NOTE if backbone == "mobilenet_v1_1.0" else "")
         return manifest
