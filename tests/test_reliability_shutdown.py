@@ -106,3 +106,51 @@ def test_sigterm_during_alert_all_outputs_off_within_1s(tmp_path, monkeypatch, c
     print(f"\nshutdown ({camera} camera): outputs off {max(off_at.values()) * 1000:.0f} ms after SIGTERM "
           f"({', '.join(f'{k} {v * 1000:.0f} ms' for k, v in off_at.items())}); exit 0 after "
           f"{(marks['exit'] - marks['sigterm']) * 1000:.0f} ms; {len(rows)} event(s) in the store")
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+REAL = [ROOT / "models" / f"{n}.{s}" for n in ("yoloface-500k-v2", "mask-classifier") for s in ("json", "tflite")]
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in REAL), reason="needs the shipped int8 models in models/")
+def test_sigterm_to_the_doorguard_process(tmp_path):
+    """The real command (subprocess, shipped models, looping demo): SIGTERM after the first
+    alert -> exit 0, no traceback, and every event it logged is in the store."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "doorguard.toml"
+    cfg.write_text(f'[models]\ndetector = "{REAL[0]}"\nclassifier = "{REAL[2]}"\n'
+                   f'[events]\nstate_dir = "{tmp_path / "state"}"\n'
+                   '[source]\nspec = "demo"\nloop = true\n[rules]\nglobal_cooldown_s = 0.0\n')
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "PYTHONUNBUFFERED": "1"}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            lines.append(line)
+            if "gpio: alert" in line or time.monotonic() > deadline:
+                break
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines += out.splitlines(keepends=True)
+    text = "".join(lines)
+    assert any("gpio: alert" in line for line in lines), "no alert before SIGTERM"
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "stop: SIGTERM" in text
+    assert "gpio: closed, all outputs off" in text
+    logged = sum(1 for line in lines if " event: " in line)
+    db = sqlite3.connect(tmp_path / "state" / "events.sqlite3")
+    stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    db.close()
+    assert logged >= 1 and stored == logged, (logged, stored)
+    print(f"\nshutdown (doorguard process): exit 0 {took * 1000:.0f} ms after SIGTERM, {stored} event(s) stored")
