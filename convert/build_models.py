@@ -141,7 +141,8 @@ def build_classifier(shared: Path, out: Path) -> Path:
     return out / f"{CLASSIFIER}.json"
 
 
-def measure(shared: Path, out: Path, cfg: Any, progress: bool = True) -> dict:
+def measure(shared: Path, out: Path, cfg: Any, progress: bool = True, only: list[str] | None = None,
+            known: dict[str, dict] | None = None) -> dict:
     """doorguard int8 + float and every peer on facemask853 val and dataroots validation.
 
     Every system's detector threshold is tuned on facemask853 train by the same
@@ -161,11 +162,14 @@ def measure(shared: Path, out: Path, cfg: Any, progress: bool = True) -> dict:
     systems = doorguard_systems(cfg, det, classifier_path) if det.is_file() else []
     classifier = load_classifier(classifier_path, cfg) if classifier_path else None
     systems += peers.systems(shared / "models" / "peers", classifier, cfg)
+    if only:
+        systems = [s for s in systems if any(s.name.startswith(o) for o in only)]
     with tempfile.TemporaryDirectory(prefix="doorguard-eval-") as tmp:
         sets = standard_sets(shared, tmp)
         samples = {k: load_voc(*v) for k, v in sets.items()}
         tune = samples.pop("facemask853-train")
-        return compare(systems, samples, set(cfg.rules.alert_on_classifier), tune_on=tune, progress=progress)
+        return compare(systems, samples, set(cfg.rules.alert_on_classifier), tune_on=tune, progress=progress,
+                       known=known)
 
 
 def _kb(path: Path) -> str:
@@ -256,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="models", help="models folder")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     ap.add_argument("--config", help="doorguard config whose rules the eval uses (default: embedded)")
+    ap.add_argument("--only", metavar="PREFIX,...",
+                    help="eval step: re-measure only systems whose name starts with one of these "
+                         "(e.g. doorguard) and keep the other rows of models/eval.json")
+    ap.add_argument("--reuse-peer-thresholds", action="store_true",
+                    help="eval step: keep the peers' thresholds chosen on facemask853 train in the previous "
+                         "models/eval.json (their detectors do not change) instead of sweeping again")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
@@ -290,7 +300,17 @@ def main(argv: list[str] | None = None) -> int:
                     if step == "eval":
                         _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
                                     "and dataroots validation", t0)
-                        results = measure(shared, out, cfg, not args.quiet)
+                        only = [o for o in (args.only or "").split(",") if o]
+                        known = None
+                        if args.reuse_peer_thresholds and (out / "eval.json").is_file():
+                            old = json.loads((out / "eval.json").read_text())
+                            known = {k: next(iter(v.values()))["threshold_choice"] for k, v in old.items()
+                                     if not k.startswith("doorguard")
+                                     and "threshold_choice" in next(iter(v.values()))}
+                        results = measure(shared, out, cfg, not args.quiet, only or None, known)
+                        if only and (out / "eval.json").is_file():
+                            # Re-measured systems replace their rows; the others are kept.
+                            results = {**json.loads((out / "eval.json").read_text()), **results}
                         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
                     else:
                         _step(i, n, f"model cards from {out / 'eval.json'}", t0)

@@ -415,14 +415,16 @@ SWEEP = [round(float(t), 3) for t in np.arange(0.05, 0.951, 0.025)]
 
 def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating: Iterable[str],
             tune_on: list[Sample] | None = None, max_false_per_image: float | None = None,
-            progress: bool = True) -> dict[str, dict[str, dict]]:
+            progress: bool = True, known: dict[str, dict] | None = None) -> dict[str, dict[str, dict]]:
     """Evaluate every system on every set with the same code.
 
     With ``tune_on`` (a training set: never a set being reported), each
     system's detector threshold is chosen on it by one rule for doorguard and
     every peer (``metrics.pick_threshold``: best detector F1, or with
     ``max_false_per_image`` the lowest threshold within that false-detection
-    budget); otherwise each keeps its default.
+    budget); otherwise each keeps its default. ``known`` maps a system name to
+    a ``threshold_choice`` made earlier on the same tuning set (its sweep is
+    then skipped: a peer's detector never changes between runs).
 
     Returns:
         system name -> set name -> eval report (without per-face records), each
@@ -435,7 +437,10 @@ def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating:
     for sys_ in systems:
         choice = None
         thr = sys_.default_threshold
-        if tune_on is not None:
+        if known and sys_.name in known:
+            choice = dict(known[sys_.name])
+            thr = choice["threshold"]
+        elif tune_on is not None:
             make = sys_.make_detector or sys_.make
             cache = collect(tune_on, make(min(SWEEP)), progress, desc=f"{sys_.name} sweep")
             choice = pick_threshold(threshold_sweep(cache, SWEEP), max_false_per_image)
@@ -448,7 +453,9 @@ def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating:
             acc = evaluate(samples, predict, violating, progress=progress, desc=f"{sys_.name} {set_name}")
             r = report(acc, {"system": sys_.name, "threshold": thr, "default_threshold": sys_.default_threshold,
                              **sys_.meta}, records=False)
-            if choice is not None:
+            if choice is not None and "rule" in choice and sys_.name in (known or {}):
+                r["threshold_choice"] = choice
+            elif choice is not None:
                 rule = ("best detector F1 on the tuning set" if max_false_per_image is None else
                         f"lowest threshold with <= {max_false_per_image:.4f} false detections per image "
                         "on the tuning set")
