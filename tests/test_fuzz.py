@@ -43,7 +43,11 @@ FUZZ = settings(max_examples=700, deadline=None, database=None,
 
 @pytest.fixture(scope="module", autouse=True)
 def report_cases(request):
+    # OpenCV logs every undecodable image on stderr; thousands of those say nothing here.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     yield
+    cv2.utils.logging.setLogLevel(level)
     total = sum(CASES.values())
     line = f"fuzz cases: {total} ({', '.join(f'{k} {v}' for k, v in sorted(CASES.items()))})"
     capman = request.config.pluginmanager.getplugin("capturemanager")
