@@ -1,0 +1,530 @@
+"""``doorguard train detector``: fine-tune a darknet YOLO on labelled boxes, write darknet weights.
+
+The network is the one ``doorguard convert darknet`` builds (``convert.darknet``:
+cfg parser, weights reader, Keras builder with the raw head outputs), trained
+in float with a darknet-style YOLO loss:
+
+- each ground-truth box goes to the one anchor (of all the cfg's anchors) whose
+  shape fits it best (IoU of centred boxes), in the head that owns that anchor,
+  at the grid cell holding its centre;
+- x/y: binary cross-entropy of sigmoid(tx) against the centre's offset in the
+  cell; w/h: squared error in log space (``log(w / anchor)``); both weighted
+  by ``2 - w*h/(W*H)`` as darknet does, so small faces count more;
+- objectness: binary cross-entropy, with negatives whose predicted box already
+  overlaps a ground-truth box by more than ``--ignore-iou`` left out;
+- class: binary cross-entropy per class on the assigned cells.
+
+Every training image goes through ``edge.preprocess.prepare`` (the letterbox
+and normalization the Pi runs) after the augmentation (random crop/zoom-out,
+horizontal flip, HSV jitter) on the full-size image, boxes moved alike.
+
+BatchNorm is already folded into the convolutions by the builder, so the
+output is a darknet ``.weights`` file for the same cfg whose BatchNorm layers
+are identities (scale 1, mean 0, variance 1 - eps): ``doorguard convert
+darknet --cfg CFG --weights OUT.weights`` converts it like any darknet model.
+
+Labels: VOC ``.xml`` or YOLO ``.txt`` next to the images (or in ``annotations/``
+/ ``labels/``); with a one-class ``--names`` every labelled object is that class.
+TensorFlow is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH = 16
+DEFAULT_LR = 5e-4
+DEFAULT_IGNORE_IOU = 0.5
+# Images are kept in memory at most this many times the network input's size:
+# enough for zoom-in crops, small enough for 1000+ images on a workstation.
+KEEP_SCALE = 2.0
+MIN_BOX_PX = 2.0
+
+
+@dataclass
+class Example:
+    """One training image (RGB uint8) and its boxes (N x 4 x1,y1,x2,y2 pixels, N class ids)."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    classes: np.ndarray
+    path: str = ""
+
+
+@dataclass
+class TrainDetectorResult:
+    """What ``train`` produced."""
+
+    weights_path: Path
+    log_path: Path
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard train detector``."""
+    p.add_argument("--cfg", required=True, type=Path, help="darknet .cfg file (the architecture)")
+    p.add_argument("--weights", required=True, type=Path, help="darknet .weights file to start from")
+    p.add_argument("--names", required=True, type=Path, help="class names, one per line")
+    p.add_argument("--train", required=True, type=Path, nargs="+", metavar="LIST",
+                   help="training images: list files (paths or stems, e.g. train.txt) or folders, "
+                        "with VOC xml or YOLO txt labels")
+    p.add_argument("--out", required=True, type=Path, help="output darknet weights file (OUT.weights)")
+    p.add_argument("--input", metavar="WxH", help="training input size (default: the cfg's)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR,
+                   help=f"peak Adam learning rate, cosine decay after a one-epoch warm-up (default {DEFAULT_LR:g})")
+    p.add_argument("--ignore-iou", type=float, default=DEFAULT_IGNORE_IOU,
+                   help="no objectness penalty for predictions overlapping a true box by more than this "
+                        f"(default {DEFAULT_IGNORE_IOU:g})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffles, augmentation and TF (default 0)")
+    p.add_argument("--limit", type=int, help="use at most this many images per list (seeded draw)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after the epoch that passes this wall time (the result then depends on speed)")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: int | None = None,
+                  seed: int = 0, progress: bool = True) -> tuple[list[Example], dict[str, Any]]:
+    """Read labelled images, downscaled so their longer side is at most ``max_side``.
+
+    Images without a label file are skipped (and counted); so are boxes of
+    classes the names do not know (a one-class model takes every box).
+
+    Raises:
+        DataError: a missing list/folder, a bad label file, or no usable image.
+    """
+    import random
+
+    from . import detect_report
+    from .images import read_rgb
+
+    examples: list[Example] = []
+    stats: dict[str, Any] = {"sources": {}, "skipped_unlabelled": 0, "skipped_unreadable": 0}
+    for src in sources:
+        files = detect_report.resolve_images(src)
+        if limit is not None and limit < len(files):
+            files = list(files)
+            random.Random(seed).shuffle(files)
+            files = sorted(files[:limit])
+        it = files
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(files, desc=f"reading {src}", unit="img")
+        n0, boxes0 = len(examples), 0
+        for path in it:
+            label = detect_report.find_label(path)
+            if label is None:
+                stats["skipped_unlabelled"] += 1
+                continue
+            try:
+                img = read_rgb(path)
+            except DataError as e:
+                log.warning("skipping %s", e)
+                stats["skipped_unreadable"] += 1
+                continue
+            gt, _ = detect_report.read_labels(label, labels, (img.shape[1], img.shape[0]))
+            boxes = gt.boxes.astype(np.float32)
+            s = min(1.0, max_side / max(img.shape[:2]))
+            if s < 1.0:
+                img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                                 interpolation=cv2.INTER_AREA)
+                boxes = boxes * s
+            examples.append(Example(img, boxes, gt.class_ids.astype(np.int64), str(path)))
+            boxes0 += len(boxes)
+        stats["sources"][str(src)] = {"images": len(examples) - n0, "boxes": boxes0}
+    if not examples:
+        raise DataError(f"no labelled images in {', '.join(map(str, sources))}")
+    return examples, stats
+
+
+def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crop or zoom-out, horizontal flip and HSV jitter; boxes follow.
+
+    Args:
+        out_size: (width, height) of the network input, for the crop's aspect ratio.
+
+    Returns:
+        (RGB uint8 image, boxes N x 4 in its pixels, class ids); boxes cut below
+        40% of their area or under 2 px are dropped.
+    """
+    img, boxes, classes = ex.image, ex.boxes.copy(), ex.classes.copy()
+    h, w = img.shape[:2]
+    if rng.random() < 0.25:
+        # zoom out: the picture smaller inside a grey canvas (more small faces)
+        z = rng.uniform(1.0, 1.6)
+        cw, ch = int(w * z), int(h * z)
+        ox, oy = int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))
+        canvas = np.full((ch, cw, 3), 127, np.uint8)
+        canvas[oy:oy + h, ox:ox + w] = img
+        img, boxes = canvas, boxes + np.array([ox, oy, ox, oy], np.float32)
+    else:
+        # crop: a window of 55-100% of each side, aspect ratio jittered around the input's
+        s = rng.uniform(0.55, 1.0)
+        ar = out_size[0] / out_size[1] * rng.uniform(0.8, 1.25)
+        cw = min(w, w * s)
+        ch = min(h, cw / ar)
+        cw = min(w, ch * ar)
+        x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+        x0i, y0i, x1i, y1i = int(x0), int(y0), int(np.ceil(x0 + cw)), int(np.ceil(y0 + ch))
+        img = img[y0i:y1i, x0i:x1i]
+        if len(boxes):
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            boxes = boxes - np.array([x0i, y0i, x0i, y0i], np.float32)
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, img.shape[1])
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, img.shape[0])
+            bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            keep = (bw * bh >= 0.4 * np.maximum(area, 1e-6)) & (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX)
+            boxes, classes = boxes[keep], classes[keep]
+    img = np.ascontiguousarray(img)
+    if rng.random() < 0.5:
+        img = np.ascontiguousarray(img[:, ::-1])
+        if len(boxes):
+            boxes = np.stack([img.shape[1] - boxes[:, 2], boxes[:, 1], img.shape[1] - boxes[:, 0], boxes[:, 3]], 1)
+    # darknet's hue .1, saturation/exposure 1.5
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-0.1, 0.1) * 180) % 180
+    hsv[..., 1] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
+    hsv[..., 2] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
+    img = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    return img, boxes.astype(np.float32).reshape(-1, 4), classes
+
+
+@dataclass(frozen=True)
+class HeadMeta:
+    """What the loss needs of one yolo head."""
+
+    grid: tuple[int, int]  # H, W
+    anchors: np.ndarray  # A x 2, input pixels
+    mask: list[int]
+    classes: int
+
+
+def head_meta(net: Any) -> list[HeadMeta]:
+    """One HeadMeta per yolo head of a ``convert.darknet.Network``."""
+    return [HeadMeta(h.grid, np.asarray(h.anchors, np.float32), list(h.mask), h.classes) for h in net.heads]
+
+
+def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta], width: int, height: int,
+                  max_boxes: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Darknet-style targets of one image (boxes in input pixels).
+
+    Returns:
+        (per head an array H x W x A x (6 + C): tx, ty (offset in the cell),
+        tw, th (log of size / anchor), objectness, box weight, one-hot classes;
+        the image's boxes padded to max_boxes x 4 with zeros, for the ignore mask).
+    """
+    all_anchors: dict[int, tuple[int, int, np.ndarray]] = {}
+    for k, hm in enumerate(heads):
+        for a, m in enumerate(hm.mask):
+            all_anchors[m] = (k, a, hm.anchors[a])
+    ids = sorted(all_anchors)
+    anchor_wh = np.stack([all_anchors[i][2] for i in ids])
+    targets = [np.zeros((hm.grid[0], hm.grid[1], len(hm.mask), 6 + hm.classes), np.float32) for hm in heads]
+    padded = np.zeros((max_boxes, 4), np.float32)
+    boxes = boxes[:max_boxes]
+    padded[: len(boxes)] = boxes
+    for (x1, y1, x2, y2), c in zip(boxes, classes[: len(boxes)]):
+        bw, bh = x2 - x1, y2 - y1
+        if bw < 1 or bh < 1:
+            continue
+        inter = np.minimum(bw, anchor_wh[:, 0]) * np.minimum(bh, anchor_wh[:, 1])
+        iou = inter / (bw * bh + anchor_wh[:, 0] * anchor_wh[:, 1] - inter)
+        k, a, anchor = all_anchors[ids[int(np.argmax(iou))]]
+        gh, gw = heads[k].grid
+        cx, cy = (x1 + x2) / 2 / width * gw, (y1 + y2) / 2 / height * gh
+        col, row = min(int(cx), gw - 1), min(int(cy), gh - 1)
+        t = targets[k][row, col, a]
+        t[0], t[1] = np.clip(cx - col, 0.0, 1.0), np.clip(cy - row, 0.0, 1.0)
+        t[2], t[3] = np.log(bw / anchor[0]), np.log(bh / anchor[1])
+        t[4] = 1.0
+        t[5] = 2.0 - (bw * bh) / (width * height)
+        t[6:] = 0.0
+        if 0 <= c < heads[k].classes:
+            t[6 + int(c)] = 1.0
+    return targets, padded
+
+
+def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: np.random.Generator,
+               max_boxes: int, train: bool = True) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets."""
+    from edge.preprocess import prepare
+
+    xs, tg, gts = [], [[] for _ in heads], []
+    for ex in examples:
+        if train:
+            img, boxes, classes = augment(ex, rng, (spec.width, spec.height))
+        else:
+            img, boxes, classes = ex.image, ex.boxes, ex.classes
+        x, tf = prepare(img, spec, dtype="float32")
+        if len(boxes):
+            boxes = boxes * np.array([tf.sx, tf.sy, tf.sx, tf.sy], np.float32) + \
+                np.array([tf.dx, tf.dy, tf.dx, tf.dy], np.float32)
+        t, padded = build_targets(boxes, classes, heads, spec.width, spec.height, max_boxes)
+        xs.append(x[0])
+        for k, tk in enumerate(t):
+            tg[k].append(tk)
+        gts.append(padded)
+    return np.stack(xs), [np.stack(t) for t in tg], np.stack(gts)
+
+
+# ---------------------------------------------------------------------------
+# Loss
+
+
+def yolo_loss(outputs: list[Any], targets: list[Any], gt_boxes: Any, heads: list[HeadMeta], width: int,
+              height: int, ignore_iou: float = DEFAULT_IGNORE_IOU) -> tuple[Any, dict[str, Any]]:
+    """The darknet-style loss of a batch (see the module docstring), summed, divided by the batch size.
+
+    Args:
+        outputs: raw head outputs, B x H x W x A*(5+C) each.
+        targets: from ``build_targets``, B x H x W x A x (6+C) each.
+        gt_boxes: B x M x 4 true boxes in input pixels (zero rows are padding).
+
+    Returns:
+        (total loss, {"xy", "wh", "obj", "cls"} parts).
+    """
+    import tensorflow as tf
+
+    bce = tf.nn.sigmoid_cross_entropy_with_logits
+    batch = tf.cast(tf.shape(outputs[0])[0], tf.float32)
+    parts = {"xy": 0.0, "wh": 0.0, "obj": 0.0, "cls": 0.0}
+    gt = gt_boxes[:, None, None, None, :, :]  # B,1,1,1,M,4
+    gt_valid = tf.cast((gt_boxes[..., 2] - gt_boxes[..., 0]) > 0, tf.float32)[:, None, None, None, :]
+    gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
+    for out, t, hm in zip(outputs, targets, heads):
+        gh, gw = hm.grid
+        na, nc = len(hm.mask), hm.classes
+        p = tf.reshape(out, (-1, gh, gw, na, 5 + nc))
+        obj, wgt = t[..., 4], t[..., 5]
+        pos = obj * wgt
+        parts["xy"] += tf.reduce_sum(pos[..., None] * bce(labels=t[..., 0:2], logits=p[..., 0:2]))
+        parts["wh"] += tf.reduce_sum(pos[..., None] * 0.5 * tf.square(t[..., 2:4] - p[..., 2:4]))
+        parts["cls"] += tf.reduce_sum(obj[..., None] * bce(labels=t[..., 6:], logits=p[..., 5:]))
+        # predicted boxes (as edge/yolo.py decodes them) for the ignore mask
+        col = tf.reshape(tf.range(gw, dtype=tf.float32), (1, 1, gw, 1))
+        row = tf.reshape(tf.range(gh, dtype=tf.float32), (1, gh, 1, 1))
+        anchors = tf.constant(hm.anchors, tf.float32)
+        cx = (col + tf.sigmoid(p[..., 0])) / gw * width
+        cy = (row + tf.sigmoid(p[..., 1])) / gh * height
+        w = tf.exp(tf.clip_by_value(p[..., 2], -10.0, 10.0)) * anchors[:, 0]
+        h = tf.exp(tf.clip_by_value(p[..., 3], -10.0, 10.0)) * anchors[:, 1]
+        pb = tf.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)[..., None, :]  # B,H,W,A,1,4
+        iw = tf.maximum(0.0, tf.minimum(pb[..., 2], gt[..., 2]) - tf.maximum(pb[..., 0], gt[..., 0]))
+        ih = tf.maximum(0.0, tf.minimum(pb[..., 3], gt[..., 3]) - tf.maximum(pb[..., 1], gt[..., 1]))
+        inter = iw * ih
+        iou = inter / tf.maximum((w * h)[..., None] + gt_area - inter, 1e-9) * gt_valid
+        ignore = tf.cast(tf.reduce_max(iou, axis=-1) > ignore_iou, tf.float32)
+        ignore = tf.stop_gradient(ignore)
+        obj_w = obj + (1.0 - obj) * (1.0 - ignore)
+        parts["obj"] += tf.reduce_sum(obj_w * bce(labels=obj, logits=p[..., 4]))
+    parts = {k: v / batch for k, v in parts.items()}
+    return parts["xy"] + parts["wh"] + parts["obj"] + parts["cls"], parts
+
+
+# ---------------------------------------------------------------------------
+# Keras <-> darknet weights
+
+
+def extract_weights(model: Any, net: Any) -> dict[int, dict[str, np.ndarray]]:
+    """Darknet weights of a model built by ``convert.darknet.build_keras`` (inverse of its set_weights).
+
+    BatchNorm stays folded: layers with ``batch_normalize`` get scale 1, mean 0
+    and variance 1 - eps, so darknet (and our converter) compute exactly the conv + bias.
+    """
+    from . import darknet
+
+    names = dict(zip((hd.conv_index for hd in net.heads), darknet.head_names(net)))
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for layer in net.conv_layers:
+        i, p = layer.index, layer.params
+        n, k, g = p["filters"], p["size"], p["groups"]
+        in_c = net.layers[layer.inputs[0]].out_shape[2] if layer.inputs[0] >= 0 else net.channels
+        name = names.get(i, f"conv_{i}")
+        if g == 1:
+            kernel, bias = model.get_layer(name).get_weights()
+            dk = kernel.transpose(3, 2, 0, 1)
+        elif g == in_c:
+            kernel, bias = model.get_layer(name).get_weights()  # k,k,g,mult
+            dk = kernel.transpose(2, 3, 0, 1).reshape(n, 1, k, k)
+        else:
+            ks, bs = [], []
+            for gi in range(g):
+                kg, bg = model.get_layer(f"conv_{i}_g{gi}").get_weights()
+                ks.append(kg.transpose(3, 2, 0, 1))
+                bs.append(bg)
+            dk, bias = np.concatenate(ks), np.concatenate(bs)
+        d = {"biases": np.asarray(bias, np.float32), "weights": np.ascontiguousarray(dk, np.float32)}
+        if p["batch_normalize"]:
+            d["scales"] = np.ones(n, np.float32)
+            d["mean"] = np.zeros(n, np.float32)
+            d["variance"] = np.full(n, 1.0 - darknet.BN_EPSILON, np.float32)
+        out[i] = d
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
+          input_size: tuple[int, int] | None = None, epochs: int = DEFAULT_EPOCHS, batch: int = DEFAULT_BATCH,
+          lr: float = DEFAULT_LR, ignore_iou: float = DEFAULT_IGNORE_IOU, seed: int = 0,
+          limit: int | None = None, max_minutes: float | None = None, threads: int = 2,
+          progress: bool = True, max_boxes: int = 150) -> TrainDetectorResult:
+    """Fine-tune, then write ``out`` (darknet weights) and ``out.json`` (the training log).
+
+    Raises:
+        DataError: bad cfg/weights/names/images.
+    """
+    import tensorflow as tf
+
+    from edge.manifest import InputSpec
+
+    from . import darknet
+    from .darknet_cli import read_names
+
+    t0 = time.monotonic()
+    tf.keras.utils.set_random_seed(seed)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this process (tests)
+        pass
+    net = darknet.load_network(cfg, input_size)
+    header, wts = darknet.read_weights(weights, net)
+    labels = read_names(names)
+    if len(labels) != net.heads[0].classes:
+        raise DataError(f"names file {names} has {len(labels)} names but the cfg's yolo layers have "
+                        f"classes={net.heads[0].classes}")
+    heads = head_meta(net)
+    spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
+                     resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")
+    examples, stats = load_examples(sources, labels, int(KEEP_SCALE * max(net.width, net.height)), limit,
+                                    seed, progress)
+    n_boxes = sum(len(e.boxes) for e in examples)
+    print(f"{len(examples)} images, {n_boxes} boxes; input {net.width}x{net.height}; {epochs} epochs of "
+          f"{-(-len(examples) // batch)} batches of {batch}", flush=True)
+
+    model = darknet.build_keras(net, wts)
+    steps_per_epoch = -(-len(examples) // batch)
+    total = max(1, epochs * steps_per_epoch)
+    warm = min(steps_per_epoch, total // 4 + 1)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return lr * (step + 1) / warm
+        return 0.5 * lr * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
+
+    opt = tf.keras.optimizers.Adam(learning_rate=lr)
+    variables = model.trainable_variables
+    opt.build(variables)  # variables created outside the tf.function
+
+    @tf.function(reduce_retracing=True)
+    def step_fn(x, t, g, rate):
+        opt.learning_rate.assign(rate)
+        with tf.GradientTape() as tape:
+            outs = model(x, training=True)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            loss, parts = yolo_loss(list(outs), t, g, heads, net.width, net.height, ignore_iou)
+        grads = tape.gradient(loss, variables)
+        grads, _ = tf.clip_by_global_norm(grads, 10.0)
+        opt.apply_gradients(zip(grads, variables))
+        return loss, parts
+
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    history: list[dict[str, float]] = []
+    step = 0
+    stopped_early = False
+    for epoch in range(epochs):
+        order = rng.permutation(len(examples))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
+        sums = {"loss": 0.0, "xy": 0.0, "wh": 0.0, "obj": 0.0, "cls": 0.0}
+        for b in range(steps_per_epoch):
+            idx = order[b * batch:(b + 1) * batch]
+            x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes)
+            loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
+                                  tf.constant(lr_at(step), tf.float32))
+            step += 1
+            sums["loss"] += float(loss)
+            for k, v in parts.items():
+                sums[k] += float(v)
+            if bar is not None:
+                bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.3f}", lr=f"{lr_at(step):.1e}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        mean = {k: round(v / steps_per_epoch, 5) for k, v in sums.items()}
+        history.append({"epoch": epoch + 1, **mean, "seconds": round(time.monotonic() - t0, 1)})
+        losses.append(mean["loss"])
+        if not progress:
+            print(f"epoch {epoch + 1}/{epochs}: loss {mean['loss']:.4f}", flush=True)
+        if max_minutes is not None and time.monotonic() - t0 > 60 * max_minutes and epoch + 1 < epochs:
+            log.warning("stopping after epoch %d: --max-minutes %.1f reached", epoch + 1, max_minutes)
+            stopped_early = True
+            break
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    darknet.write_weights(out, net, extract_weights(model, net), (header.major, header.minor, header.revision),
+                          header.seen + step * batch)
+    # The file must read back for the cfg (same check convert darknet does).
+    darknet.read_weights(out, net)
+    seconds = round(time.monotonic() - t0, 1)
+    log_path = out.with_suffix(".json")
+    log_path.write_text(json.dumps({
+        "cfg": str(cfg), "start_weights": str(weights), "names": labels, "train": [str(s) for s in sources],
+        "data": {**stats, "images": len(examples), "boxes": n_boxes},
+        "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
+        "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
+        "history": history, "seconds": seconds,
+    }, indent=2) + "\n")
+    print(f"wrote {out} and {log_path} in {seconds:.0f}s (final loss {losses[-1]:.4f})", flush=True)
+    return TrainDetectorResult(out, log_path, losses, seconds)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``doorguard train detector``."""
+    from .darknet_cli import parse_size
+
+    if args.epochs < 1 or args.batch < 1:
+        raise UsageError("--epochs and --batch must be positive")
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if not 0.0 < args.ignore_iou <= 1.0:
+        raise UsageError(f"--ignore-iou must be within (0, 1], got {args.ignore_iou}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be positive")
+    for label, path in (("cfg", args.cfg), ("weights", args.weights), ("names", args.names)):
+        if not path.is_file():
+            raise DataError(f"{label} file not found: {path}")
+    train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
+          args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
+          progress=not args.quiet)
+    return 0
