@@ -208,8 +208,9 @@ def metrics_section(results: dict) -> str:
 
     return "\n".join([
         BEGIN, "## Measured (full pipeline, single-frame decisions)", "",
-        "`doorguard eval` code on facemask853 val (108 images, 568 faces) and dataroots validation "
-        "(83 photos, 83 faces). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
+        "`doorguard eval` code on facemask853 val (108 images, 568 faces), facemask853-val-clean (the 37 "
+        "val photos with no near-duplicate in adityap27 train: the honest facemask853 figure for a model "
+        "trained on adityap27) and dataroots validation (83 photos, 83 faces). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
         "violating faces flagged / violating faces (missed count as not flagged); fnr = compliant faces "
         "flagged / compliant faces. Each system's detector threshold was chosen on facemask853 TRAIN by "
         "one rule (best detector F1 at IoU > 0.5); the config's "

@@ -214,26 +214,38 @@ def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path,
     ``facemask853-val`` and ``facemask853-train`` read ../shared/data/facemask853
     with its split files; ``dataroots-val`` is the dataroots validation CSV
     converted to VOC under ``work`` (``doorguard dataset voc``).
+    ``facemask853-val-clean`` is facemask853 val without the photos that have a
+    near-duplicate in adityap27 train (71 of 108): the honest val figure for a
+    model trained on adityap27.
 
     Raises:
         DataError: ../shared lacks the data.
     """
+    from .dataset import near_duplicates, voc_items, yolo_items
     from .dataset_voc import convert
 
     shared, work = Path(shared), Path(work)
     fm = shared / "data" / "facemask853"
     dr = shared / "data" / "dataroots"
+    ad = shared / "data" / "adityap27" / "train"
     for p in (fm / "val.txt", fm / "train.txt", dr / "validation_metadata.csv"):
         if not p.is_file():
             raise DataError(f"measurement data missing: {p}")
     dr_voc = work / "dataroots-val-voc"
     if not (dr_voc / "annotations").is_dir():
         convert(dr / "validation_metadata.csv", dr, dr_voc)
-    return {
+    sets: dict[str, tuple[Path, Path | None]] = {
         "facemask853-val": (fm, fm / "val.txt"),
         "dataroots-val": (dr_voc, None),
-        "facemask853-train": (fm, fm / "train.txt"),
     }
+    if ad.is_dir():
+        val = [p for p, _ in voc_items(fm, fm / "val.txt")]
+        dups = near_duplicates(val, [p for p, _ in yolo_items(ad, ["no_mask", "mask"])])
+        clean = work / "facemask853-val-clean.txt"
+        clean.write_text("".join(f"{p.stem}\n" for p in val if p not in dups))
+        sets["facemask853-val-clean"] = (fm, clean)
+    sets["facemask853-train"] = (fm, fm / "train.txt")
+    return sets
 
 
 def report(acc: EvalAccumulator, meta: dict[str, Any] | None = None, records: bool = True) -> dict:
