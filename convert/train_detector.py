@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="no objectness penalty for predictions overlapping a true box by more than this "
                         f"(default {DEFAULT_IGNORE_IOU:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles, augmentation and TF (default 0)")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="LIST",
+                   help="evaluation images (list files or folders): training images that are near-duplicates "
+                        "of any of them (dHash, convert.dataset.near_duplicates) are left out")
     p.add_argument("--limit", type=int, help="use at most this many images per list (seeded draw)")
     p.add_argument("--max-minutes", type=float,
                    help="stop after the epoch that passes this wall time (the result then depends on speed)")
@@ -105,11 +108,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: int | None = None,
-                  seed: int = 0, progress: bool = True) -> tuple[list[Example], dict[str, Any]]:
+                  seed: int = 0, progress: bool = True,
+                  exclude: list[Path] | None = None) -> tuple[list[Example], dict[str, Any]]:
     """Read labelled images, downscaled so their longer side is at most ``max_side``.
 
     Images without a label file are skipped (and counted); so are boxes of
-    classes the names do not know (a one-class model takes every box).
+    classes the names do not know (a one-class model takes every box), and
+    images that are near-duplicates of an ``exclude`` image (the data sets
+    overlap: most facemask853 photos are also in adityap27).
 
     Raises:
         DataError: a missing list/folder, a bad label file, or no usable image.
@@ -119,10 +125,18 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
     from . import detect_report
     from .images import read_rgb
 
+    from .dataset import near_duplicates
+
+    refs = [f for src in (exclude or []) for f in detect_report.resolve_images(src)]
     examples: list[Example] = []
-    stats: dict[str, Any] = {"sources": {}, "skipped_unlabelled": 0, "skipped_unreadable": 0}
+    stats: dict[str, Any] = {"sources": {}, "skipped_unlabelled": 0, "skipped_unreadable": 0,
+                             "excluded": [str(e) for e in exclude or []], "skipped_near_duplicates": 0}
     for src in sources:
         files = detect_report.resolve_images(src)
+        if refs:
+            dups = near_duplicates(files, refs)
+            stats["skipped_near_duplicates"] += len(dups)
+            files = [f for f in files if f not in dups]
         if limit is not None and limit < len(files):
             files = list(files)
             random.Random(seed).shuffle(files)
@@ -392,7 +406,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
           input_size: tuple[int, int] | None = None, epochs: int = DEFAULT_EPOCHS, batch: int = DEFAULT_BATCH,
           lr: float = DEFAULT_LR, ignore_iou: float = DEFAULT_IGNORE_IOU, seed: int = 0,
           limit: int | None = None, max_minutes: float | None = None, threads: int = 2,
-          progress: bool = True, max_boxes: int = 150) -> TrainDetectorResult:
+          progress: bool = True, max_boxes: int = 150, exclude: list[Path] | None = None) -> TrainDetectorResult:
     """Fine-tune, then write ``out`` (darknet weights) and ``out.json`` (the training log).
 
     Raises:
@@ -422,9 +436,10 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
                      resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")
     examples, stats = load_examples(sources, labels, int(KEEP_SCALE * max(net.width, net.height)), limit,
-                                    seed, progress)
+                                    seed, progress, exclude)
     n_boxes = sum(len(e.boxes) for e in examples)
-    print(f"{len(examples)} images, {n_boxes} boxes; input {net.width}x{net.height}; {epochs} epochs of "
+    print(f"{len(examples)} images ({stats['skipped_near_duplicates']} near-duplicates of --exclude left out), "
+          f"{n_boxes} boxes; input {net.width}x{net.height}; {epochs} epochs of "
           f"{-(-len(examples) // batch)} batches of {batch}", flush=True)
 
     model = darknet.build_keras(net, wts)
@@ -526,5 +541,5 @@ def main(args: argparse.Namespace) -> int:
             raise DataError(f"{label} file not found: {path}")
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
-          progress=not args.quiet)
+          progress=not args.quiet, exclude=list(args.exclude))
     return 0

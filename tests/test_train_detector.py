@@ -187,3 +187,16 @@ def test_cli_reports_missing_files_in_one_line(tmp_path, capsys):
                 "--names", str(tmp_path / "n"), "--train", str(tmp_path), "--out", str(tmp_path / "o.weights")])
     err = capsys.readouterr().err
     assert code != 0 and "cfg file not found" in err and "Traceback" not in err
+
+
+def test_load_examples_leaves_out_near_duplicates_of_excluded_images(tmp_path):
+    listfile = _make_set(tmp_path / "data", n=4, seed=3)
+    held = tmp_path / "held"
+    held.mkdir()
+    # a re-encoded, slightly brightened copy of one training photo stands for an eval photo
+    img = cv2.imread(str(tmp_path / "data" / "img2.jpg"))
+    cv2.imwrite(str(held / "copy.jpg"), cv2.add(img, 3), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    examples, stats = td.load_examples([listfile], ["face"], 200, progress=False, exclude=[held])
+    assert sorted(Path(e.path).name for e in examples) == ["img0.jpg", "img1.jpg", "img3.jpg"]
+    assert stats["skipped_near_duplicates"] == 1
+    assert all(e.boxes.shape == (2, 4) for e in examples)
