@@ -46,6 +46,29 @@ def _check_input(model: TfliteModel, m: Manifest, where: str) -> None:
         raise ModelError(f"{where}: model input shape {shape} does not match manifest {want}")
 
 
+def _open(path: Path, task: str, num_threads: int, backend: str | None, interpreter: Any,
+          use_float: bool) -> tuple[Manifest, TfliteModel, str | None]:
+    """Load a manifest (hash-checked unless a stub interpreter is given) and its model.
+
+    Returns:
+        (manifest, model, input dtype override: "float32" for the float reference, else None).
+    """
+    m = load_manifest(path, verify_hash=interpreter is None)
+    if m.task != task:
+        need = "a detector" if task == "detect" else "a classifier"
+        raise ModelError(f"{path}: task is {m.task!r}, {need} needs {task!r}")
+    model_file = m.tflite_path(path)
+    input_dtype = None
+    if use_float:
+        if not m.float_tflite:
+            raise ModelError(f"{path}: no float reference model in the manifest")
+        model_file = path.parent / m.float_tflite
+        input_dtype = "float32"
+    model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
+    _check_input(model, m, str(path))
+    return m, model, input_dtype
+
+
 class Detector:
     """YOLO face/object detector: frame -> list of Detection in frame pixels.
 
@@ -61,18 +84,8 @@ class Detector:
                  score_threshold: float | None = None, nms_iou: float | None = None,
                  interpreter: Any = None, use_float: bool = False, backend: str | None = None):
         path = Path(manifest_path)
-        self.manifest = m = load_manifest(path, verify_hash=interpreter is None)
-        if m.task != "detect":
-            raise ModelError(f"{path}: task is {m.task!r}, a detector needs 'detect'")
-        model_file = m.tflite_path(path)
-        self.input_dtype: str | None = None
-        if use_float:
-            if not m.float_tflite:
-                raise ModelError(f"{path}: no float reference model in the manifest")
-            model_file = path.parent / m.float_tflite
-            self.input_dtype = "float32"
-        self.model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
-        _check_input(self.model, m, str(path))
+        m, self.model, self.input_dtype = _open(path, "detect", num_threads, backend, interpreter, use_float)
+        self.manifest = m
         self.heads = [o for o in m.outputs if o.role == "yolo_head"]
         if not self.heads:
             raise ModelError(f"{path}: detector manifest has no yolo_head outputs")
@@ -115,18 +128,8 @@ class Classifier:
     def __init__(self, manifest_path: Path | str, num_threads: int = 2, interpreter: Any = None,
                  use_float: bool = False, backend: str | None = None):
         path = Path(manifest_path)
-        self.manifest = m = load_manifest(path, verify_hash=interpreter is None)
-        if m.task != "classify":
-            raise ModelError(f"{path}: task is {m.task!r}, a classifier needs 'classify'")
-        model_file = m.tflite_path(path)
-        self.input_dtype: str | None = None
-        if use_float:
-            if not m.float_tflite:
-                raise ModelError(f"{path}: no float reference model in the manifest")
-            model_file = path.parent / m.float_tflite
-            self.input_dtype = "float32"
-        self.model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
-        _check_input(self.model, m, str(path))
+        m, self.model, self.input_dtype = _open(path, "classify", num_threads, backend, interpreter, use_float)
+        self.manifest = m
         if len(m.outputs) != 1:
             raise ModelError(f"{path}: a classifier manifest needs exactly one output")
         self.output = m.outputs[0]
