@@ -41,7 +41,7 @@ class ModelsConfig(_Section):
     """Which models run and how the interpreter is set up."""
 
     detector: str = Field(
-        "models/yoloface-500k-v2.json",
+        "models/yoloface-500k-v2-facemask.json",
         description="Manifest of the face/object detector (relative paths: see Config.base_dir)",
     )
     classifier: str | None = Field(

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_embedded_default_loads_and_points_at_default_models():
     cfg = config.load()
-    assert cfg.models.detector.endswith("yoloface-500k-v2.json")
+    assert cfg.models.detector.endswith("yoloface-500k-v2-facemask.json")
     assert cfg.models.classifier.endswith("mask-classifier.json")
-    assert cfg.resolve(cfg.models.detector) == ROOT / "models" / "yoloface-500k-v2.json"
+    assert cfg.resolve(cfg.models.detector) == ROOT / "models" / "yoloface-500k-v2-facemask.json"
     assert cfg.events.snapshots.enabled is False  # faces are personal data
 
 

@@ -229,7 +229,7 @@ def test_eval_cli_missing_set_is_one_line(tmp_path, stub_interpreters, capsys):
 def test_eval_default_models_on_dataroots(shared, tmp_path):
     """The shipped models through the whole command on the real dataroots photos."""
     root = Path(__file__).resolve().parents[1]
-    det, cls = root / "models/yoloface-500k-v2.json", root / "models/mask-classifier.json"
+    det, cls = root / "models/yoloface-500k-v2-facemask.json", root / "models/mask-classifier.json"
     if not (det.is_file() and cls.is_file()):
         pytest.skip("default models not built yet (make models)")
     voc = tmp_path / "voc"

@@ -30,7 +30,7 @@ def project(tmp_path) -> Path:
         shutil.copy(ROOT / "config.example.toml", src / "config.example.toml")
     models = src / "models"
     models.mkdir()
-    for name in ("yoloface-500k-v2", "mask-classifier"):
+    for name in ("yoloface-500k-v2-facemask", "mask-classifier"):
         (models / f"{name}.int8.tflite").write_bytes(b"TFL3" + name.encode())
         (models / f"{name}.float32.tflite").write_bytes(b"big")  # never shipped
         (models / f"{name}.json").write_text(json.dumps({"name": name, "tflite": f"{name}.int8.tflite"}, indent=2))
@@ -80,15 +80,15 @@ def test_install_into_scratch_root_is_idempotent_and_keeps_config(project, tmp_p
     models = dest / "opt/doorguard/models"
     assert sorted(p.name for p in models.iterdir()) == sorted(
         ["MODEL_CARD.md", "mask-classifier.int8.tflite", "mask-classifier.json",
-         "yoloface-500k-v2.int8.tflite", "yoloface-500k-v2.json"])
+         "yoloface-500k-v2-facemask.int8.tflite", "yoloface-500k-v2-facemask.json"])
     cfg = (dest / "etc/doorguard/config.toml").read_text()
-    assert 'detector = "/opt/doorguard/models/yoloface-500k-v2.json"' in cfg
+    assert 'detector = "/opt/doorguard/models/yoloface-500k-v2-facemask.json"' in cfg
     assert (dest / "var/lib/doorguard").is_dir()
     # The installed config parses as doorguard's config and points at the installed models.
     from edge.config import parse
 
     parsed = parse(cfg)
-    assert parsed.models.detector == "/opt/doorguard/models/yoloface-500k-v2.json"
+    assert parsed.models.detector == "/opt/doorguard/models/yoloface-500k-v2-facemask.json"
 
     first = tree(dest)
     sh([project / "systemd" / "install.sh", "--root", str(dest)], env)
@@ -179,7 +179,7 @@ def calls(log: Path) -> list[list[str]]:
 def test_deploy_rsyncs_project_and_models_then_installs(project, fake_remote):
     env, log = fake_remote
     env = {**env, "DOORGUARD_SRC": str(project)}
-    sh([project / "systemd" / "deploy.sh", "--models", "yoloface-500k-v2", "pi@doorway.local"], env)
+    sh([project / "systemd" / "deploy.sh", "--models", "yoloface-500k-v2-facemask", "pi@doorway.local"], env)
     rsync, ssh = calls(log)
     assert rsync[0] == "rsync" and ssh[0] == "ssh"
     assert rsync[-2:] == [f"{project}/", "pi@doorway.local:doorguard-src/"]
@@ -187,8 +187,8 @@ def test_deploy_rsyncs_project_and_models_then_installs(project, fake_remote):
     assert "--exclude=.venv" in rsync and "--exclude=*.float32.tflite" in rsync
     # Only the chosen model (+ cards) goes: explicit includes before the models/* exclude.
     inc = [a for a in rsync if a.startswith("--include=/models/")]
-    assert inc == ["--include=/models/", "--include=/models/yoloface-500k-v2.json",
-                   "--include=/models/yoloface-500k-v2.int8.tflite", "--include=/models/MODEL_CARD.md"]
+    assert inc == ["--include=/models/", "--include=/models/yoloface-500k-v2-facemask.json",
+                   "--include=/models/yoloface-500k-v2-facemask.int8.tflite", "--include=/models/MODEL_CARD.md"]
     assert rsync.index("--exclude=/models/*") > rsync.index(inc[-1])
     assert ssh[1:] == ["pi@doorway.local", "cd doorguard-src && sudo ./systemd/install.sh"]
 
@@ -225,7 +225,7 @@ def test_deploy_bundle_for_first_boot(project, tmp_path):
     assert "doorguard/systemd/install.sh" in names
     assert "doorguard/models/mask-classifier.int8.tflite" in names
     assert "doorguard/models/mask-classifier.json" in names
-    assert "doorguard/models/yoloface-500k-v2.json" not in names
+    assert "doorguard/models/yoloface-500k-v2-facemask.json" not in names
     assert not any(".venv" in n or n.endswith(".float32.tflite") for n in names)
 
 
