@@ -68,6 +68,31 @@ class CropStats:
                 f"{self.empty_boxes} empty boxes")
 
 
+def parse_pairs(text: str | None, flag: str, allow_empty: bool = False) -> dict[str, str]:
+    """``"a=b,c=d"`` -> {"a": "b", "c": "d"}: the one parser of every NAME=VALUE map flag.
+
+    Args:
+        text: the flag's value (None/"" gives an empty dict).
+        flag: the flag's name, for the error message.
+        allow_empty: accept ``NAME=`` (an empty value).
+
+    Raises:
+        UsageError: an entry that is not NAME=VALUE.
+    """
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise UsageError(f"{flag} entry {part!r} is not NAME=VALUE")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if not k or (not v and not allow_empty):
+            raise UsageError(f"{flag} entry {part!r} needs a name{'' if allow_empty else ' and a value'}")
+        out[k] = v
+    return out
+
+
 def parse_label_map(text: str | None) -> dict[str, str]:
     """``"with_mask=mask,without_mask=no_mask"`` -> dict; None/"" -> the default map.
 
@@ -78,18 +103,7 @@ def parse_label_map(text: str | None) -> dict[str, str]:
     """
     if not text:
         return dict(DEFAULT_LABEL_MAP)
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise UsageError(f"--label-map entry {part!r} is not NAME=LABEL")
-        k, v = (s.strip() for s in part.split("=", 1))
-        if not k:
-            raise UsageError(f"--label-map entry {part!r} has an empty source name")
-        out[k] = v
-    return out
+    return parse_pairs(text, "--label-map", allow_empty=True)
 
 
 def parse_voc(xml_path: Path) -> tuple[str | None, list[LabeledBox]]:

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 
 from edge.errors import DataError, UsageError
 
+from .dataset import parse_pairs
 from .images import read_rgb
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,7 @@ def parse_class_map(text: str | None) -> dict[str, str]:
     Raises:
         UsageError: an entry that is not NAME=VOCNAME.
     """
-    out = dict(DEFAULT_CLASS_MAP)
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise UsageError(f"--class-map entry {part.strip()!r} is not NAME=VOCNAME")
-        k, v = (s.strip() for s in part.split("=", 1))
-        if not k or not v:
-            raise UsageError(f"--class-map entry {part.strip()!r} needs a name and a VOC name")
-        out[k] = v
-    return out
+    return {**DEFAULT_CLASS_MAP, **parse_pairs(text, "--class-map")}
 
 
 def _image_path(images: Path, raw: str) -> Path | None:

@@ -27,7 +27,7 @@ from edge.errors import DataError, UsageError
 from edge.types import Box, Detection
 
 # VOC class names -> classifier labels (issue 5), shared with ``doorguard dataset crops``.
-from .dataset import DEFAULT_LABEL_MAP
+from .dataset import DEFAULT_LABEL_MAP, parse_pairs
 from .metrics import MISSED, UNCLASSIFIED, EvalAccumulator, Prediction, Truth, flag_roc
 
 log = logging.getLogger(__name__)
@@ -65,18 +65,7 @@ def parse_label_map(text: str | None) -> dict[str, str]:
     Raises:
         UsageError: an entry that is not NAME=LABEL.
     """
-    out = dict(DEFAULT_LABEL_MAP)
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise UsageError(f"--label-map entry {part!r} is not NAME=LABEL")
-        k, v = (s.strip() for s in part.split("=", 1))
-        if not k or not v:
-            raise UsageError(f"--label-map entry {part!r} needs a name and a label")
-        out[k] = v
-    return out
+    return {**DEFAULT_LABEL_MAP, **parse_pairs(text, "--label-map")}
 
 
 def load_voc(directory: Path | str, split: Path | str | None = None,
