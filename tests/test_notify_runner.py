@@ -18,6 +18,7 @@ import time
 from edge import service
 from edge.notify import SystemdNotifier
 
+from faults import NotifyListener
 from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                            frame_with, write_classifier_manifest, write_detector_manifest)
 
@@ -52,42 +53,13 @@ class HangingCamera:
         self.release.set()
 
 
-class Listener:
-    """systemd's side: a bound datagram socket, every message with its arrival time."""
-
-    def __init__(self, path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def times(self, key: str) -> list[float]:
-        return [t for t, m in self.messages if key in m.split("\n")]
-
-
 def test_ready_watchdog_stall_resume_stopping_on_sigterm(tmp_path, monkeypatch):
     det = write_detector_manifest(tmp_path)
     clf = write_classifier_manifest(tmp_path)
     cfg = tmp_path / "doorguard.toml"
     cfg.write_text(f'[models]\ndetector = "{det}"\nclassifier = "{clf}"\n'
                    f'[events]\nstate_dir = "{tmp_path / "state"}"\n')
-    listener = Listener(tmp_path / "notify.sock")
+    listener = NotifyListener(tmp_path / "notify.sock")
     camera = HangingCamera(frames_before_hang=20)
     notifier = SystemdNotifier(str(tmp_path / "notify.sock"), watchdog_usec=WATCHDOG_USEC)
     monkeypatch.setattr(service, "Runner", functools.partial(
