@@ -11,7 +11,6 @@ import argparse
 import functools
 import os
 import signal
-import socket
 import threading
 import time
 
