@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# An emulated Raspberry Pi OS Bookworm userland (arm64, Python 3.11, apt's numpy 1.24)
+# under QEMU user mode, for `make test-arm` and `make bench-arm`.
+#
+#   scripts/arm64.sh setup             rootfs (cached) + doorguard installed in it as on a Pi
+#   scripts/arm64.sh exec PROFILE CMD  run CMD (guest paths) on a Pi CPU profile: pi4 | pi5
+#   scripts/arm64.sh count PROFILE OUT CMD   as exec, counting guest instructions between
+#                                      markers into OUT (needs the plugin: benchmarks/arm/)
+#   scripts/arm64.sh mode              print how guests run here: chroot | direct
+#   scripts/arm64.sh rootfs            print the rootfs path (after setup)
+#
+# The rootfs is made once by debootstrap (about 4 minutes) and cached outside the
+# repository in $DOORGUARD_ARM_CACHE (default ~/.cache/doorguard/arm64); the venv in it
+# (/opt/doorguard/venv, --system-site-packages, numpy pinned to apt's, as
+# systemd/install.sh makes it on a Pi) is refreshed from this checkout at every setup.
+#
+# Guests run in a chroot through binfmt_misc when the kernel lets us mount it, else
+# directly as `qemu-aarch64-static -L ROOTFS` (no binfmt needed; a guest cannot then
+# start other arm64 programs). Each run is in its own mount namespace, where the
+# repository and ../shared appear at their host paths and /proc/cpuinfo is replaced
+# by a Pi's: XNNPACK picks its kernels from it, and from the CPU features QEMU_CPU
+# gives. Profiles: pi4 = Cortex-A72 (Pi 4/400/CM4), pi5 = Cortex-A76 (Pi 5, has the
+# int8 dot-product instructions).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=$(cd "$REPO/.." && pwd)/shared
+CACHE=${DOORGUARD_ARM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/doorguard/arm64}
+ROOTFS=$CACHE/rootfs
+SUITE=bookworm
+MIRROR=${DOORGUARD_ARM_MIRROR:-http://deb.debian.org/debian}
+INCLUDE=python3,python3-venv,python3-numpy,ca-certificates
+ROOTFS_KEY="$SUITE minbase $INCLUDE v1"
+GUEST_VENV=/opt/doorguard/venv
+GUEST_SRC=/opt/doorguard/src
+# The fallback runtime compared against ai-edge-litert (last release with cp311 aarch64 wheels).
+TFLITE_RUNTIME=tflite-runtime==2.14.0
+
+die() { echo "arm64: $*" >&2; exit 1; }
+say() { echo "arm64: $*" >&2; }
+
+need_root() {
+  [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot and mounts): run it with sudo"
+}
+
+# Host packages: QEMU user mode (static for chroot/binfmt, dynamic for TCG plugins) and debootstrap.
+host_packages() {
+  local missing=()
+  for p in qemu-user-static qemu-user binfmt-support debootstrap; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  say "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    die "apt-get install ${missing[*]} failed"
+}
+
+# A Pi's /proc/cpuinfo (64-bit kernel), one entry per host CPU so /sys and it agree.
+write_cpuinfo() { # PROFILE FILE
+  local features variant part rev n
+  case $1 in
+    pi4) features="fp asimd evtstrm crc32 cpuid"; variant=0x0; part=0xd08; rev=3 ;;
+    pi5) features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+         variant=0x4; part=0xd0b; rev=1 ;;
+    *) die "unknown CPU profile '$1' (pi4 or pi5)" ;;
+  esac
+  n=$(nproc)
+  : > "$2"
+  for ((i = 0; i < n; i++)); do
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
+      "$i" "$features" "$variant" "$part" "$rev" >> "$2"
+  done
+}
+
+qemu_cpu() { case $1 in pi4) echo cortex-a72 ;; pi5) echo cortex-a76 ;; *) die "unknown CPU profile '$1' (pi4 or pi5)" ;; esac; }
+
+make_rootfs() {
+  if [[ -x $ROOTFS/usr/bin/python3 && $(cat "$CACHE/rootfs.key" 2>/dev/null) == "$ROOTFS_KEY" ]]; then
+    say "reusing $ROOTFS"
+    return 0
+  fi
+  mkdir -p "$CACHE"
+  rm -rf "$ROOTFS" "$ROOTFS.tmp"
+  say "debootstrap $SUITE arm64 into $ROOTFS (about 4 minutes, once)"
+  # --foreign + second stage through the emulator works with and without binfmt.
+  if ! debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOTFS.tmp" "$MIRROR" \
+      > "$CACHE/debootstrap.log" 2>&1; then
+    tail -n 5 "$CACHE/debootstrap.log" >&2
+    die "debootstrap failed (log: $CACHE/debootstrap.log)"
+  fi
+  mv "$ROOTFS.tmp" "$ROOTFS"
+  echo "$ROOTFS_KEY" > "$CACHE/rootfs.key"
+}
+
+# chroot (binfmt_misc) or direct; decided once per call.
+MODE=
+# A TCG plugin spec (file[,arg=value]) for `count`: forces direct mode under qemu-aarch64.
+PLUGIN=
+detect_mode() {
+  [[ -n $MODE ]] && return 0
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+  fi
+  if [[ -e /proc/sys/fs/binfmt_misc/register ]]; then
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    if chroot "$ROOTFS" /bin/true 2>/dev/null; then MODE=chroot; return 0; fi
+  fi
+  if qemu-aarch64-static -L "$ROOTFS" "$ROOTFS/bin/true" 2>/dev/null; then
+    say "binfmt_misc not usable here: running guests directly under qemu-aarch64-static -L"
+    MODE=direct; return 0
+  fi
+  die "cannot run arm64 programs: binfmt_misc cannot be mounted/enabled (mount -t binfmt_misc needs root and a kernel with it) and qemu-aarch64-static -L $ROOTFS failed too"
+}
+
+# The environment a guest sees: nothing of the host's but proxies and pip's CA bundle.
+guest_env() {
+  local e=(PATH=$GUEST_VENV/bin:/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8
+           PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_CERT=/etc/doorguard-host-ca.crt
+           PYTHONDONTWRITEBYTECODE=1 DOORGUARD_SHARED=$SHARED)
+  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY DOORGUARD_ARM_PROFILE; do
+    [[ -n ${!v:-} ]] && e+=("$v=${!v}")
+  done
+  printf '%s\n' "${e[@]}"
+}
+
+# run_guest PROFILE CMD...: CMD inside the emulated Pi, in a private mount namespace.
+run_guest() {
+  local profile=$1; shift
+  detect_mode
+  local cpuinfo cpu env_args
+  cpu=$(qemu_cpu "$profile")
+  cpuinfo=$CACHE/cpuinfo-$profile
+  write_cpuinfo "$profile" "$cpuinfo"
+  mapfile -t env_args < <(DOORGUARD_ARM_PROFILE=$profile guest_env)
+  if [[ $MODE == chroot && -z $PLUGIN ]]; then
+    # unshare -m: every mount below vanishes with the command, even on kill.
+    unshare --mount --propagation private -- bash -euo pipefail -c '
+      R=$1 REPO=$2 SHARED=$3 CPUINFO=$4; shift 4
+      mount -t proc proc "$R/proc"
+      mount --bind "$CPUINFO" "$R/proc/cpuinfo"
+      mount --rbind /sys "$R/sys"
+      mount --rbind /dev "$R/dev"
+      mkdir -p "$R$REPO" "$R$SHARED"
+      mount --bind "$REPO" "$R$REPO"
+      if [[ -d $SHARED ]]; then mount --bind -o ro "$SHARED" "$R$SHARED"; fi
+      exec chroot "$R" "$@"' _ "$ROOTFS" "$REPO" "$SHARED" "$cpuinfo" \
+      env -i -C "$REPO" QEMU_CPU="$cpu" "${env_args[@]}" "$@"
+  else
+    # -L maps guest paths to $ROOTFS first, then the host's: the repo and ../shared are seen
+    # at their host paths. /proc/cpuinfo is looked up in $ROOTFS/proc, which is empty here.
+    install -m 0644 "$cpuinfo" "$ROOTFS/proc/cpuinfo"
+    local exe=$1; shift
+    local argv0=$exe
+    [[ $exe == /* ]] || die "direct mode needs an absolute guest path, not '$exe'"
+    # Follow the guest's own symlinks (the venv's python -> /usr/bin/python3 -> python3.11).
+    local real
+    real=$(cd "$ROOTFS" && readlink -m "$(guest_readlink "$exe")")
+    local qemu=(qemu-aarch64-static)
+    # Only the dynamically linked qemu-aarch64 can load TCG plugins.
+    [[ -n $PLUGIN ]] && qemu=(qemu-aarch64 -plugin "$PLUGIN")
+    (cd "$REPO" && env -i QEMU_CPU="$cpu" "${env_args[@]}" \
+      "${qemu[@]}" -L "$ROOTFS" -0 "$argv0" "$ROOTFS$real" "$@")
+  fi
+}
+
+# Resolve a guest path's symlinks inside the rootfs (absolute links are rootfs-relative).
+guest_readlink() {
+  local p=$1 n=0 t
+  while [[ -L $ROOTFS$p && $n -lt 20 ]]; do
+    t=$(readlink "$ROOTFS$p")
+    if [[ $t == /* ]]; then p=$t; else p=$(dirname "$p")/$t; fi
+    n=$((n + 1))
+  done
+  echo "$p"
+}
+
+# doorguard into /opt/doorguard/venv, as systemd/install.sh does on a Pi, plus the test tools.
+install_doorguard() {
+  install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/doorguard-host-ca.crt"
+  install -m 0644 /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true
+  rm -rf "$ROOTFS$GUEST_SRC"
+  mkdir -p "$ROOTFS$GUEST_SRC"
+  # The tracked files of this checkout (what a clone has), not its .venv or build outputs.
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md LICENSE* edge convert |
+     tar --null -T - -cf -) | tar -C "$ROOTFS$GUEST_SRC" -xf -
+  local py=/usr/bin/python3
+  if [[ ! -x $ROOTFS$GUEST_VENV/bin/python ]]; then
+    run_guest pi4 "$py" -m venv --system-site-packages "$GUEST_VENV"
+  fi
+  local numpy
+  numpy=$(run_guest pi4 "$py" -c 'import numpy; print(numpy.__version__)')
+  echo "numpy==$numpy" > "$ROOTFS/opt/doorguard/constraints.txt"
+  say "pip install doorguard (numpy==$numpy from apt), pytest, $TFLITE_RUNTIME into $GUEST_VENV"
+  run_guest pi4 "$GUEST_VENV/bin/python" -m pip install -q --upgrade \
+    --constraint /opt/doorguard/constraints.txt "$GUEST_SRC" pytest hypothesis pyyaml "$TFLITE_RUNTIME" ||
+    die "pip install into the arm64 venv failed (needs PyPI; see above)"
+}
+
+cmd=${1:-}
+case $cmd in
+  setup)
+    need_root; host_packages; make_rootfs; detect_mode; install_doorguard
+    say "ready: $ROOTFS ($MODE mode)" ;;
+  exec)
+    [[ $# -ge 3 ]] || die "usage: $0 exec pi4|pi5 CMD [ARG...]"
+    need_root
+    [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
+    profile=$2; shift 2
+    run_guest "$profile" "$@" ;;
+  count)
+    [[ $# -ge 4 ]] || die "usage: $0 count pi4|pi5 OUT CMD [ARG...]"
+    need_root
+    [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
+    lib=${DOORGUARD_ARM_PLUGIN:-$CACHE/libinsncount.so}
+    [[ -f $lib ]] || die "no instruction-count plugin at $lib (make bench-arm builds it)"
+    profile=$2; out=$3; shift 3
+    : > "$out"
+    PLUGIN="$lib,out=$out" MODE=direct run_guest "$profile" "$@" ;;
+  mode) need_root; detect_mode; echo "$MODE" ;;
+  rootfs) echo "$ROOTFS" ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
