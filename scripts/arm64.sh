@@ -116,9 +116,9 @@ detect_mode() {
 
 # The environment a guest sees: nothing of the host's but proxies and pip's CA bundle.
 guest_env() {
-  local e=(PATH=$GUEST_VENV/bin:/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8
+  local e=("PATH=$GUEST_VENV/bin:/usr/local/bin:/usr/bin:/bin" HOME=/root LANG=C.UTF-8
            PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_CERT=/etc/doorguard-host-ca.crt
-           PYTHONDONTWRITEBYTECODE=1 DOORGUARD_SHARED=$SHARED)
+           PYTHONDONTWRITEBYTECODE=1 "DOORGUARD_SHARED=$SHARED")
   for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY DOORGUARD_ARM_PROFILE; do
     [[ -n ${!v:-} ]] && e+=("$v=${!v}")
   done
@@ -136,6 +136,7 @@ run_guest() {
   mapfile -t env_args < <(DOORGUARD_ARM_PROFILE=$profile guest_env)
   if [[ $MODE == chroot && -z $PLUGIN ]]; then
     # unshare -m: every mount below vanishes with the command, even on kill.
+    # shellcheck disable=SC2016  # the inner script expands its own positional arguments
     unshare --mount --propagation private -- bash -euo pipefail -c '
       R=$1 REPO=$2 SHARED=$3 CPUINFO=$4; shift 4
       mount -t proc proc "$R/proc"
