@@ -11,7 +11,7 @@ HOST ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help sysdeps venv run test test-fast models bench install uninstall deploy clean
+.PHONY: help sysdeps venv run test test-arm test-fast models bench bench-arm install uninstall deploy clean
 
 help: ## Show this help
 	@echo "doorguard make targets:"
@@ -41,6 +41,10 @@ test: ## Set up .venv (workstation extras) and run the whole test suite
 	@./scripts/sysdeps.sh test
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi 4 and Pi 5 (root)
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
+	./scripts/test-arm.sh
 
 models: ## Rebuild the default models in models/ from ../shared
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test

@@ -119,7 +119,7 @@ guest_env() {
   local e=("PATH=$GUEST_VENV/bin:/usr/local/bin:/usr/bin:/bin" HOME=/root LANG=C.UTF-8
            PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_CERT=/etc/doorguard-host-ca.crt
            PYTHONDONTWRITEBYTECODE=1 "DOORGUARD_SHARED=$SHARED")
-  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY DOORGUARD_ARM_PROFILE; do
+  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY DOORGUARD_ARM_PROFILE GPIOZERO_PIN_FACTORY; do
     [[ -n ${!v:-} ]] && e+=("$v=${!v}")
   done
   printf '%s\n' "${e[@]}"

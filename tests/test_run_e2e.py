@@ -311,7 +311,9 @@ def test_real_images_from_shared(default_models, shared, tmp_path):
 
 
 def test_camera_slow_to_open_shows_fault_until_frames_flow(tmp_path):
-    src = ListSource([frame_with([])] * 5, live=True, fail_open=2)
+    # 200 frames (0.4 s of a live camera), not 5: a slow CPU (the emulated Pi of make test-arm)
+    # must still get 3 frames processed before this camera runs dry.
+    src = ListSource([frame_with([])] * 200, live=True, fail_open=2)
     extra = "[source]\nreconnect_initial_s = 0.01\ngive_up_after_s = 0.3\n"
     r, act, _ = runner(tmp_path, [], extra, source=src, max_frames=3)
     assert r.run() == 0
