@@ -100,6 +100,12 @@ MODE=
 PLUGIN=
 detect_mode() {
   [[ -n $MODE ]] && return 0
+  # DOORGUARD_ARM_MODE=direct forces the fallback (to test it where binfmt works).
+  case ${DOORGUARD_ARM_MODE:-} in
+    chroot|direct) MODE=$DOORGUARD_ARM_MODE; return 0 ;;
+    "") ;;
+    *) die "DOORGUARD_ARM_MODE must be chroot or direct, not '$DOORGUARD_ARM_MODE'" ;;
+  esac
   if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
   fi
@@ -151,6 +157,11 @@ run_guest() {
   else
     # -L maps guest paths to $ROOTFS first, then the host's: the repo and ../shared are seen
     # at their host paths. /proc/cpuinfo is looked up in $ROOTFS/proc, which is empty here.
+    # The chroot mode's (empty, unmounted here) mount points would hide the host's folders.
+    local d
+    for d in "$REPO" "$SHARED"; do
+      [[ -d $ROOTFS$d ]] && rmdir -p --ignore-fail-on-non-empty "$ROOTFS$d"
+    done
     install -m 0644 "$cpuinfo" "$ROOTFS/proc/cpuinfo"
     local exe=$1; shift
     local argv0=$exe
@@ -161,8 +172,11 @@ run_guest() {
     local qemu=(qemu-aarch64-static)
     # Only the dynamically linked qemu-aarch64 can load TCG plugins.
     [[ -n $PLUGIN ]] && qemu=(qemu-aarch64 -plugin "$PLUGIN")
+    # Debian's BLAS/LAPACK are found through absolute /etc/alternatives links, which -L does
+    # not follow into the rootfs: name their real folders to the guest's loader.
     (cd "$REPO" && env -i QEMU_CPU="$cpu" "${env_args[@]}" \
-      "${qemu[@]}" -L "$ROOTFS" -0 "$argv0" "$ROOTFS$real" "$@")
+      "${qemu[@]}" -L "$ROOTFS" -E LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu/blas:/usr/lib/aarch64-linux-gnu/lapack \
+      -0 "$argv0" "$ROOTFS$real" "$@")
   fi
 }
 
