@@ -135,7 +135,7 @@ guest_env() {
 run_guest() {
   local profile=$1; shift
   detect_mode
-  local cpuinfo cpu env_args
+  local cpuinfo cpu env_args rc d
   cpu=$(qemu_cpu "$profile")
   cpuinfo=$CACHE/cpuinfo-$profile
   write_cpuinfo "$profile" "$cpuinfo"
@@ -153,12 +153,16 @@ run_guest() {
       mount --bind "$REPO" "$R$REPO"
       if [[ -d $SHARED ]]; then mount --bind -o ro "$SHARED" "$R$SHARED"; fi
       exec chroot "$R" "$@"' _ "$ROOTFS" "$REPO" "$SHARED" "$cpuinfo" \
-      env -i -C "$REPO" QEMU_CPU="$cpu" "${env_args[@]}" "$@"
+      env -i -C "$REPO" QEMU_CPU="$cpu" "${env_args[@]}" "$@" || rc=$?
+    # The mount points, empty again, would hide the host's folders from direct mode.
+    for d in "$REPO" "$SHARED"; do
+      [[ -d $ROOTFS$d ]] && rmdir -p --ignore-fail-on-non-empty "$ROOTFS$d"
+    done
+    return "${rc:-0}"
   else
     # -L maps guest paths to $ROOTFS first, then the host's: the repo and ../shared are seen
     # at their host paths. /proc/cpuinfo is looked up in $ROOTFS/proc, which is empty here.
     # The chroot mode's (empty, unmounted here) mount points would hide the host's folders.
-    local d
     for d in "$REPO" "$SHARED"; do
       [[ -d $ROOTFS$d ]] && rmdir -p --ignore-fail-on-non-empty "$ROOTFS$d"
     done
@@ -213,16 +217,25 @@ install_doorguard() {
     die "pip install into the arm64 venv failed (needs PyPI; see above)"
 }
 
+# One guest at a time per rootfs: a run changes $ROOTFS/proc/cpuinfo (direct mode) and
+# its mount points, and setup replaces the venv under a running guest's feet.
+lock() {
+  mkdir -p "$CACHE"
+  exec 9> "$CACHE/lock"
+  flock 9
+}
+
 cmd=${1:-}
 case $cmd in
   setup)
-    need_root; host_packages; make_rootfs; detect_mode; install_doorguard
+    need_root; lock; host_packages; make_rootfs; detect_mode; install_doorguard
     say "ready: $ROOTFS ($MODE mode)" ;;
   exec)
     [[ $# -ge 3 ]] || die "usage: $0 exec pi4|pi5 CMD [ARG...]"
     need_root
     [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
     profile=$2; shift 2
+    lock
     run_guest "$profile" "$@" ;;
   count)
     [[ $# -ge 4 ]] || die "usage: $0 count pi4|pi5 OUT CMD [ARG...]"
@@ -231,6 +244,7 @@ case $cmd in
     lib=${DOORGUARD_ARM_PLUGIN:-$CACHE/libinsncount.so}
     [[ -f $lib ]] || die "no instruction-count plugin at $lib (make bench-arm builds it)"
     profile=$2; out=$3; shift 3
+    lock
     : > "$out"
     PLUGIN="$lib,out=$out" MODE=direct run_guest "$profile" "$@" ;;
   mode) need_root; detect_mode; echo "$MODE" ;;
