@@ -1,0 +1,1 @@
+"""Emulated Raspberry Pi benchmark (make bench-arm): host driver and guest script."""
