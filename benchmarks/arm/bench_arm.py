@@ -279,8 +279,10 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
 
     add("## 2. Each shipped model: one invoke() (M instructions)")
     add("")
-    add("After a warm-up invoke; *first* = the first invoke (XNNPACK packs weights there), *load* = "
-        "constructor + allocate_tensors. Input: the 1-face frame, preprocessed as the manifest says.")
+    add("*invoke*: one `invoke()` after a warm-up one; *first*: the first `invoke()` after loading; *load*: "
+        "constructor + `allocate_tensors()` (where ai-edge-litert applies XNNPACK and packs the weights, so its "
+        "first invoke costs no more than the next). 1 thread. Input: the 1-face frame, preprocessed as the "
+        "manifest says.")
     add("")
     head = "| model | precision | runtime | " + " | ".join(f"invoke {p}" for p in profs)
     if len(profs) == 2:
@@ -382,14 +384,7 @@ def run_guest(profile: str, out_dir: Path, parts: str, label: str) -> dict[str, 
     """One guest run under the counting plugin: its result joined with the counts."""
     counts_file = out_dir / f"counts-{label}.txt"
     log_file = out_dir / f"guest-{label}.log"
-    rootfs = subprocess.run([str(ARM64), "rootfs"], capture_output=True, text=True, check=True).stdout.strip()
-    # `count` runs the guest as qemu-aarch64 -L ROOTFS and writes the profile's /proc/cpuinfo
-    # into ROOTFS/proc, which every direct-mode run shares: a concurrent run of another profile
-    # (make test-arm) would swap the CPU under this one. A private tmpfs on ROOTFS/proc, in a
-    # mount namespace of this run only, gives it its own copy.
-    cmd = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-euc",
-           'mount -t tmpfs -o size=1m doorguard-bench-proc "$1/proc"; shift; exec "$@"', "_", rootfs,
-           str(ARM64), "count", profile, str(counts_file), GUEST_PYTHON, str(GUEST),
+    cmd = [str(ARM64), "count", profile, str(counts_file), GUEST_PYTHON, str(GUEST),
            "--repo", str(ROOT), "--parts", parts]
     print(f"bench-arm: {profile}: counting guest instructions ({parts}) ...", file=sys.stderr, flush=True)
     t0 = time.monotonic()

@@ -39,26 +39,6 @@ from typing import Any, Iterator
 
 
 
-def _preload_alternatives(libdir: str = "/usr/lib/aarch64-linux-gnu") -> list[str]:
-    """Load Debian's BLAS/LAPACK by their real paths before numpy needs them.
-
-    Their usual names are symlinks through /etc/alternatives with absolute targets.
-    Under ``arm64.sh count`` the guest runs as ``qemu-aarch64 -L ROOTFS`` (no chroot),
-    where such a target resolves on the host and numpy fails to import. A library
-    already loaded is found by its soname, so loading the real files first fixes it;
-    in a chroot (or on a Pi) it changes nothing.
-    """
-    import ctypes
-
-    loaded = []
-    for sub, name in (("blas", "libblas.so.3"), ("lapack", "liblapack.so.3")):
-        path = os.path.join(libdir, sub, name)
-        if os.path.exists(path):
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            loaded.append(path)
-    return loaded
-
-
 #: lseek() "file descriptors" the plugin watches (never open: the kernel says EBADF).
 MARK_START = 0x3D00D001
 MARK_STOP = 0x3D00D002
@@ -271,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
         # threads would race the plugin's counter and add spin-wait instructions.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ.setdefault(var, "1")
-        _preload_alternatives()
     import cv2
 
     threads = cv2.getNumThreads()
