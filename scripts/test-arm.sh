@@ -68,7 +68,7 @@ for p in $PROFILES; do
   GPIOZERO_PIN_FACTORY=mock scripts/arm64.sh exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
     run --config "$(config "$p")" --source demo > "$OUT/run-$p.log" 2>&1 ||
     { tail -n 20 "$OUT/run-$p.log" >&2; fail "$p: doorguard run"; }
-  grep -E "summary: .*FPS|events by verdict" "$OUT/run-$p.log" | sed 's/^.*summary: /  /' || true
+  grep -E "events by verdict" "$OUT/run-$p.log" | sed "s/^.*summary: /  /" || true  # its FPS is emulated: no speed
   states+=("$OUT/state-$p")
 
   for b in litert tflite_runtime; do
