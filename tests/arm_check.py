@@ -193,6 +193,48 @@ def judge(ref, other) -> tuple[bool, list[str], dict]:
     return ok, lines, {"max_lsb": worst, "tensors_differing": sum(v != 0 for v in d.values()), "tensors": len(d)}
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def same_decisions(ref, other) -> tuple[int, int]:
+    """(inputs on which both give the same decisions, inputs compared).
+
+    A classifier's decision is its argmax; a detector's, the boxes doorguard's own
+    decode + NMS keeps at the manifest's threshold: same count, each matched at IoU >= 0.9.
+    """
+    from edge import yolo
+
+    same = total = 0
+    for man in shipped_manifests():
+        m = load_manifest(man, verify_hash=False)
+        frames = sorted({k.split("/")[2] for k in ref.files if k.startswith(f"out/{man.stem}/")})
+        for f in frames:
+            keys = {o.name: f"out/{man.stem}/{f}/{o.name}" for o in m.outputs}
+            if not all(k in ref.files and k in other.files for k in keys.values()):
+                total += 1
+                continue
+            total += 1
+            if m.task == "classify":
+                k = next(iter(keys.values()))
+                same += int(np.argmax(ref[k]) == np.argmax(other[k]))
+                continue
+            heads = [o for o in m.outputs if o.role == "yolo_head"]
+            found = []
+            for side in (ref, other):
+                deq = {o.name: (side[keys[o.name]].astype(np.float32) - o.quant.zero_point) * o.quant.scale
+                       if o.quant else side[keys[o.name]].astype(np.float32) for o in heads}
+                found.append(yolo.decode(deq, heads, len(m.labels), m.input.width, m.input.height, None,
+                                         m.score_threshold or 0.3, m.nms_iou or 0.45).boxes)
+            a, b = found
+            same += int(len(a) == len(b) and all(max((_iou(x, y) for y in b), default=0) >= 0.9 for x in a))
+    return same, total
+
+
 def cmd_compare(a) -> int:
     ref = np.load(a.ref)
     n = sum(k.startswith("out/") for k in ref.files)
@@ -220,10 +262,10 @@ def cmd_compare(a) -> int:
                 lines.append(f"  - (info) its own preprocessing of the same frames (OpenCV "
                              f"resize on ARM): {'identical' if worst_p == 0 else f'max {worst_p} LSB'}, "
                              f"{differing} of {len(p_d)} input tensors differ")
-            else:
-                decisions = [k for k in detail if "argmax differs" in k]
-                n_cls = sum(1 for k in ref.files if k.startswith("out/") and ref[k].ndim == 2)
-                lines.append(f"  - (info) classifier decision (argmax) differs on {len(decisions)} of {n_cls} inputs")
+            n_same, n_all = same_decisions(ref, other)
+            summary[role][label]["same_decisions"] = [n_same, n_all]
+            lines.append(f"  - (info) same decisions as x86 (classifier argmax; detector boxes after "
+                         f"decode + NMS, IoU >= 0.9) on {n_same} of {n_all} inputs")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.report:
