@@ -54,6 +54,10 @@ bench: ## Benchmarks (needs ../shared): writes bench-out/bench.md and plots
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
 	$(VENV)/bin/doorguard bench --out bench-out
 
+bench-arm: ## Guest instructions per frame on an emulated Pi 4 / Pi 5, writes bench-out/arm/ (root)
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
+	$(VENV)/bin/python benchmarks/arm/bench_arm.py --out bench-out/arm
+
 install: ## On a Pi: install doorguard as a systemd service (idempotent)
 	sudo ./systemd/install.sh
 
