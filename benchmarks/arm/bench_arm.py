@@ -6,7 +6,7 @@ Runs on the host (root, x86_64) with the standard library only:
 2. ``benchmarks/arm/build_plugin.sh``: the instruction-count QEMU plugin (cached).
 3. ``scripts/arm64.sh count PROFILE ...`` runs benchmarks/arm/guest.py per profile; the
    plugin writes ``tag count`` per marked segment, the guest says what each tag was.
-4. A second run of part of it on the first profile: the run-to-run spread.
+4. The same guest run again on the first profile: the run-to-run spread.
 5. ``bench-out/arm/bench-arm.md`` and ``bench-arm.json``.
 
 The figures are instruction counts of the emulated CPU, not time: QEMU models no
@@ -42,7 +42,8 @@ PROFILES = {"pi4": "Pi 4, Cortex-A72", "pi5": "Pi 5, Cortex-A76"}
 #: (A72: 3-wide, A76: 4-wide with more NEON throughput), for dense NEON inference code.
 PROJECTION = {"pi4": {"ghz": 1.8, "ipc": 1.0}, "pi5": {"ghz": 2.4, "ipc": 1.5}}
 FULL_PARTS = "empty,models,pipeline,stages,settled,tflite-pipeline,baseline"
-REPEAT_PARTS = "pipeline,baseline"
+#: The second run repeats everything: a process doing other work first allocates differently.
+REPEAT_PARTS = FULL_PARTS
 MODEL_ORDER = ("yoloface-500k-v2-facemask", "yoloface-500k-v2", "mask-classifier")
 BACKEND_NAMES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import gc
 import json
 import os
 import platform
@@ -86,6 +87,9 @@ class Segments:
         tag = len(self.items) + 1
         rec = {"tag": tag, **meta}
         self.items.append(rec)
+        # A full collection first: otherwise where the cyclic GC happens to run depends on
+        # everything the process did before, and a run of other parts counts differently.
+        gc.collect()
         mark(MARK_START, tag)
         try:
             yield rec
