@@ -210,8 +210,13 @@ def summarize(runs: dict[str, dict[str, Any]], repeat: dict[str, Any] | None = N
                 continue
             rows.append({"key": dict(zip(KEY_FIELDS, key)), "first": a[0]["count"], "second": segs[0]["count"],
                          "ppm": spread_ppm([a[0]["count"], segs[0]["count"]])})
+        by_kind: dict[str, float] = {}
+        for r in rows:
+            kind = f"{r['key']['group']} {r['key']['kind']}"
+            by_kind[kind] = max(by_kind.get(kind, 0.0), r["ppm"])
         across = {"profile": repeat["profile"], "parts": repeat.get("parts"), "segments": len(rows),
-                  "max_ppm": max((r["ppm"] for r in rows), default=None), "rows": rows}
+                  "max_ppm": max((r["ppm"] for r in rows), default=None), "max_ppm_by_kind": by_kind,
+                  "rows": rows}
     marker = {name: p.count(group="empty", kind="empty") for name, p in profs.items()}
     return {"pipeline": pipeline, "models": models, "within_run": within, "across_runs": across,
             "marker_overhead": marker, "frames": frames}
@@ -345,7 +350,8 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
     if a:
         mx = a["max_ppm"]
         add(f"- Across two runs ({a['profile']}, second run of parts `{a['parts']}`): {a['segments']} segments "
-            f"matched; largest difference {'-' if mx is None else f'{mx:.0f}'} ppm.")
+            f"matched; largest difference {'-' if mx is None else f'{mx:.0f}'} ppm. By kind (largest, ppm): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(a.get("max_ppm_by_kind", {}).items())) + ".")
     mk = summary.get("marker_overhead") or {}
     if any(v is not None for v in mk.values()):
         add("- An empty segment (the markers' own cost) counts "
