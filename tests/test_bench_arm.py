@@ -157,3 +157,26 @@ def test_bench_frames_hold_the_faces_their_names_promise(shared, capsys):
     result = bench_arm.parse_result(capsys.readouterr().out)
     found = {s["faces"]: s["found"] for s in result["segments"] if s["kind"] == "new"}
     assert found == {faces: faces for faces in guest.FRAMES}
+
+
+def test_shipped_models_are_the_manifests_in_models_default_ones_first():
+    paths = guest.shipped_models(bench_arm.ROOT)
+    names = [p.stem for p in paths]
+    assert names[:2] == ["yoloface-500k-v2-facemask", "mask-classifier"]
+    assert "eval" not in names and len(names) == len(set(names)) >= 3
+
+
+def test_a_model_without_its_float32_build_is_noted_not_counted(tmp_path):
+    # A clean clone has no *.float32.tflite (gitignored, made by `make models`).
+    import shutil
+
+    import numpy as np
+
+    (tmp_path / "models").mkdir()
+    for suffix in (".json", ".tflite"):
+        shutil.copy(bench_arm.ROOT / "models" / f"mask-classifier{suffix}", tmp_path / "models")
+    seg = guest.Segments()
+    notes = guest.bench_models(seg, tmp_path, np.zeros((480, 640, 3), np.uint8), ("litert",), reps=1)
+    assert [(n["model"], n["precision"]) for n in notes] == [("mask-classifier", "float32")]
+    assert {(s["precision"], s["kind"]) for s in seg.items} == {("int8", "load"), ("int8", "first"),
+                                                               ("int8", "invoke")}

@@ -44,7 +44,6 @@ PROJECTION = {"pi4": {"ghz": 1.8, "ipc": 1.0}, "pi5": {"ghz": 2.4, "ipc": 1.5}}
 FULL_PARTS = "empty,models,pipeline,stages,settled,tflite-pipeline,baseline"
 #: The second run repeats everything: a process doing other work first allocates differently.
 REPEAT_PARTS = FULL_PARTS
-MODEL_ORDER = ("yoloface-500k-v2-facemask", "yoloface-500k-v2", "mask-classifier")
 BACKEND_NAMES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 
 
@@ -176,8 +175,9 @@ def summarize(runs: dict[str, dict[str, Any]], repeat: dict[str, Any] | None = N
             })
     models = []
     missing = {(m["model"], m["precision"]) for run in runs.values() for m in run.get("missing") or []}
-    names = [n for n in MODEL_ORDER if any(s.get("model") == n for run in runs.values() for s in run["segments"])
-             or any(m == n for m, _ in missing)]
+    # In the order the guest measured them (default models first), then models only missing.
+    names = list(dict.fromkeys([s["model"] for run in runs.values() for s in run["segments"]
+                                if s.get("group") == "model"] + [m for m, _ in sorted(missing)]))
     for model in names:
         for precision in ("int8", "float32"):
             if (model, precision) in missing and not any(

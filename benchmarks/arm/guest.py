@@ -56,8 +56,8 @@ FRAMES: dict[int, tuple[str, tuple[int, int, int, int] | None]] = {
     1: ("maksssksksss456", None),
     3: ("maksssksksss452", None),
 }
-#: Models whose single invokes are counted (manifests in models/).
-MODEL_NAMES = ("yoloface-500k-v2-facemask", "yoloface-500k-v2", "mask-classifier")
+#: The default config's models first; every other manifest in models/ follows.
+MODEL_ORDER = ("yoloface-500k-v2-facemask", "mask-classifier")
 BACKENDS = ("litert", "tflite_runtime")
 #: Frames averaged for the settled-track figure (two reclassify periods at the default 5).
 SETTLED_FRAMES = 10
@@ -116,6 +116,22 @@ def frame_image(shared: Path, faces: int):
     return out
 
 
+def shipped_models(repo: Path) -> list[Path]:
+    """The model manifests in models/ (other JSON there, like eval.json, is skipped)."""
+    from edge.errors import DoorguardError
+    from edge.manifest import load_manifest
+
+    found = []
+    for path in sorted((repo / "models").glob("*.json")):
+        try:  # the hash is checked when the model is loaded: a broken one fails the run loudly
+            load_manifest(path, verify_hash=False)
+        except DoorguardError:
+            continue
+        found.append(path)
+    rank = {n: i for i, n in enumerate(MODEL_ORDER)}
+    return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+
+
 def bench_models(seg: Segments, repo: Path, image, backends: tuple[str, ...], reps: int) -> list[dict]:
     """Load, first invoke and ``reps`` further invokes of every model, precision and backend."""
     from edge.manifest import load_manifest
@@ -123,8 +139,8 @@ def bench_models(seg: Segments, repo: Path, image, backends: tuple[str, ...], re
     from edge.runtime import load_interpreter
 
     notes = []
-    for name in MODEL_NAMES:
-        mpath = repo / "models" / f"{name}.json"
+    for mpath in shipped_models(repo):
+        name = mpath.stem
         m = load_manifest(mpath)
         files = {"int8": m.tflite_path(mpath)}
         if m.float_tflite:
