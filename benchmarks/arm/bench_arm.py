@@ -205,6 +205,8 @@ def summarize(runs: dict[str, dict[str, Any]], repeat: dict[str, Any] | None = N
         second = Profile(repeat["segments"])
         rows = []
         for key, segs in second.by_key.items():
+            if key[0] == "empty":  # 10 k instructions: a few dozen apart is not a spread worth a line
+                continue
             a = first.by_key.get(key)
             if not a or a[0].get("count") is None or segs[0].get("count") is None:
                 continue
