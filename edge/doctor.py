@@ -312,8 +312,10 @@ class Doctor:
         if name == "litert":
             return [Check("interpreter", OK, "ai-edge-litert (XNNPACK int8 kernels).")]
         if name == "tflite_runtime":
-            return [Check("interpreter", WARN, "using tflite-runtime: it runs int8 models about 4x slower than "
-                                               "ai-edge-litert; `pip install ai-edge-litert` in the venv.")]
+            # make bench-arm: a frame of the default pipeline costs 1.7-2.2x (Pi 4) and 3.2x (Pi 5) the instructions.
+            return [Check("interpreter", WARN, "using tflite-runtime: it has no XNNPACK int8 kernels, so a frame "
+                                               "costs 1.7-3.2x the CPU of ai-edge-litert; `pip install ai-edge-litert` "
+                                               "in the venv.")]
         return [Check("interpreter", WARN if self.pi else OK,
                       "using tensorflow's tf.lite (workstation fallback); on a Pi install ai-edge-litert.")]
 
