@@ -225,29 +225,36 @@ lock() {
   flock 9
 }
 
-cmd=${1:-}
-case $cmd in
-  setup)
-    need_root; lock; host_packages; make_rootfs; detect_mode; install_doorguard
-    say "ready: $ROOTFS ($MODE mode)" ;;
-  exec)
-    [[ $# -ge 3 ]] || die "usage: $0 exec pi4|pi5 CMD [ARG...]"
-    need_root
-    [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
-    profile=$2; shift 2
-    lock
-    run_guest "$profile" "$@" ;;
-  count)
-    [[ $# -ge 4 ]] || die "usage: $0 count pi4|pi5 OUT CMD [ARG...]"
-    need_root
-    [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
-    lib=${DOORGUARD_ARM_PLUGIN:-$CACHE/libinsncount.so}
-    [[ -f $lib ]] || die "no instruction-count plugin at $lib (make bench-arm builds it)"
-    profile=$2; out=$3; shift 3
-    lock
-    : > "$out"
-    PLUGIN="$lib,out=$out" MODE=direct run_guest "$profile" "$@" ;;
-  mode) need_root; detect_mode; echo "$MODE" ;;
-  rootfs) echo "$ROOTFS" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
-esac
+# All in a function called on the last line: bash reads a script while running it, so an
+# edit to this file must not reach a run in progress.
+main() {
+  cmd=${1:-}
+  case $cmd in
+    setup)
+      need_root; lock; host_packages; make_rootfs; detect_mode; install_doorguard
+      say "ready: $ROOTFS ($MODE mode)" ;;
+    exec)
+      [[ $# -ge 3 ]] || die "usage: $0 exec pi4|pi5 CMD [ARG...]"
+      need_root
+      [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
+      profile=$2; shift 2
+      lock
+      run_guest "$profile" "$@" ;;
+    count)
+      [[ $# -ge 4 ]] || die "usage: $0 count pi4|pi5 OUT CMD [ARG...]"
+      need_root
+      [[ -x $ROOTFS$GUEST_VENV/bin/python ]] || die "no arm64 venv in $ROOTFS: run '$0 setup' first"
+      lib=${DOORGUARD_ARM_PLUGIN:-$CACHE/libinsncount.so}
+      [[ -f $lib ]] || die "no instruction-count plugin at $lib (make bench-arm builds it)"
+      profile=$2; out=$3; shift 3
+      lock
+      : > "$out"
+      PLUGIN="$lib,out=$out" MODE=direct run_guest "$profile" "$@" ;;
+    mode) need_root; detect_mode; echo "$MODE" ;;
+    rootfs) echo "$ROOTFS" ;;
+    *) sed -n '2,/arm64.sh rootfs/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
+exit
