@@ -85,11 +85,18 @@ make_rootfs() {
   rm -rf "$ROOTFS" "$ROOTFS.tmp"
   say "debootstrap $SUITE arm64 into $ROOTFS (about 4 minutes, once)"
   # --foreign + second stage through the emulator works with and without binfmt.
-  if ! debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOTFS.tmp" "$MIRROR" \
-      > "$CACHE/debootstrap.log" 2>&1; then
+  # Two tries: a mirror hiccup must not fail CI (the second starts clean).
+  local try
+  for try in 1 2; do
+    if debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOTFS.tmp" "$MIRROR" \
+        > "$CACHE/debootstrap.log" 2>&1; then
+      break
+    fi
     tail -n 5 "$CACHE/debootstrap.log" >&2
-    die "debootstrap failed (log: $CACHE/debootstrap.log)"
-  fi
+    [[ $try -eq 2 ]] && die "debootstrap failed twice (log: $CACHE/debootstrap.log)"
+    say "debootstrap failed; trying once more"
+    rm -rf "$ROOTFS.tmp"
+  done
   mv "$ROOTFS.tmp" "$ROOTFS"
   echo "$ROOTFS_KEY" > "$CACHE/rootfs.key"
 }
@@ -212,9 +219,13 @@ install_doorguard() {
   numpy=$(run_guest pi4 "$py" -c 'import numpy; print(numpy.__version__)')
   echo "numpy==$numpy" > "$ROOTFS/opt/doorguard/constraints.txt"
   say "pip install doorguard (numpy==$numpy from apt), pytest, $TFLITE_RUNTIME into $GUEST_VENV"
-  run_guest pi4 "$GUEST_VENV/bin/python" -m pip install -q --upgrade \
-    --constraint /opt/doorguard/constraints.txt "$GUEST_SRC" pytest hypothesis pyyaml "$TFLITE_RUNTIME" ||
-    die "pip install into the arm64 venv failed (needs PyPI; see above)"
+  local try
+  for try in 1 2; do
+    run_guest pi4 "$GUEST_VENV/bin/python" -m pip install -q --upgrade \
+      --constraint /opt/doorguard/constraints.txt "$GUEST_SRC" pytest hypothesis pyyaml "$TFLITE_RUNTIME" && return 0
+    say "pip install into the arm64 venv failed (try $try of 2)"
+  done
+  die "pip install into the arm64 venv failed twice (needs PyPI; see above)"
 }
 
 # One guest at a time per rootfs: a run changes $ROOTFS/proc/cpuinfo (direct mode) and
@@ -225,8 +236,8 @@ lock() {
   flock 9
 }
 
-# All in a function called on the last line: bash reads a script while running it, so an
-# edit to this file must not reach a run in progress.
+# All in a function, called on the last line together with `exit` (bash reads a script
+# line by line while running it: an edit to this file must not reach a run in progress).
 main() {
   cmd=${1:-}
   case $cmd in
@@ -256,5 +267,4 @@ main() {
   esac
 }
 
-main "$@"
-exit
+main "$@"; exit

@@ -24,74 +24,80 @@ ARM_TESTS=(tests/test_config.py tests/test_sources.py tests/test_edge_core.py te
            tests/test_rules.py tests/test_actuators.py tests/test_events.py tests/test_pipeline.py
            tests/test_run_e2e.py tests/test_preprocess_lut.py tests/test_notify.py tests/test_doctor.py)
 
-t0=$(date +%s)
-step() { echo "== test-arm [$(($(date +%s) - t0)) s] $*"; }
-[[ -x $HOSTPY ]] || { echo "test-arm: no host venv at $HOSTPY (make venv)" >&2; exit 1; }
+# In a function, called on the last line together with `exit` (bash reads a script line by
+# line while running it: an edit to this file must not reach a run in progress).
+main() {
+  t0=$(date +%s)
+  step() { echo "== test-arm [$(($(date +%s) - t0)) s] $*"; }
+  [[ -x $HOSTPY ]] || { echo "test-arm: no host venv at $HOSTPY (make venv)" >&2; exit 1; }
 
-step "arm64 rootfs and doorguard installed in it"
-scripts/arm64.sh setup
-mode=$(scripts/arm64.sh mode)
-deselect=()
-if [[ $mode == direct ]]; then
-  # Without binfmt_misc a guest cannot start another arm64 program.
-  deselect=(--deselect tests/test_actuators.py::test_sound_plays_without_blocking_and_never_twice)
-fi
+  step "arm64 rootfs and doorguard installed in it"
+  scripts/arm64.sh setup
+  mode=$(scripts/arm64.sh mode)
+  deselect=()
+  if [[ $mode == direct ]]; then
+    # Without binfmt_misc a guest cannot start another arm64 program.
+    deselect=(--deselect tests/test_actuators.py::test_sound_plays_without_blocking_and_never_twice)
+  fi
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-# A config as install.sh writes it: absolute model paths, its own state directory.
-config() { # NAME -> path of a config file whose events go to $OUT/state-NAME
-  local f=$OUT/$1.toml
-  printf '[models]\ndetector = "%s"\nclassifier = "%s"\n[events]\nstate_dir = "%s"\n' \
-    "$REPO/models/yoloface-500k-v2-facemask.json" "$REPO/models/mask-classifier.json" "$OUT/state-$1" > "$f"
-  echo "$f"
+  rm -rf "$OUT"
+  mkdir -p "$OUT"
+  # A config as install.sh writes it: absolute model paths, its own state directory.
+  config() { # NAME -> path of a config file whose events go to $OUT/state-NAME
+    local f=$OUT/$1.toml
+    printf '[models]\ndetector = "%s"\nclassifier = "%s"\n[events]\nstate_dir = "%s"\n' \
+      "$REPO/models/yoloface-500k-v2-facemask.json" "$REPO/models/mask-classifier.json" "$OUT/state-$1" > "$f"
+    echo "$f"
+  }
+
+  step "x86 reference: input tensors, int8 outputs, demo run"
+  "$HOSTPY" tests/arm_check.py inputs --out "$OUT/inputs.npz"
+  "$HOSTPY" tests/arm_check.py run --backend litert --inputs "$OUT/inputs.npz" --out "$OUT/out-x86-litert.npz" \
+    --label "$(uname -m) host" 2>/dev/null
+  GPIOZERO_PIN_FACTORY=mock "$HOSTPY" -m edge.cli run --config "$(config x86)" --source demo \
+    > "$OUT/run-x86.log" 2>&1 || { tail -n 20 "$OUT/run-x86.log" >&2; exit 1; }
+
+  status=0
+  failed=()
+  fail() { status=1; failed+=("$*"); echo "test-arm: FAILED: $*" >&2; }
+  preferred=() fallback=() states=()
+  for p in $PROFILES; do
+    step "$p: edge tests (${#ARM_TESTS[@]} files) under the Pi's Python and wheels"
+    scripts/arm64.sh exec "$p" "$GUESTPY" -m pytest -p no:cacheprovider -q "${ARM_TESTS[@]}" "${deselect[@]}" ||
+      fail "$p: edge tests"
+
+    step "$p: installed doorguard run on the demo clip with the shipped int8 models"
+    # The venv's console script, run by path: `edge` comes from the installed package.
+    GPIOZERO_PIN_FACTORY=mock scripts/arm64.sh exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
+      run --config "$(config "$p")" --source demo > "$OUT/run-$p.log" 2>&1 ||
+      { tail -n 20 "$OUT/run-$p.log" >&2; fail "$p: doorguard run"; }
+    grep -E "events by verdict" "$OUT/run-$p.log" | sed "s/^.*summary: /  /" || true  # its FPS is emulated: no speed
+    states+=("$OUT/state-$p")
+
+    for b in litert tflite_runtime; do
+      step "$p: shipped int8 models on the x86 input tensors ($b)"
+      scripts/arm64.sh exec "$p" "$GUESTPY" tests/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
+        --out "$OUT/out-$p-$b.npz" --label "$p" 2>/dev/null || fail "$p: int8 outputs ($b)"
+    done
+    preferred+=("$OUT/out-$p-litert.npz")
+    fallback+=("$OUT/out-$p-tflite_runtime.npz")
+  done
+
+  step "compare with x86"
+  "$HOSTPY" tests/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$OUT/events.txt" ||
+    fail "events differ from x86"
+  cat "$OUT/events.txt"
+  "$HOSTPY" tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
+    --fallback "${fallback[@]}" --report "$OUT/outputs.md" || fail "int8 outputs differ from x86"
+  {
+    echo "# make test-arm ($mode mode, profiles: $PROFILES), $(($(date +%s) - t0)) s"
+    echo
+    cat "$OUT/outputs.md"
+    echo
+    sed 's/^/- /' "$OUT/events.txt"
+  } > "$OUT/report.md"
+  step "done ($([[ $status -eq 0 ]] && echo passed || echo "FAILED: ${failed[*]}")); report: build/arm/report.md"
+  return $status
 }
 
-step "x86 reference: input tensors, int8 outputs, demo run"
-"$HOSTPY" tests/arm_check.py inputs --out "$OUT/inputs.npz"
-"$HOSTPY" tests/arm_check.py run --backend litert --inputs "$OUT/inputs.npz" --out "$OUT/out-x86-litert.npz" \
-  --label "$(uname -m) host" 2>/dev/null
-GPIOZERO_PIN_FACTORY=mock "$HOSTPY" -m edge.cli run --config "$(config x86)" --source demo \
-  > "$OUT/run-x86.log" 2>&1 || { tail -n 20 "$OUT/run-x86.log" >&2; exit 1; }
-
-status=0
-failed=()
-fail() { status=1; failed+=("$*"); echo "test-arm: FAILED: $*" >&2; }
-preferred=() fallback=() states=()
-for p in $PROFILES; do
-  step "$p: edge tests (${#ARM_TESTS[@]} files) under the Pi's Python and wheels"
-  scripts/arm64.sh exec "$p" "$GUESTPY" -m pytest -p no:cacheprovider -q "${ARM_TESTS[@]}" "${deselect[@]}" ||
-    fail "$p: edge tests"
-
-  step "$p: installed doorguard run on the demo clip with the shipped int8 models"
-  # The venv's console script, run by path: `edge` comes from the installed package.
-  GPIOZERO_PIN_FACTORY=mock scripts/arm64.sh exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
-    run --config "$(config "$p")" --source demo > "$OUT/run-$p.log" 2>&1 ||
-    { tail -n 20 "$OUT/run-$p.log" >&2; fail "$p: doorguard run"; }
-  grep -E "events by verdict" "$OUT/run-$p.log" | sed "s/^.*summary: /  /" || true  # its FPS is emulated: no speed
-  states+=("$OUT/state-$p")
-
-  for b in litert tflite_runtime; do
-    step "$p: shipped int8 models on the x86 input tensors ($b)"
-    scripts/arm64.sh exec "$p" "$GUESTPY" tests/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
-      --out "$OUT/out-$p-$b.npz" --label "$p" 2>/dev/null || fail "$p: int8 outputs ($b)"
-  done
-  preferred+=("$OUT/out-$p-litert.npz")
-  fallback+=("$OUT/out-$p-tflite_runtime.npz")
-done
-
-step "compare with x86"
-"$HOSTPY" tests/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$OUT/events.txt" ||
-  fail "events differ from x86"
-cat "$OUT/events.txt"
-"$HOSTPY" tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
-  --fallback "${fallback[@]}" --report "$OUT/outputs.md" || fail "int8 outputs differ from x86"
-{
-  echo "# make test-arm ($mode mode, profiles: $PROFILES), $(($(date +%s) - t0)) s"
-  echo
-  cat "$OUT/outputs.md"
-  echo
-  sed 's/^/- /' "$OUT/events.txt"
-} > "$OUT/report.md"
-step "done ($([[ $status -eq 0 ]] && echo passed || echo "FAILED: ${failed[*]}")); report: build/arm/report.md"
-exit $status
+main "$@"; exit
