@@ -28,6 +28,7 @@ from convert import darknet
 from convert.dataset import parse_voc
 from convert.evaluate import load_voc
 from convert.images import read_rgb
+from darknet_fixtures import ODD_POOL_CFG
 from edge import config as config_mod
 from edge.errors import DoorguardError
 from edge.sources import FolderSource
@@ -232,39 +233,10 @@ def test_fuzz_darknet_cfg_noise(text):
 
 # ---- darknet weights -------------------------------------------------------------------------
 
-SMALL_CFG = """\
-[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=12
-activation=linear
-
-[yolo]
-mask=0,1
-anchors=10,14, 23,27
-classes=1
-num=2
-"""
-
-
 @pytest.fixture(scope="module")
 def small_net(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
-    (d / "n.cfg").write_text(SMALL_CFG)
+    (d / "n.cfg").write_text(ODD_POOL_CFG)
     net = darknet.load_network(d / "n.cfg")
     good = d / "good.weights"
     darknet.write_weights(good, net, darknet.random_weights(net, 1))
