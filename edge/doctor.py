@@ -327,8 +327,10 @@ class Doctor:
                 out.append(("classifier", self.cfg.resolve(models.classifier)))
             return out
         # No config module: the default models shipped in models/.
+        from .manifest import manifest_paths
+
         base = Path(__file__).resolve().parent.parent / "models"
-        return [(p.stem, p) for p in sorted(base.glob("*.json"))]
+        return [(p.stem, p) for p in manifest_paths(base)]
 
     def check_models(self) -> list[Check]:
         from .errors import DoorguardError

@@ -118,6 +118,24 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
+def manifest_paths(folder: Path | str) -> list[Path]:
+    """The model manifests in a folder, sorted: its ``*.json`` files that name a ``tflite``.
+
+    Other JSON kept beside the models (``models/eval.json``, reports) is skipped. A file
+    that is not valid JSON is listed, so that loading it says what is wrong with it.
+    """
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            out.append(p)
+            continue
+        if isinstance(raw, dict) and "tflite" in raw:
+            out.append(p)
+    return out
+
+
 def load_manifest(path: Path | str, verify_hash: bool = True) -> Manifest:
     """Read and validate a manifest; optionally check the model file's sha256.
 

@@ -31,21 +31,14 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from edge import demo  # noqa: E402
-from edge.manifest import load_manifest  # noqa: E402
+from edge.manifest import load_manifest, manifest_paths  # noqa: E402
 from edge.preprocess import prepare  # noqa: E402
+from edge.types import Box  # noqa: E402
 
 
 def shipped_manifests(models_dir: Path = ROOT / "models") -> list[Path]:
-    """Every manifest in models/ whose int8 model is present (what install.sh ships)."""
-    out = []
-    for p in sorted(models_dir.glob("*.json")):
-        try:
-            m = load_manifest(p, verify_hash=False)
-        except Exception:  # eval.json and other non-manifests
-            continue
-        if (p.parent / m.tflite).is_file():
-            out.append(p)
-    return out
+    """Every model manifest in models/ (what install.sh ships)."""
+    return manifest_paths(models_dir)
 
 
 def images(shared: Path | None, n_shared: int = 4) -> dict[str, np.ndarray]:
@@ -193,14 +186,6 @@ def judge(ref, other) -> tuple[bool, list[str], dict]:
     return ok, lines, {"max_lsb": worst, "tensors_differing": sum(v != 0 for v in d.values()), "tensors": len(d)}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def same_decisions(ref, other) -> tuple[int, int]:
     """(inputs on which both give the same decisions, inputs compared).
 
@@ -231,7 +216,8 @@ def same_decisions(ref, other) -> tuple[int, int]:
                 found.append(yolo.decode(deq, heads, len(m.labels), m.input.width, m.input.height, None,
                                          m.score_threshold or 0.3, m.nms_iou or 0.45).boxes)
             a, b = found
-            same += int(len(a) == len(b) and all(max((_iou(x, y) for y in b), default=0) >= 0.9 for x in a))
+            same += int(len(a) == len(b) and all(max((Box(*x).iou(Box(*y)) for y in b), default=0) >= 0.9
+                                                  for x in a))
     return same, total
 
 

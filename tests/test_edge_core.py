@@ -9,7 +9,8 @@ import pytest
 
 from edge import yolo
 from edge.errors import ModelError
-from edge.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, load_manifest, sha256_file, write_manifest
+from edge.manifest import (FORMAT_VERSION, InputSpec, Manifest, OutputSpec, load_manifest, manifest_paths,
+                           sha256_file, write_manifest)
 from edge.models import Classifier, Detector
 from edge.preprocess import crop_with_margin, letterbox, prepare
 from edge.types import Box
@@ -70,6 +71,19 @@ def test_manifest_hash_mismatch_is_refused(tmp_path):
     (tmp_path / "det.tflite").write_bytes(b"corrupted")
     with pytest.raises(ModelError, match="does not match its manifest"):
         load_manifest(path)
+
+
+def test_manifest_paths_skip_other_json_but_list_broken_manifests(tmp_path):
+    good = _det_manifest(tmp_path)
+    (tmp_path / "eval.json").write_text(json.dumps({"doorguard-int8": {"recall": 0.9}}))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text('{"tflite": "x.tflite", "tru')
+    (tmp_path / "notes.txt").write_text("not json at all")
+    assert [p.name for p in manifest_paths(tmp_path)] == ["broken.json", good.name]
+    assert load_manifest(good).task == "detect"
+    with pytest.raises(ModelError, match="unreadable"):
+        load_manifest(tmp_path / "broken.json")
+    assert manifest_paths(tmp_path / "missing") == []
 
 
 def test_manifest_newer_version_and_invalid_fields(tmp_path):

@@ -118,16 +118,10 @@ def frame_image(shared: Path, faces: int):
 
 def shipped_models(repo: Path) -> list[Path]:
     """The model manifests in models/ (other JSON there, like eval.json, is skipped)."""
-    from edge.errors import DoorguardError
-    from edge.manifest import load_manifest
+    from edge.manifest import manifest_paths
 
-    found = []
-    for path in sorted((repo / "models").glob("*.json")):
-        try:  # the hash is checked when the model is loaded: a broken one fails the run loudly
-            load_manifest(path, verify_hash=False)
-        except DoorguardError:
-            continue
-        found.append(path)
+    # A broken manifest is listed too: loading it fails the run loudly.
+    found = manifest_paths(repo / "models")
     rank = {n: i for i, n in enumerate(MODEL_ORDER)}
     return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
 
