@@ -42,11 +42,13 @@ main() {
 
   rm -rf "$OUT"
   mkdir -p "$OUT"
-  # A config as install.sh writes it: absolute model paths, its own state directory.
+  # A config as install.sh writes it: the default models by absolute path, its own state directory.
+  local models
+  models=$("$HOSTPY" -c 'from edge import config; c = config.load()
+print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve(c.models.classifier)}\"")')
   config() { # NAME -> path of a config file whose events go to $OUT/state-NAME
     local f=$OUT/$1.toml
-    printf '[models]\ndetector = "%s"\nclassifier = "%s"\n[events]\nstate_dir = "%s"\n' \
-      "$REPO/models/yoloface-500k-v2-facemask.json" "$REPO/models/mask-classifier.json" "$OUT/state-$1" > "$f"
+    printf '[models]\n%s\n[events]\nstate_dir = "%s"\n' "$models" "$OUT/state-$1" > "$f"
     echo "$f"
   }
 

@@ -224,7 +224,8 @@ def same_decisions(ref, other) -> tuple[int, int]:
 def cmd_compare(a) -> int:
     ref = np.load(a.ref)
     n = sum(k.startswith("out/") for k in ref.files)
-    lines = [f"# int8 outputs on the emulated Pi vs {ref['platform']} ({n} output tensors of the shipped models)", ""]
+    lines = [f"# int8 outputs on the emulated Pi vs {ref['platform']} "
+             f"({n} output tensors of the shipped models)", ""]
     ok = True
     summary: dict = {"preferred": {}, "fallback": {}, "preprocessing": {}}
     for role, paths in (("preferred", a.preferred), ("fallback", a.fallback or [])):

@@ -56,8 +56,6 @@ FRAMES: dict[int, tuple[str, tuple[int, int, int, int] | None]] = {
     1: ("maksssksksss456", None),
     3: ("maksssksksss452", None),
 }
-#: The default config's models first; every other manifest in models/ follows.
-MODEL_ORDER = ("yoloface-500k-v2-facemask", "mask-classifier")
 BACKENDS = ("litert", "tflite_runtime")
 #: Frames averaged for the settled-track figure (two reclassify periods at the default 5).
 SETTLED_FRAMES = 10
@@ -117,12 +115,18 @@ def frame_image(shared: Path, faces: int):
 
 
 def shipped_models(repo: Path) -> list[Path]:
-    """The model manifests in models/ (other JSON there, like eval.json, is skipped)."""
+    """The model manifests in models/ (other JSON there, like eval.json, is skipped).
+
+    The default config's detector and classifier come first, then the rest by name.
+    """
+    from edge import config
     from edge.manifest import manifest_paths
 
+    cfg = config.load()
+    default = [Path(p).stem for p in (cfg.models.detector, cfg.models.classifier) if p]
     # A broken manifest is listed too: loading it fails the run loudly.
     found = manifest_paths(repo / "models")
-    rank = {n: i for i, n in enumerate(MODEL_ORDER)}
+    rank = {n: i for i, n in enumerate(default)}
     return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
 
 
