@@ -537,6 +537,50 @@ def test_set_password_writes_0600_scrypt_hash(tmp_path, monkeypatch, capsys):
     assert "at least" in capsys.readouterr().err
 
 
+def test_set_password_never_follows_planted_symlinks(tmp_path, monkeypatch):
+    """Run as root into a folder the service user owns: that user can plant symlinks at the
+    temp names and at the final name; none may redirect the write or the chown (issue 17)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "root-only"
+    victim.write_text("root's secret\n")
+    victim.chmod(0o600)
+    before = os.stat(victim)
+    service_uid = 65534 if os.geteuid() == 0 else os.getuid()
+    chowned: list[tuple[int, int, int]] = []
+    if os.geteuid() == 0:
+        os.chown(state, service_uid, service_uid)
+    else:  # the root-only branch still runs: fake the euid, record fchown calls
+        monkeypatch.setattr(web.os, "geteuid", lambda: 0)
+        monkeypatch.setattr(web.os, "fchown", lambda fd, uid, gid: chowned.append((os.fstat(fd).st_ino, uid, gid)))
+    monkeypatch.setattr(web.os, "chown", lambda *a, **k: pytest.fail("chown by path follows symlinks"))
+    # The old predictable temp names for the next PIDs, and the first names our draws give.
+    draws = iter(["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"])
+    monkeypatch.setattr(web.secrets, "token_hex", lambda n=16: next(draws))
+    for name in [f".web-password.{os.getpid() + i}.tmp" for i in range(20)] + [
+            ".web-password.aaaaaaaaaaaaaaaa.tmp", ".web-password.bbbbbbbbbbbbbbbb.tmp"]:
+        (state / name).symlink_to(victim)
+    (state / "web-password").symlink_to(victim)  # the final name too
+
+    web.write_password_file(state / "web-password", web.hash_password(PASSWORD, n=2**10))
+
+    after = os.stat(victim)
+    assert victim.read_text() == "root's secret\n", "the planted symlink was followed"
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    target = state / "web-password"
+    assert not target.is_symlink() and target.is_file()
+    assert web.verify_password(PASSWORD, target.read_text())
+    st = os.lstat(target)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    if os.geteuid() == 0:
+        assert st.st_uid == service_uid  # given to the folder's owner
+    else:
+        assert chowned == [(st.st_ino, os.stat(state).st_uid, os.stat(state).st_gid)]
+    # The planted links are still there, untouched; no temp file of ours is left behind.
+    assert (state / ".web-password.aaaaaaaaaaaaaaaa.tmp").is_symlink()
+    assert not (state / ".web-password.cccccccccccccccc.tmp").exists()
+
+
 def test_set_password_prompts_twice_on_a_tty(tmp_path, monkeypatch):
     answers = iter(["first-password", "other-password"])
     monkeypatch.setattr(web.getpass, "getpass", lambda prompt="": next(answers))
