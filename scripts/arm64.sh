@@ -14,13 +14,18 @@
 # (/opt/doorguard/venv, --system-site-packages, numpy pinned to apt's, as
 # systemd/install.sh makes it on a Pi) is refreshed from this checkout at every setup.
 #
-# Guests run in a chroot through binfmt_misc when the kernel lets us mount it, else
-# directly as `qemu-aarch64-static -L ROOTFS` (no binfmt needed; a guest cannot then
-# start other arm64 programs). Each run is in its own mount namespace, where the
-# repository and ../shared appear at their host paths and /proc/cpuinfo is replaced
-# by a Pi's: XNNPACK picks its kernels from it, and from the CPU features QEMU_CPU
-# gives. Profiles: pi4 = Cortex-A72 (Pi 4/400/CM4), pi5 = Cortex-A76 (Pi 5, has the
-# int8 dot-product instructions).
+# binfmt_misc with QEMU's qemu-aarch64 handler lets the kernel run arm64 programs. Making
+# the rootfs needs it (debootstrap's second stage runs the new system's dpkg and maintainer
+# scripts), so setup mounts binfmt_misc and enables the handler first where they are not
+# (a fresh machine: binfmt_misc unmounted, so binfmt-support registered the handler but
+# could not enable it), and says so in one line. Guests then run in a chroot. Where binfmt
+# cannot be had (the mount is refused), an existing rootfs still runs: guests start
+# directly as `qemu-aarch64-static -L ROOTFS` (a guest cannot then start other arm64
+# programs), and making a new rootfs fails with one line saying why (tests/test_arm64_script.py).
+# Each run is in its own mount namespace, where the repository and ../shared appear at
+# their host paths and /proc/cpuinfo is replaced by a Pi's: XNNPACK picks its kernels from
+# it, and from the CPU features QEMU_CPU gives. Profiles: pi4 = Cortex-A72 (Pi 4/400/CM4),
+# pi5 = Cortex-A76 (Pi 5, has the int8 dot-product instructions).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,18 +48,52 @@ need_root() {
   [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot and mounts): run it with sudo"
 }
 
-# Host packages: QEMU user mode (static for chroot/binfmt, dynamic for TCG plugins) and debootstrap.
+# Host packages (scripts/sysdeps.sh arm): QEMU user mode (static for chroot/binfmt, dynamic
+# for TCG plugins), binfmt-support and debootstrap.
 host_packages() {
-  local missing=()
-  for p in qemu-user-static qemu-user binfmt-support debootstrap; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  "$REPO/scripts/sysdeps.sh" arm
+  local c
+  for c in qemu-aarch64-static qemu-aarch64 update-binfmts debootstrap; do
+    command -v "$c" >/dev/null || die "$c not found: apt-get install qemu-user-static qemu-user binfmt-support debootstrap failed (see above)"
   done
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  say "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
-    die "apt-get install ${missing[*]} failed"
+}
+
+# Can the kernel run arm64 programs itself (binfmt_misc mounted, qemu-aarch64 enabled in it)?
+# Mounts binfmt_misc and enables the handler where needed, says what it did in one line;
+# false where that cannot be done here. Decided once per call.
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
+BINFMT='' BINFMT_WHY=''
+binfmt_handler() { head -n 1 "$BINFMT_DIR/qemu-aarch64" 2>/dev/null || true; }
+enable_binfmt() {
+  if [[ -z $BINFMT ]]; then
+    BINFMT=no
+    local did=()
+    if [[ ! -e $BINFMT_DIR/register ]]; then
+      if mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" 2>/dev/null; then
+        did+=("mounted binfmt_misc on $BINFMT_DIR")
+      else
+        BINFMT_WHY="binfmt_misc is not mounted and 'mount -t binfmt_misc binfmt_misc $BINFMT_DIR' was refused (it needs root, outside a container that forbids it)"
+      fi
+    fi
+    if [[ -e $BINFMT_DIR/register && $(binfmt_handler) != enabled ]]; then
+      # binfmt-support keeps qemu-user-static's handler in its database; --enable hands it to the kernel.
+      update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
+      if [[ $(binfmt_handler) == enabled ]]; then
+        did+=("enabled its qemu-aarch64 handler (update-binfmts --enable qemu-aarch64)")
+      else
+        BINFMT_WHY="'update-binfmts --enable qemu-aarch64' did not enable the handler in $BINFMT_DIR (are qemu-user-static and binfmt-support installed?)"
+      fi
+    fi
+    local msg=${did[0]:-}
+    [[ ${#did[@]} -eq 2 ]] && msg+=" and ${did[1]}"
+    if [[ $(binfmt_handler) == enabled ]]; then
+      BINFMT=yes
+      [[ -n $msg ]] && say "$msg: debootstrap and chroot run arm64 programs through it"
+    elif [[ -n $msg ]]; then
+      BINFMT_WHY="$msg, then $BINFMT_WHY"
+    fi
+  fi
+  [[ $BINFMT == yes ]]
 }
 
 # A Pi's /proc/cpuinfo (64-bit kernel), one entry per host CPU so /sys and it agree.
@@ -81,10 +120,14 @@ make_rootfs() {
     say "reusing $ROOTFS"
     return 0
   fi
+  # debootstrap's second stage runs the new system's own dpkg and maintainer scripts, each an
+  # arm64 program that starts others: only the kernel's binfmt_misc can run those (QEMU user
+  # mode alone runs one program, not the ones it execs), with or without --foreign.
+  enable_binfmt ||
+    die "cannot make the arm64 rootfs here: debootstrap runs arm64 programs, which needs binfmt_misc with QEMU's qemu-aarch64 handler enabled: $BINFMT_WHY. A rootfs made where that works runs here without it (direct mode): copy that machine's $CACHE here or point DOORGUARD_ARM_CACHE at a copy"
   mkdir -p "$CACHE"
   rm -rf "$ROOTFS" "$ROOTFS.tmp"
   say "debootstrap $SUITE arm64 into $ROOTFS (about 4 minutes, once)"
-  # --foreign + second stage through the emulator works with and without binfmt.
   # Two tries: a mirror hiccup must not fail CI (the second starts clean).
   local try
   for try in 1 2; do
@@ -113,18 +156,13 @@ detect_mode() {
     "") ;;
     *) die "DOORGUARD_ARM_MODE must be chroot or direct, not '$DOORGUARD_ARM_MODE'" ;;
   esac
-  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
-  fi
-  if [[ -e /proc/sys/fs/binfmt_misc/register ]]; then
-    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-    if chroot "$ROOTFS" /bin/true 2>/dev/null; then MODE=chroot; return 0; fi
-  fi
+  if enable_binfmt && chroot "$ROOTFS" /bin/true 2>/dev/null; then MODE=chroot; return 0; fi
+  local why=${BINFMT_WHY:-chroot $ROOTFS /bin/true failed}
   if qemu-aarch64-static -L "$ROOTFS" "$ROOTFS/bin/true" 2>/dev/null; then
-    say "binfmt_misc not usable here: running guests directly under qemu-aarch64-static -L"
+    say "binfmt_misc not usable here ($why): running guests directly under qemu-aarch64-static -L"
     MODE=direct; return 0
   fi
-  die "cannot run arm64 programs: binfmt_misc cannot be mounted/enabled (mount -t binfmt_misc needs root and a kernel with it) and qemu-aarch64-static -L $ROOTFS failed too"
+  die "cannot run arm64 programs: $why, and qemu-aarch64-static -L $ROOTFS $ROOTFS/bin/true failed too"
 }
 
 # The environment a guest sees: nothing of the host's but proxies and pip's CA bundle.
@@ -267,4 +305,5 @@ main() {
   esac
 }
 
-main "$@"; exit
+# Sourced (tests/test_arm64_script.py): the functions only.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; exit; fi

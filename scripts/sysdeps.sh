@@ -2,7 +2,8 @@
 # Installs the Debian packages doorguard needs, only those missing.
 #   sysdeps.sh venv   python3-venv (to create .venv)
 #   sysdeps.sh test   what the test suite drives for real (systemd-analyze, mosquitto, ...)
-#   sysdeps.sh        both
+#   sysdeps.sh arm    the emulated Pi of make test-arm / bench-arm (QEMU user mode, binfmt-support, debootstrap)
+#   sysdeps.sh        all three
 # Without root or sudo it prints the apt-get line to run and carries on.
 set -euo pipefail
 what=${1:-all}
@@ -18,6 +19,12 @@ if [[ $what == test || $what == all ]]; then
   need mosquitto      # real MQTT broker for tests/test_mqtt.py (started on a loopback port)
   need chromium       # headless end-to-end test of the web page (tests/test_web.py)
 fi
+if [[ $what == arm || $what == all ]]; then
+  need qemu-user-static  # arm64 programs in a chroot, through binfmt_misc (or directly: qemu-aarch64-static -L)
+  need qemu-user         # the dynamic qemu-aarch64, the only one that loads TCG plugins (make bench-arm)
+  need binfmt-support    # update-binfmts: hands qemu-aarch64's handler to the kernel
+  need debootstrap       # the arm64 Raspberry Pi OS-like rootfs
+fi
 command -v dpkg-query >/dev/null || exit 0
 [[ ${#pkgs[@]} -eq 0 ]] && exit 0
 
@@ -26,6 +33,6 @@ if [[ $(id -u) -eq 0 ]]; then sudo=""; elif command -v sudo >/dev/null; then sud
 fi
 echo "doorguard: installing ${pkgs[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >/dev/null || true
-$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null || {
+$sudo apt-get -o Acquire::Retries=3 update -qq >/dev/null || true
+$sudo apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null || {
   echo "doorguard: apt-get install ${pkgs[*]} failed; the tests that need them will skip" >&2; }
