@@ -10,7 +10,8 @@
 #   3. the shipped int8 models on the same input tensors as on x86: ai-edge-litert (what
 #      doorguard picks) must match x86 bit for bit (bar a documented 1 LSB on TFLite's own
 #      int8 SOFTMAX kernel, same decision); tflite-runtime's spread is reported.
-# Writes build/arm/report.md. Needs root (debootstrap, chroot, mounts) and the network
+# Writes build/arm/report.md: one line per check and profile with its result (failing tests by
+# name, from pytest's JUnit XML), then the output comparison and the events. Needs root (debootstrap, chroot, mounts) and the network
 # (Debian's archive and PyPI) the first time; the rootfs is cached outside the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,41 +61,71 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
     > "$OUT/run-x86.log" 2>&1 || { tail -n 20 "$OUT/run-x86.log" >&2; exit 1; }
 
   status=0
-  failed=()
+  failed=() results=()
   fail() { status=1; failed+=("$*"); echo "test-arm: FAILED: $*" >&2; }
+  result() { results+=("- $*"); }  # one report line per check and profile
   preferred=() fallback=() states=()
   for p in $PROFILES; do
     step "$p: edge tests (${#ARM_TESTS[@]} files) under the Pi's Python and wheels"
-    scripts/arm64.sh exec "$p" "$GUESTPY" -m pytest -p no:cacheprovider -q "${ARM_TESTS[@]}" "${deselect[@]}" ||
-      fail "$p: edge tests"
+    local junit=$OUT/edge-$p.xml summary
+    rm -f "$junit"
+    if scripts/arm64.sh exec "$p" "$GUESTPY" -m pytest -p no:cacheprovider -q -rfE \
+        --junitxml="$junit" -o junit_family=xunit1 "${ARM_TESTS[@]}" "${deselect[@]}"; then
+      result "$p edge tests: passed ($("$HOSTPY" tests/arm_check.py junit "$junit" 2>&1))"
+    else
+      summary=$("$HOSTPY" tests/arm_check.py junit "$junit" 2>&1) || summary="pytest wrote no results: $summary"
+      fail "$p: edge tests ($summary)"
+      result "$p edge tests: FAILED ($summary)"
+    fi
 
     step "$p: installed doorguard run on the demo clip with the shipped int8 models"
     # The venv's console script, run by path: `edge` comes from the installed package.
-    GPIOZERO_PIN_FACTORY=mock scripts/arm64.sh exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
-      run --config "$(config "$p")" --source demo > "$OUT/run-$p.log" 2>&1 ||
-      { tail -n 20 "$OUT/run-$p.log" >&2; fail "$p: doorguard run"; }
+    if GPIOZERO_PIN_FACTORY=mock scripts/arm64.sh exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
+        run --config "$(config "$p")" --source demo > "$OUT/run-$p.log" 2>&1; then
+      result "$p doorguard run on the demo: ran (events compared below)"
+    else
+      tail -n 20 "$OUT/run-$p.log" >&2
+      fail "$p: doorguard run"
+      result "$p doorguard run on the demo: FAILED (build/arm/run-$p.log)"
+    fi
     grep -E "events by verdict" "$OUT/run-$p.log" | sed "s/^.*summary: /  /" || true  # its FPS is emulated: no speed
     states+=("$OUT/state-$p")
 
     for b in litert tflite_runtime; do
       step "$p: shipped int8 models on the x86 input tensors ($b)"
-      scripts/arm64.sh exec "$p" "$GUESTPY" tests/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
-        --out "$OUT/out-$p-$b.npz" --label "$p" 2>/dev/null || fail "$p: int8 outputs ($b)"
+      if scripts/arm64.sh exec "$p" "$GUESTPY" tests/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
+          --out "$OUT/out-$p-$b.npz" --label "$p" 2>/dev/null; then
+        result "$p int8 models ran ($b): outputs compared below"
+      else
+        fail "$p: int8 outputs ($b)"
+        result "$p int8 models ($b): FAILED to run"
+      fi
     done
     preferred+=("$OUT/out-$p-litert.npz")
     fallback+=("$OUT/out-$p-tflite_runtime.npz")
   done
 
   step "compare with x86"
-  "$HOSTPY" tests/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$OUT/events.txt" ||
+  if "$HOSTPY" tests/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$OUT/events.txt"; then
+    result "events of the demo run on $PROFILES: same as x86"
+  else
     fail "events differ from x86"
+    result "events of the demo run on $PROFILES: FAILED (differ from x86, below)"
+  fi
   cat "$OUT/events.txt"
-  "$HOSTPY" tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
-    --fallback "${fallback[@]}" --report "$OUT/outputs.md" || fail "int8 outputs differ from x86"
+  if "$HOSTPY" tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
+      --fallback "${fallback[@]}" --report "$OUT/outputs.md"; then
+    result "int8 outputs of the preferred runtime on $PROFILES: within policy (below)"
+  else
+    fail "int8 outputs differ from x86"
+    result "int8 outputs of the preferred runtime on $PROFILES: FAILED (below)"
+  fi
   {
-    echo "# make test-arm ($mode mode, profiles: $PROFILES), $(($(date +%s) - t0)) s"
+    echo "# make test-arm ($mode mode, profiles: $PROFILES), $(($(date +%s) - t0)) s: $([[ $status -eq 0 ]] && echo passed || echo FAILED)"
     echo
-    cat "$OUT/outputs.md"
+    printf '%s\n' "${results[@]}"
+    echo
+    cat "$OUT/outputs.md" 2>/dev/null || echo "(no output comparison: $OUT/outputs.md missing)"
     echo
     sed 's/^/- /' "$OUT/events.txt"
   } > "$OUT/report.md"

@@ -7,6 +7,7 @@ Run by scripts/test-arm.sh, with the host's .venv python for ``inputs`` and
     python tests/arm_check.py run     --inputs build/arm/inputs.npz --backend litert --out OUT.npz
     python tests/arm_check.py compare --ref X86.npz --preferred A.npz [A.npz ...] --fallback B.npz [...]
     python tests/arm_check.py events  --ref X86_STATE_DIR STATE_DIR [...]
+    python tests/arm_check.py junit   JUNIT.xml   (one line: counts and the failing tests' ids)
 
 The input tensors are made once, on the host, by doorguard's own preprocessing
 (edge.preprocess through Detector/Classifier), and every platform runs those
@@ -287,6 +288,45 @@ def cmd_events(a) -> int:
     return 0 if ok else 1
 
 
+def junit_summary(path: Path) -> tuple[dict[str, int], list[str]]:
+    """Counts by outcome and the ids (file::[Class::]name) of failed or errored tests in a
+    pytest JUnit XML file written with ``-o junit_family=xunit1`` (which records each file)."""
+    import xml.etree.ElementTree as ET
+
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    bad = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        file, cls, name = case.get("file", ""), case.get("classname", ""), case.get("name", "?")
+        module = file[:-3].replace("/", ".") if file.endswith(".py") else ""
+        inner = cls[len(module) + 1:] if module and cls.startswith(module + ".") else ("" if module else cls)
+        tid = "::".join(x for x in (file or None, inner or None, name) if x)
+        kinds = {child.tag for child in case}
+        if "failure" in kinds:
+            counts["failed"] += 1
+            bad.append(tid)
+        elif "error" in kinds:
+            counts["errors"] += 1
+            bad.append(f"{tid} (error)")
+        elif "skipped" in kinds:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts, bad
+
+
+def cmd_junit(a) -> int:
+    import xml.etree.ElementTree as ET
+
+    try:
+        counts, bad = junit_summary(Path(a.file))
+    except (OSError, ET.ParseError) as e:
+        print(f"arm_check: cannot read the test results {a.file}: {e}", file=sys.stderr)
+        return 2
+    text = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tests"
+    print(text + (f"; failed: {', '.join(bad)}" if bad else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -309,8 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", required=True)
     p.add_argument("--box-px", type=float, default=2.0)
     p.add_argument("state_dirs", nargs="+")
+    p = sub.add_parser("junit")
+    p.add_argument("file")
     a = ap.parse_args(argv)
-    return {"inputs": cmd_inputs, "run": cmd_run, "compare": cmd_compare, "events": cmd_events}[a.cmd](a)
+    return {"inputs": cmd_inputs, "run": cmd_run, "compare": cmd_compare, "events": cmd_events,
+            "junit": cmd_junit}[a.cmd](a)
 
 
 if __name__ == "__main__":

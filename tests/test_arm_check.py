@@ -145,3 +145,38 @@ def test_events_must_match_in_order_label_and_box(tmp_path):
     for bad in ("far", "other", "short"):
         assert run("x86", bad) == 1, bad
     assert run("empty", "empty") == 1  # a reference run with no events proves nothing
+
+
+def test_junit_names_the_failing_tests(tmp_path):
+    """What test-arm writes into build/arm/report.md for the edge tests under emulation."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_demo.py").write_text(
+        "import pytest\n"
+        "def test_ok(): pass\n"
+        "def test_fails(): assert 0\n"
+        "@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_param(n): assert n == 1\n"
+        "@pytest.mark.skip(reason='x')\n"
+        "def test_skipped(): pass\n"
+        "@pytest.fixture\n"
+        "def broken(): raise RuntimeError('setup')\n"
+        "def test_error(broken): pass\n"
+        "class TestGroup:\n"
+        "    def test_method(self): assert 0\n")
+    xml = tmp_path / "out.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+                    "-o", "junit_family=xunit1", "test_demo.py"], cwd=tmp_path, capture_output=True, timeout=120)
+    counts, bad = arm_check.junit_summary(xml)
+    assert counts == {"passed": 2, "failed": 3, "errors": 1, "skipped": 1}
+    assert bad == ["test_demo.py::test_fails", "test_demo.py::test_param[2]", "test_demo.py::test_error (error)",
+                   "test_demo.py::TestGroup::test_method"]
+
+
+def test_junit_unreadable_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.xml").write_text("<testsuites><testcase")
+    assert arm_check.main(["junit", str(tmp_path / "bad.xml")]) == 2
+    assert arm_check.main(["junit", str(tmp_path / "missing.xml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("arm_check: cannot read the test results ") for line in err)
