@@ -7,11 +7,16 @@ on loopback by default (reach it from a laptop with
 ``ssh -L 8080:localhost:8080 pi@doorway.local``), and never shows anything
 without a login. Binding beyond loopback without a password set is refused.
 
-The page runs on Flask, served by werkzeug's threaded server in a background
-thread of the runner process. The frame loop never waits for it: the loop only
-hands over a *reference* to its newest frame and overlays (:class:`LiveFrame`,
-no copy, no encode); the JPEG encode at reduced size and rate happens on the
-viewer's request thread, and only while a viewer is connected.
+The page runs on Flask, served by waitress (a fixed pool of worker threads,
+capped connections, idle connections closed) from a background thread of the
+runner process. Only this device's host names are answered (DNS rebinding), a
+login takes its slot in the per-address limit before the password is checked
+and at most ``MAX_PASSWORD_CHECKS`` scrypt checks run at once, and ``next``
+after a login is only ever a path on this page. The frame loop never waits for
+it: the loop only hands over a *reference* to its newest frame and overlays
+(:class:`LiveFrame`, no copy, no encode); the JPEG encode at reduced size and
+rate happens on the viewer's request thread, and only while a viewer is
+connected.
 
 Pages (all need a login):
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import errno
 import getpass
 import hashlib
 import hmac
@@ -39,6 +45,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -67,12 +74,18 @@ _SCRYPT_N = 2**15
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _SCRYPT_MAXMEM = 256 * 1024 * 1024
+#: Password checks (scrypt, 32 MiB and ~0.1 s each) running at once, whatever the address;
+#: a login beyond it is answered 503 at once. Bounds the memory and CPU a login flood can take
+#: from the frame loop (README "The web page's defences").
+MAX_PASSWORD_CHECKS = 2
+#: Longest ``next`` a login accepts (it is only ever a path on this page).
+_MAX_NEXT = 512
 
 
 class WebConfig(BaseModel):
     """The ``[web]`` section: the optional local page (live view and status)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(
         False, description="Serve the local web page (live view, status). Off by default: faces are personal data"
@@ -109,6 +122,35 @@ class WebConfig(BaseModel):
         5, ge=1, le=100,
         description="Failed logins allowed per client address per minute; beyond it logins answer 429",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names the page answers to besides localhost, this device's host name and "
+            "<hostname>.local (IP addresses always work); a request naming any other host is refused "
+            "(DNS rebinding). A leading dot allows subdomains ('.example.lan')"
+        ),
+    )
+    idle_timeout_s: int = Field(
+        30, ge=1, le=600,
+        description="A connection that sends nothing for this many seconds (half-sent request, idle "
+        "keep-alive) is closed",
+    )
+    max_connections: int = Field(
+        24, ge=4, le=256,
+        description="Open connections at most; beyond it new ones wait in the kernel's queue",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            name = h.strip().lower().rstrip(".")
+            if not name or len(name) > 253 or not all(c.isalnum() or c in "-._" for c in name) \
+                    or not name.isascii():
+                raise ValueError(f"{h!r} is not a host name")
+            out.append(name)
+        return out
 
     @field_validator("bind")
     @classmethod
@@ -140,6 +182,75 @@ def password_path(cfg: WebConfig, state_dir: str | os.PathLike | None) -> Path:
         p = Path(cfg.password_file).expanduser()
         return p if p.is_absolute() else base / p
     return base / DEFAULT_PASSWORD_FILE
+
+
+def safe_next(value: str | None) -> str:
+    """Where a login sends the browser: ``value`` when it is a path on this page, else ``"/"``.
+
+    Only a path that starts with a single ``/`` and holds printable ASCII without spaces or
+    backslashes. Browsers drop tabs and newlines inside a URL and read ``\\`` as ``/``, so
+    ``/<TAB>/evil.example`` or ``/\\evil.example`` would become ``//evil.example``: another site.
+    A newline would also end up in the ``Location`` header.
+    """
+    if not value or len(value) > _MAX_NEXT or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if any(not (0x21 <= ord(c) <= 0x7E) or c == "\\" for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return value
+
+
+def default_host_names() -> set[str]:
+    """Names this device answers to by default: localhost, its host name and ``<hostname>.local``."""
+    names = {"localhost", "localhost.localdomain"}
+    try:
+        host = socket.gethostname().strip().lower().rstrip(".")
+    except OSError:
+        host = ""
+    if host:
+        short = host.split(".")[0]
+        names |= {host, short, f"{short}.local"}
+    return names
+
+
+def _split_host(host: str) -> str | None:
+    """The host name or address of a ``Host`` header value (port dropped), None when malformed."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        rest = h[end + 1:] if end > 0 else "x"
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return h[1:end]
+    if h.count(":") == 1:
+        h, _, port = h.partition(":")
+        if not port.isdigit():
+            return None
+    return h.rstrip(".") or None
+
+
+def host_allowed(host: str | None, allowed: set[str] | frozenset[str]) -> bool:
+    """True when a request's ``Host`` names this device.
+
+    An IP address always does: DNS rebinding needs a *name* that an attacker's DNS
+    points at the device, and a page the browser loaded from an address has that
+    address as its own origin. A name must be in ``allowed`` (entries starting with a
+    dot allow that domain and its subdomains).
+    """
+    name = _split_host(host or "")
+    if name is None:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    for a in allowed:
+        if name == a or (a.startswith(".") and (name.endswith(a) or name == a[1:])):
+            return True
+    return False
 
 
 # ---- password hashing -----------------------------------------------------------------------
@@ -548,7 +659,13 @@ class _Sessions:
 
 
 class _LoginLimiter:
-    """At most ``limit`` failed logins per client address in any 60 s window."""
+    """At most ``limit`` failed logins per client address in any 60 s window.
+
+    A login attempt takes its failure slot *before* the password is checked
+    (:meth:`reserve`, atomic under the lock); the slots are given back only when
+    a password was right (:meth:`succeeded`). Checking first and recording after
+    let 40 concurrent wrong logins all through while each ran scrypt.
+    """
 
     WINDOW = 60.0
     MAX_CLIENTS = 1024
@@ -559,30 +676,33 @@ class _LoginLimiter:
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
 
-    def retry_after(self, client: str) -> float:
-        """Seconds until ``client`` may try again (0 when it may now)."""
+    def reserve(self, client: str) -> float:
+        """Take a failure slot for an attempt about to be checked.
+
+        Returns:
+            0 when the slot was taken (go on and check the password), else the
+            seconds until ``client`` may try again (answer 429, check nothing).
+        """
         now = self._clock()
         with self._lock:
             q = self._failures.get(client)
-            if not q:
-                return 0.0
-            while q and q[0] <= now - self.WINDOW:
-                q.popleft()
-            if len(q) < self.limit:
-                return 0.0
-            return max(0.0, q[0] + self.WINDOW - now)
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            if client not in self._failures and len(self._failures) >= self.MAX_CLIENTS:
-                now = self._clock()
-                for c in [c for c, q in self._failures.items() if not q or q[-1] <= now - self.WINDOW]:
-                    del self._failures[c]
+            if q is not None:
+                while q and q[0] <= now - self.WINDOW:
+                    q.popleft()
+                if len(q) >= self.limit:
+                    return max(0.001, q[0] + self.WINDOW - now)
+            else:
                 if len(self._failures) >= self.MAX_CLIENTS:
-                    self._failures.pop(next(iter(self._failures)))
-            self._failures.setdefault(client, deque()).append(self._clock())
+                    for c in [c for c, d in self._failures.items() if not d or d[-1] <= now - self.WINDOW]:
+                        del self._failures[c]
+                    if len(self._failures) >= self.MAX_CLIENTS:
+                        self._failures.pop(next(iter(self._failures)))
+                q = self._failures[client] = deque()
+            q.append(now)
+            return 0.0
 
     def succeeded(self, client: str) -> None:
+        """The password was right: forget this address's failures."""
         with self._lock:
             self._failures.pop(client, None)
 
@@ -647,11 +767,16 @@ class WebServer:
             )
         self._sessions = _Sessions(cfg.session_minutes, clock)
         self._limiter = _LoginLimiter(cfg.login_failures_per_minute, clock)
+        self._password_checks = threading.BoundedSemaphore(MAX_PASSWORD_CHECKS)
+        #: Host names the page answers to (IP addresses always; see :func:`host_allowed`).
+        self.allowed_hosts = frozenset(default_host_names() | set(cfg.allowed_hosts))
+        self._quiet_until: dict[str, float] = {}
         self._started = clock()
         self._stop = threading.Event()
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._server = None
+        self._serving = False
         self._thread: threading.Thread | None = None
         self._health: tuple[float, dict] | None = None
         self._fps_cache: tuple[float, float | None] | None = None
@@ -664,7 +789,7 @@ class WebServer:
     @property
     def port(self) -> int:
         """The port listened on (the real one when ``cfg.port`` is 0); 0 before start()."""
-        return self._server.server_port if self._server is not None else 0
+        return int(self._server.effective_port) if self._server is not None else 0
 
     @property
     def url(self) -> str:
@@ -682,47 +807,83 @@ class WebServer:
     def start(self) -> "WebServer":
         """Listen and serve in a daemon thread; returns at once.
 
+        waitress serves the page: a request is handed to one of ``max_viewers + 3``
+        worker threads only once it has fully arrived, at most ``max_connections``
+        connections are open at once, and a connection idle for ``idle_timeout_s``
+        (a half-sent request included) is closed. werkzeug's development server had
+        none of these: 300 half-sent requests held 309 threads.
+
         Raises:
             ConfigError: the address/port cannot be bound (in use, not local).
         """
         if self._server is not None:
             return self
-        from werkzeug.serving import WSGIRequestHandler, make_server
+        from waitress.server import create_server
 
-        class _Handler(WSGIRequestHandler):
-            # One line per request would flood journald with stream/thumbnail hits: debug only
-            # (werkzeug's own line also carries terminal colour codes).
-            def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                log.debug('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
-
-            def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's name
-                (log.warning if type == "error" else log.debug)("web: %s %s", self.address_string(),
-                                                                message % args)
-
+        cfg = self.cfg
+        # "localhost" would give one listener per address family (and two ports for port 0).
+        host = "127.0.0.1" if cfg.bind == "localhost" else cfg.bind
         try:
-            self._server = make_server(self.cfg.bind, self.cfg.port, self.app, threaded=True,
-                                       request_handler=_Handler)
-        except (OSError, SystemExit) as e:  # werkzeug exits on some bind errors
-            raise ConfigError(f"web: cannot listen on {self.cfg.bind}:{self.cfg.port}: "
-                              f"{getattr(e, 'strerror', None) or e}") from e
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="doorguard-web", daemon=True)
+            server = create_server(
+                self.app, host=host, port=cfg.port,
+                threads=cfg.max_viewers + 3,  # each live viewer holds a thread for its stream
+                connection_limit=cfg.max_connections, channel_timeout=cfg.idle_timeout_s,
+                cleanup_interval=min(30, cfg.idle_timeout_s),
+                max_request_header_size=16 * 1024, max_request_body_size=64 * 1024,
+                # A viewer that stops reading blocks its stream after this much, not after 16 MiB.
+                outbuf_high_watermark=1024 * 1024,
+                asyncore_use_poll=True, ident="doorguard", server_name="localhost",
+                expose_tracebacks=False)
+        except OSError as e:
+            hint = "another program uses it; choose another [web] port" if e.errno == errno.EADDRINUSE else \
+                "check [web] bind"
+            raise ConfigError(f"web: cannot listen on {cfg.bind}:{cfg.port}: "
+                              f"{e.strerror or e} ({hint})") from e
+        self._server = server
+        self._serving = True
+        self._thread = threading.Thread(target=self._serve, args=(server,), name="doorguard-web", daemon=True)
         self._thread.start()
         log.info("web: serving on %s (login required; live view %g fps, %d px wide)", self.url,
-                 self.cfg.live_fps, self.cfg.live_width)
+                 cfg.live_fps, cfg.live_width)
         return self
+
+    def _serve(self, server: Any) -> None:
+        from waitress import wasyncore
+
+        # waitress's own run() only ends once every socket is closed; one poll at a time lets
+        # close() stop the loop first and then take the server apart from its own thread.
+        while self._serving:
+            wasyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
 
     def close(self) -> None:
         """Stop the streams and the server; idempotent."""
         self._stop.set()
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        if server is None:
+            return
+        self._serving = False
+        try:
+            server.pull_trigger()  # wakes the loop out of its poll
+        except OSError:
+            pass
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        for d in list(server._map.values()):
+            if d is not server and d is not server.trigger:
+                try:
+                    d.handle_close()  # running tasks see a closed channel and end
+                except Exception as e:  # noqa: BLE001 - closing: carry on with the rest
+                    log.debug("web: closing a connection: %s", e)
+        from waitress import wasyncore
+
+        wasyncore.dispatcher.close(server)  # the listener alone (the server's close() shuts the trigger too)
+        # The trigger's pipe stays open until every worker is gone: a task that ends writes to it,
+        # and a closed (then reused) descriptor would be some other file.
+        if server.task_dispatcher.shutdown(cancel_pending=True, timeout=5):
+            server.trigger.close()
+        else:
+            log.warning("web: a request was still running 5 s after stopping the page")
 
     def __enter__(self) -> "WebServer":
         return self.start()
@@ -805,17 +966,29 @@ class WebServer:
         with self._viewers_lock:
             self._viewers -= 1
 
+    def _log_limited(self, key: str, msg: str, *args: Any) -> None:
+        """A warning at most once a minute per ``key``: refused floods must not flood journald too."""
+        now = time.monotonic()
+        if self._quiet_until.get(key, 0.0) > now:
+            return
+        if len(self._quiet_until) > 256:
+            self._quiet_until = {k: t for k, t in self._quiet_until.items() if t > now}
+        self._quiet_until[key] = now + 60.0
+        log.warning(msg, *args)
+
     # -- the Flask app -----------------------------------------------------------------------------
 
     def _build_app(self):  # noqa: C901 - one closure per route reads best here
         from flask import Flask, Response, abort, g, jsonify, make_response, redirect, request, \
             render_template_string, url_for
 
-        app = Flask("doorguard.web")
+        # No static folder: Flask's default /static/<file> route served the working directory's
+        # static/ without a login.
+        app = Flask("doorguard.web", static_folder=None)
         # Flask's own session is unused (sessions are server-side), but give it a per-process secret anyway.
         app.secret_key = secrets.token_bytes(32)
         app.config["MAX_CONTENT_LENGTH"] = 16 * 1024  # forms here are tiny; never buffer big bodies on a Pi
-        public = {"login", "static"}
+        public = {"login"}
 
         def client() -> str:
             return request.remote_addr or "?"
@@ -825,12 +998,23 @@ class WebServer:
 
         @app.before_request
         def _require_login():
+            # DNS rebinding: evil.example resolving to this device makes the browser send
+            # "Host: evil.example" (and a matching Origin). Only this device's names pass.
+            if not host_allowed(request.host, self.allowed_hosts):
+                self._log_limited("host", "web: refused a request for host %r from %s (not in [web] "
+                                  "allowed_hosts)", request.host[:80], client())
+                return Response("unknown host name for this device; add it to [web] allowed_hosts\n",
+                                status=400, mimetype="text/plain")
             if request.method == "POST":
                 # Browsers send Origin on POST: a form posted from another site is refused even
-                # before the CSRF token is checked (the cookie is SameSite=Strict as well).
+                # before the CSRF token is checked (the cookie is SameSite=Strict as well). The
+                # Origin must be this page itself: an allowed host, and the Host it was sent to.
+                # ("null": what a same-origin form sends under Referrer-Policy: no-referrer.)
                 origin = request.headers.get("Origin")
-                if origin and origin != "null" and urlsplit(origin).netloc != request.host:
-                    abort(403)
+                if origin and origin != "null":
+                    netloc = urlsplit(origin).netloc
+                    if netloc.lower() != request.host.lower() or not host_allowed(netloc, self.allowed_hosts):
+                        abort(403)
             if request.endpoint in public:
                 return None
             s = self._sessions.get(session_token())
@@ -859,34 +1043,47 @@ class WebServer:
 
         @app.route("/login", methods=["GET", "POST"])
         def login():
-            nxt = request.values.get("next") or "/"
-            if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:
-                nxt = "/"  # only local paths: no open redirect
+            nxt = safe_next(request.values.get("next"))
             error = None
             status = 200
             if request.method == "POST":
-                wait = self._limiter.retry_after(client())
+                who = client()
+                # The failure slot is taken before the password is checked, atomically: 40
+                # concurrent wrong logins get `login_failures_per_minute` checks, not 40.
+                wait = self._limiter.reserve(who)
                 if wait > 0:
-                    log.warning("web: login from %s refused: too many failures", client())
+                    self._log_limited(f"429 {who}", "web: logins from %s refused: too many failures", who)
                     resp = make_response(page("Login", _LOGIN, error="Too many failed logins; wait a minute.",
                                               next=nxt, no_password=False), 429)
                     resp.headers["Retry-After"] = str(int(wait) + 1)
                     return resp
+                # scrypt takes 32 MiB and ~0.1 s: only MAX_PASSWORD_CHECKS at once, from anyone. An
+                # attempt refused here keeps its slot: the limit counts attempts, checked or not.
+                if not self._password_checks.acquire(blocking=False):
+                    self._log_limited("503", "web: login from %s refused: %d password checks running",
+                                      who, MAX_PASSWORD_CHECKS)
+                    resp = make_response(page("Login", _LOGIN, error="Busy checking other logins; try again.",
+                                              next=nxt, no_password=False), 503)
+                    resp.headers["Retry-After"] = "1"
+                    return resp
                 try:
-                    stored = read_password_hash(self.password_file)
-                except ConfigError as e:
-                    log.error("%s", e)
-                    stored = None
-                if stored is not None and verify_password(request.form.get("password", ""), stored):
-                    self._limiter.succeeded(client())
+                    try:
+                        stored = read_password_hash(self.password_file)
+                    except ConfigError as e:
+                        log.error("%s", e)
+                        stored = None
+                    ok = stored is not None and verify_password(request.form.get("password", ""), stored)
+                finally:
+                    self._password_checks.release()
+                if ok:
+                    self._limiter.succeeded(who)
                     token, _ = self._sessions.create()
-                    log.info("web: login from %s", client())
+                    log.info("web: login from %s", who)
                     resp = redirect(nxt)
                     resp.set_cookie(SESSION_COOKIE, token, max_age=int(self.cfg.session_minutes * 60) or 1,
                                     httponly=True, samesite="Strict", secure=request.is_secure, path="/")
                     return resp
-                self._limiter.failed(client())
-                log.warning("web: failed login from %s", client())
+                log.warning("web: failed login from %s", who)
                 error, status = "Wrong password.", 401
             try:
                 no_password = read_password_hash(self.password_file) is None

@@ -10,7 +10,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import cv2
 import numpy as np
@@ -203,6 +203,92 @@ def test_wrong_password_is_rate_limited(harness):
     assert h.login()  # the window has passed
 
 
+def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harness, monkeypatch):
+    """40 wrong logins at once from one address: the limit holds (was: all 40 got 401, each ran
+    scrypt), the rest are refused at once, and at most MAX_PASSWORD_CHECKS checks overlap."""
+    lock = threading.Lock()
+    seen = {"running": 0, "peak": 0, "calls": 0}
+    real = web.verify_password
+
+    def slow_verify(password, stored):
+        with lock:
+            seen["calls"] += 1
+            seen["running"] += 1
+            seen["peak"] = max(seen["peak"], seen["running"])
+        try:
+            time.sleep(0.3)  # scrypt's time on a Pi, so that the attempts really overlap
+            return real(password, stored)
+        finally:
+            with lock:
+                seen["running"] -= 1
+
+    monkeypatch.setattr(web, "verify_password", slow_verify)
+    h = harness(login_failures_per_minute=5)
+    n = 40
+    start = threading.Barrier(n)
+    statuses: list[int] = []
+
+    def attempt():
+        start.wait()
+        statuses.append(h.request("POST", "/login", {"password": "wrong guess"})[0])
+
+    threads = [threading.Thread(target=attempt) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    counts = {code: statuses.count(code) for code in set(statuses)}
+    assert len(statuses) == n and set(counts) <= {401, 429, 503}, counts
+    # Every attempt took a slot (checked: 401; refused while MAX_PASSWORD_CHECKS ran: 503), so
+    # at most 5 got anything but 429.
+    assert counts.get(401, 0) + counts.get(503, 0) <= 5 and seen["calls"] <= 5, (counts, seen)
+    assert counts.get(429, 0) >= n - 5, counts
+    assert seen["peak"] <= web.MAX_PASSWORD_CHECKS, seen
+    # The limit is used up: even the right password is not tried now.
+    assert h.request("POST", "/login", {"password": PASSWORD})[0] == 429
+
+
+def test_login_flood_memory_stays_bounded(harness, tmp_path):
+    """Real scrypt (32 MiB each): the process grows by a few checks' worth, not 40 (was +1 GB)."""
+    real_pw = tmp_path / "real-password"
+    web.write_password_file(real_pw, web.hash_password(PASSWORD))  # the default cost
+    h = Harness(real_pw, tmp_path, login_failures_per_minute=5)
+    try:
+        def rss() -> int:
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+        base = rss()
+        peak = [base]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = threading.Barrier(40)
+
+        def attempt():
+            start.wait()
+            h.request("POST", "/login", {"password": "wrong guess"})
+
+        threads = [threading.Thread(target=attempt) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        done.set()
+        sampler.join(5)
+        grown = (peak[0] - base) / 2**20
+        print(f"\nRSS grew by {grown:.0f} MiB during 40 concurrent wrong logins")
+        assert grown < 200, grown  # MAX_PASSWORD_CHECKS (2) x 32 MiB and some slack
+    finally:
+        h.close()
+
+
 def test_session_expires(harness):
     clock = FakeClock()
     h = harness(clock=clock, session_minutes=0.5)
@@ -215,6 +301,144 @@ def test_session_expires(harness):
     status, headers, _ = h.request("GET", "/status", cookie=token)
     assert status == 302 and headers["Location"].startswith("/login")
     assert h.request("GET", "/status.json", cookie=token)[0] == 401
+
+
+@pytest.mark.parametrize("nxt", [
+    "/\t/evil.example", "/\n/evil.example", "/\r\nSet-Cookie: x=1", "/\\evil.example", "\\\\evil.example",
+    "//evil.example", "///evil.example", "https://evil.example/", "javascript:alert(1)", "/ /evil.example",
+    "/\x00", "/\x7f", "evil.example", "/" + "a" * 600, "/caf\u00e9"])
+def test_login_next_is_only_a_path_on_this_page(harness, nxt):
+    """`POST /login?next=/%09/evil.example` answered `Location: //evil.example` (browsers drop the
+    tab); `/%0A..` gave a 500 with a traceback. Anything but a plain local path goes to /."""
+    h = harness()
+    for path, form in ((f"/login?next={quote(nxt, safe='')}", {"password": PASSWORD}),
+                       ("/login", {"password": PASSWORD, "next": nxt})):
+        status, headers, _ = h.request("POST", path, form)
+        assert status == 302 and headers["Location"] == "/", (nxt, status, headers["Location"])
+    status, _, body = h.request("GET", f"/login?next={quote(nxt, safe='')}")
+    assert status == 200 and b'name="next" value="/">' in body
+
+
+def test_login_next_keeps_local_paths(harness):
+    h = harness()
+    for nxt in ("/status", "/status?test=ok", "/status.json", "/a%2F%2Fb"):
+        status, headers, _ = h.request("POST", "/login", {"password": PASSWORD, "next": nxt})
+        assert status == 302 and headers["Location"] == nxt
+
+
+def test_only_this_devices_host_names_are_served(harness):
+    """DNS rebinding: evil.example resolving to the device must not reach the page, even with a
+    matching Origin (the Origin check compared against the attacker's own Host)."""
+    import socket
+
+    h = harness(allowed_hosts=["doorway.example.lan", ".home.arpa"])
+    port = h.server.port
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    status, headers, body = h.request("POST", "/login", {"password": PASSWORD}, headers=evil)
+    assert status == 400 and "Set-Cookie" not in headers and b"allowed_hosts" in body
+    for host in (f"evil.example:{port}", "evil.example", f"localhost.evil.example:{port}", "home.arpa.evil",
+                 f"127.0.0.1.evil.example:{port}", "", "a:b:c", f"[::1:{port}"):
+        assert h.request("GET", "/login", headers={"Host": host})[0] == 400, host
+    short = socket.gethostname().split(".")[0].lower()
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", f"[::1]:{port}", f"{short}.local:{port}",
+                 f"{short}:{port}", f"192.168.1.20:{port}", f"doorway.example.lan:{port}", "cam.home.arpa"):
+        assert h.request("GET", "/login", headers={"Host": host})[0] == 200, host
+    # A logged-in session is no way around it either.
+    token = h.login()
+    assert h.request("GET", "/status.json", cookie=token, headers={"Host": "evil.example"})[0] == 400
+    with pytest.raises(ValidationError):
+        WebConfig(allowed_hosts=["evil example"])
+
+
+def test_origin_must_be_this_page(harness):
+    h = harness()
+    token = h.login()
+    csrf = h.csrf(token)
+    port = h.server.port
+    for origin in (f"http://evil.example:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port + 1}",
+                   "http://127.0.0.1"):
+        status, _, _ = h.request("POST", "/test-outputs", {"csrf": csrf}, cookie=token, headers={"Origin": origin})
+        assert status == 403, origin
+    assert h.tests_run == 0
+    status, _, _ = h.request("POST", "/test-outputs", {"csrf": csrf}, cookie=token,
+                             headers={"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"})
+    assert status == 302 and h.tests_run == 1
+
+
+def test_no_static_route(harness, tmp_path, monkeypatch):
+    """Flask's default /static/<file> served the working directory's static/ without a login."""
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "secret.txt").write_text("faces and passwords\n")
+    monkeypatch.chdir(tmp_path)
+    h = harness()
+    status, _, body = h.request("GET", "/static/secret.txt")
+    assert status == 401 and b"faces" not in body
+    token = h.login()
+    status, _, body = h.request("GET", "/static/secret.txt", cookie=token)
+    assert status == 404 and b"faces" not in body
+
+
+def test_half_sent_requests_hold_no_threads_and_time_out(harness):
+    """werkzeug's server gave every connection a thread and no timeout (300 half-sent requests
+    held 309 threads). waitress: a fixed pool, capped connections, idle ones closed."""
+    import socket
+
+    h = harness(idle_timeout_s=1, max_connections=8, max_viewers=1)
+    threads_before = threading.active_count()
+    socks = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", h.server.port), timeout=5)
+            s.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # never finished
+            socks.append(s)
+        time.sleep(0.5)
+        assert threading.active_count() <= threads_before + 1, threading.active_count() - threads_before
+        # The first connections are closed by the server once idle for idle_timeout_s.
+        socks[0].settimeout(6)
+        assert socks[0].recv(100) == b""
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 20
+    while True:  # once the backlog drains, the page answers again
+        try:
+            assert h.request("GET", "/login")[0] == 200
+            break
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    """The web port taken by another program: werkzeug printed its own lines and exited with a bare 1."""
+    import socket
+    import subprocess
+    import sys
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: Address already in use"):
+            WebServer(WebConfig(port=port), dict, lambda: None, lambda: None,
+                      password_file=tmp_path / "pw").start()
+        if not (ROOT / "models" / "yoloface-500k-v2-facemask.json").is_file():
+            return
+        conf = tmp_path / "doorguard.toml"
+        conf.write_text(f'[events]\nstate_dir = "{tmp_path / "state"}"\n[web]\nenabled = true\nport = {port}\n')
+        env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "DOORGUARD_DEBUG": "0"}
+        env.pop("NOTIFY_SOCKET", None)
+        p = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(conf), "--source", "demo",
+                            "--max-frames", "5"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    finally:
+        blocker.close()
+    assert p.returncode == ConfigError.exit_code, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("INFO: ")]
+    assert lines == [f"doorguard: error: web: cannot listen on 127.0.0.1:{port}: Address already in use "
+                     "(another program uses it; choose another [web] port)"], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr and "werkzeug" not in (p.stdout + p.stderr).lower()
 
 
 def test_refuses_non_loopback_bind_without_password(tmp_path):
