@@ -26,7 +26,7 @@ from convert.evaluate import (  # noqa: E402
 )
 from edge.errors import DoorguardError  # noqa: E402
 
-from benchmarks import peers  # noqa: E402
+from convert import peers  # noqa: E402
 
 
 def doorguard_systems(cfg, detector: Path, classifier: Path | None, precisions=("int8", "float32")) -> list[System]:
@@ -46,7 +46,7 @@ def doorguard_systems(cfg, detector: Path, classifier: Path | None, precisions=(
                 "classifier": ({"name": cls.manifest.name,
                                 "sha256": cls.manifest.float_sha256 if use_float else cls.manifest.sha256}
                                if cls else None),
-                "precision": prec}
+                "precision": prec, "input": [man.input.width, man.input.height], "resize": man.input.resize}
         out.append(System(
             f"doorguard-{prec}",
             lambda t, f=use_float, c=cls: pipeline_for(Detector(detector, score_threshold=t, use_float=f), c, cfg).predict,

@@ -470,7 +470,7 @@ class SeedLoop:
 def peer_detectors(shared: Path, cfg: Any) -> list[tuple[str, str, Callable[[], Any]]]:
     """(name, note, factory) of every detector timed on the same in-memory frames."""
     _benchmarks_on_path()
-    from benchmarks import peers
+    from convert import peers
     from benchmarks.ultraface_tflite import UltraFaceTflite
 
     from edge.models import Detector
@@ -1439,7 +1439,7 @@ def render(r: dict[str, Any]) -> str:
             "frames held in memory, the detectors taking turns in blocks of 12 frames (so load from other "
             "jobs hits all alike; each block starts with one uncounted warm-up call); median ms per frame. These ran at other moments than "
             "section 1, so compare the doorguard detector row with the peers, not with section 1. "
-            "Runners from `benchmarks/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
+            "Runners from `convert/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
             "`benchmarks/ultraface_tflite.py`.")
         add("")
         add("| detector | how | ms per frame | FPS | faces found (one repeat) |")

@@ -1,11 +1,11 @@
-"""Peer detectors (benchmarks/peers.py): decoding checked on a real dataroots photo."""
+"""Peer detectors (convert/peers.py): decoding checked on a real dataroots photo."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks import peers
+from convert import peers
 from convert.images import read_rgb
 from edge.types import Box
 

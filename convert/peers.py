@@ -260,6 +260,12 @@ DEFAULT_THRESHOLDS = {
     "yunet-n-640": 0.9, "ultraface-rfb-640": 0.7, "ultraface-rfb-640-masked": 0.7,
     "aizoo-facemask": 0.5, "opencv-ssd-res10": 0.5,
 }
+#: Each peer's input (width, height) and how frames are resized to it (for recall by input size).
+INPUTS = {
+    "yunet-n-640": ([640, 640], "letterbox"), "ultraface-rfb-640": ([640, 480], "stretch"),
+    "ultraface-rfb-640-masked": ([640, 480], "stretch"), "aizoo-facemask": ([260, 260], "stretch"),
+    "opencv-ssd-res10": ([300, 300], "stretch"),
+}
 FILES = {
     "yunet-n-640": ["yunet_n_640_640.onnx"], "ultraface-rfb-640": ["version-RFB-640.onnx"],
     "ultraface-rfb-640-masked": ["RFB-640-masked_face-v2.onnx"],
@@ -284,7 +290,8 @@ def systems(peers_dir: Path, classifier=None, cfg=None) -> list:
 
     def meta(name, extra=None):
         files = {f: sha256_file(peers_dir / f) for f in FILES[name] if (peers_dir / f).is_file()}
-        return {"peer": name, "peer_files": files, **(extra or {})}
+        size, resize = INPUTS[name]
+        return {"peer": name, "peer_files": files, "input": size, "resize": resize, **(extra or {})}
 
     cls_meta = ({"classifier": {"name": classifier.manifest.name, "sha256": classifier.manifest.sha256}}
                 if classifier is not None else {"classifier": None})
