@@ -25,6 +25,24 @@ darknet --cfg CFG --weights OUT.weights`` converts it like any darknet model.
 
 Labels: VOC ``.xml`` or YOLO ``.txt`` next to the images (or in ``annotations/``
 / ``labels/``); with a one-class ``--names`` every labelled object is that class.
+
+More training signal than the labelled boxes (issue 15: fine-tuning on the
+mask-heavy sets lost unmasked faces):
+
+- ``--teacher-peers DIR``: strong peer detectors (``convert.teacher``) look at
+  every photo; on labelled photos their boxes that match no label become
+  ignore regions (faces the annotators left out are not taught as background);
+- ``--unlabelled [KIND=]PATH``: photos without labels, labelled by the teacher
+  (confident boxes are labels, the rest ignore regions);
+- ``--paste KIND=DIR``: face crops pasted into the training photos at
+  ``--paste-px`` pixels of the network input, with feathered edges and exact
+  boxes (copy-paste), choosing the kind so that ``--min-unmasked`` of the boxes
+  an epoch sees are unmasked.
+
+Each box keeps its kind (``mask``, ``no_mask``, ``mask_incorrect`` or ``face``
+from the label files' class names) for that balance and for the log.
+Training writes a checkpoint after every epoch (``OUT.ckpt.npz``: weights,
+optimizer state, random state) and ``--resume`` continues from it.
 TensorFlow is imported inside the functions that need it.
 """
 
@@ -55,14 +73,36 @@ KEEP_SCALE = 2.0
 MIN_BOX_PX = 2.0
 
 
+UNMASKED = "no_mask"
+# Kinds of box, from the label files' class names (``convert.dataset.DEFAULT_LABEL_MAP``).
+KIND_NAMES = {"with_mask": "mask", "without_mask": "no_mask", "mask_weared_incorrect": "mask_incorrect",
+              "mask": "mask", "no_mask": "no_mask", "mask_incorrect": "mask_incorrect"}
+DEFAULT_PASTE_PX = (12.0, 200.0)
+# Pasted crops are kept in memory at most this size (longer side, pixels).
+PASTE_KEEP_PX = 160
+
+
 @dataclass
 class Example:
-    """One training image (RGB uint8) and its boxes (N x 4 x1,y1,x2,y2 pixels, N class ids)."""
+    """One training image (RGB uint8), its boxes (N x 4 x1,y1,x2,y2 pixels, N class ids),
+    the kind of each box, and ignore regions (K x 4: no objectness penalty inside)."""
 
     image: np.ndarray
     boxes: np.ndarray
     classes: np.ndarray
     path: str = ""
+    kinds: list[str] = field(default_factory=list)
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+
+
+@dataclass
+class PastePool:
+    """Face crops to paste, by kind (RGB uint8, each a tight face box)."""
+
+    crops: dict[str, list[np.ndarray]]
+
+    def kinds(self) -> list[str]:
+        return [k for k, v in self.crops.items() if v]
 
 
 @dataclass
@@ -100,6 +140,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float,
                    help="stop after the epoch that passes this wall time (the result then depends on speed)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
+    p.add_argument("--teacher-peers", type=Path, metavar="DIR",
+                   help="folder of the peer detectors (../shared/models/peers): YuNet and UltraFace-masked "
+                        "label faces the annotators left out (ignore regions) and the --unlabelled photos")
+    p.add_argument("--teacher-cache", type=Path, metavar="FILE",
+                   help="teacher boxes cache (default OUT.teacher.json)")
+    p.add_argument("--teacher-label-score", type=float, default=0.8,
+                   help="on --unlabelled photos, teacher boxes scoring at least this are labels, the "
+                        "others ignore regions (default 0.8)")
+    p.add_argument("--unlabelled", nargs="+", default=[], metavar="[KIND=]LIST",
+                   help="photos without labels (folders or list files), labelled by the teacher; KIND "
+                        "(mask, no_mask, ...) is the kind of their faces, for --min-unmasked")
+    p.add_argument("--unlabelled-limit", type=int, metavar="N",
+                   help="use at most N photos of each --unlabelled source (seeded draw)")
+    p.add_argument("--paste", nargs="+", default=[], metavar="KIND=DIR",
+                   help="face crops (tight boxes) to paste into training photos, e.g. "
+                        "no_mask=dataroots/train/not_masked")
+    p.add_argument("--paste-prob", type=float, default=0.5,
+                   help="share of training images that get pasted faces (default 0.5)")
+    p.add_argument("--paste-max", type=int, default=4, help="at most this many faces pasted per image (default 4)")
+    p.add_argument("--paste-px", default="12,200", metavar="MIN,MAX",
+                   help="pasted face size at the network input, pixels (default 12,200)")
+    p.add_argument("--min-unmasked", type=float, default=0.0, metavar="SHARE",
+                   help="paste unmasked faces until at least this share of the boxes seen are unmasked "
+                        "(default 0: kinds drawn evenly)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT.ckpt.npz (written after every epoch) when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -107,15 +173,62 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # Data
 
 
+def box_kinds(label: Path, n: int) -> list[str]:
+    """The kind (``KIND_NAMES``, else ``face``) of each box of a label file, in file order.
+
+    VOC files name their classes; YOLO files give class ids, named by a
+    ``classes.txt`` beside the label file or one or two folders up.
+    """
+    import xml.etree.ElementTree as ET
+
+    names: list[str] = []
+    try:
+        if label.suffix.lower() == ".xml":
+            names = [(o.findtext("name") or "").strip() for o in ET.parse(label).getroot().iter("object")]
+        else:
+            table: list[str] = []
+            for d in (label.parent, label.parent.parent, label.parent.parent.parent):
+                if (d / "classes.txt").is_file():
+                    table = [ln.strip() for ln in (d / "classes.txt").read_text().splitlines() if ln.strip()]
+                    break
+            for ln in label.read_text().splitlines():
+                parts = ln.split()
+                if len(parts) == 5:
+                    c = int(parts[0])
+                    names.append(table[c] if 0 <= c < len(table) else str(c))
+    except (OSError, ET.ParseError, ValueError):
+        names = []
+    kinds = [KIND_NAMES.get(nm.lower(), "face") for nm in names]
+    return kinds if len(kinds) == n else ["face"] * n
+
+
+def _resize_keep(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    s = min(1.0, max_side / max(img.shape[:2]))
+    if s < 1.0:
+        img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                         interpolation=cv2.INTER_AREA)
+    return img, s
+
+
+def _split_kind(spec: str) -> tuple[str, Path]:
+    """``KIND=PATH`` or ``PATH`` (kind ``face``)."""
+    if "=" in spec and not Path(spec).exists():
+        kind, path = spec.split("=", 1)
+        return kind.strip(), Path(path)
+    return "face", Path(spec)
+
+
 def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: int | None = None,
                   seed: int = 0, progress: bool = True,
-                  exclude: list[Path] | None = None) -> tuple[list[Example], dict[str, Any]]:
+                  exclude: list[Path] | None = None, teacher: Any = None) -> tuple[list[Example], dict[str, Any]]:
     """Read labelled images, downscaled so their longer side is at most ``max_side``.
 
     Images without a label file are skipped (and counted); so are boxes of
     classes the names do not know (a one-class model takes every box), and
     images that are near-duplicates of an ``exclude`` image (the data sets
-    overlap: most facemask853 photos are also in adityap27).
+    overlap: most facemask853 photos are also in adityap27). With a
+    ``teacher`` (``convert.teacher.TeacherCache``), its boxes that match no
+    label become the image's ignore regions.
 
     Raises:
         DataError: a missing list/folder, a bad label file, or no usable image.
@@ -130,7 +243,8 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
     refs = [f for src in (exclude or []) for f in detect_report.resolve_images(src)]
     examples: list[Example] = []
     stats: dict[str, Any] = {"sources": {}, "skipped_unlabelled": 0, "skipped_unreadable": 0,
-                             "excluded": [str(e) for e in exclude or []], "skipped_near_duplicates": 0}
+                             "excluded": [str(e) for e in exclude or []], "skipped_near_duplicates": 0,
+                             "teacher_ignore_regions": 0}
     for src in sources:
         files = detect_report.resolve_images(src)
         if refs:
@@ -160,30 +274,254 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
                 continue
             gt, _ = detect_report.read_labels(label, labels, (img.shape[1], img.shape[0]))
             boxes = gt.boxes.astype(np.float32)
-            s = min(1.0, max_side / max(img.shape[:2]))
-            if s < 1.0:
-                img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
-                                 interpolation=cv2.INTER_AREA)
-                boxes = boxes * s
-            examples.append(Example(img, boxes, gt.class_ids.astype(np.int64), str(path)))
+            kinds = box_kinds(label, len(boxes)) if len(labels) == 1 else [labels[int(c)] for c in gt.class_ids]
+            ignore = np.zeros((0, 4), np.float32)
+            if teacher is not None:
+                from .teacher import unmatched
+
+                ignore = unmatched(teacher.get(path, img).boxes, boxes)
+                stats["teacher_ignore_regions"] += len(ignore)
+            img, s = _resize_keep(img, max_side)
+            examples.append(Example(img, boxes * s, gt.class_ids.astype(np.int64), str(path), kinds,
+                                    (ignore * s).astype(np.float32)))
             boxes0 += len(boxes)
         stats["sources"][str(src)] = {"images": len(examples) - n0, "boxes": boxes0}
+        if teacher is not None:
+            teacher.save()
     if not examples:
         raise DataError(f"no labelled images in {', '.join(map(str, sources))}")
     return examples, stats
 
 
-def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random crop or zoom-out, horizontal flip and HSV jitter; boxes follow.
+def load_unlabelled(specs: list[str], teacher: Any, max_side: int, label_score: float, limit: int | None = None,
+                    seed: int = 0, progress: bool = True, exclude: list[Path] | None = None,
+                    ) -> tuple[list[Example], dict[str, Any]]:
+    """Photos without labels, labelled by the teacher (``[KIND=]PATH`` sources).
+
+    Teacher boxes scoring at least ``label_score`` are labels of the given kind
+    (class 0), the others ignore regions; a photo with no confident box is
+    skipped (it would only teach background where the teacher was unsure).
+
+    Raises:
+        DataError: a missing source, or no teacher.
+    """
+    import random
+
+    from . import detect_report
+    from .dataset import near_duplicates
+    from .images import read_rgb
+
+    if teacher is None:
+        raise DataError("--unlabelled needs --teacher-peers (the teacher labels those photos)")
+    refs = [f for src in (exclude or []) for f in detect_report.resolve_images(src)]
+    examples: list[Example] = []
+    stats: dict[str, Any] = {}
+    for spec in specs:
+        kind, src = _split_kind(spec)
+        files = detect_report.resolve_images(src)
+        if limit is not None and limit < len(files):
+            files = list(files)
+            random.Random(seed).shuffle(files)
+            files = sorted(files[:limit])
+        dups = near_duplicates(files, refs) if refs else set()
+        files = [f for f in files if f not in dups]
+        it = files
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(files, desc=f"teacher on {src}", unit="img")
+        n0, nb, no_face = len(examples), 0, 0
+        for path in it:
+            try:
+                img = read_rgb(path)
+            except DataError as e:
+                log.warning("skipping %s", e)
+                continue
+            sure, unsure = teacher.get(path, img).split(label_score)
+            if not len(sure):
+                no_face += 1
+                continue
+            img, s = _resize_keep(img, max_side)
+            examples.append(Example(img, (sure * s).astype(np.float32), np.zeros(len(sure), np.int64), str(path),
+                                    [kind] * len(sure), (unsure * s).astype(np.float32)))
+            nb += len(sure)
+        teacher.save()
+        stats[str(src)] = {"kind": kind, "images": len(examples) - n0, "boxes": nb,
+                           "skipped_no_confident_face": no_face, "skipped_near_duplicates": len(dups)}
+    return examples, stats
+
+
+def load_paste_pool(specs: list[str], limit: int | None = None, seed: int = 0) -> tuple[PastePool, dict[str, int]]:
+    """Face crops by kind from ``KIND=DIR`` specs (each crop a tight face box).
+
+    Raises:
+        DataError: a spec without a kind, or a folder without images.
+    """
+    import random
+
+    from . import detect_report
+    from .images import read_rgb
+
+    crops: dict[str, list[np.ndarray]] = {}
+    for spec in specs:
+        kind, src = _split_kind(spec)
+        if kind == "face" and "=" not in spec:
+            raise DataError(f"--paste {spec}: give the kind of its faces, e.g. no_mask={spec}")
+        files = detect_report.resolve_images(src)
+        if limit is not None and limit < len(files):
+            files = list(files)
+            random.Random(seed).shuffle(files)
+            files = sorted(files[:limit])
+        for f in files:
+            try:
+                img = read_rgb(f)
+            except DataError:
+                continue
+            if min(img.shape[:2]) < 16:
+                continue
+            crops.setdefault(kind, []).append(_resize_keep(img, PASTE_KEEP_PX)[0])
+    return PastePool(crops), {k: len(v) for k, v in crops.items()}
+
+
+def _feather(h: int, w: int) -> np.ndarray:
+    """Alpha (h x w x 1) that is 1 inside and falls to 0 at the edges (12% of each side)."""
+    def ramp(n: int) -> np.ndarray:
+        r = max(1.0, 0.12 * n)
+        i = np.arange(n, dtype=np.float32)
+        return np.clip(np.minimum(i + 0.5, n - i - 0.5) / r, 0.0, 1.0)
+
+    return (ramp(h)[:, None] * ramp(w)[None, :])[..., None]
+
+
+def paste_faces(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, kinds: list[str], pool: PastePool,
+                rng: np.random.Generator, scale: float, px: tuple[float, float], count: int,
+                want_unmasked: bool, avoid: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Paste up to ``count`` crops from ``pool`` into ``img`` (copy-paste augmentation).
 
     Args:
-        out_size: (width, height) of the network input, for the crop's aspect ratio.
+        scale: network input pixels per image pixel (the letterbox scale), so that
+            pasted faces are ``px`` (min, max) pixels at the network input.
+        want_unmasked: draw the kind ``no_mask`` when the pool has it; else any kind.
+        avoid: boxes (besides ``boxes``) a pasted face must not overlap (ignore regions).
 
     Returns:
-        (RGB uint8 image, boxes N x 4 in its pixels, class ids); boxes cut below
-        40% of their area or under 2 px are dropped.
+        (image with the faces, boxes + the pasted boxes, classes, kinds); a pasted box
+        overlapping another box is not pasted.
+    """
+    from .detect_report import iou_matrix
+
+    kinds_avail = pool.kinds()
+    if not kinds_avail or count < 1:
+        return img, boxes, classes, kinds
+    img = img.copy()
+    h, w = img.shape[:2]
+    occupied = boxes if avoid is None or not len(avoid) else np.concatenate([boxes, avoid])
+    new_boxes, new_kinds = [], []
+    for _ in range(count):
+        kind = UNMASKED if want_unmasked and UNMASKED in kinds_avail else kinds_avail[int(rng.integers(len(kinds_avail)))]
+        crops = pool.crops[kind]
+        crop = crops[int(rng.integers(len(crops)))]
+        # log-uniform size at the network input -> image pixels
+        side = float(np.exp(rng.uniform(np.log(px[0]), np.log(px[1])))) / max(scale, 1e-6)
+        ch, cw = crop.shape[:2]
+        bw = max(4, int(round(side * cw / max(ch, cw))))
+        bh = max(4, int(round(side * ch / max(ch, cw))))
+        if bw >= w or bh >= h:
+            continue
+        for _try in range(5):  # a few places; a crowded photo may have no free one
+            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+            b = np.array([[x0, y0, x0 + bw, y0 + bh]], np.float32)
+            if not len(occupied) or iou_matrix(b, occupied).max() == 0.0:
+                break
+        else:
+            continue
+        patch = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_AREA if bw < cw else cv2.INTER_LINEAR)
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        a = _feather(bh, bw)
+        region = img[y0:y0 + bh, x0:x0 + bw].astype(np.float32)
+        img[y0:y0 + bh, x0:x0 + bw] = (a * patch + (1 - a) * region).astype(np.uint8)
+        occupied = np.concatenate([occupied, b]) if len(occupied) else b
+        new_boxes.append(b[0])
+        new_kinds.append(kind)
+    if not new_boxes:
+        return img, boxes, classes, kinds
+    return (img, np.concatenate([boxes.reshape(-1, 4), np.asarray(new_boxes, np.float32)]),
+            np.concatenate([classes, np.zeros(len(new_boxes), np.int64)]), list(kinds) + new_kinds)
+
+
+@dataclass
+class PasteConfig:
+    """Copy-paste augmentation settings (``--paste*``, ``--min-unmasked``)."""
+
+    pool: PastePool
+    prob: float = 0.5
+    max_count: int = 4
+    px: tuple[float, float] = DEFAULT_PASTE_PX
+
+
+@dataclass
+class KindBalance:
+    """Counts the kinds of the boxes the network sees; says when to paste unmasked faces."""
+
+    target: float = 0.0
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def want_unmasked(self) -> bool:
+        total = sum(self.seen.values())
+        return self.target > 0 and self.seen.get(UNMASKED, 0) < self.target * max(total, 1)
+
+    def add(self, kinds: list[str]) -> None:
+        for k in kinds:
+            self.seen[k] = self.seen.get(k, 0) + 1
+
+    def share(self, kind: str = UNMASKED) -> float:
+        total = sum(self.seen.values())
+        return self.seen.get(kind, 0) / total if total else 0.0
+
+
+@dataclass
+class Augmented:
+    """One augmented training image: boxes (N x 4), classes, kinds, ignore regions (K x 4)."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    classes: np.ndarray
+    kinds: list[str]
+    ignore: np.ndarray
+
+
+def _crop_boxes(boxes: np.ndarray, x0: int, y0: int, w: int, h: int, min_keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes moved into a crop window and clipped; mask of those keeping ``min_keep`` of their area."""
+    if not len(boxes):
+        return boxes.reshape(-1, 4), np.zeros((0,), bool)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    b = boxes - np.array([x0, y0, x0, y0], np.float32)
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    keep = (bw * bh >= min_keep * np.maximum(area, 1e-6)) & (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX)
+    return b, keep
+
+
+def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], paste: PasteConfig | None = None,
+            balance: KindBalance | None = None) -> Augmented:
+    """Random crop or zoom-out, pasted faces, horizontal flip and HSV jitter; boxes follow.
+
+    Args:
+        out_size: (width, height) of the network input, for the crop's aspect ratio
+            and the pasted faces' size.
+        paste: copy-paste settings, or None.
+        balance: kinds seen so far (asks for unmasked pasted faces when short of them).
+
+    Returns:
+        The image and its boxes; boxes cut below 40% of their area or under 2 px
+        are dropped (ignore regions are kept while any part is left).
     """
     img, boxes, classes = ex.image, ex.boxes.copy(), ex.classes.copy()
+    kinds = list(ex.kinds) if len(ex.kinds) == len(boxes) else ["face"] * len(boxes)
+    ignore = ex.ignore.copy().reshape(-1, 4)
     h, w = img.shape[:2]
     if rng.random() < 0.25:
         # zoom out: the picture smaller inside a grey canvas (more small faces)
@@ -192,7 +530,8 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int]) ->
         ox, oy = int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))
         canvas = np.full((ch, cw, 3), 127, np.uint8)
         canvas[oy:oy + h, ox:ox + w] = img
-        img, boxes = canvas, boxes + np.array([ox, oy, ox, oy], np.float32)
+        shift = np.array([ox, oy, ox, oy], np.float32)
+        img, boxes, ignore = canvas, boxes + shift, ignore + shift
     else:
         # crop: a window of 55-100% of each side, aspect ratio jittered around the input's
         s = rng.uniform(0.55, 1.0)
@@ -203,26 +542,35 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int]) ->
         x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
         x0i, y0i, x1i, y1i = int(x0), int(y0), int(np.ceil(x0 + cw)), int(np.ceil(y0 + ch))
         img = img[y0i:y1i, x0i:x1i]
-        if len(boxes):
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            boxes = boxes - np.array([x0i, y0i, x0i, y0i], np.float32)
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, img.shape[1])
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, img.shape[0])
-            bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            keep = (bw * bh >= 0.4 * np.maximum(area, 1e-6)) & (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX)
-            boxes, classes = boxes[keep], classes[keep]
+        boxes, keep = _crop_boxes(boxes, x0i, y0i, img.shape[1], img.shape[0], 0.4)
+        boxes, classes = boxes[keep], classes[keep]
+        kinds = [k for k, on in zip(kinds, keep) if on]
+        ignore, keep_i = _crop_boxes(ignore, x0i, y0i, img.shape[1], img.shape[0], 0.0)
+        ignore = ignore[keep_i]
     img = np.ascontiguousarray(img)
+    if paste is not None and rng.random() < paste.prob:
+        scale = min(out_size[0] / img.shape[1], out_size[1] / img.shape[0])
+        n = int(rng.integers(1, paste.max_count + 1))
+        want = balance.want_unmasked() if balance is not None else False
+        img, boxes, classes, kinds = paste_faces(img, boxes, classes, kinds, paste.pool, rng, scale, paste.px, n,
+                                                 want, ignore)
     if rng.random() < 0.5:
         img = np.ascontiguousarray(img[:, ::-1])
+        iw = img.shape[1]
         if len(boxes):
-            boxes = np.stack([img.shape[1] - boxes[:, 2], boxes[:, 1], img.shape[1] - boxes[:, 0], boxes[:, 3]], 1)
+            boxes = np.stack([iw - boxes[:, 2], boxes[:, 1], iw - boxes[:, 0], boxes[:, 3]], 1)
+        if len(ignore):
+            ignore = np.stack([iw - ignore[:, 2], ignore[:, 1], iw - ignore[:, 0], ignore[:, 3]], 1)
     # darknet's hue .1, saturation/exposure 1.5
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-0.1, 0.1) * 180) % 180
     hsv[..., 1] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
     hsv[..., 2] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
     img = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
-    return img, boxes.astype(np.float32).reshape(-1, 4), classes
+    if balance is not None:
+        balance.add(kinds)
+    return Augmented(img, boxes.astype(np.float32).reshape(-1, 4), classes, kinds,
+                     ignore.astype(np.float32).reshape(-1, 4))
 
 
 @dataclass(frozen=True)
@@ -281,21 +629,33 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta],
 
 
 def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: np.random.Generator,
-               max_boxes: int, train: bool = True) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets."""
+               max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
+               balance: KindBalance | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets.
+
+    Returns:
+        (inputs, per-head targets, B x max_boxes x 4 boxes for the ignore mask: the true
+        boxes, then the ignore regions, padded with zeros).
+    """
     from edge.preprocess import prepare
 
     xs, tg, gts = [], [[] for _ in heads], []
     for ex in examples:
         if train:
-            img, boxes, classes = augment(ex, rng, (spec.width, spec.height))
+            a = augment(ex, rng, (spec.width, spec.height), paste, balance)
+            img, boxes, classes, ignore = a.image, a.boxes, a.classes, a.ignore
         else:
-            img, boxes, classes = ex.image, ex.boxes, ex.classes
+            img, boxes, classes, ignore = ex.image, ex.boxes, ex.classes, ex.ignore
         x, tf = prepare(img, spec, dtype="float32")
+        m = np.array([tf.sx, tf.sy, tf.sx, tf.sy], np.float32)
+        d = np.array([tf.dx, tf.dy, tf.dx, tf.dy], np.float32)
         if len(boxes):
-            boxes = boxes * np.array([tf.sx, tf.sy, tf.sx, tf.sy], np.float32) + \
-                np.array([tf.dx, tf.dy, tf.dx, tf.dy], np.float32)
+            boxes = boxes * m + d
         t, padded = build_targets(boxes, classes, heads, spec.width, spec.height, max_boxes)
+        if len(ignore):
+            # Ignore regions only join the ignore mask's boxes (no target is built for them).
+            ign = (ignore.reshape(-1, 4) * m + d)[: max(0, max_boxes - min(len(boxes), max_boxes))]
+            padded[min(len(boxes), max_boxes):min(len(boxes), max_boxes) + len(ign)] = ign
         xs.append(x[0])
         for k, tk in enumerate(t):
             tg[k].append(tk)
@@ -402,12 +762,73 @@ def extract_weights(model: Any, net: Any) -> dict[int, dict[str, np.ndarray]]:
 # Training
 
 
+@dataclass
+class Extras:
+    """Training signal beyond the labelled boxes (see the module docstring)."""
+
+    teacher_peers: Path | None = None
+    teacher_cache: Path | None = None
+    teacher_label_score: float = 0.8
+    unlabelled: list[str] = field(default_factory=list)
+    unlabelled_limit: int | None = None
+    paste: list[str] = field(default_factory=list)
+    paste_prob: float = 0.5
+    paste_max: int = 4
+    paste_px: tuple[float, float] = DEFAULT_PASTE_PX
+    min_unmasked: float = 0.0
+
+
+def _ckpt_path(out: Path) -> Path:
+    return Path(str(out) + ".ckpt.npz")
+
+
+def _save_checkpoint(path: Path, model: Any, opt: Any, epoch: int, step: int, rng: np.random.Generator,
+                     history: list[dict], signature: dict) -> None:
+    """Weights, optimizer state, random state and history after ``epoch`` (atomic replace)."""
+    arrays = {f"w{i}": v.numpy() for i, v in enumerate(model.weights)}
+    arrays.update({f"o{i}": v.numpy() for i, v in enumerate(opt.variables)})
+    meta = {"epoch": epoch, "step": step, "rng": rng.bit_generator.state, "history": history,
+            "signature": signature}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model: Any, opt: Any, signature: dict) -> dict | None:
+    """Restore a checkpoint written for the same settings; None when there is none or it does not fit."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            if meta.get("signature") != signature:
+                log.warning("%s was written for other settings: starting from the start", path)
+                return None
+            for i, v in enumerate(model.weights):
+                v.assign(z[f"w{i}"])
+            for i, v in enumerate(opt.variables):
+                v.assign(z[f"o{i}"])
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("cannot resume from %s (%s): starting from the start", path, e)
+        return None
+    return meta
+
+
+def _fmt_time(seconds: float) -> str:
+    m = int(seconds // 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{int(seconds % 60):02d}s"
+
+
 def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
           input_size: tuple[int, int] | None = None, epochs: int = DEFAULT_EPOCHS, batch: int = DEFAULT_BATCH,
           lr: float = DEFAULT_LR, ignore_iou: float = DEFAULT_IGNORE_IOU, seed: int = 0,
           limit: int | None = None, max_minutes: float | None = None, threads: int = 2,
-          progress: bool = True, max_boxes: int = 150, exclude: list[Path] | None = None) -> TrainDetectorResult:
+          progress: bool = True, max_boxes: int = 150, exclude: list[Path] | None = None,
+          extras: Extras | None = None, resume: bool = False) -> TrainDetectorResult:
     """Fine-tune, then write ``out`` (darknet weights) and ``out.json`` (the training log).
+
+    A checkpoint (``OUT.ckpt.npz``) is written after every epoch; with ``resume``
+    training continues from it (same settings only) instead of starting again.
 
     Raises:
         DataError: bad cfg/weights/names/images.
@@ -419,6 +840,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     from . import darknet
     from .darknet_cli import read_names
 
+    extras = extras or Extras()
+    out = Path(out)
     t0 = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
     try:
@@ -435,12 +858,35 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     heads = head_meta(net)
     spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
                      resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")
-    examples, stats = load_examples(sources, labels, int(KEEP_SCALE * max(net.width, net.height)), limit,
-                                    seed, progress, exclude)
+    keep_side = int(KEEP_SCALE * max(net.width, net.height))
+    teacher = None
+    if extras.teacher_peers is not None:
+        from .teacher import TeacherCache
+
+        teacher = TeacherCache(extras.teacher_cache or Path(str(out) + ".teacher.json"), extras.teacher_peers)
+    elif extras.unlabelled:
+        raise UsageError("--unlabelled needs --teacher-peers (the teacher labels those photos)")
+    examples, stats = load_examples(sources, labels, keep_side, limit, seed, progress, exclude, teacher)
+    if extras.unlabelled:
+        if len(labels) != 1:
+            raise UsageError("--unlabelled needs a one-class detector (teacher boxes are faces)")
+        more, stats["unlabelled"] = load_unlabelled(extras.unlabelled, teacher, keep_side,
+                                                    extras.teacher_label_score, extras.unlabelled_limit, seed,
+                                                    progress, exclude)
+        examples += more
+    paste = None
+    if extras.paste:
+        if len(labels) != 1:
+            raise UsageError("--paste needs a one-class detector (pasted crops are faces)")
+        pool, stats["paste_pool"] = load_paste_pool(extras.paste, seed=seed)
+        paste = PasteConfig(pool, extras.paste_prob, extras.paste_max, extras.paste_px)
     n_boxes = sum(len(e.boxes) for e in examples)
+    n_ignore = sum(len(e.ignore) for e in examples)
     print(f"{len(examples)} images ({stats['skipped_near_duplicates']} near-duplicates of --exclude left out), "
-          f"{n_boxes} boxes; input {net.width}x{net.height}; {epochs} epochs of "
-          f"{-(-len(examples) // batch)} batches of {batch}", flush=True)
+          f"{n_boxes} boxes, {n_ignore} teacher ignore regions; input {net.width}x{net.height}; {epochs} epochs "
+          f"of {-(-len(examples) // batch)} batches of {batch}"
+          + (f"; pasting {', '.join(f'{k} {v}' for k, v in stats['paste_pool'].items())} crops" if paste else ""),
+          flush=True)
 
     model = darknet.build_keras(net, wts)
     steps_per_epoch = -(-len(examples) // batch)
@@ -470,11 +916,25 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
 
     rng = np.random.default_rng(seed)
     losses: list[float] = []
-    history: list[dict[str, float]] = []
-    step = 0
+    history: list[dict[str, Any]] = []
+    step, first_epoch = 0, 0
+    ckpt = _ckpt_path(out)
+    signature = {"cfg": str(cfg), "weights": str(weights), "input": [net.width, net.height], "epochs": epochs,
+                 "batch": batch, "lr": lr, "seed": seed, "images": len(examples), "boxes": n_boxes,
+                 "paste": list(extras.paste), "min_unmasked": extras.min_unmasked}
+    if resume:
+        meta = _load_checkpoint(ckpt, model, opt, signature)
+        if meta is not None:
+            first_epoch, step, history = meta["epoch"], meta["step"], meta["history"]
+            rng.bit_generator.state = meta["rng"]
+            losses = [h["loss"] for h in history]
+            print(f"resuming from {ckpt} after epoch {first_epoch}", flush=True)
     stopped_early = False
-    for epoch in range(epochs):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_train = time.monotonic()
+    for epoch in range(first_epoch, epochs):
         order = rng.permutation(len(examples))
+        balance = KindBalance(extras.min_unmasked)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -483,7 +943,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         sums = {"loss": 0.0, "xy": 0.0, "wh": 0.0, "obj": 0.0, "cls": 0.0}
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
-            x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes)
+            x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance)
             loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
                                   tf.constant(lr_at(step), tf.float32))
             step += 1
@@ -491,22 +951,27 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
             for k, v in parts.items():
                 sums[k] += float(v)
             if bar is not None:
-                bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.3f}", lr=f"{lr_at(step):.1e}")
+                bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.3f}", lr=f"{lr_at(step):.1e}",
+                                unmasked=f"{balance.share():.2f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
         mean = {k: round(v / steps_per_epoch, 5) for k, v in sums.items()}
-        history.append({"epoch": epoch + 1, **mean, "seconds": round(time.monotonic() - t0, 1)})
+        done = epoch + 1 - first_epoch
+        per_epoch = (time.monotonic() - t_train) / done
+        history.append({"epoch": epoch + 1, **mean, "seconds": round(time.monotonic() - t0, 1),
+                        "boxes_seen": dict(balance.seen), "unmasked_share": round(balance.share(), 4)})
         losses.append(mean["loss"])
-        if not progress:
-            print(f"epoch {epoch + 1}/{epochs}: loss {mean['loss']:.4f}", flush=True)
+        _save_checkpoint(ckpt, model, opt, epoch + 1, step, rng, history, signature)
+        print(f"epoch {epoch + 1}/{epochs}: loss {mean['loss']:.4f} (xy {mean['xy']:.3f} wh {mean['wh']:.3f} "
+              f"obj {mean['obj']:.3f}), unmasked {balance.share():.0%} of {sum(balance.seen.values())} boxes, "
+              f"{per_epoch:.0f} s/epoch, about {_fmt_time(per_epoch * (epochs - epoch - 1))} left", flush=True)
         if max_minutes is not None and time.monotonic() - t0 > 60 * max_minutes and epoch + 1 < epochs:
-            log.warning("stopping after epoch %d: --max-minutes %.1f reached", epoch + 1, max_minutes)
+            log.warning("stopping after epoch %d: --max-minutes %.1f reached (resume with --resume)",
+                        epoch + 1, max_minutes)
             stopped_early = True
             break
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     darknet.write_weights(out, net, extract_weights(model, net), (header.major, header.minor, header.revision),
                           header.seen + step * batch)
     # The file must read back for the cfg (same check convert darknet does).
@@ -515,10 +980,14 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     log_path = out.with_suffix(".json")
     log_path.write_text(json.dumps({
         "cfg": str(cfg), "start_weights": str(weights), "names": labels, "train": [str(s) for s in sources],
-        "data": {**stats, "images": len(examples), "boxes": n_boxes},
+        "data": {**stats, "images": len(examples), "boxes": n_boxes, "teacher_ignore_regions": n_ignore},
+        "extras": {"teacher_peers": str(extras.teacher_peers) if extras.teacher_peers else None,
+                   "teacher_label_score": extras.teacher_label_score, "unlabelled": extras.unlabelled,
+                   "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
+                   "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
         "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
-        "history": history, "seconds": seconds,
+        "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
     }, indent=2) + "\n")
     print(f"wrote {out} and {log_path} in {seconds:.0f}s (final loss {losses[-1]:.4f})", flush=True)
     return TrainDetectorResult(out, log_path, losses, seconds)
@@ -536,10 +1005,29 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--ignore-iou must be within (0, 1], got {args.ignore_iou}")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be positive")
+    if args.unlabelled_limit is not None and args.unlabelled_limit < 1:
+        raise UsageError("--unlabelled-limit must be positive")
+    if not 0.0 <= args.paste_prob <= 1.0 or args.paste_max < 1:
+        raise UsageError("--paste-prob must be within [0, 1] and --paste-max positive")
+    if not 0.0 <= args.min_unmasked < 1.0:
+        raise UsageError(f"--min-unmasked must be within [0, 1), got {args.min_unmasked}")
+    if not 0.0 < args.teacher_label_score <= 1.0:
+        raise UsageError(f"--teacher-label-score must be within (0, 1], got {args.teacher_label_score}")
+    try:
+        lo, hi = (float(v) for v in args.paste_px.split(","))
+    except ValueError:
+        raise UsageError(f"--paste-px must be MIN,MAX pixels, got {args.paste_px!r}") from None
+    if not 2 <= lo <= hi:
+        raise UsageError(f"--paste-px needs 2 <= MIN <= MAX, got {args.paste_px!r}")
     for label, path in (("cfg", args.cfg), ("weights", args.weights), ("names", args.names)):
         if not path.is_file():
             raise DataError(f"{label} file not found: {path}")
+    if args.teacher_peers is not None and not args.teacher_peers.is_dir():
+        raise DataError(f"--teacher-peers folder not found: {args.teacher_peers}")
+    extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, list(args.unlabelled),
+                    args.unlabelled_limit, list(args.paste), args.paste_prob, args.paste_max, (lo, hi),
+                    args.min_unmasked)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
-          progress=not args.quiet, exclude=list(args.exclude))
+          progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)
     return 0

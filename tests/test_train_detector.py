@@ -131,7 +131,8 @@ def test_augment_keeps_boxes_on_the_object():
     rng = np.random.default_rng(0)
     seen = 0
     for _ in range(40):
-        out, boxes, classes = td.augment(ex, rng, (64, 48))
+        a = td.augment(ex, rng, (64, 48))
+        out, boxes, classes = a.image, a.boxes, a.classes
         assert len(boxes) == len(classes) <= 1
         if len(boxes):
             seen += 1
@@ -200,3 +201,164 @@ def test_load_examples_leaves_out_near_duplicates_of_excluded_images(tmp_path):
     assert sorted(Path(e.path).name for e in examples) == ["img0.jpg", "img1.jpg", "img3.jpg"]
     assert stats["skipped_near_duplicates"] == 1
     assert all(e.boxes.shape == (2, 4) for e in examples)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: teacher ignore regions, unlabelled photos, copy-paste, balance, resume
+
+
+class FakeTeacherCache:
+    """Stands in for convert.teacher.TeacherCache: fixed boxes per image name."""
+
+    def __init__(self, boxes: dict[str, list[tuple[float, float, float, float, float]]]):
+        self.boxes = boxes
+        self.saved = 0
+
+    def get(self, path, rgb):
+        from convert.teacher import TeacherBoxes
+
+        rows = np.asarray(self.boxes.get(Path(path).name, []), np.float32).reshape(-1, 5)
+        return TeacherBoxes(rows[:, :4], rows[:, 4])
+
+    def save(self):
+        self.saved += 1
+
+
+def test_box_kinds_reads_voc_names_and_yolo_classes(tmp_path):
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation>" + "".join(
+        f"<object><name>{n}</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        for n in ("with_mask", "without_mask", "mask_weared_incorrect", "hat")) + "</annotation>")
+    assert td.box_kinds(xml, 4) == ["mask", "no_mask", "mask_incorrect", "face"]
+    (tmp_path / "classes.txt").write_text("no_mask\nmask\n")
+    sub = tmp_path / "valid"
+    sub.mkdir()
+    txt = sub / "b.txt"
+    txt.write_text("1 0.5 0.5 0.1 0.1\n0 0.2 0.2 0.1 0.1\n")
+    assert td.box_kinds(txt, 2) == ["mask", "no_mask"]
+    assert td.box_kinds(txt, 3) == ["face"] * 3  # count mismatch: no guessing
+
+
+def test_teacher_boxes_that_match_no_label_become_ignore_regions(tmp_path):
+    listfile = _make_set(tmp_path / "data", n=1, seed=5)
+    ex0, _ = td.load_examples([listfile], ["face"], 200, progress=False)
+    labelled = ex0[0].boxes[0]
+    teacher = FakeTeacherCache({"img0.jpg": [(*labelled, 0.9), (60, 2, 80, 20, 0.7)]})
+    ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher)
+    np.testing.assert_allclose(ex[0].ignore, [[60, 2, 80, 20]])  # the labelled face is no ignore region
+    assert stats["teacher_ignore_regions"] == 1 and teacher.saved == 1
+
+
+def test_ignore_regions_join_the_ignore_mask_without_targets():
+    heads = [td.HeadMeta((6, 8), np.array([[8, 8], [16, 16]], np.float32), [0, 1], 1)]
+    from edge.manifest import InputSpec
+
+    spec = InputSpec(width=64, height=48, channels=3, color="RGB", resize="letterbox", pad_value=127.5,
+                     scale=1 / 255, dtype="float32")
+    ex = td.Example(np.zeros((48, 64, 3), np.uint8), np.array([[4, 4, 20, 20]], np.float32), np.array([0]),
+                    kinds=["no_mask"], ignore=np.array([[30, 10, 46, 26]], np.float32))
+    x, t, g = td.make_batch([ex], spec, heads, np.random.default_rng(0), max_boxes=4, train=False)
+    np.testing.assert_allclose(g[0, :2], [[4, 4, 20, 20], [30, 10, 46, 26]])
+    assert t[0][..., 4].sum() == 1  # one positive: the labelled box only
+
+
+def test_paste_faces_adds_exact_boxes_that_overlap_nothing():
+    rng = np.random.default_rng(0)
+    face = np.full((40, 40, 3), 220, np.uint8)
+    pool = td.PastePool({"no_mask": [face], "mask": [face // 2]})
+    img = np.zeros((200, 300, 3), np.uint8)
+    boxes = np.array([[10, 10, 60, 60]], np.float32)
+    ignore = np.array([[100, 100, 150, 150]], np.float32)
+    out, b, c, kinds = td.paste_faces(img, boxes, np.array([0]), ["mask"], pool, rng, scale=1.0,
+                                      px=(20, 40), count=4, want_unmasked=True, avoid=ignore)
+    assert len(b) > 1 and len(b) == len(c) == len(kinds) and kinds[0] == "mask"
+    assert kinds[1] == "no_mask"  # asked for unmasked first
+    from convert.detect_report import iou_matrix
+
+    new = b[1:]
+    assert iou_matrix(new, np.concatenate([boxes, ignore])).max() == 0
+    m = iou_matrix(new, new)
+    assert (m - np.eye(len(new))).max() == 0  # pasted faces do not overlap each other
+    for x1, y1, x2, y2 in new.astype(int):
+        assert 20 <= x2 - x1 <= 41 and 0 <= x1 and x2 <= 300 and y2 <= 200
+        centre = out[(y1 + y2) // 2, (x1 + x2) // 2]
+        assert centre.max() > 100  # the face is there, fully opaque in the middle
+    assert img.max() == 0  # the input image is not changed in place
+
+
+def test_kind_balance_asks_for_unmasked_until_the_share_is_reached():
+    bal = td.KindBalance(0.4)
+    assert bal.want_unmasked()
+    bal.add(["mask"] * 6)
+    assert bal.want_unmasked()
+    bal.add(["no_mask"] * 4)
+    assert not bal.want_unmasked() and bal.share() == pytest.approx(0.4)
+    assert not td.KindBalance(0.0).want_unmasked()
+
+
+def test_augment_with_paste_and_balance_reaches_the_unmasked_share(tmp_path):
+    listfile = _make_set(tmp_path / "data", n=4, seed=1)
+    ex, _ = td.load_examples([listfile], ["face"], 200, progress=False)
+    for e in ex:
+        e.kinds = ["mask"] * len(e.boxes)
+    pool = td.PastePool({"no_mask": [np.full((32, 32, 3), 200, np.uint8)], "mask": [np.full((32, 32, 3), 90, np.uint8)]})
+    paste = td.PasteConfig(pool, prob=1.0, max_count=3, px=(8, 20))
+    bal = td.KindBalance(0.4)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = td.augment(ex[int(rng.integers(len(ex)))], rng, (64, 48), paste, bal)
+        assert len(a.boxes) == len(a.kinds) == len(a.classes)
+    assert bal.share() >= 0.35
+
+
+def test_unlabelled_photos_take_confident_teacher_boxes_as_labels(tmp_path):
+    listfile = _make_set(tmp_path / "u", n=3, seed=2)
+    for f in (tmp_path / "u").glob("*.txt"):
+        if f.name != "train.txt":
+            f.unlink()  # no labels
+    teacher = FakeTeacherCache({"img0.jpg": [(1, 1, 20, 20, 0.95), (30, 30, 50, 50, 0.6)],
+                                "img1.jpg": [(5, 5, 25, 25, 0.5)]})  # img1: unsure only; img2: nothing
+    ex, stats = td.load_unlabelled([f"no_mask={listfile}"], teacher, 200, label_score=0.8, progress=False)
+    assert [Path(e.path).name for e in ex] == ["img0.jpg"]
+    np.testing.assert_allclose(ex[0].boxes, [[1, 1, 20, 20]])
+    np.testing.assert_allclose(ex[0].ignore, [[30, 30, 50, 50]])
+    assert ex[0].kinds == ["no_mask"]
+    assert stats[str(listfile)]["skipped_no_confident_face"] == 2
+    with pytest.raises(td.DataError):
+        td.load_unlabelled([str(listfile)], None, 200, 0.8, progress=False)
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    cfg, weights, net, _ = write_model(tmp_path, TINY_CFG)
+    names = tmp_path / "face.names"
+    names.write_text("face\n")
+    listfile = _make_set(tmp_path / "data")
+    out = tmp_path / "out" / "ft.weights"
+    full = td.train(cfg, weights, names, [listfile], tmp_path / "full" / "ft.weights", epochs=3, batch=2, lr=3e-3,
+                    seed=0, progress=False)
+    # Stopped after one epoch (--max-minutes 0), then resumed: the same three epochs.
+    td.train(cfg, weights, names, [listfile], out, epochs=3, batch=2, lr=3e-3, seed=0, progress=False,
+             max_minutes=0.0)
+    assert Path(str(out) + ".ckpt.npz").is_file()
+    res = td.train(cfg, weights, names, [listfile], out, epochs=3, batch=2, lr=3e-3, seed=0, progress=False,
+                   resume=True)
+    log = json.loads(res.log_path.read_text())
+    assert log["resumed_after_epoch"] == 1 and [h["epoch"] for h in log["history"]] == [1, 2, 3]
+    np.testing.assert_allclose(res.losses, full.losses, rtol=0.05)
+
+
+def test_teacher_finds_the_face_in_a_real_photo():
+    shared = Path(__file__).resolve().parents[1].parent / "shared"
+    photo = shared / "data" / "dataroots" / "raw_images" / "0.jpg"
+    if not photo.is_file():
+        pytest.skip("../shared (dataroots photo, peer models) not present")
+    from convert.images import read_rgb
+    from convert.teacher import Teacher
+
+    rgb = read_rgb(photo)
+    tb = Teacher(shared / "models" / "peers")(rgb)
+    # validation_metadata.csv: a masked face at x 549, y 319, 253 x 301
+    from convert.detect_report import iou_matrix
+
+    assert len(tb.boxes) >= 1
+    assert iou_matrix(np.array([[549, 319, 802, 620]], np.float32), tb.boxes).max() > 0.5
