@@ -7,7 +7,7 @@ figures are those of the code the Pi runs. Matching and metrics live in
 ``convert.metrics`` (pure, tested against hand-computed cases).
 
 Any object with ``detect(rgb) -> list[Detection]`` can stand in for the
-detector (peers in ``benchmarks/peers.py``), and any ``predict(rgb) ->
+detector (peers in ``convert/peers.py``), and any ``predict(rgb) ->
 list[Prediction]`` for the whole pipeline (a joint face-mask detector).
 """
 
@@ -82,11 +82,47 @@ def load_voc(directory: Path | str, split: Path | str | None = None,
     from .dataset import voc_items
 
     label_map = DEFAULT_LABEL_MAP if label_map is None else label_map
+    classes = _yolo_classes(Path(directory))
+    if classes is not None:
+        return load_yolo(directory, classes, split, label_map)
     items = voc_items(directory, split)
     if not items:
         raise DataError(f"no annotated images found in {directory}")
     return [Sample(img, [Truth(lb.box, label_map.get(lb.name, lb.name)) for lb in boxes])
             for img, boxes in items]
+
+
+def _yolo_classes(folder: Path) -> list[str] | None:
+    """The class names of a YOLO-labelled folder (``classes.txt`` in it or its parent), or None
+    when the folder holds VOC xml files."""
+    if not folder.is_dir() or any(folder.glob("*.xml")) or (folder / "annotations").is_dir():
+        return None
+    for d in (folder, folder.parent):
+        f = d / "classes.txt"
+        if f.is_file() and any(folder.glob("*.txt")):
+            return [ln.strip() for ln in f.read_text().splitlines() if ln.strip()]
+    return None
+
+
+def load_yolo(folder: Path | str, classes: list[str], split: Path | str | None = None,
+              label_map: dict[str, str] | None = None) -> list[Sample]:
+    """Every labelled image of a YOLO folder (same-stem ``class cx cy w h`` .txt per image).
+
+    Raises:
+        DataError: no folder, no labelled images, or an unreadable image.
+    """
+    from .dataset import yolo_items
+    from .images import read_rgb
+
+    label_map = DEFAULT_LABEL_MAP if label_map is None else label_map
+    out = []
+    for img, boxes in yolo_items(folder, classes, split):
+        h, w = read_rgb(img).shape[:2]
+        out.append(Sample(img, [Truth(Box(lb.box.x1 * w, lb.box.y1 * h, lb.box.x2 * w, lb.box.y2 * h),
+                                      label_map.get(lb.name, lb.name)) for lb in boxes]))
+    if not out:
+        raise DataError(f"no labelled images found in {folder}")
+    return out
 
 
 class Pipeline:
@@ -147,17 +183,21 @@ class Pipeline:
 
 def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Prediction]],
              violating: Iterable[str], iou_threshold: float = 0.5, progress: bool = True,
-             desc: str = "eval") -> EvalAccumulator:
+             desc: str = "eval", input_size: Sequence[int] | None = None,
+             resize: str = "letterbox") -> EvalAccumulator:
     """Run ``predict`` on every sample and match its output to the ground truth.
 
     Unreadable images are skipped and counted in the log (not in the figures).
-    ``seconds`` covers predict only (not image decoding).
+    ``seconds`` covers predict only (not image decoding). With the detector's
+    ``input_size`` (width, height) and ``resize`` mode, recall is also given by
+    the size each face has at the detector input.
     """
     from tqdm import tqdm
 
     from .images import read_rgb
 
-    acc = EvalAccumulator(violating=frozenset(violating), iou_threshold=iou_threshold)
+    acc = EvalAccumulator(violating=frozenset(violating), iou_threshold=iou_threshold,
+                          input_size=tuple(input_size) if input_size else None, resize=resize)
     skipped = 0
     for s in tqdm(samples, desc=desc, unit="img", disable=not progress):
         try:
@@ -169,7 +209,7 @@ def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Pre
         t0 = time.perf_counter()
         preds = predict(image)
         dt = time.perf_counter() - t0
-        acc.add(s.path.name, s.truths, preds, seconds=dt)
+        acc.add(s.path.name, s.truths, preds, seconds=dt, image_size=(image.shape[1], image.shape[0]))
     if skipped:
         log.warning("%d unreadable images skipped", skipped)
     return acc
@@ -205,7 +245,8 @@ def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path,
     converted to VOC under ``work`` (``doorguard dataset voc``).
     ``facemask853-val-clean`` is facemask853 val without the photos that have a
     near-duplicate in adityap27 train (71 of 108): the honest val figure for a
-    model trained on adityap27.
+    model trained on adityap27. ``adityap27-valid`` is adityap27's own
+    validation folder (YOLO labels; never trained on since issue 15).
 
     Raises:
         DataError: ../shared lacks the data.
@@ -233,6 +274,8 @@ def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path,
         clean = work / "facemask853-val-clean.txt"
         clean.write_text("".join(f"{p.stem}\n" for p in val if p not in dups))
         sets["facemask853-val-clean"] = (fm, clean)
+    if (ad.parent / "valid").is_dir():
+        sets["adityap27-valid"] = (ad.parent / "valid", None)
     sets["facemask853-train"] = (fm, fm / "train.txt")
     return sets
 
@@ -330,7 +373,7 @@ def _model_meta(m: Any, path: Path, use_float: bool) -> dict:
             "file": man.float_tflite if use_float else man.tflite,
             "sha256": man.float_sha256 if use_float else man.sha256,
             "precision": "float32" if use_float else man.input.dtype,
-            "input": [man.input.width, man.input.height], "backend": m.model.backend}
+            "input": [man.input.width, man.input.height], "resize": man.input.resize, "backend": m.model.backend}
 
 
 def pipeline_for(detector: FaceDetector, classifier: Any, cfg: Any, min_face_px: float | None = None) -> Pipeline:
@@ -451,7 +494,8 @@ def compare(systems: Sequence[System], sets: dict[str, list[Sample]], violating:
         predict = sys_.make(thr)
         out[sys_.name] = {}
         for set_name, samples in sets.items():
-            acc = evaluate(samples, predict, violating, progress=progress, desc=f"{sys_.name} {set_name}")
+            acc = evaluate(samples, predict, violating, progress=progress, desc=f"{sys_.name} {set_name}",
+                           input_size=sys_.meta.get("input"), resize=sys_.meta.get("resize", "letterbox"))
             r = report(acc, {"system": sys_.name, "threshold": thr, "default_threshold": sys_.default_threshold,
                              **sys_.meta}, records=False)
             if choice is not None and "rule" in choice and sys_.name in (known or {}):
@@ -469,14 +513,21 @@ COLUMNS = ["detector_recall", "detector_precision", "false_detections_per_135_im
            "classifier_accuracy", "tnr", "fnr", "seconds_per_image"]
 
 
+#: Detector recall per true class, as table columns (``detector_recall_by_class``).
+CLASS_COLUMNS = {"recall_mask": "mask", "recall_no_mask": "no_mask", "recall_mask_incorrect": "mask_incorrect"}
+
+
 def table(results: dict[str, dict[str, dict]]) -> str:
     """A markdown table of ``compare`` results: one row per system and set."""
-    head = ["system", "set", "threshold", "images", "faces"] + COLUMNS
+    head = ["system", "set", "threshold", "images", "faces"] + COLUMNS + list(CLASS_COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, per_set in results.items():
         for set_name, r in per_set.items():
+            by_class = r.get("detector_recall_by_class") or {
+                c: v.get("detector_recall") for c, v in (r.get("per_class") or {}).items()}
+            r = {**r, **{col: by_class.get(c) for col, c in CLASS_COLUMNS.items()}}
             cells = [name, set_name, f"{r['threshold']:.3f}", str(r["images"]), str(r["faces"])]
-            for c in COLUMNS:
+            for c in COLUMNS + list(CLASS_COLUMNS):
                 v = r.get(c)
                 if v is None:
                     cells.append("n/a")
@@ -539,7 +590,9 @@ def main(args: argparse.Namespace) -> int:
     label_map = parse_label_map(args.label_map)
     samples = load_voc(args.voc, args.split, label_map)
     pipe, meta = build_pipeline(args)
-    acc = evaluate(samples, pipe.predict, pipe.violating, args.iou, progress=not args.quiet)
+    det = meta["detector"]
+    acc = evaluate(samples, pipe.predict, pipe.violating, args.iou, progress=not args.quiet,
+                   input_size=det["input"], resize=det.get("resize", "letterbox"))
     meta.update({"dataset": {"voc": str(args.voc), "split": str(args.split) if args.split else None},
                  "label_map": label_map})
     result = report(acc, meta, records=not args.no_records)

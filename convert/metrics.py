@@ -33,6 +33,9 @@ from edge.types import Box
 MISSED = "missed"
 #: Face size buckets (shorter box side, pixels) for recall by size.
 SIZE_BUCKETS = ((0, 12), (12, 24), (24, 48), (48, float("inf")))
+#: Buckets (shorter box side at the detector input, pixels after letterbox/resize) for
+#: recall by input size: what the detector actually sees.
+INPUT_SIZE_BUCKETS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, float("inf")))
 #: Label of a detected face the classifier could not judge (e.g. an empty crop).
 UNCLASSIFIED = "unclassified"
 
@@ -127,6 +130,7 @@ class FaceRecord:
     flag_score: float | None  # None when missed
     iou: float | None
     box: list[float]
+    input_px: float | None = None  # shorter side at the detector input (None: input size unknown)
 
 
 @dataclass
@@ -137,30 +141,49 @@ class EvalAccumulator:
         violating: true/predicted classes that break the rule (e.g. no_mask,
             mask_incorrect). Every other true class counts as compliant.
         iou_threshold: matching threshold (IoU strictly above it).
+        input_size: the detector's input (width, height), for recall by the size a
+            face has at the detector input; ``resize`` is how frames get there
+            (``letterbox``: one scale for both axes; ``stretch``: one per axis).
     """
 
     violating: frozenset[str]
     iou_threshold: float = 0.5
+    input_size: tuple[int, int] | None = None
+    resize: str = "letterbox"
     images: int = 0
     faces: list[FaceRecord] = field(default_factory=list)
     false_detections: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
+    def input_px(self, box: Box, image_size: tuple[int, int] | None) -> float | None:
+        """Shorter side of ``box`` at the detector input (None when sizes are unknown)."""
+        if self.input_size is None or image_size is None:
+            return None
+        sx, sy = self.input_size[0] / image_size[0], self.input_size[1] / image_size[1]
+        if self.resize != "stretch":
+            sx = sy = min(sx, sy)
+        return min(box.width * sx, box.height * sy)
+
     def add(self, image: str, truths: Sequence[Truth], preds: Sequence[Prediction],
-            seconds: float = 0.0) -> ImageMatch:
-        """Match one image's predictions to its faces and record the outcome."""
+            seconds: float = 0.0, image_size: tuple[int, int] | None = None) -> ImageMatch:
+        """Match one image's predictions to its faces and record the outcome.
+
+        Args:
+            image_size: (width, height) of the frame, for recall by input size.
+        """
         match = match_greedy([t.box for t in truths], [p.box for p in preds], self.iou_threshold)
         self.images += 1
         self.seconds += seconds
         by_truth = {i: (j, v) for i, j, v in match.pairs}
         for i, t in enumerate(truths):
+            px = self.input_px(t.box, image_size)
             if i in by_truth:
                 j, v = by_truth[i]
                 p = preds[j]
                 self.faces.append(FaceRecord(image, t.label, p.label, bool(p.flagged),
-                                             float(p.flag_score), float(v), t.box.as_list()))
+                                             float(p.flag_score), float(v), t.box.as_list(), px))
             else:
-                self.faces.append(FaceRecord(image, t.label, MISSED, False, None, None, t.box.as_list()))
+                self.faces.append(FaceRecord(image, t.label, MISSED, False, None, None, t.box.as_list(), px))
         for j in match.false_detections:
             p = preds[j]
             self.false_detections.append({
@@ -223,6 +246,17 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
         key = f"{lo}-{hi}px" if hi != float("inf") else f">={lo}px"
         by_size[key] = {"faces": len(fs), "detected": sum(f.predicted != MISSED for f in fs),
                         "detector_recall": _ratio(sum(f.predicted != MISSED for f in fs), len(fs))}
+    by_input = {}
+    if faces and all(f.input_px is not None for f in faces):
+        for lo, hi in INPUT_SIZE_BUCKETS:
+            fs = [f for f in faces if lo <= f.input_px < hi]
+            key = f"{lo}-{hi}px" if hi != float("inf") else f">={lo}px"
+            by_input[key] = {
+                "faces": len(fs), "detected": sum(f.predicted != MISSED for f in fs),
+                "detector_recall": _ratio(sum(f.predicted != MISSED for f in fs), len(fs)),
+                "by_class": {c: _ratio(sum(f.predicted != MISSED for f in fs if f.truth == c),
+                                       sum(f.truth == c for f in fs)) for c in classes},
+            }
     return {
         "images": images,
         "faces": n,
@@ -243,6 +277,8 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
         "confusion": confusion,
         "per_class": per_class,
         "recall_by_face_size": by_size,
+        "recall_by_input_size": by_input or None,
+        "detector_recall_by_class": {c: per_class[c]["detector_recall"] for c in classes},
         "seconds_per_image": (seconds / images) if images else None,
     }
 
