@@ -5,7 +5,9 @@ setting) and every field carries a description, which is also what the
 commented example ``config.example.toml`` says. ``load(path)`` returns a
 :class:`Config`; errors name the key path and, where it can be found, the line.
 
-``doorguard check-config PATH`` validates a file and exits 0 (valid) or 1.
+``doorguard check-config PATH`` validates a file and what it names (every model
+loads, every rule label is one a configured model can output, the MQTT password
+file is not readable by everyone) and exits 0 (valid) or 1.
 Without ``--config``, ``doorguard run`` uses the embedded ``edge/default.toml``.
 """
 
@@ -34,7 +36,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # nan/inf pass a `gt=0` bound (inf) or every bound (nan): never a sane setting here.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelsConfig(_Section):
@@ -63,7 +66,7 @@ class ModelsConfig(_Section):
         description="Detector labels whose boxes are cropped and passed to the classifier",
     )
     min_face_px: int = Field(
-        12, ge=1, description="Boxes narrower or shorter than this many pixels are ignored"
+        12, ge=1, le=4096, description="Boxes narrower or shorter than this many pixels are ignored"
     )
     crop_margin: float | None = Field(
         None, ge=0.0, le=2.0,
@@ -95,35 +98,45 @@ class SourceConfig(_Section):
     )
     loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
     open_timeout_s: float = Field(
-        10.0, gt=0.0, description="How long a camera may take to open before the run fails"
+        10.0, ge=0.1, le=3600.0, description="How long a camera may take to open before the run fails"
     )
     reconnect_initial_s: float = Field(
-        0.5, gt=0.0, description="First wait before reopening a camera that stopped delivering frames"
+        0.5, ge=0.01, le=60.0, description="First wait before reopening a camera that stopped delivering frames"
     )
     # Short on purpose: a camera that comes back is in use within this long (the issue's
     # 5 s goal); trying to open an absent camera every few seconds costs a Pi nothing.
     reconnect_max_s: float = Field(
-        4.0, gt=0.0, description="Longest wait between reopen attempts (a camera that comes back "
+        4.0, ge=0.01, le=3600.0, description="Longest wait between reopen attempts (a camera that comes back "
         "is in use again within about this long)"
     )
     give_up_after_s: float = Field(
-        0.0, ge=0.0,
+        0.0, ge=0.0, le=30 * 86400.0,
         description="Stop with an error when the camera stays lost this long (0 = keep trying forever)",
     )
     read_timeout_s: float = Field(
-        5.0, gt=0.0, description="A live camera delivering no frame for this long counts as lost"
+        5.0, ge=0.1, le=3600.0, description="A live camera delivering no frame for this long counts as lost"
     )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "SourceConfig":
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s:g}) must be >= reconnect_initial_s "
+                             f"({self.reconnect_initial_s:g})")
+        return self
 
 
 class TrackingConfig(_Section):
     """IoU tracker and N-of-M voting."""
 
     iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU to continue a track")
-    max_missed: int = Field(8, ge=0, description="Frames a track survives without a matching box")
-    votes_needed: int = Field(3, ge=1, description="N: a label needs N votes ...")
-    window: int = Field(5, ge=1, description="... among the last M classifications to settle a verdict")
+    max_missed: int = Field(8, ge=0, le=300, description="Frames a track survives without a matching box")
+    # Small on purpose: N of M frames is a fraction of a second to a few seconds of video;
+    # votes_needed = window = 1e9 passed before and no face ever settled (no alarm at all).
+    votes_needed: int = Field(3, ge=1, le=50, description="N: a label needs N votes ...")
+    window: int = Field(5, ge=1, le=50, description="... among the last M classifications to settle a verdict")
     reclassify_every: int = Field(
-        5, ge=1, description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
+        5, ge=1, le=300,
+        description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
     )
 
     @model_validator(mode="after")
@@ -136,36 +149,56 @@ class TrackingConfig(_Section):
 class RulesConfig(_Section):
     """Which labels alert, which count as compliant, and the cooldowns."""
 
+    # The defaults are labels the default models output: a label no configured model can
+    # output is an error in check-config (see rule_label_problems).
     alert_on_classifier: list[str] = Field(
-        default_factory=lambda: ["no_mask", "mask_incorrect", "not_me"],
-        description="Classifier labels that are a violation (buzzer + red LED)",
+        default_factory=lambda: ["no_mask", "mask_incorrect"],
+        description="Classifier labels that are a violation (buzzer + red LED), e.g. not_me for a me/not_me "
+        "classifier",
     )
     alert_on_detector: list[str] = Field(
-        default_factory=lambda: ["facetouch", "person"],
-        description="Detector labels that are a violation by themselves (no classifier needed)",
+        default_factory=list,
+        description="Detector labels that are a violation by themselves (no classifier needed), e.g. "
+        "facetouch for a face-touch detector",
     )
     compliant_on_classifier: list[str] = Field(
-        default_factory=lambda: ["mask", "me"],
-        description="Classifier labels that are compliant (green LED)",
+        default_factory=lambda: ["mask"],
+        description="Classifier labels that are compliant (green LED), e.g. me",
     )
     min_score: float = Field(
         0.5, ge=0.0, le=1.0, description="Votes below this classifier/detector score are ignored"
     )
     track_cooldown_s: float = Field(
-        30.0, ge=0.0, description="A track in violation alerts again at most this often"
+        30.0, ge=0.0, le=86400.0, description="A track in violation alerts again at most this often"
     )
     global_cooldown_s: float = Field(
-        3.0, ge=0.0, description="No two alerts closer than this, whatever the track"
+        3.0, ge=0.0, le=3600.0, description="No two alerts closer than this, whatever the track"
     )
+
+    @model_validator(mode="after")
+    def _alert_or_compliant(self) -> "RulesConfig":
+        both = {lab.casefold() for lab in self.alert_on_classifier} & {
+            lab.casefold() for lab in self.compliant_on_classifier}
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))} both alerts (alert_on_classifier) and is compliant "
+                             "(compliant_on_classifier)")
+        return self
 
 
 class SnapshotConfig(_Section):
     """Optional JPEG snapshots of alerting frames. Faces are personal data: off by default."""
 
     enabled: bool = Field(False, description="Save a JPEG of the frame for each alert")
-    max_count: int = Field(200, ge=1, description="Keep at most this many snapshots (oldest deleted first)")
-    max_age_days: float = Field(7.0, gt=0.0, description="Delete snapshots older than this")
-    max_bytes: int = Field(100_000_000, ge=10_000, description="Keep snapshots under this many bytes in total")
+    max_count: int = Field(
+        200, ge=1, le=1_000_000, description="Keep at most this many snapshots (oldest deleted first)")
+    max_age_days: float = Field(7.0, gt=0.0, le=3650.0, description="Delete snapshots older than this")
+    max_bytes: int = Field(
+        100_000_000, ge=10_000, le=10**12, description="Keep snapshots under this many bytes in total")
+    min_free_bytes: int = Field(
+        100_000_000, ge=0, le=10**12,
+        description="No snapshot is written while the disk has less than this free (after the write): "
+        "events keep being recorded on a nearly full disk; 0 turns the floor off",
+    )
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots")
 
 
@@ -177,7 +210,8 @@ class EventsConfig(_Section):
         None, description="State directory; absent: $STATE_DIRECTORY (systemd), else ./state"
     )
     database: str = Field("events.sqlite3", description="Database file name inside the state directory")
-    keep_days: float = Field(90.0, gt=0.0, description="Events older than this are deleted at start-up")
+    keep_days: float = Field(
+        90.0, gt=0.0, le=36500.0, description="Events older than this are deleted at start-up and hourly")
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig, description="Snapshot settings")
 
 
@@ -268,18 +302,36 @@ def _format_errors(e: ValidationError, text: str, where: str) -> str:
     return f"{where}: {parts[0]}{more}"
 
 
+_TOO_DEEP = "nested too deeply (arrays or inline tables inside each other hundreds of levels deep)"
+
+
+def _load_toml(text: str, where: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{where}: not valid TOML: {_TOO_DEEP}") from None
+
+
+def _validate(raw: dict, where: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except RecursionError:
+        raise ConfigError(f"{where}: {_TOO_DEEP}") from None
+
+
 def parse(text: str, where: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate TOML text into a Config.
 
     Raises:
-        ConfigError: not TOML, or a key is unknown/invalid (message names the key path and line).
+        ConfigError: not TOML, nested too deeply, or a key is unknown/invalid (message
+            names the key path and line).
     """
+    raw = _load_toml(text, where)
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{where}: not valid TOML: {e}") from e
-    try:
-        cfg = Config.model_validate(raw)
+        cfg = _validate(raw, where)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, text, where)) from e
     if base_dir is not None:
@@ -288,13 +340,15 @@ def parse(text: str, where: str = "<config>", base_dir: Path | None = None) -> C
 
 
 def all_errors(text: str, where: str = "<config>") -> list[str]:
-    """Every problem in a config text, one line each (empty when valid)."""
+    """Every problem in a config text, one line each (empty when valid).
+
+    Only the text itself: :func:`model_problems` checks what it names.
+    """
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        return [f"{where}: not valid TOML: {e}"]
-    try:
-        Config.model_validate(raw)
+        raw = _load_toml(text, where)
+        _validate(raw, where)
+    except ConfigError as e:
+        return [str(e)]
     except ValidationError as e:
         out = []
         for err in e.errors():
@@ -305,6 +359,93 @@ def all_errors(text: str, where: str = "<config>") -> list[str]:
                        f"{f' (line {line})' if line else ''}: {msg}")
         return out
     return []
+
+
+def rule_label_problems(cfg: Config, detector_labels: list[str],
+                        classifier_labels: list[str] | None) -> list[str]:
+    """Rule labels no configured model can output: settings that silently never fire.
+
+    Args:
+        cfg: the config.
+        detector_labels: the detector manifest's labels.
+        classifier_labels: the classifier manifest's labels, None without a classifier.
+
+    Returns:
+        One line per problem, starting with the key path (``rules.alert_on_classifier: ...``);
+        empty when every label can be output. ``check-config`` makes them errors, ``run``
+        and ``doctor`` warnings.
+    """
+    def fold(labels) -> dict[str, str]:
+        return {lab.casefold(): lab for lab in labels}
+
+    det = fold(detector_labels)
+    classify = fold(cfg.models.classify_labels)
+    out = []
+    shown_det = ", ".join(detector_labels)
+    if classifier_labels is not None:
+        for lab in cfg.models.classify_labels:
+            if lab.casefold() not in det:
+                out.append(f"models.classify_labels: {lab!r} is not a label of the detector (labels: {shown_det}): "
+                           "no box ever reaches the classifier through it")
+        clf = fold(classifier_labels)
+        shown = ", ".join(classifier_labels)
+        for key in ("alert_on_classifier", "compliant_on_classifier"):
+            for lab in getattr(cfg.rules, key):
+                if lab.casefold() not in clf:
+                    out.append(f"rules.{key}: {lab!r} is not a label of the classifier (labels: {shown}): "
+                               "it never fires")
+    else:
+        for key in ("alert_on_classifier", "compliant_on_classifier"):
+            for lab in getattr(cfg.rules, key):
+                out.append(f"rules.{key}: {lab!r} needs a classifier, and models.classifier is empty: it "
+                           "never fires (make the list empty)")
+    for lab in cfg.rules.alert_on_detector:
+        if lab.casefold() not in det:
+            out.append(f"rules.alert_on_detector: {lab!r} is not a label of the detector (labels: {shown_det}): "
+                       "it never fires")
+        elif lab.casefold() in classify and classifier_labels is not None:
+            out.append(f"rules.alert_on_detector: {lab!r} is in models.classify_labels, so its boxes go to the "
+                       "classifier and this rule never fires")
+    if not cfg.rules.alert_on_classifier and not cfg.rules.alert_on_detector:
+        out.append("rules: alert_on_classifier and alert_on_detector are both empty: the alarm never sounds")
+    return out
+
+
+def model_problems(cfg: Config) -> list[str]:
+    """What ``run`` would refuse or never act on, found by loading what the config names.
+
+    Every configured model is built as ``run`` builds it (manifest, sha256, interpreter,
+    tensors against the manifest); then :func:`rule_label_problems`; then the MQTT
+    password file's mode.
+
+    Returns:
+        One line per problem, starting with the key path; empty when all is well.
+    """
+    from .errors import DoorguardError
+    from .models import Classifier, Detector
+
+    out: list[str] = []
+    backend = None if cfg.models.backend == "auto" else cfg.models.backend
+    loaded: dict[str, Any] = {}
+    for key, cls in (("detector", Detector), ("classifier", Classifier)):
+        name = getattr(cfg.models, key)
+        if not name:
+            continue
+        try:
+            loaded[key] = cls(cfg.resolve(name), num_threads=1, backend=backend)
+        except DoorguardError as e:
+            out.append(f"models.{key}: {e}")
+    if "detector" in loaded and (not cfg.models.classifier or "classifier" in loaded):
+        clf = loaded.get("classifier")
+        out += rule_label_problems(cfg, loaded["detector"].manifest.labels,
+                                   clf.manifest.labels if clf is not None else None)
+    if cfg.mqtt.enabled and cfg.mqtt.password_file:
+        from .mqtt import password_file_problem
+
+        problem = password_file_problem(Path(cfg.mqtt.password_file).expanduser())
+        if problem is not None and problem[0] == "error":
+            out.append(f"mqtt.password_file: {problem[1]}")
+    return out
 
 
 def default_text() -> str:
@@ -341,14 +482,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate a config file: print every problem, exit 0 when valid, else 1."""
+    """Validate a config file and what it names: print every problem, exit 0 when valid, else 1."""
     p = Path(args.path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        print(f"doorguard: error: cannot read config {p}: {e.strerror or e}", file=sys.stderr)
+        print(f"doorguard: error: cannot read config {p}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     errors = all_errors(text, str(p))
+    if not errors:
+        cfg = parse(text, str(p), p.resolve().parent)
+        for problem in model_problems(cfg):
+            key = problem.split(":", 1)[0]
+            line = _line_of(text, tuple(key.split(".")))
+            errors.append(f"{p}: {key}{f' (line {line})' if line else ''}:{problem.split(':', 1)[1]}")
     if errors:
         for line in errors:
             print(line, file=sys.stderr)

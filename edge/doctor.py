@@ -6,7 +6,8 @@ found and what to do. The exit status is 1 when any check fails.
 Checks: config, camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
 group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* and
 group gpio, configured pins busy), interpreter backend, models (manifest +
-sha256 + loads), state directory writable, and on a Raspberry Pi the CPU
+sha256 + loads), rules (every rule label is one the models output), the MQTT
+password file's mode, state directory writable, and on a Raspberry Pi the CPU
 temperature and ``vcgencmd get_throttled`` decoded into words.
 
 Everything the checks touch goes through :class:`Host` (a root directory for
@@ -358,6 +359,43 @@ class Doctor:
                                            f"{m.input.dtype}, sha256 matches, loads with {backend}."))
         return out
 
+    def check_rules(self) -> list[Check]:
+        """Rule labels no configured model outputs (check-config refuses them; run only warns)."""
+        cfg = self.cfg
+        if cfg is None or not hasattr(cfg, "rules") or not hasattr(cfg, "resolve"):
+            return []
+        from .config import rule_label_problems
+        from .errors import DoorguardError
+        from .manifest import load_manifest
+
+        try:
+            det = load_manifest(cfg.resolve(cfg.models.detector), verify_hash=False)
+            clf = load_manifest(cfg.resolve(cfg.models.classifier), verify_hash=False) \
+                if cfg.models.classifier else None
+        except DoorguardError:
+            return []  # the models check says what is wrong with them
+        problems = rule_label_problems(cfg, det.labels, clf.labels if clf is not None else None)
+        if not problems:
+            return [Check("rules", OK, "every label in [rules] is one the models output.")]
+        return [Check("rules", WARN, f"{p}; fix the config (`doorguard check-config` refuses it).")
+                for p in problems]
+
+    def check_mqtt(self) -> list[Check]:
+        """The MQTT password file exists and is not open to every user."""
+        mqtt = getattr(self.cfg, "mqtt", None)
+        if mqtt is None or not mqtt.enabled or not mqtt.password_file:
+            return []
+        from .mqtt import password_file_problem
+
+        path = Path(mqtt.password_file).expanduser()
+        if not path.is_file():
+            return [Check("mqtt", FAIL, f"password_file {path} does not exist: write it (README, MQTT) or "
+                                        "remove [mqtt] password_file.")]
+        problem = password_file_problem(path)
+        if problem is None:
+            return [Check("mqtt", OK, f"password file {path} is not readable by other users.")]
+        return [Check("mqtt", FAIL if problem[0] == "error" else WARN, f"password_file {problem[1]}.")]
+
     def _state_dir(self) -> Path:
         if self.cfg is not None and hasattr(self.cfg, "events") and self.cfg.events.state_dir:
             return Path(self.cfg.events.state_dir).expanduser()
@@ -445,7 +483,8 @@ class Doctor:
         if self.config_note:
             results.append(self.config_note)
         for check in (self.check_platform, self.check_camera, self.check_gpio, self.check_interpreter,
-                      self.check_models, self.check_state_dir, self.check_temperature, self.check_throttling):
+                      self.check_models, self.check_rules, self.check_mqtt, self.check_state_dir,
+                      self.check_temperature, self.check_throttling):
             try:
                 results.extend(check())
             except Exception as e:  # noqa: BLE001 - one broken check must not hide the others

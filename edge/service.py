@@ -111,6 +111,11 @@ class Runner:
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
         pipeline = Pipeline.from_config(cfg, *self._interps)
+        clf = pipeline.classifier
+        for problem in config_mod.rule_label_problems(cfg, pipeline.detector.manifest.labels,
+                                                      clf.manifest.labels if clf is not None else None):
+            # check-config (the unit's ExecStartPre) refuses these; here they are only a warning.
+            log.warning("config: %s", problem)
         store = EventStore(state_dir, cfg.events, pipeline.model_hashes()) if cfg.events.enabled else None
         writer = None
         if self.annotate_path:

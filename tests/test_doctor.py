@@ -20,7 +20,7 @@ CAMERAS = """Available cameras
 """
 
 
-def write_model(d: Path, name: str, task: str) -> Path:
+def write_model(d: Path, name: str, task: str, labels=("a", "b", "c")) -> Path:
     tfl = d / f"{name}.int8.tflite"
     tfl.write_bytes(b"TFL3 fake " + name.encode())
     manifest = {
@@ -28,7 +28,7 @@ def write_model(d: Path, name: str, task: str) -> Path:
         "input": {"width": 96, "height": 96, "resize": "stretch", "scale": 1 / 255, "dtype": "int8",
                   "quant": {"scale": 0.0039, "zero_point": -128}},
         "outputs": [{"name": "out", "shape": [1, 3], "role": "probabilities", "dtype": "int8"}],
-        "labels": ["a", "b", "c"], "source": {"kind": "keras"},
+        "labels": list(labels), "source": {"kind": "keras"},
     }
     path = d / f"{name}.json"
     path.write_text(json.dumps(manifest))
@@ -50,8 +50,8 @@ def pi(tmp_path):
         (dev / n).write_text("")
     models = tmp_path / "models"
     models.mkdir()
-    det = write_model(models, "faces", "detect")
-    cls = write_model(models, "masks", "classify")
+    det = write_model(models, "faces", "detect", labels=("face",))
+    cls = write_model(models, "masks", "classify", labels=("mask", "no_mask", "mask_incorrect"))
     state = tmp_path / "state"
     state.mkdir()
     cfg = parse(f"""
@@ -292,3 +292,36 @@ def test_cli_doctor_never_tracebacks(tmp_path, capsys):
     assert rc == 1
     assert "Traceback" not in out + err
     assert "not valid TOML" in out
+
+
+def test_rule_labels_no_model_outputs_are_warned(pi):
+    """The default face-only detector with rules for facetouch/person (the old default): WARN,
+    each label named (check-config refuses them; issue 17)."""
+    fake, cfg = pi
+    cfg.rules.alert_on_detector = ["facetouch", "person"]
+    cfg.rules.alert_on_classifier = ["nomask"]
+    results = Doctor(cfg, fake.host()).run_all()
+    rules = statuses(results, "rules")
+    assert [s for s, _ in rules] == [WARN, WARN, WARN]
+    text = " | ".join(m for _, m in rules)
+    assert "'nomask' is not a label of the classifier (labels: mask, no_mask, mask_incorrect)" in text
+    assert "'facetouch' is not a label of the detector (labels: face)" in text and "'person'" in text
+    cfg.rules.alert_on_detector, cfg.rules.alert_on_classifier = [], ["no_mask"]
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "rules")[0][0] == OK
+
+
+def test_mqtt_password_file_mode(pi, tmp_path):
+    import os
+
+    fake, cfg = pi
+    pw = tmp_path / "mqtt.pass"
+    pw.write_text("secret\n")
+    cfg.mqtt.enabled, cfg.mqtt.username, cfg.mqtt.password_file = True, "doorguard", str(pw)
+    pw.chmod(0o644)
+    (status, msg), = statuses(Doctor(cfg, fake.host()).run_all(), "mqtt")
+    assert status == FAIL and "open to every user" in msg and "0644" in msg and f"chmod o-rwx {pw}" in msg
+    pw.chmod(0o640)
+    os.chown(pw, -1, os.getegid())  # the service's own group: the README's setup
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "mqtt")[0][0] == OK
+    pw.unlink()
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "mqtt")[0][0] == FAIL

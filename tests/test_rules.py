@@ -18,12 +18,24 @@ def rules(**kw):
     return Rules(RulesConfig(**{"track_cooldown_s": 10.0, "global_cooldown_s": 2.0, **kw}))
 
 
-def test_verdict_mapping():
+def test_default_rules_are_the_default_models_labels():
+    """The defaults name only labels the default models output (check-config refuses others)."""
     r = rules()
+    assert r.verdict_of("no_mask", "classifier") == Verdict.VIOLATION
+    assert r.verdict_of("mask_incorrect", "classifier") == Verdict.VIOLATION
+    assert r.verdict_of("mask", "classifier") == Verdict.COMPLIANT
+    assert r.verdict_of("face", "detector") == Verdict.NEUTRAL
+    assert r.cfg.alert_on_detector == []
+
+
+def test_verdict_mapping():
+    r = rules(alert_on_classifier=["no_mask", "mask_incorrect", "not_me"], compliant_on_classifier=["mask", "me"],
+              alert_on_detector=["facetouch", "person"])
     assert r.verdict_of("no_mask", "classifier") == Verdict.VIOLATION
     assert r.verdict_of("mask_incorrect", "classifier") == Verdict.VIOLATION
     assert r.verdict_of("not_me", "classifier") == Verdict.VIOLATION
     assert r.verdict_of("mask", "classifier") == Verdict.COMPLIANT
+    assert r.verdict_of("me", "classifier") == Verdict.COMPLIANT
     assert r.verdict_of("facetouch", "detector") == Verdict.VIOLATION
     assert r.verdict_of("person", "detector") == Verdict.VIOLATION
     assert r.verdict_of("face", "detector") == Verdict.NEUTRAL
@@ -91,7 +103,7 @@ def test_compliant_once_per_settle_and_on_change():
 
 
 def test_detector_label_rule():
-    r = rules()
+    r = rules(alert_on_detector=["facetouch"])
     t = track(1, "facetouch", det_label="facetouch")
     ev = r.evaluate([t], 0.0, source_of={1: "detector"})
     assert ev[0].verdict == Verdict.VIOLATION and ev[0].source == "detector"
