@@ -31,11 +31,13 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import queue
 import re
 import socket
 import sqlite3
 import ssl
+import stat
 import threading
 import time
 import uuid
@@ -78,7 +80,7 @@ _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class MqttTlsConfig(_Section):
@@ -129,7 +131,7 @@ class MqttConfig(_Section):
     )
     qos: Literal[1, 2] = Field(1, description="QoS of events (1: at least once; consumers dedupe on the event id)")
     outbox_cap: int = Field(
-        10_000, ge=1,
+        10_000, ge=1, le=1_000_000,
         description="Most events kept waiting for the broker; past it the oldest unsent are dropped (counted)",
     )
     keepalive: int = Field(60, ge=5, le=65535, description="MQTT keepalive in seconds")
@@ -138,10 +140,12 @@ class MqttConfig(_Section):
         "homeassistant", min_length=1, description="Home Assistant's discovery prefix"
     )
     state_interval_s: float = Field(
-        5.0, ge=0.05, description="The retained state message is published at most this often"
+        5.0, ge=0.05, le=3600.0, description="The retained state message is published at most this often"
     )
-    reconnect_min_s: float = Field(1.0, gt=0.0, description="First wait before reconnecting to the broker")
-    reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest wait between reconnect attempts (back-off)")
+    reconnect_min_s: float = Field(
+        1.0, ge=0.1, le=3600.0, description="First wait before reconnecting to the broker")
+    reconnect_max_s: float = Field(
+        60.0, ge=0.1, le=86400.0, description="Longest wait between reconnect attempts (back-off)")
     max_inflight: int = Field(20, ge=1, le=1000, description="Events published but not yet acknowledged, at most")
 
     @model_validator(mode="after")
@@ -156,6 +160,36 @@ class MqttConfig(_Section):
                 raise ValueError("topic_prefix must be non-empty and hold no '+' or '#'")
             self.topic_prefix = p
         return self
+
+
+def password_file_problem(path: Path) -> tuple[str, str] | None:
+    """What is wrong with the MQTT password file's permissions, if anything.
+
+    Returns:
+        ``("error", why)`` when every user may read (or write) it: doorguard refuses to
+        use it; ``("warning", why)`` when a group this process is not in may read it;
+        None when it is private to the service (the README's ``0640 root:doorguard``
+        included), or absent (reading it then says so).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        what = "read" if mode & 0o004 else "write"
+        return ("error", f"{path} is open to every user on this machine (mode {mode:04o}: others may {what} "
+                         f"it): run `chmod o-rwx {path}` (the README's 0640, group doorguard)")
+    if mode & 0o070 and st.st_gid not in {os.getegid(), *os.getgroups()}:
+        try:
+            import grp
+
+            group = grp.getgrgid(st.st_gid).gr_name
+        except (ImportError, KeyError):
+            group = str(st.st_gid)
+        return ("warning", f"{path} is readable by group {group} (mode {mode:04o}), which doorguard does not "
+                           f"run as: `chgrp doorguard {path}` or `chmod g-rwx {path}`")
+    return None
 
 
 def node_id(name: str) -> str:
@@ -623,6 +657,12 @@ class MqttPublisher:
         if c.username:
             password = None
             if c.password_file:
+                problem = password_file_problem(Path(c.password_file).expanduser())
+                if problem is not None and problem[0] == "error":
+                    self._problem(f"MQTT password_file {problem[1]}; not used, events stay queued", logging.ERROR)
+                    return None
+                if problem is not None:
+                    log.warning("MQTT password_file %s", problem[1])
                 try:
                     lines = Path(c.password_file).expanduser().read_text(encoding="utf-8").splitlines()
                     password = lines[0] if lines else ""

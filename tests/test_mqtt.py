@@ -231,6 +231,39 @@ def test_config_defaults_and_validation():
     assert p2._port() == 8883 and MqttPublisher(MqttConfig(), "/x")._port() == 1883
 
 
+def test_password_file_readable_by_everyone_is_refused(tmp_path, caplog):
+    """The MQTT password file's mode was never checked (issue 17): 0644 is refused, saying so;
+    0640 with the service's own group (the README's setup) and 0600 are used."""
+    import os
+
+    from edge.mqtt import password_file_problem
+
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("Sup3r-S3cret\n")
+    secret.chmod(0o644)
+    level, why = password_file_problem(secret)
+    assert level == "error" and "open to every user" in why and "mode 0644" in why and "chmod o-rwx" in why
+    caplog.set_level(logging.INFO, logger="doorguard.mqtt")
+    pub = MqttPublisher(cfg_for(free_port(), username="doorguard", password_file=str(secret)),
+                        tmp_path / "events.sqlite3").start()
+    try:
+        assert pub._client is None  # never connects with it; events still queue
+        assert pub.enqueue(ev(1), store_id=1)
+    finally:
+        pub.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("open to every user" in m and str(secret) in m for m in errors), errors
+    assert all("Sup3r" not in r.getMessage() for r in caplog.records)
+    secret.chmod(0o602)
+    assert password_file_problem(secret)[0] == "error"  # writable by others: anyone could swap it
+    secret.chmod(0o640)
+    os.chown(secret, -1, os.getegid())
+    assert password_file_problem(secret) is None
+    secret.chmod(0o600)
+    assert password_file_problem(secret) is None
+    assert password_file_problem(tmp_path / "absent") is None  # reading it says what is wrong
+
+
 def test_event_payload_from_event_and_store_row():
     p = event_payload(ev(7), "door-1", store_id=42, model_hashes=HASHES)
     assert p["store_id"] == 42 and p["track"] == 7 and p["verdict"] == "violation" and p["label"] == "no_mask"
@@ -531,6 +564,7 @@ def test_wrong_password_logs_once_and_keeps_queueing(tmp_path, caplog):
     b.start()
     secret = tmp_path / "mqtt.pass"
     secret.write_text("Wr0ng-S3cret!\n")
+    secret.chmod(0o600)  # one every user could read is refused (test below)
     db = tmp_path / "events.sqlite3"
     caplog.set_level(logging.INFO, logger="doorguard.mqtt")
     try:
