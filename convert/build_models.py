@@ -40,10 +40,15 @@ DETECTOR = "yoloface-500k-v2-facemask"
 # The default detector: yoloface-500k v2 fine-tuned here (``doorguard train detector``),
 # then converted like any darknet model. Input size and epochs as measured in its card.
 DETECTOR_INPUT = "416x320"
-DETECTOR_EPOCHS = 30
+DETECTOR_EPOCHS = 24
+# Photos per unlabelled source (teacher-labelled) in the detector's training set.
+DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
 CLASSIFIER = "mask-classifier"
-STEPS = ("detector", "threshold", "classifier", "eval", "cards")
+# Input sizes measured as a trade-off (issue 15): the same fine-tuned weights converted at each
+# (YOLO is fully convolutional); the first is the default's (DETECTOR_INPUT).
+DETECTOR_SIZES = ("416x320", "512x384", "640x480")
+STEPS = ("detector", "sizes", "threshold", "classifier", "eval", "cards")
 GOALS = {"detector_recall": (">=", 0.97), "tnr": (">=", 0.95), "fnr": ("<=", 0.02),
          "classifier_accuracy": (">=", 0.95), "false_detections_per_135_images": ("<=", 10.0)}
 BEGIN, END = "<!-- eval:begin (written by make models) -->", "<!-- eval:end -->"
@@ -91,6 +96,77 @@ def check_shared(shared: Path) -> None:
             raise DataError(f"{p} not found: ../shared is incomplete")
 
 
+def validation_sets(shared: Path) -> list[Path]:
+    """The detector's validation photos: never trained on (near-duplicates left out too)."""
+    d = shared / "data"
+    return [d / "facemask853" / "val.txt", d / "dataroots" / "raw_images", d / "adityap27" / "valid.txt"]
+
+
+def detector_recipe(shared: Path, work: Path) -> list[str]:
+    """``doorguard train detector`` data arguments of the default detector (issue 15).
+
+    - labelled boxes: facemask853 train and adityap27 train (all as ``face``);
+    - teacher (YuNet n 640 + UltraFace RFB-640-masked from ../shared/models/peers):
+      faces the annotators left out become ignore regions; it also labels
+      VGGFace2 source photos (dataroots sampled_face_images, unmasked; without
+      the photos of the dataroots validation crops) and chandrikadeb7's photos;
+    - copy-paste: dataroots train face crops (unmasked and masked) pasted at
+      12-200 px of the input, unmasked until they are 40% of the boxes seen;
+    - left out: near-duplicates of every validation set (``validation_sets``).
+    """
+    d = shared / "data"
+    dr = d / "dataroots"
+    held = {p.name for sub in ("validation/artificial/masked", "validation/artificial/not_masked")
+            for p in (dr / sub).glob("*.jpg")}
+    sampled = sorted(p for p in (dr / "sampled_face_images").glob("*.jpg") if p.name not in held)
+    sampled_list = work / "sampled_face_images-train.txt"
+    sampled_list.write_text("".join(f"{p.resolve()}\n" for p in sampled))
+    return ["--train", str(d / "facemask853" / "train.txt"), str(d / "adityap27" / "train.txt"),
+            "--exclude", *map(str, validation_sets(shared)),
+            "--teacher-peers", str(shared / "models" / "peers"),
+            "--unlabelled", f"no_mask={sampled_list}", f"no_mask={d / 'chandrikadeb7' / 'without_mask'}",
+            f"mask={d / 'chandrikadeb7' / 'with_mask'}", "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT),
+            "--paste", f"no_mask={dr / 'train' / 'not_masked'}", f"mask={dr / 'train' / 'masked'}",
+            "--paste-prob", "0.5", "--paste-px", "12,200", "--min-unmasked", "0.4"]
+
+
+def size_variant(size: str) -> str:
+    """Model name of the default detector converted at ``size`` (the default size: DETECTOR)."""
+    return DETECTOR if size == DETECTOR_INPUT else f"{DETECTOR}-{size}"
+
+
+def _convert_fine_tuned(shared: Path, out: Path, work: Path, size: str) -> list[str]:
+    v2 = shared / "models" / "yoloface-500k" / "v2"
+    fm = shared / "data" / "facemask853"
+    return [sys.executable, "-m", "edge.cli", "convert", "darknet", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
+            "--weights", str(work / f"{DETECTOR}.weights"), "--names", str(work / "face.names"),
+            "--calib", str(fm / "train.txt"), "--val", str(fm / "val.txt"), "--input", size,
+            "--out", str(out / size_variant(size))]
+
+
+def build_size_variants(shared: Path, out: Path, work: Path) -> list[Path]:
+    """The fine-tuned detector converted at the other ``DETECTOR_SIZES`` (documented options).
+
+    Raises:
+        DataError: the fine-tuned weights are missing (run the detector step first).
+        DoorguardError: a conversion failed.
+    """
+    if not (work / f"{DETECTOR}.weights").is_file():
+        raise DataError(f"{work / (DETECTOR + '.weights')} not found: run the detector step first "
+                        f"(same --work folder)")
+    made = []
+    for size in DETECTOR_SIZES:
+        if size == DETECTOR_INPUT:
+            continue
+        cmd = _convert_fine_tuned(shared, out, work, size)
+        print("  $ " + " ".join(cmd), flush=True)
+        r = subprocess.run(cmd)
+        if r.returncode != 0:
+            raise DoorguardError(f"doorguard convert darknet --input {size} failed (exit {r.returncode})")
+        made.append(out / f"{size_variant(size)}.json")
+    return made
+
+
 def build_detector(shared: Path, out: Path, work: Path) -> Path:
     """Convert yoloface-500k v2 as it is (the baseline, ``models/yoloface-500k-v2``), fine-tune it
     (``doorguard train detector``) and convert the result (``doorguard convert darknet``).
@@ -112,13 +188,10 @@ def build_detector(shared: Path, out: Path, work: Path) -> Path:
     cli = [sys.executable, "-m", "edge.cli"]
     train = cli + ["train", "detector", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                    "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
-                   "--train", str(fm / "train.txt"), str(shared / "data" / "adityap27" / "train.txt"),
-                   "--exclude", str(fm / "val.txt"), str(shared / "data" / "dataroots" / "raw_images"),
+                   *detector_recipe(shared, work),
                    "--input", DETECTOR_INPUT, "--epochs", str(DETECTOR_EPOCHS), "--seed", "0", "--quiet",
-                   "--out", str(weights)]
-    convert = cli + ["convert", "darknet", "--cfg", str(v2 / "yoloface-500k-v2.cfg"), "--weights", str(weights),
-                     "--names", str(names), "--calib", str(fm / "train.txt"), "--val", str(fm / "val.txt"),
-                     "--input", DETECTOR_INPUT, "--out", str(out / DETECTOR)]
+                   "--resume", "--out", str(weights)]
+    convert = _convert_fine_tuned(shared, out, work, DETECTOR_INPUT)
     # The public model as it is (the fine-tuning's starting point and baseline), then the fine-tuned one.
     base = cli + ["convert", "darknet", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                   "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
@@ -179,11 +252,8 @@ def measure(shared: Path, out: Path, cfg: Any, progress: bool = True, only: list
     Every system's detector threshold is tuned on facemask853 train by the same
     rule (doorguard's equals the one written into its manifest by ``tune_threshold``).
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks import peers
-    from benchmarks.run_peers import doorguard_systems
-
-    from .evaluate import compare, load_classifier, load_voc, standard_sets
+    from . import peers
+    from .evaluate import compare, doorguard_systems, load_classifier, load_voc, standard_sets
 
     det = out / f"{DETECTOR}.json"
     cls = out / f"{CLASSIFIER}.json"
@@ -191,6 +261,10 @@ def measure(shared: Path, out: Path, cfg: Any, progress: bool = True, only: list
     if classifier_path is None:
         log.warning("%s missing: the pipeline and the peers run without doorguard's classifier", cls)
     systems = doorguard_systems(cfg, det, classifier_path) if det.is_file() else []
+    for size in DETECTOR_SIZES:
+        variant = out / f"{size_variant(size)}.json"
+        if size != DETECTOR_INPUT and variant.is_file():
+            systems += doorguard_systems(cfg, variant, classifier_path, ("int8",), suffix=f"-{size}")
     classifier = load_classifier(classifier_path, cfg) if classifier_path else None
     systems += peers.systems(shared / "models" / "peers", classifier, cfg)
     if only:
@@ -233,21 +307,112 @@ def card_header(manifest_path: Path) -> str:
     return "\n".join(lines)
 
 
-def metrics_section(results: dict) -> str:
+#: Validation sets of the trade-off table (never trained on, never used to choose a threshold).
+TRADEOFF_SETS = ("dataroots-val", "facemask853-val-clean", "adityap27-valid")
+#: The rule that picks the default input size (issue 15), on the Pi 5's detector cost.
+MAX_COST_RATIO = 2.5
+
+
+def arm_counts(path: Path) -> dict[str, dict[str, float]]:
+    """Model name -> {"pi4": M instructions, "pi5": ...} per int8 litert invoke, from a bench-arm JSON."""
+    try:
+        rows = json.loads(path.read_text())["summary"]["models"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {r["model"]: {p: r[f"invoke_{p}"] / 1e6 for p in ("pi4", "pi5") if r.get(f"invoke_{p}")}
+            for r in rows if r.get("precision") == "int8" and r.get("backend") == "litert"}
+
+
+def tradeoff_rows(results: dict, out: Path, counts: dict[str, dict[str, float]]) -> list[dict]:
+    """One row per detector input size: validation figures, int8 vs float agreement, Pi cost."""
+    from edge.manifest import load_manifest
+
+    rows = []
+    for size in DETECTOR_SIZES:
+        name = size_variant(size)
+        system = "doorguard-int8" if size == DETECTOR_INPUT else f"doorguard-int8-{size}"
+        man_path = out / f"{name}.json"
+        if system not in results or not man_path.is_file():
+            continue
+        man = load_manifest(man_path, verify_hash=False)
+        per_set = {k: results[system][k] for k in TRADEOFF_SETS if k in results[system]}
+        rows.append({
+            "size": size, "model": name, "system": system, "threshold": man.score_threshold,
+            "agreement_f1": (man.metrics.get("agreement") or {}).get("f1"),
+            "sets": {k: {c: r.get(c) for c in ("detector_recall", "tnr", "fnr", "false_detections_per_135_images")}
+                     | {"recall_no_mask": (r.get("detector_recall_by_class") or {}).get("no_mask")}
+                     for k, r in per_set.items()},
+            "mean_tnr": (sum(r["tnr"] or 0 for r in per_set.values()) / len(per_set)) if per_set else None,
+            "pixels": int(size.split("x")[0]) * int(size.split("x")[1]),
+            "arm_minstr": counts.get(name, {}),
+        })
+    base = next((r for r in rows if r["size"] == DETECTOR_INPUT), None)
+    for r in rows:
+        if base and r["arm_minstr"].get("pi5") and base["arm_minstr"].get("pi5"):
+            r["cost_ratio"], r["cost_basis"] = r["arm_minstr"]["pi5"] / base["arm_minstr"]["pi5"], "pi5 invoke"
+        elif base:
+            r["cost_ratio"], r["cost_basis"] = r["pixels"] / base["pixels"], "input pixels"
+    return rows
+
+
+def choose_size(rows: list[dict]) -> dict | None:
+    """The highest mean validation tnr among sizes costing at most MAX_COST_RATIO x the default's."""
+    ok = [r for r in rows if r.get("mean_tnr") is not None and r.get("cost_ratio", 99) <= MAX_COST_RATIO]
+    return max(ok, key=lambda r: (round(r["mean_tnr"], 6), -r["pixels"])) if ok else None
+
+
+def tradeoff_section(results: dict, out: Path, counts: dict[str, dict[str, float]]) -> str:
+    """Markdown: the input-size trade-off table and the rule's choice."""
+    rows = tradeoff_rows(results, out, counts)
+    if not rows:
+        return ""
+    f = lambda v, d=3: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
+    head = ["input", "threshold", "int8/float F1"]
+    for k in TRADEOFF_SETS:
+        head += [f"{k} recall", "unmasked recall", "tnr", "false/135"]
+    head += ["Pi 4 M instr", "Pi 5 M instr", "cost vs default"]
+    lines = ["## Input size trade-off (same fine-tuned weights, int8 pipeline)", "",
+             "Each size is the fine-tuned weights converted by `doorguard convert darknet --input WxH`, its "
+             "threshold chosen on facemask853 train by the same rule. Pi cost: guest instructions of one int8 "
+             "detector invoke (ai-edge-litert, 1 thread) under `make bench-arm`; where no count exists the "
+             f"ratio of input pixels stands in (marked). Rule: the highest mean tnr over {', '.join(TRADEOFF_SETS)} "
+             f"among sizes whose Pi 5 cost is at most {MAX_COST_RATIO:g}x the default's.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["size"] + (" (default)" if r["size"] == DETECTOR_INPUT else ""), f(r["threshold"]),
+                 f(r["agreement_f1"])]
+        for k in TRADEOFF_SETS:
+            v = r["sets"].get(k, {})
+            cells += [f(v.get("detector_recall")), f(v.get("recall_no_mask")), f(v.get("tnr")),
+                      f(v.get("false_detections_per_135_images"), 1)]
+        cells += [f(r["arm_minstr"].get("pi4"), 1), f(r["arm_minstr"].get("pi5"), 1),
+                  f"{r['cost_ratio']:.2f}x" + ("" if r.get("cost_basis") == "pi5 invoke" else " (pixels)")]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = choose_size(rows)
+    lines += ["", f"Rule's choice: **{best['size']}** (mean tnr {best['mean_tnr']:.3f})." if best else
+              "Rule's choice: none measured.", ""]
+    return "\n".join(lines)
+
+
+def metrics_section(results: dict, tradeoff: str = "") -> str:
     """The model cards' eval section: the table, how it was measured, how to reproduce."""
     from .evaluate import table
 
     return "\n".join([
         BEGIN, "## Measured (full pipeline, single-frame decisions)", "",
-        "`doorguard eval` code on facemask853 val (108 images, 568 faces), facemask853-val-clean (the 37 "
-        "val photos with no near-duplicate in adityap27 train: the honest facemask853 figure for a model "
-        "trained on adityap27) and dataroots validation (83 photos, 83 faces). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
+        "`doorguard eval` code on the validation sets, none of them trained on or used to choose a threshold: "
+        "dataroots validation (83 real photos, 83 faces), facemask853-val-clean (the 37 facemask853 val photos "
+        "with no near-duplicate in adityap27 train), adityap27 valid (87 photos) and, for comparison with "
+        "earlier cards, all of facemask853 val (108 images, 568 faces; 71 of its photos have near-duplicates "
+        "in adityap27 train, which training leaves out). recall_mask / recall_no_mask / recall_mask_incorrect: "
+        "detector recall per true class; `models/eval.json` also has recall by face size at the detector "
+        "input (`recall_by_input_size`). Detector -> crop -> classifier -> rule; match by IoU > 0.5; tnr = "
         "violating faces flagged / violating faces (missed count as not flagged); fnr = compliant faces "
         "flagged / compliant faces. Each system's detector threshold was chosen on facemask853 TRAIN by "
         "one rule (best detector F1 at IoU > 0.5); the config's "
-        "min_face_px applies to every system. Peers: `benchmarks/peers.py`, with doorguard's "
+        "min_face_px applies to every system. Peers: `convert/peers.py`, with doorguard's "
         "classifier, or their own mask classes (`-own-classes`). Timings are x86 CPU, for ratios only.",
-        "", table(results),
+        "", table(results), tradeoff,
         "Goals (issue 5): detector_recall >= 0.97, tnr >= 0.95, fnr <= 0.02, classifier_accuracy >= 0.95, "
         "<= 10 false detections per 135 images.", "", *goal_lines(results), "",
         "Reproduce: `make models` (all steps) or `python -m convert.build_models --shared ../shared "
@@ -298,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-peer-thresholds", action="store_true",
                     help="eval step: keep the peers' thresholds chosen on facemask853 train in the previous "
                          "models/eval.json (their detectors do not change) instead of sweeping again")
+    ap.add_argument("--work", default="build/models-work",
+                    help="work folder kept between runs: fine-tuned weights, training checkpoints (a stopped "
+                         "training resumes), teacher boxes cache (default build/models-work)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
@@ -314,52 +482,58 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args.config)
         t0 = time.monotonic()
         n = len(steps)
-        with tempfile.TemporaryDirectory(prefix="doorguard-models-") as tmp:
-            for i, step in enumerate(steps, 1):
-                if step == "detector":
-                    _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
-                    build_detector(shared, out, Path(tmp))
-                elif step == "threshold":
-                    _step(i, n, "face detectors: choosing the score threshold on facemask853 train", t0)
-                    for name in (BASE_DETECTOR, DETECTOR):
-                        if not (out / f"{name}.json").is_file():
-                            continue
-                        c = tune_threshold(out / f"{name}.json", shared, cfg, not args.quiet)
-                        print(f"  {name}: threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
-                              f"precision {c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false "
-                              f"detections per 135 images", flush=True)
-                elif step == "classifier":
-                    _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
-                    build_classifier(shared, out)
-                elif step in ("eval", "cards"):
-                    if step == "eval":
-                        _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
-                                    "and dataroots validation", t0)
-                        only = [o for o in (args.only or "").split(",") if o]
-                        known = None
-                        if args.reuse_peer_thresholds and (out / "eval.json").is_file():
-                            old = json.loads((out / "eval.json").read_text())
-                            known = {k: next(iter(v.values()))["threshold_choice"] for k, v in old.items()
-                                     if not k.startswith("doorguard")
-                                     and "threshold_choice" in next(iter(v.values()))}
-                        results = measure(shared, out, cfg, not args.quiet, only or None, known)
-                        if only and (out / "eval.json").is_file():
-                            # Re-measured systems replace their rows; the others are kept.
-                            results = {**json.loads((out / "eval.json").read_text()), **results}
-                        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-                    else:
-                        _step(i, n, f"model cards from {out / 'eval.json'}", t0)
-                        try:
-                            results = json.loads((out / "eval.json").read_text())
-                        except (OSError, ValueError) as e:
-                            raise DataError(f"cannot read {out / 'eval.json'}: run the eval step first") from e
-                    section = metrics_section(results)
-                    for name in (DETECTOR, CLASSIFIER):
-                        if (out / f"{name}.json").is_file():
-                            print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
-                    from .evaluate import table
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        for i, step in enumerate(steps, 1):
+            if step == "detector":
+                _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
+                build_detector(shared, out, work)
+            elif step == "sizes":
+                _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
+                build_size_variants(shared, out, work)
+            elif step == "threshold":
+                _step(i, n, "face detectors: choosing the score threshold on facemask853 train", t0)
+                for name in (BASE_DETECTOR, *map(size_variant, DETECTOR_SIZES)):
+                    if not (out / f"{name}.json").is_file():
+                        continue
+                    c = tune_threshold(out / f"{name}.json", shared, cfg, not args.quiet)
+                    print(f"  {name}: threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
+                          f"precision {c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false "
+                          f"detections per 135 images", flush=True)
+            elif step == "classifier":
+                _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
+                build_classifier(shared, out)
+            elif step in ("eval", "cards"):
+                if step == "eval":
+                    _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
+                                "and dataroots validation", t0)
+                    only = [o for o in (args.only or "").split(",") if o]
+                    known = None
+                    if args.reuse_peer_thresholds and (out / "eval.json").is_file():
+                        old = json.loads((out / "eval.json").read_text())
+                        known = {k: next(iter(v.values()))["threshold_choice"] for k, v in old.items()
+                                 if not k.startswith("doorguard")
+                                 and "threshold_choice" in next(iter(v.values()))}
+                    results = measure(shared, out, cfg, not args.quiet, only or None, known)
+                    if only and (out / "eval.json").is_file():
+                        # Re-measured systems replace their rows; the others are kept.
+                        results = {**json.loads((out / "eval.json").read_text()), **results}
+                    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+                else:
+                    _step(i, n, f"model cards from {out / 'eval.json'}", t0)
+                    try:
+                        results = json.loads((out / "eval.json").read_text())
+                    except (OSError, ValueError) as e:
+                        raise DataError(f"cannot read {out / 'eval.json'}: run the eval step first") from e
+                counts = arm_counts(Path("bench-out/arm/bench-arm.json")) or arm_counts(
+                    Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench-arm.json")
+                section = metrics_section(results, tradeoff_section(results, out, counts))
+                for name in (DETECTOR, CLASSIFIER):
+                    if (out / f"{name}.json").is_file():
+                        print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
+                from .evaluate import table
 
-                    print(table(results), flush=True)
+                print(table(results), flush=True)
         _step(n, n, "done", t0)
     except DoorguardError as e:
         print(f"make models: error: {e}", file=sys.stderr)

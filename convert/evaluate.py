@@ -454,6 +454,34 @@ class System:
     make_detector: Callable[[float], Callable[[np.ndarray], list[Prediction]]] | None = None
 
 
+def doorguard_systems(cfg: Any, detector: Path, classifier: Path | None, precisions: Sequence[str] = ("int8", "float32"),
+                      suffix: str = "") -> list[System]:
+    """doorguard's own pipeline (int8 and/or float32 reference) as compare() systems named
+    ``doorguard-<precision><suffix>``."""
+    from edge.manifest import load_manifest
+    from edge.models import Detector
+
+    out = []
+    man = load_manifest(detector)
+    for prec in precisions:
+        use_float = prec == "float32"
+        if use_float and not (man.float_tflite and (detector.parent / man.float_tflite).is_file()):
+            log.warning("no float reference model next to %s: float32 row skipped", detector)
+            continue
+        cls = load_classifier(classifier, cfg, use_float=use_float) if classifier else None
+        meta = {"detector": {"name": man.name, "sha256": man.float_sha256 if use_float else man.sha256},
+                "classifier": ({"name": cls.manifest.name,
+                                "sha256": cls.manifest.float_sha256 if use_float else cls.manifest.sha256}
+                               if cls else None),
+                "precision": prec, "input": [man.input.width, man.input.height], "resize": man.input.resize}
+        out.append(System(
+            f"doorguard-{prec}{suffix}",
+            lambda t, f=use_float, c=cls: pipeline_for(Detector(detector, score_threshold=t, use_float=f), c, cfg).predict,
+            man.score_threshold or 0.3, meta,
+            lambda t, f=use_float: pipeline_for(Detector(detector, score_threshold=t, use_float=f), None, cfg).predict))
+    return out
+
+
 SWEEP = [round(float(t), 3) for t in np.arange(0.05, 0.951, 0.025)]
 
 

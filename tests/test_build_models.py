@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from convert import build_models
 from edge.errors import DataError
 
@@ -36,3 +38,57 @@ def test_module_runs_as_make_models_calls_it(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == DataError.exit_code
     assert "Traceback" not in r.stderr
+
+
+def _manifest(path, name, threshold, f1):
+    """A minimal detector manifest written by the project's own writer (no model file needed)."""
+    import json
+
+    path.write_text(json.dumps({"name": name, "score_threshold": threshold, "metrics": {"agreement": {"f1": f1}}}))
+
+
+def test_size_tradeoff_rows_and_the_rule(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    def fake_load(p, verify_hash=False):
+        import json
+
+        d = json.loads(p.read_text())
+        return SimpleNamespace(score_threshold=d["score_threshold"], metrics=d["metrics"])
+
+    monkeypatch.setattr("edge.manifest.load_manifest", fake_load)
+    sets = build_models.TRADEOFF_SETS
+
+    def figures(tnr):
+        return {k: {"detector_recall": 0.9, "tnr": tnr, "fnr": 0.01, "false_detections_per_135_images": 5.0,
+                    "detector_recall_by_class": {"no_mask": tnr}} for k in sets}
+
+    results = {"doorguard-int8": figures(0.80), "doorguard-int8-512x384": figures(0.85),
+               "doorguard-int8-640x480": figures(0.90)}
+    for size, thr in (("416x320", 0.3), ("512x384", 0.35), ("640x480", 0.4)):
+        _manifest(tmp_path / f"{build_models.size_variant(size)}.json", size, thr, 0.95)
+    # Pi 5 counts: 640x480 costs more than 2.5x the default, so the rule takes 512x384.
+    counts = {build_models.size_variant("416x320"): {"pi4": 55.0, "pi5": 35.0},
+              build_models.size_variant("512x384"): {"pi4": 80.0, "pi5": 52.0},
+              build_models.size_variant("640x480"): {"pi4": 130.0, "pi5": 90.0}}
+    rows = build_models.tradeoff_rows(results, tmp_path, counts)
+    assert [r["size"] for r in rows] == ["416x320", "512x384", "640x480"]
+    assert rows[2]["cost_ratio"] == pytest.approx(90 / 35) and rows[2]["cost_basis"] == "pi5 invoke"
+    assert build_models.choose_size(rows)["size"] == "512x384"
+    # Without counts the input pixels stand in, and say so.
+    rows = build_models.tradeoff_rows(results, tmp_path, {})
+    assert rows[2]["cost_basis"] == "input pixels" and rows[2]["cost_ratio"] == pytest.approx(640 * 480 / (416 * 320))
+    text = build_models.tradeoff_section(results, tmp_path, counts)
+    assert "Rule's choice: **512x384**" in text and "| 640x480 |" in text
+
+
+def test_arm_counts_reads_the_bench_arm_json(tmp_path):
+    import json
+
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps({"summary": {"models": [
+        {"model": "m", "precision": "int8", "backend": "litert", "invoke_pi4": 55e6, "invoke_pi5": 35e6},
+        {"model": "m", "precision": "int8", "backend": "tflite_runtime", "invoke_pi4": 1e9},
+        {"model": "m", "precision": "float32", "backend": "litert", "invoke_pi4": 2e9}]}}))
+    assert build_models.arm_counts(p) == {"m": {"pi4": 55.0, "pi5": 35.0}}
+    assert build_models.arm_counts(tmp_path / "missing.json") == {}
