@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS outbox_meta (
 #: restart), then deleted; the event store keeps the events themselves.
 ACKED_KEEP_S = 2 * 86400.0
 
+#: Past outbox_cap the sender deletes the oldest unsent rows this many per transaction.
+TRIM_BATCH = 500
+
 #: The sender thread checkpoints the WAL this often (the enqueue connection never does).
 CHECKPOINT_EVERY_S = 5.0
 
@@ -522,27 +525,13 @@ class MqttPublisher:
                 if cur.rowcount == 0:
                     return False
                 self._pending += 1
-                dropped = 0
-                if self._pending > self.cfg.outbox_cap:
-                    # Past the cap the oldest events that were never handed to the client go.
-                    dropped = db.execute(
-                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state='queued'"
-                        " ORDER BY seq LIMIT ?)", (self._pending - self.cfg.outbox_cap,)).rowcount
-                    if dropped:
-                        self._pending -= dropped
-                        db.execute("INSERT INTO outbox_meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key)"
-                                   " DO UPDATE SET value = value + excluded.value", (dropped,))
                 db.commit()
         except sqlite3.Error as e:
             self._problem(f"cannot queue event for MQTT in {self.db_path}: {e}", logging.ERROR)
             return False
+        # Past outbox_cap the oldest unsent events go, but on the sender thread and in small
+        # batches (_trim): deleting 290,000 rows here stalled the frame loop for a second.
         self.counters["enqueued"] += 1
-        if dropped:
-            self.counters["dropped"] += dropped
-            n = self.counters["dropped"]
-            if n == dropped or n // 100 != (n - dropped) // 100:
-                log.warning("MQTT outbox full (outbox_cap=%d): dropped the %d oldest unsent event(s), "
-                            "%d so far", self.cfg.outbox_cap, dropped, n)
         with self._state_lock:
             self._roll_day(now)
             if payload["verdict"] == "violation":
@@ -774,6 +763,8 @@ class MqttPublisher:
             self._wake.clear()
             try:
                 self._drain_acks()
+                if self._pending > self.cfg.outbox_cap:
+                    self._trim()
                 if time.monotonic() >= next_prune:  # a service runs for months: keep the table small
                     next_prune = time.monotonic() + 3600.0
                     self._prune_acked()
@@ -795,6 +786,42 @@ class MqttPublisher:
                 self._stop.wait(1.0)
         if ckpt is not None:
             ckpt.close()
+
+    def _trim(self, batch: int = TRIM_BATCH) -> int:
+        """Drop the oldest never-sent events past ``outbox_cap``, ``batch`` rows per transaction.
+
+        Runs on the sender thread; the lock is held for one batch at a time, so an
+        enqueue from the frame loop waits at most that long.
+
+        Returns:
+            Rows dropped.
+        """
+        total = 0
+        while not self._stop.is_set():
+            with self._db_lock:
+                db = self._db
+                excess = self._pending - self.cfg.outbox_cap
+                if db is None or excess <= 0:
+                    break
+                n = db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state='queued'"
+                               " ORDER BY seq LIMIT ?)", (min(excess, batch),)).rowcount
+                if n:
+                    self._pending -= n
+                    db.execute("INSERT INTO outbox_meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key)"
+                               " DO UPDATE SET value = value + excluded.value", (n,))
+                db.commit()
+            if not n:
+                break  # what is left over the cap is in flight: it goes out, then counts down
+            total += n
+            before = self.counters["dropped"]
+            self.counters["dropped"] += n
+            if before == 0 or before // 1000 != self.counters["dropped"] // 1000:
+                log.warning("MQTT outbox full (outbox_cap=%d): dropped the oldest unsent event(s), %d so far",
+                            self.cfg.outbox_cap, self.counters["dropped"])
+        if total:
+            with self._state_lock:
+                self._state_dirty = True
+        return total
 
     def _prune_acked(self) -> None:
         with self._db_lock:

@@ -287,6 +287,7 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path, caplog):
         for i in range(12):
             assert pub.enqueue(ev(i), store_id=i)
         assert not pub.enqueue(ev(3), store_id=11)  # same store id: queued once
+        assert wait_until(lambda: pub.stats()["pending"] == 5, 5)  # the sender thread trims
         s = pub.stats()
         assert (s["pending"], s["dropped"], s["dropped_total"]) == (5, 7, 7)
     with sqlite3.connect(db) as c:
@@ -295,6 +296,33 @@ def test_outbox_cap_drops_oldest_and_counts(tmp_path, caplog):
     # The drop count survives a restart.
     with MqttPublisher(cfg_for(port, outbox_cap=5), db) as pub:
         assert pub.stats()["dropped_total"] == 7 and pub.stats()["pending"] == 5
+
+
+def test_outbox_trim_never_runs_on_the_frame_loop(tmp_path):
+    """300,000 queued events and outbox_cap 10,000: trimming inside enqueue stalled the frame loop
+    for 0.7-1.1 s. Enqueue only inserts; the sender thread trims in small batches."""
+    db = tmp_path / "events.sqlite3"
+    port = free_port()
+    with MqttPublisher(cfg_for(port), db):
+        pass  # creates the outbox table
+    n = 300_000
+    with sqlite3.connect(db) as c:
+        c.executemany("INSERT INTO outbox (event_id, payload, verdict, created) VALUES (?, '{}', 'violation', 0)",
+                      ((f"old-{i}",) for i in range(n)))
+    with MqttPublisher(cfg_for(port, outbox_cap=10_000), db) as pub:
+        worst = 0.0
+        for i in range(50):
+            t0 = time.perf_counter()
+            assert pub.enqueue(ev(i), store_id=i)
+            worst = max(worst, time.perf_counter() - t0)
+            time.sleep(0.01)
+        assert wait_until(lambda: pub.stats()["pending"] <= 10_000, 60)
+        assert pub.stats()["dropped"] == n + 50 - 10_000
+    print(f"\nslowest enqueue while trimming {n} rows: {worst * 1000:.1f} ms")
+    assert worst < 0.25, f"enqueue took {worst:.2f} s: the trim ran on the caller's thread"
+    with sqlite3.connect(db) as c:
+        kept = [r[0] for r in c.execute("SELECT event_id FROM outbox ORDER BY seq DESC LIMIT 50")]
+    assert kept == [str(i) for i in reversed(range(50))]  # the newest are kept
 
 
 def test_acknowledged_rows_are_pruned_after_two_days(tmp_path):
