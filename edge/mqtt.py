@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS outbox_meta (
 ACKED_KEEP_S = 2 * 86400.0
 
 #: Past outbox_cap the sender deletes the oldest unsent rows this many per transaction.
-TRIM_BATCH = 500
+TRIM_BATCH = 200
 
 #: The sender thread checkpoints the WAL this often (the enqueue connection never does).
 CHECKPOINT_EVERY_S = 5.0
@@ -421,6 +421,7 @@ class MqttPublisher:
         self._violations_today = 0
 
         self._pending = 0
+        self._trim_logged_at = -math.inf
         self.counters = {"enqueued": 0, "published": 0, "acked": 0, "dropped": 0, "republished_after_restart": 0}
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -790,8 +791,8 @@ class MqttPublisher:
     def _trim(self, batch: int = TRIM_BATCH) -> int:
         """Drop the oldest never-sent events past ``outbox_cap``, ``batch`` rows per transaction.
 
-        Runs on the sender thread; the lock is held for one batch at a time, so an
-        enqueue from the frame loop waits at most that long.
+        Runs on the sender thread; the lock is held for one batch at a time and let go
+        between batches, so an enqueue from the frame loop waits at most about one batch.
 
         Returns:
             Rows dropped.
@@ -807,17 +808,20 @@ class MqttPublisher:
                                " ORDER BY seq LIMIT ?)", (min(excess, batch),)).rowcount
                 if n:
                     self._pending -= n
+                    self.counters["dropped"] += n
                     db.execute("INSERT INTO outbox_meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key)"
                                " DO UPDATE SET value = value + excluded.value", (n,))
                 db.commit()
             if not n:
                 break  # what is left over the cap is in flight: it goes out, then counts down
             total += n
-            before = self.counters["dropped"]
-            self.counters["dropped"] += n
-            if before == 0 or before // 1000 != self.counters["dropped"] // 1000:
-                log.warning("MQTT outbox full (outbox_cap=%d): dropped the oldest unsent event(s), %d so far",
-                            self.cfg.outbox_cap, self.counters["dropped"])
+            # threading.Lock is not fair: without a pause this loop would take the lock straight
+            # back, and an enqueue from the frame loop could wait behind many batches.
+            self._stop.wait(0.005)
+        if total and time.monotonic() >= self._trim_logged_at + 60.0:  # one line a minute at most
+            self._trim_logged_at = time.monotonic()
+            log.warning("MQTT outbox full (outbox_cap=%d): dropped the %d oldest unsent event(s), %d so far",
+                        self.cfg.outbox_cap, total, self.counters["dropped"])
         if total:
             with self._state_lock:
                 self._state_dirty = True
