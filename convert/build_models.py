@@ -48,7 +48,7 @@ CLASSIFIER = "mask-classifier"
 # Input sizes measured as a trade-off (issue 15): the same fine-tuned weights converted at each
 # (YOLO is fully convolutional); the first is the default's (DETECTOR_INPUT).
 DETECTOR_SIZES = ("416x320", "512x384", "640x480")
-STEPS = ("detector", "sizes", "threshold", "classifier", "eval", "cards")
+STEPS = ("detector", "sizes", "threshold", "classifier", "eval", "conditions", "cards")
 GOALS = {"detector_recall": (">=", 0.97), "tnr": (">=", 0.95), "fnr": ("<=", 0.02),
          "classifier_accuracy": (">=", 0.95), "false_detections_per_135_images": ("<=", 10.0)}
 BEGIN, END = "<!-- eval:begin (written by make models) -->", "<!-- eval:end -->"
@@ -277,6 +277,68 @@ def measure(shared: Path, out: Path, cfg: Any, progress: bool = True, only: list
                        known=known)
 
 
+def measure_conditions(shared: Path, out: Path, cfg: Any, progress: bool = True) -> dict:
+    """The int8 pipeline on the validation sets under each reproduced doorway condition (issue 21).
+
+    Returns:
+        set name -> condition name ("clean" first) -> figures (recall, recall of unmasked faces, tnr,
+        fnr, false detections per 135 images, and by mask colour).
+    """
+    from edge.models import Detector
+
+    from .conditions import CONDITIONS
+    from .evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
+
+    det_path, cls_path = out / f"{DETECTOR}.json", out / f"{CLASSIFIER}.json"
+    det = Detector(det_path)
+    pipe = pipeline_for(det, load_classifier(cls_path, cfg), cfg)
+    keys = ("detector_recall", "tnr", "fnr", "false_detections_per_135_images", "classifier_accuracy")
+    res: dict[str, dict] = {"_meta": {"detector": det.manifest.name, "detector_sha256": det.manifest.sha256,
+                                      "threshold": det.score_threshold}}
+    with tempfile.TemporaryDirectory(prefix="doorguard-cond-") as tmp:
+        sets = standard_sets(shared, tmp)
+        for name in TRADEOFF_SETS:
+            if name not in sets:
+                continue
+            samples = load_voc(*sets[name])
+            res[name] = {}
+            for cond in ("clean", *CONDITIONS):
+                acc = evaluate(samples, pipe.predict, pipe.violating, progress=progress, desc=f"{name} {cond}",
+                               input_size=[det.manifest.input.width, det.manifest.input.height],
+                               condition=None if cond == "clean" else cond, mask_groups=True)
+                r = acc.summary()
+                res[name][cond] = {k: r[k] for k in keys} | {
+                    "recall_no_mask": r["detector_recall_by_class"].get("no_mask"), "by_mask_colour": r["by_group"]}
+    return res
+
+
+def conditions_section(now: dict, before: dict | None = None) -> str:
+    """Markdown table of ``measure_conditions`` (with the previous default's figures when given)."""
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["## Doorway conditions (convert/conditions.py, `doorguard eval --condition NAME`)", "",
+             "Each validation photo transformed reproducibly: ir (near-greyscale, stretched), low-light (gamma "
+             "darkening to 1/4 + sensor noise), backlight (faces darkened, background blown out), motion-blur "
+             "(9 px), jpeg (quality 15), small (half size). int8 pipeline at the shipped threshold. "
+             "Mask colour groups (dark / light / colourful) by the rule in `convert.conditions.mask_colour`."
+             + (" `before`: the previous default detector, same classifier, same code." if before else ""), "",
+             "| set | condition | recall | unmasked recall | tnr | fnr | false/135 | fnr dark masks | "
+             "recall dark masks |" + (" tnr before | unmasked recall before |" if before else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if before else "")]
+    for set_name, per in now.items():
+        if set_name.startswith("_"):
+            continue
+        for cond, r in per.items():
+            dark = (r.get("by_mask_colour") or {}).get("dark") or {}
+            row = [set_name, cond, f(r["detector_recall"]), f(r["recall_no_mask"]), f(r["tnr"]), f(r["fnr"]),
+                   "n/a" if r["false_detections_per_135_images"] is None else f"{r['false_detections_per_135_images']:.1f}",
+                   f(dark.get("fnr")), f(dark.get("detector_recall"))]
+            if before:
+                b = (before.get(set_name) or {}).get(cond) or {}
+                row += [f(b.get("tnr")), f(b.get("recall_no_mask"))]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _kb(path: Path) -> str:
     return f"{path.stat().st_size / 1024:.0f} KB" if path.is_file() else "missing"
 
@@ -503,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
             elif step == "classifier":
                 _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
                 build_classifier(shared, out)
+            elif step == "conditions":
+                _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
+                res = measure_conditions(shared, out, cfg, not args.quiet)
+                (out / "conditions.json").write_text(json.dumps(res, indent=2) + "\n")
+                print(f"  wrote {out / 'conditions.json'}", flush=True)
             elif step in ("eval", "cards"):
                 if step == "eval":
                     _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
@@ -527,7 +594,12 @@ def main(argv: list[str] | None = None) -> int:
                         raise DataError(f"cannot read {out / 'eval.json'}: run the eval step first") from e
                 counts = arm_counts(Path("bench-out/arm/bench-arm.json")) or arm_counts(
                     Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench-arm.json")
-                section = metrics_section(results, tradeoff_section(results, out, counts))
+                extra = tradeoff_section(results, out, counts)
+                if (out / "conditions.json").is_file():
+                    before = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "conditions-before-issue15.json"
+                    extra += "\n" + conditions_section(json.loads((out / "conditions.json").read_text()),
+                                                        json.loads(before.read_text()) if before.is_file() else None)
+                section = metrics_section(results, extra)
                 for name in (DETECTOR, CLASSIFIER):
                     if (out / f"{name}.json").is_file():
                         print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)

@@ -126,72 +126,113 @@ def load_yolo(folder: Path | str, classes: list[str], split: Path | str | None =
 
 
 class Pipeline:
-    """Detector -> crop -> classifier -> single-frame rule decision.
+    """doorguard's single-frame decisions as eval predictions: a thin adapter, no rules of its own.
+
+    Every decision (which boxes are judged, which go to the classifier, what a label means,
+    when it is certain enough) is ``edge.pipeline.FaceJudge``'s, the object the device loop
+    votes with; this class only turns its judgements into ``Prediction`` rows. The device
+    then needs N of M such frames for a verdict; eval scores each frame on its own.
 
     Args:
         detector: anything with ``detect(rgb)``.
-        classifier: doorguard's Classifier (``crop`` + ``probabilities``) or None
-            (detector labels are then the predicted classes).
-        labels: the classifier's labels, in output order.
-        violating: classifier labels that break the rule.
-        min_score: a violating label flags only when its probability reaches this
-            (the rules' ``min_score``: votes below it are ignored on the device).
-        classify_labels: detector labels whose boxes go to the classifier (exact
-            match, as on the device); others keep the detector label.
-        alert_on_detector: detector labels that flag by themselves.
+        classifier: doorguard's Classifier (``classify`` or ``probabilities``, and ``margin``)
+            or None (detector labels are then the predicted classes).
+        labels: the classifier's labels, in output order (default: its manifest's).
+        violating: classifier labels that break the rule (``rules.alert_on_classifier``).
+        min_score: votes below this score are uncertain and flag nothing (``rules.min_score``).
+        classify_labels: detector labels whose boxes go to the classifier (case-insensitive,
+            as on the device); others are judged by their detector label.
+        alert_on_detector: detector labels that flag by themselves (``rules.alert_on_detector``).
         min_face_px: boxes narrower or shorter than this are ignored, as on the device.
+        hand_detector: a hand detector (``detect(rgb)``) for the face-touch check, with
+            ``facetouch`` (the [facetouch] section); None: no face-touch check.
     """
 
     def __init__(self, detector: FaceDetector, classifier: FaceClassifier | None,
                  labels: Sequence[str] = (), violating: Iterable[str] = DEFAULT_VIOLATING,
                  min_score: float = 0.0, classify_labels: Iterable[str] = ("face",),
-                 alert_on_detector: Iterable[str] = (), min_face_px: float = 0.0):
+                 alert_on_detector: Iterable[str] = (), min_face_px: float = 0.0, *,
+                 hand_detector: Any = None, facetouch: Any = None):
+        from edge.config import RulesConfig
+        from edge.pipeline import MAIN, ClassifierStage, FaceJudge, HandStage
+        from edge.rules import Rules
+
         self.detector = detector
         self.classifier = classifier
+        if not labels and classifier is not None and hasattr(classifier, "manifest"):
+            labels = classifier.manifest.labels
         self.labels = list(labels)
         self.violating = frozenset(violating)
         self.min_score = min_score
         self.classify_labels = set(classify_labels)
         self.alert_on_detector = frozenset(alert_on_detector)
         self.min_face_px = min_face_px
-        self._viol_idx = [i for i, lab in enumerate(self.labels) if lab in self.violating]
+        rules = Rules(RulesConfig(alert_on_classifier=sorted(self.violating),
+                                  alert_on_detector=sorted(self.alert_on_detector),
+                                  compliant_on_classifier=[], min_score=min_score))
+        stages = []
+        if classifier is not None:
+            stages.append(ClassifierStage(MAIN, _Labelled(classifier, self.labels),
+                                          float(getattr(classifier, "margin", 0.0)), "classify"))
+        hands = HandStage(hand_detector, facetouch) if hand_detector is not None else None
+        self.judge = FaceJudge(stages, rules, self.classify_labels, min_score, min_face_px, hands)
+
+    def judgements(self, image: np.ndarray) -> list:
+        """The device's single-frame judgements of one RGB frame (``edge.pipeline.FaceJudgement``)."""
+        return self.judge.judge(image, self.detector.detect(image))
 
     def predict(self, image: np.ndarray) -> list[Prediction]:
-        """One RGB frame -> one Prediction per kept detection."""
+        """One RGB frame -> one Prediction per kept detection (the main channel's decision)."""
+        from edge.types import Verdict
+
         out: list[Prediction] = []
-        for d in self.detector.detect(image):
-            if d.box.width < self.min_face_px or d.box.height < self.min_face_px:
-                continue
-            if self.classifier is None or d.label not in self.classify_labels:
-                flagged = d.label in self.alert_on_detector or d.label in self.violating
-                out.append(Prediction(d.box, d.score, d.label, flagged, d.score if flagged else 0.0))
-                continue
-            try:
-                crop = self.classifier.crop(image, d.box)
-            except ValueError:
+        for j in self.judgements(image):
+            d, v = j.detection, j.main
+            if v is None:  # empty crop: the device casts no vote either
                 out.append(Prediction(d.box, d.score, UNCLASSIFIED, False, 0.0))
                 continue
-            p = np.asarray(self.classifier.probabilities(crop), dtype=np.float64).reshape(-1)
-            i = int(np.argmax(p))
-            label = self.labels[i]
-            flagged = label in self.violating and p[i] >= self.min_score
-            # Flag score: probability mass on violating classes (= 1 - p(compliant)).
-            flag_score = float(p[self._viol_idx].sum()) if self._viol_idx else 0.0
-            out.append(Prediction(d.box, d.score, label, flagged, flag_score))
+            label = v.classification.label if v.classification is not None else d.label
+            out.append(Prediction(d.box, d.score, label, j.verdicts[v.channel] == Verdict.VIOLATION,
+                                  self.judge.violation_score(v)))
         return out
+
+
+class _Labelled:
+    """A classifier as the device's stages see it (``classify(crop) -> Classification``), from
+    ``classify`` itself or from ``probabilities`` and the given labels."""
+
+    def __init__(self, classifier: Any, labels: Sequence[str]):
+        self._c = classifier
+        self._labels = list(labels)
+
+    def classify(self, crop: np.ndarray):
+        from edge.types import Classification
+
+        if hasattr(self._c, "classify") and (not self._labels or self._labels == list(self._c.manifest.labels)):
+            return self._c.classify(crop)
+        p = np.asarray(self._c.probabilities(crop), dtype=np.float64).reshape(-1)
+        i = int(np.argmax(p))
+        return Classification(self._labels[i], float(p[i]), {lab: float(x) for lab, x in zip(self._labels, p)})
 
 
 def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Prediction]],
              violating: Iterable[str], iou_threshold: float = 0.5, progress: bool = True,
              desc: str = "eval", input_size: Sequence[int] | None = None,
-             resize: str = "letterbox") -> EvalAccumulator:
+             resize: str = "letterbox", condition: str | None = None,
+             mask_groups: bool = False) -> EvalAccumulator:
     """Run ``predict`` on every sample and match its output to the ground truth.
 
     Unreadable images are skipped and counted in the log (not in the figures).
     ``seconds`` covers predict only (not image decoding). With the detector's
     ``input_size`` (width, height) and ``resize`` mode, recall is also given by
-    the size each face has at the detector input.
+    the size each face has at the detector input. ``condition`` (a name of
+    ``convert.conditions.CONDITIONS``) transforms every photo first (boxes follow);
+    ``mask_groups`` groups masked faces by mask colour (on the clean photo).
     """
+    from .conditions import CONDITIONS, mask_colour
+
+    if condition is not None and condition not in CONDITIONS:
+        raise UsageError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     from tqdm import tqdm
 
     from .images import read_rgb
@@ -206,10 +247,17 @@ def evaluate(samples: Sequence[Sample], predict: Callable[[np.ndarray], list[Pre
             skipped += 1
             log.warning("skipping %s", e)
             continue
+        truths = s.truths
+        groups = [mask_colour(image, t.box) if t.label == "mask" else None for t in truths] if mask_groups else None
+        if condition is not None:
+            fn, k = CONDITIONS[condition]
+            image = fn(image, [t.box for t in truths], s.path.name)
+            if k != 1.0:
+                truths = [Truth(Box(t.box.x1 * k, t.box.y1 * k, t.box.x2 * k, t.box.y2 * k), t.label) for t in truths]
         t0 = time.perf_counter()
         preds = predict(image)
         dt = time.perf_counter() - t0
-        acc.add(s.path.name, s.truths, preds, seconds=dt, image_size=(image.shape[1], image.shape[0]))
+        acc.add(s.path.name, truths, preds, seconds=dt, image_size=(image.shape[1], image.shape[0]), groups=groups)
     if skipped:
         log.warning("%d unreadable images skipped", skipped)
     return acc
@@ -376,12 +424,15 @@ def _model_meta(m: Any, path: Path, use_float: bool) -> dict:
             "input": [man.input.width, man.input.height], "resize": man.input.resize, "backend": m.model.backend}
 
 
-def pipeline_for(detector: FaceDetector, classifier: Any, cfg: Any, min_face_px: float | None = None) -> Pipeline:
-    """A Pipeline with the config's rules (violating labels, min score, classify labels, min face size)."""
+def pipeline_for(detector: FaceDetector, classifier: Any, cfg: Any, min_face_px: float | None = None,
+                 hand_detector: Any = None) -> Pipeline:
+    """A Pipeline with the config's rules (violating labels, min score, classify labels, min face
+    size) and, with a hand detector, its [facetouch] section."""
     return Pipeline(
         detector, classifier, classifier.manifest.labels if classifier is not None else (),
         set(cfg.rules.alert_on_classifier), cfg.rules.min_score, cfg.models.classify_labels,
-        cfg.rules.alert_on_detector, cfg.models.min_face_px if min_face_px is None else min_face_px)
+        cfg.rules.alert_on_detector, cfg.models.min_face_px if min_face_px is None else min_face_px,
+        hand_detector=hand_detector, facetouch=cfg.facetouch)
 
 
 def load_classifier(path: Path, cfg: Any, threads: int = 2, use_float: bool = False):
@@ -592,6 +643,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="VOC class -> classifier label, on top of with_mask=mask,"
                              "without_mask=no_mask,mask_weared_incorrect=mask_incorrect")
     parser.add_argument("--iou", type=float, default=0.5, help="matching IoU threshold (default 0.5)")
+    parser.add_argument("--condition", metavar="NAME",
+                        help="evaluate under a reproduced doorway condition: ir, low-light, backlight, "
+                             "motion-blur, jpeg, small (convert/conditions.py)")
+    parser.add_argument("--mask-colour", action="store_true",
+                        help="also report masked faces by mask colour (dark / light / patterned)")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     parser.add_argument("--json", required=True, metavar="OUT.json", help="write the figures here")
     parser.add_argument("--plots", metavar="DIR", help="write roc.png and confusion.png here")
@@ -620,9 +676,10 @@ def main(args: argparse.Namespace) -> int:
     pipe, meta = build_pipeline(args)
     det = meta["detector"]
     acc = evaluate(samples, pipe.predict, pipe.violating, args.iou, progress=not args.quiet,
-                   input_size=det["input"], resize=det.get("resize", "letterbox"))
+                   input_size=det["input"], resize=det.get("resize", "letterbox"), condition=args.condition,
+                   mask_groups=args.mask_colour)
     meta.update({"dataset": {"voc": str(args.voc), "split": str(args.split) if args.split else None},
-                 "label_map": label_map})
+                 "label_map": label_map, "condition": args.condition})
     result = report(acc, meta, records=not args.no_records)
     out = Path(args.json)
     try:

@@ -131,6 +131,7 @@ class FaceRecord:
     iou: float | None
     box: list[float]
     input_px: float | None = None  # shorter side at the detector input (None: input size unknown)
+    group: str | None = None  # e.g. the mask colour of a masked face (convert.conditions.mask_colour)
 
 
 @dataclass
@@ -165,11 +166,13 @@ class EvalAccumulator:
         return min(box.width * sx, box.height * sy)
 
     def add(self, image: str, truths: Sequence[Truth], preds: Sequence[Prediction],
-            seconds: float = 0.0, image_size: tuple[int, int] | None = None) -> ImageMatch:
+            seconds: float = 0.0, image_size: tuple[int, int] | None = None,
+            groups: Sequence[str | None] | None = None) -> ImageMatch:
         """Match one image's predictions to its faces and record the outcome.
 
         Args:
             image_size: (width, height) of the frame, for recall by input size.
+            groups: one group name (or None) per truth, for figures by group.
         """
         match = match_greedy([t.box for t in truths], [p.box for p in preds], self.iou_threshold)
         self.images += 1
@@ -181,9 +184,11 @@ class EvalAccumulator:
                 j, v = by_truth[i]
                 p = preds[j]
                 self.faces.append(FaceRecord(image, t.label, p.label, bool(p.flagged),
-                                             float(p.flag_score), float(v), t.box.as_list(), px))
+                                             float(p.flag_score), float(v), t.box.as_list(), px,
+                                             groups[i] if groups else None))
             else:
-                self.faces.append(FaceRecord(image, t.label, MISSED, False, None, None, t.box.as_list(), px))
+                self.faces.append(FaceRecord(image, t.label, MISSED, False, None, None, t.box.as_list(), px,
+                                             groups[i] if groups else None))
         for j in match.false_detections:
             p = preds[j]
             self.false_detections.append({
@@ -257,6 +262,13 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
                 "by_class": {c: _ratio(sum(f.predicted != MISSED for f in fs if f.truth == c),
                                        sum(f.truth == c for f in fs)) for c in classes},
             }
+    by_group = {}
+    for g in sorted({f.group for f in faces if f.group is not None}):
+        fs = [f for f in faces if f.group == g]
+        v = [f for f in fs if f.truth in violating]
+        c = [f for f in fs if f.truth not in violating]
+        by_group[g] = {"faces": len(fs), "detector_recall": _ratio(sum(f.predicted != MISSED for f in fs), len(fs)),
+                       "tnr": _ratio(sum(f.flagged for f in v), len(v)), "fnr": _ratio(sum(f.flagged for f in c), len(c))}
     return {
         "images": images,
         "faces": n,
@@ -279,6 +291,7 @@ def summarize(faces: Sequence[FaceRecord], false_detections: int, images: int,
         "recall_by_face_size": by_size,
         "recall_by_input_size": by_input or None,
         "detector_recall_by_class": {c: per_class[c]["detector_recall"] for c in classes},
+        "by_group": by_group or None,
         "seconds_per_image": (seconds / images) if images else None,
     }
 
