@@ -164,6 +164,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-unmasked", type=float, default=0.0, metavar="SHARE",
                    help="paste unmasked faces until at least this share of the boxes seen are unmasked "
                         "(default 0: kinds drawn evenly)")
+    p.add_argument("--night-aug", type=float, default=0.0, metavar="P",
+                   help="share of training images turned greyscale (IR camera), darkened with sensor noise "
+                        "(dusk) or motion-blurred, P/3 each (default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.ckpt.npz (written after every epoch) when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -505,8 +508,27 @@ def _crop_boxes(boxes: np.ndarray, x0: int, y0: int, w: int, h: int, min_keep: f
     return b, keep
 
 
+def night(img: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """With probability ``p``: greyscale (NoIR camera under IR light), dusk (gamma-darkened to
+    1/5-1/2 with sensor noise) or a horizontal motion blur, one of the three at random."""
+    if p <= 0 or rng.random() >= p:
+        return img
+    kind = int(rng.integers(3))
+    if kind == 0:
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        return np.stack([g, g, g], -1)
+    if kind == 1:
+        x = (img.astype(np.float32) / 255.0) ** 2.2 * rng.uniform(0.2, 0.5)
+        x = x ** (1 / 2.2) * 255.0 + rng.normal(0.0, rng.uniform(3, 10), img.shape)
+        return np.clip(x, 0, 255).astype(np.uint8)
+    n = int(rng.integers(5, 12))
+    k = np.zeros((n, n), np.float32)
+    k[n // 2, :] = 1.0 / n
+    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
+
+
 def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], paste: PasteConfig | None = None,
-            balance: KindBalance | None = None) -> Augmented:
+            balance: KindBalance | None = None, night_p: float = 0.0) -> Augmented:
     """Random crop or zoom-out, pasted faces, horizontal flip and HSV jitter; boxes follow.
 
     Args:
@@ -567,6 +589,7 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], pa
     hsv[..., 1] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
     hsv[..., 2] *= np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
     img = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    img = night(img, rng, night_p)
     if balance is not None:
         balance.add(kinds)
     return Augmented(img, boxes.astype(np.float32).reshape(-1, 4), classes, kinds,
@@ -630,7 +653,7 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta],
 
 def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: np.random.Generator,
                max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
-               balance: KindBalance | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+               balance: KindBalance | None = None, night_p: float = 0.0) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets.
 
     Returns:
@@ -642,7 +665,7 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
     xs, tg, gts = [], [[] for _ in heads], []
     for ex in examples:
         if train:
-            a = augment(ex, rng, (spec.width, spec.height), paste, balance)
+            a = augment(ex, rng, (spec.width, spec.height), paste, balance, night_p)
             img, boxes, classes, ignore = a.image, a.boxes, a.classes, a.ignore
         else:
             img, boxes, classes, ignore = ex.image, ex.boxes, ex.classes, ex.ignore
@@ -776,6 +799,7 @@ class Extras:
     paste_max: int = 4
     paste_px: tuple[float, float] = DEFAULT_PASTE_PX
     min_unmasked: float = 0.0
+    night: float = 0.0
 
 
 def _ckpt_path(out: Path) -> Path:
@@ -921,7 +945,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     ckpt = _ckpt_path(out)
     signature = {"cfg": str(cfg), "weights": str(weights), "input": [net.width, net.height], "epochs": epochs,
                  "batch": batch, "lr": lr, "seed": seed, "images": len(examples), "boxes": n_boxes,
-                 "paste": list(extras.paste), "min_unmasked": extras.min_unmasked}
+                 "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night}
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -943,7 +967,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         sums = {"loss": 0.0, "xy": 0.0, "wh": 0.0, "obj": 0.0, "cls": 0.0}
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
-            x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance)
+            x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance,
+                                 extras.night)
             loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
                                   tf.constant(lr_at(step), tf.float32))
             step += 1
@@ -984,7 +1009,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         "extras": {"teacher_peers": str(extras.teacher_peers) if extras.teacher_peers else None,
                    "teacher_label_score": extras.teacher_label_score, "unlabelled": extras.unlabelled,
                    "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
-                   "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked},
+                   "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
+                   "night_aug": extras.night},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
         "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
         "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
@@ -1009,6 +1035,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--unlabelled-limit must be positive")
     if not 0.0 <= args.paste_prob <= 1.0 or args.paste_max < 1:
         raise UsageError("--paste-prob must be within [0, 1] and --paste-max positive")
+    if not 0.0 <= args.night_aug <= 1.0:
+        raise UsageError(f"--night-aug must be within [0, 1], got {args.night_aug}")
     if not 0.0 <= args.min_unmasked < 1.0:
         raise UsageError(f"--min-unmasked must be within [0, 1), got {args.min_unmasked}")
     if not 0.0 < args.teacher_label_score <= 1.0:
@@ -1026,7 +1054,7 @@ def main(args: argparse.Namespace) -> int:
         raise DataError(f"--teacher-peers folder not found: {args.teacher_peers}")
     extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, list(args.unlabelled),
                     args.unlabelled_limit, list(args.paste), args.paste_prob, args.paste_max, (lo, hi),
-                    args.min_unmasked)
+                    args.min_unmasked, args.night_aug)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
           progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)

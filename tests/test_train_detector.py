@@ -362,3 +362,20 @@ def test_teacher_finds_the_face_in_a_real_photo():
 
     assert len(tb.boxes) >= 1
     assert iou_matrix(np.array([[549, 319, 802, 620]], np.float32), tb.boxes).max() > 0.5
+
+
+def test_night_augmentation_greys_darkens_or_blurs_and_never_moves_boxes():
+    rng = np.random.default_rng(0)
+    img = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    assert td.night(img, rng, 0.0) is img
+    kinds = set()
+    for _ in range(60):
+        out = td.night(img, rng, 1.0)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        if (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all():
+            kinds.add("grey")
+        elif out.mean() < 0.8 * img.mean():
+            kinds.add("dark")
+        else:
+            kinds.add("blur")
+    assert kinds == {"grey", "dark", "blur"}
