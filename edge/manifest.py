@@ -20,23 +20,27 @@ FORMAT_VERSION = 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class QuantParams(_Strict):
-    """Affine quantization: real = scale * (q - zero_point)."""
+    """Affine quantization: real = scale * (q - zero_point).
 
-    scale: float = Field(description="Quantization scale")
-    zero_point: int = Field(description="Quantization zero point")
+    A manifest's quant parameters must also be the model's own (checked against the
+    interpreter's tensors when a Detector/Classifier is built, edge/models.py).
+    """
+
+    scale: float = Field(gt=0.0, description="Quantization scale")
+    zero_point: int = Field(ge=-128, le=255, description="Quantization zero point (int8 or uint8 range)")
 
 
 class InputSpec(_Strict):
     """How a frame becomes the model's input tensor."""
 
     name: str = Field("", description="Input tensor name in the TFLite model")
-    width: int = Field(gt=0, description="Input width in pixels")
-    height: int = Field(gt=0, description="Input height in pixels")
-    channels: int = Field(3, description="Number of channels")
+    width: int = Field(gt=0, le=8192, description="Input width in pixels")
+    height: int = Field(gt=0, le=8192, description="Input height in pixels")
+    channels: int = Field(3, ge=1, le=4, description="Number of channels")
     color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model expects")
     resize: Literal["letterbox", "stretch"] = Field(
         description="letterbox keeps aspect ratio and pads; stretch resizes to fit"

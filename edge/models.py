@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,47 @@ import numpy as np
 
 from . import yolo
 from .errors import ModelError
-from .manifest import Manifest, OutputSpec, load_manifest
+from .manifest import Manifest, OutputSpec, QuantParams, load_manifest
 from .preprocess import Transform, crop_with_margin, prepare
 from .runtime import TfliteModel
 from .types import Box, Classification, Detection
+
+
+def _quant_of(detail: dict) -> tuple[float, int] | None:
+    """(scale, zero_point) of an interpreter tensor, None for a float (unquantized) tensor."""
+    scale, zp = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind == "f" or not scale:
+        return None
+    return float(scale), int(zp)
+
+
+def _check_tensor(where: str, what: str, dtype: str, quant: QuantParams | None, detail: dict) -> None:
+    """The manifest's dtype and quant parameters of one tensor are the model's own.
+
+    A manifest saying ``input.quant.scale = 0`` (or any other wrong value) used to load,
+    and the demo's unmasked face became "compliant mask 0.89".
+
+    Raises:
+        ModelError: the dtype or a quant parameter differs.
+    """
+    got_dtype = np.dtype(detail["dtype"]).name
+    if got_dtype != dtype:
+        raise ModelError(f"{where}: {what} is {got_dtype} in the model, but the manifest says {dtype}")
+    got = _quant_of(detail)
+    want = None if quant is None else (quant.scale, quant.zero_point)
+    if got is None and want is None:
+        return
+    if got is None or want is None:
+        raise ModelError(f"{where}: {what} quantization is {_shown(got)} in the model, but the manifest "
+                         f"says {_shown(want)}")
+    # The manifest stores the model's float32 scale as JSON: equal to about 1e-7 relative.
+    if got[1] != want[1] or not math.isclose(got[0], want[0], rel_tol=1e-5, abs_tol=0.0):
+        raise ModelError(f"{where}: {what} quantization is {_shown(got)} in the model, but the manifest "
+                         f"says {_shown(want)}: re-convert the model or restore its manifest")
+
+
+def _shown(q: tuple[float, int] | None) -> str:
+    return "none (float)" if q is None else f"scale {q[0]:.9g}, zero point {q[1]}"
 
 
 def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dict[str, str]:
@@ -39,11 +77,18 @@ def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dic
     return mapping
 
 
-def _check_input(model: TfliteModel, m: Manifest, where: str) -> None:
-    shape = list(model.input["shape"])
+def _check_outputs(model: TfliteModel, specs: list[OutputSpec], names: dict[str, str], where: str) -> None:
+    for spec in specs:
+        _check_tensor(where, f"output {spec.name}", spec.dtype, spec.quant, model.outputs[names[spec.name]])
+
+
+def _check_input(model: TfliteModel, m: Manifest, where: str, reference: bool = False) -> None:
+    shape = [int(v) for v in model.input["shape"]]
     want = [1, m.input.height, m.input.width, m.input.channels]
     if shape != want:
         raise ModelError(f"{where}: model input shape {shape} does not match manifest {want}")
+    if not reference:  # the float reference model has float tensors; the manifest describes the int8 one
+        _check_tensor(where, "input", m.input.dtype, m.input.quant, model.input)
 
 
 def _open(path: Path, task: str, num_threads: int, backend: str | None, interpreter: Any,
@@ -65,7 +110,7 @@ def _open(path: Path, task: str, num_threads: int, backend: str | None, interpre
         model_file = path.parent / m.float_tflite
         input_dtype = "float32"
     model = TfliteModel(model_file, num_threads, backend, interpreter=interpreter)
-    _check_input(model, m, str(path))
+    _check_input(model, m, str(path), reference=use_float)
     return m, model, input_dtype
 
 
@@ -90,6 +135,8 @@ class Detector:
         if not self.heads:
             raise ModelError(f"{path}: detector manifest has no yolo_head outputs")
         self._names = _map_outputs(self.model, self.heads, str(path))
+        if not use_float:
+            _check_outputs(self.model, self.heads, self._names, str(path))
         nc = {o.shape[-1] // len(o.anchors or [1]) - 5 for o in self.heads}
         if nc != {len(m.labels)}:
             raise ModelError(
@@ -137,7 +184,10 @@ class Classifier:
             raise ModelError(
                 f"{path}: {len(m.labels)} labels but the output has {self.output.shape[-1]} classes"
             )
-        self._name = _map_outputs(self.model, [self.output], str(path))[self.output.name]
+        names = _map_outputs(self.model, [self.output], str(path))
+        if not use_float:
+            _check_outputs(self.model, [self.output], names, str(path))
+        self._name = names[self.output.name]
         self.margin = m.crop_margin if m.crop_margin is not None else 0.0
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:

@@ -211,3 +211,64 @@ def test_classifier_with_stub(tmp_path):
     out = c.classify(np.zeros((50, 40, 3), np.uint8))
     assert out.label == "no_mask" and out.score == pytest.approx(205 / 256)
     assert set(out.probabilities) == {"mask", "no_mask", "mask_incorrect"}
+
+
+# ---- the manifest's tensors are the model's own (issue 17) ---------------------------------------
+
+def _clf_manifest(tmp_path, **changes):
+    (tmp_path / "cls.tflite").write_bytes(b"x")
+    out = dict(name="probs", shape=[1, 3], role="probabilities", dtype="int8",
+               quant={"scale": 1 / 256, "zero_point": -128})
+    out.update(changes.pop("output", {}))
+    m = Manifest(format_version=FORMAT_VERSION, name="cls", task="classify", tflite="cls.tflite",
+                 sha256=sha256_file(tmp_path / "cls.tflite"),
+                 input=_input(width=32, height=32, resize="stretch", **changes.pop("input", {})),
+                 outputs=[OutputSpec(**out)], labels=["mask", "no_mask", "mask_incorrect"], crop_margin=0.2,
+                 source={"kind": "trained"})
+    write_manifest(m, tmp_path / "cls.json")
+    return tmp_path / "cls.json"
+
+
+def _clf_stub():
+    return StubInterpreter([1, 32, 32, 3], np.int8, {"probs": (np.zeros((1, 3), np.int8), (1 / 256, -128))})
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"input": {"quant": {"scale": 0.5, "zero_point": -128}}}, "input quantization is scale 0.00392156"),
+    ({"input": {"quant": {"scale": 1 / 255, "zero_point": 0}}}, "zero point -128 in the model"),
+    ({"input": {"dtype": "uint8"}}, "input is int8 in the model, but the manifest says uint8"),
+    ({"input": {"dtype": "float32", "quant": None}}, "input is int8 in the model"),
+    ({"input": {"quant": None}}, "input quantization is scale 0.00392156"),
+    ({"output": {"quant": {"scale": 1 / 255, "zero_point": -128}}}, "output probs quantization"),
+    ({"output": {"quant": {"scale": 1 / 256, "zero_point": 0}}}, "output probs quantization"),
+    ({"output": {"dtype": "uint8"}}, "output probs is int8 in the model"),
+])
+def test_manifest_quant_and_dtype_must_be_the_models(tmp_path, change, needle):
+    """A classifier manifest with a wrong input scale loaded with only a numpy warning, and the demo's
+    unmasked face became "compliant mask 0.89". Every quant parameter and dtype is checked at load."""
+    path = _clf_manifest(tmp_path, **change)
+    with pytest.raises(ModelError, match="manifest says") as e:
+        Classifier(path, interpreter=_clf_stub())
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert Classifier(_clf_manifest(tmp_path), interpreter=_clf_stub())  # the unchanged manifest loads
+
+
+def test_manifest_quant_scale_zero_or_not_finite_is_invalid(tmp_path):
+    path = _clf_manifest(tmp_path)
+    for bad in (0.0, -0.1, float("nan"), float("inf")):
+        raw = json.loads(path.read_text())
+        raw["input"]["quant"]["scale"] = bad
+        path.write_text(json.dumps(raw))
+        with pytest.raises(ModelError, match="input.quant.scale"):
+            load_manifest(path)
+    raw["input"]["quant"] = {"scale": 0.1, "zero_point": 300}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="input.quant.zero_point"):
+        load_manifest(path)
+
+
+def test_detector_head_quant_must_be_the_models(tmp_path):
+    path = _det_manifest(tmp_path)
+    stub = StubInterpreter([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.2, 0))})
+    with pytest.raises(ModelError, match="output head0 quantization is scale 0.2, zero point 0 in the model"):
+        Detector(path, interpreter=stub)

@@ -269,3 +269,20 @@ def test_persistent_model_failure_exits_with_a_code_systemd_restarts(tmp_path):
     assert ModelError.exit_code in prevent, "a broken model file at start is not restarted"
     assert info.value.exit_code not in prevent and info.value.exit_code != 0
     assert act.names()[-1] == "close"
+
+
+@pytest.mark.parametrize("name, edit, needle", [
+    # The case: the demo's unmasked face became "compliant mask 0.89".
+    (CLF, lambda m: m["input"]["quant"].update(scale=0), "input.quant.scale"),
+    (CLF, lambda m: m["input"]["quant"].update(scale=m["input"]["quant"]["scale"] * 2), "input quantization"),
+    (CLF, lambda m: m["outputs"][0]["quant"].update(zero_point=m["outputs"][0]["quant"]["zero_point"] + 1),
+     "quantization"),
+    (DET, lambda m: m["outputs"][1]["quant"].update(scale=m["outputs"][1]["quant"]["scale"] * 1.01),
+     "quantization"),
+    (DET, lambda m: m["input"].update(dtype="uint8"), "input is int8 in the model, but the manifest says uint8"),
+])
+def test_manifest_quant_disagreeing_with_the_model_is_refused(tmp_path, models, name, edit, needle):
+    m = manifest(models, name)
+    edit(m)
+    save_manifest(models, name, m)
+    assert_refused(run_doorguard(tmp_path, models), needle, f"{name}.json")
