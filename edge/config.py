@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 from .actuators import GpioConfig
+from .facetouch import FACETOUCH, FaceTouchConfig
 from .mqtt import MqttConfig
 from .web import WebConfig
 
@@ -71,6 +72,11 @@ class ModelsConfig(_Section):
     crop_margin: float | None = Field(
         None, ge=0.0, le=2.0,
         description="Margin around a face box for the classifier crop; absent uses the manifest's",
+    )
+    extra_classifiers: list[str] = Field(
+        default_factory=list, max_length=8,
+        description="Manifests of more classifiers run on every face crop (e.g. identity), each voting on "
+        "its own; their labels are judged by the same rules.alert_on_classifier / compliant_on_classifier",
     )
 
     @model_validator(mode="after")
@@ -226,6 +232,8 @@ class Config(_Section):
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt.py), off by default")
     web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")
+    facetouch: FaceTouchConfig = Field(
+        default_factory=FaceTouchConfig, description="[facetouch] section (edge/facetouch.py), off by default")
 
     # Not part of the file: where relative paths in it resolve from.
     base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")
@@ -368,7 +376,7 @@ def rule_label_problems(cfg: Config, detector_labels: list[str],
     Args:
         cfg: the config.
         detector_labels: the detector manifest's labels.
-        classifier_labels: the classifier manifest's labels, None without a classifier.
+        classifier_labels: the labels of every configured classifier, None without a classifier.
 
     Returns:
         One line per problem, starting with the key path (``rules.alert_on_classifier: ...``);
@@ -399,13 +407,19 @@ def rule_label_problems(cfg: Config, detector_labels: list[str],
             for lab in getattr(cfg.rules, key):
                 out.append(f"rules.{key}: {lab!r} needs a classifier, and models.classifier is empty: it "
                            "never fires (make the list empty)")
+    touch = cfg.facetouch.enabled
     for lab in cfg.rules.alert_on_detector:
+        if touch and lab.casefold() == FACETOUCH:
+            continue  # the face-touch check (hand detector) outputs it
         if lab.casefold() not in det:
             out.append(f"rules.alert_on_detector: {lab!r} is not a label of the detector (labels: {shown_det}): "
                        "it never fires")
         elif lab.casefold() in classify and classifier_labels is not None:
             out.append(f"rules.alert_on_detector: {lab!r} is in models.classify_labels, so its boxes go to the "
                        "classifier and this rule never fires")
+    if touch and FACETOUCH not in {lab.casefold() for lab in cfg.rules.alert_on_detector}:
+        out.append(f"rules.alert_on_detector: lacks {FACETOUCH!r} while facetouch.hand_detector is set: the "
+                   "face-touch check runs and never alerts")
     if not cfg.rules.alert_on_classifier and not cfg.rules.alert_on_detector:
         out.append("rules: alert_on_classifier and alert_on_detector are both empty: the alarm never sounds")
     return out
@@ -427,18 +441,27 @@ def model_problems(cfg: Config) -> list[str]:
     out: list[str] = []
     backend = None if cfg.models.backend == "auto" else cfg.models.backend
     loaded: dict[str, Any] = {}
-    for key, cls in (("detector", Detector), ("classifier", Classifier)):
-        name = getattr(cfg.models, key)
+    from .ssd import SsdDetector
+
+    wanted = [("models.detector", Detector, cfg.models.detector),
+              ("models.classifier", Classifier, cfg.models.classifier)]
+    if cfg.models.classifier:
+        wanted += [("models.extra_classifiers", Classifier, p) for p in cfg.models.extra_classifiers]
+    if cfg.facetouch.enabled:
+        wanted.append(("facetouch.hand_detector", SsdDetector, cfg.facetouch.hand_detector))
+    failed = False
+    for key, cls, name in wanted:
         if not name:
             continue
         try:
-            loaded[key] = cls(cfg.resolve(name), num_threads=1, backend=backend)
+            loaded.setdefault(key, []).append(cls(cfg.resolve(name), num_threads=1, backend=backend))
         except DoorguardError as e:
-            out.append(f"models.{key}: {e}")
-    if "detector" in loaded and (not cfg.models.classifier or "classifier" in loaded):
-        clf = loaded.get("classifier")
-        out += rule_label_problems(cfg, loaded["detector"].manifest.labels,
-                                   clf.manifest.labels if clf is not None else None)
+            failed = True
+            out.append(f"{key}: {e}")
+    if not failed:
+        classifiers = loaded.get("models.classifier", []) + loaded.get("models.extra_classifiers", [])
+        out += rule_label_problems(cfg, loaded["models.detector"][0].manifest.labels,
+                                   [lab for c in classifiers for lab in c.manifest.labels] if classifiers else None)
     if cfg.mqtt.enabled and cfg.mqtt.password_file:
         from .mqtt import password_file_problem
 

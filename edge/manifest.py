@@ -60,7 +60,9 @@ class OutputSpec(_Strict):
 
     name: str = Field(description="Output tensor name in the TFLite model")
     shape: list[int] = Field(description="Tensor shape, NHWC for YOLO heads")
-    role: Literal["yolo_head", "probabilities", "logits"] = Field(description="What the tensor holds")
+    role: Literal["yolo_head", "probabilities", "logits", "ssd_boxes", "ssd_scores"] = Field(
+        description="What the tensor holds (ssd_boxes / ssd_scores: per-anchor box regressions / score logits "
+        "of an SSD detector, decoded with the manifest's ``ssd`` anchors)")
     dtype: Literal["int8", "uint8", "float32"] = Field(description="Output tensor dtype")
     quant: QuantParams | None = Field(None, description="Output quantization")
     stride: int | None = Field(None, description="YOLO head stride in input pixels")
@@ -71,13 +73,33 @@ class OutputSpec(_Strict):
     scale_x_y: float = Field(1.0, description="darknet scale_x_y of this head")
 
 
+class SsdSpec(_Strict):
+    """SSD anchors and box decoding (MediaPipe's SsdAnchorsCalculator / TensorsToDetections options)."""
+
+    num_layers: int = Field(gt=0, description="Anchor layers")
+    strides: list[int] = Field(min_length=1, description="Feature-map stride of each layer, input pixels")
+    min_scale: float = Field(gt=0, description="Anchor scale of the first layer")
+    max_scale: float = Field(gt=0, description="Anchor scale of the last layer")
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0], description="Anchor aspect ratios")
+    interpolated_scale_aspect_ratio: float = Field(
+        1.0, description="Aspect ratio of the extra anchor between two scales (<= 0: none)")
+    anchor_offset: float = Field(0.5, description="Anchor centre offset within a cell")
+    fixed_anchor_size: bool = Field(True, description="Anchors have unit width and height")
+    reduce_boxes_in_lowest_layer: bool = Field(False, description="SSD's 3-box lowest layer")
+    num_anchors: int = Field(gt=0, description="Anchors the options give (checked against the outputs)")
+    box_scale: float = Field(gt=0, description="Box regressions are in units of this many input pixels")
+    num_keypoints: int = Field(0, ge=0, description="Keypoints after the 4 box values (x, y each)")
+    score_clip: float = Field(100.0, gt=0, description="Score logits are clipped to +-this before the sigmoid")
+
+
 class SourceFile(_Strict):
     path: str = Field(description="Path the file was read from at conversion time")
     sha256: str = Field(description="sha256 of the file")
 
 
 class ModelSource(_Strict):
-    kind: Literal["darknet", "keras", "trained"] = Field(description="What the model was made from")
+    kind: Literal["darknet", "keras", "trained", "tflite"] = Field(
+        description="What the model was made from (tflite: a third-party float TFLite model)")
     files: dict[str, SourceFile] = Field(default_factory=dict, description="Source files and hashes")
 
 
@@ -99,6 +121,7 @@ class Manifest(_Strict):
     )
     score_threshold: float | None = Field(None, description="Detectors: default score threshold")
     nms_iou: float | None = Field(None, description="Detectors: default NMS IoU threshold")
+    ssd: SsdSpec | None = Field(None, description="SSD detectors (ssd_boxes/ssd_scores outputs): anchors, decoding")
     source: ModelSource
     metrics: dict[str, Any] = Field(default_factory=dict, description="Figures measured at conversion")
     versions: dict[str, str] = Field(default_factory=dict, description="Converter and library versions")

@@ -1,9 +1,16 @@
-"""Detector -> crop with margin -> classifier -> tracker, with per-stage latency.
+"""Face detector -> tracker -> per face: classifiers and the hand stage, with per-stage latency.
 
 Built once (interpreters, labels, tracker) and then called once per frame.
-New and unsettled tracks are classified every frame; settled tracks only every
-``tracking.reclassify_every`` frames, which is what keeps a doorway with a few
-people in view cheap on a Pi.
+Each stage that judges a face votes in its own channel of the face's track
+(``edge.tracking.Votes``): the main classifier (or the detector label), extra
+classifiers, and the face-touch check (a hand detector on a region around the
+face). New and unsettled channels vote every frame; settled ones only every
+``tracking.reclassify_every`` frames (face-touch: ``facetouch.every_settled``),
+which is what keeps a doorway with a few people in view cheap on a Pi.
+
+:class:`FaceJudge` is the only code that decides what a stage's output means
+for one face in one frame; ``doorguard eval`` (``convert.evaluate.Pipeline``)
+calls the same object, so its figures are the device's decisions.
 """
 
 from __future__ import annotations
@@ -11,15 +18,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from .config import Config
+from .facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig, region_around, touch_score
+from .facetouch import SOURCE as HAND_SOURCE
 from .models import Classifier, Detector
 from .preprocess import crop_with_margin
-from .tracking import Tracker, Track
-from .types import Classification, Detection, Frame
+from .rules import Rules
+from .tracking import MAIN, Tracker, Track
+from .types import Box, Classification, Detection, Frame, Verdict
+
+#: The track channel of the face-touch check.
+FACETOUCH_CHANNEL = FACETOUCH
 
 
 class LatencyStats:
@@ -73,9 +86,194 @@ class LatencyStats:
         return lines
 
 
+@dataclass(frozen=True)
+class FaceVote:
+    """What one stage makes of one face in one frame: a vote for one of the track's channels.
+
+    Attributes:
+        channel: the track's verdict channel (``MAIN``, an extra classifier's name, ``facetouch``).
+        source: "classifier", "detector" or "hands": which rules judge the label.
+        label: the vote; None is an uncertain vote (score below ``rules.min_score``).
+        score: the classifier's probability, the detector's score, or the hand/face overlap.
+        classification: the classifier's full output (classifier votes).
+        hands: the hand boxes (frame pixels) the hand stage found near the face (face-touch votes).
+    """
+
+    channel: str
+    source: str
+    label: str | None
+    score: float
+    classification: Classification | None = None
+    hands: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True)
+class FaceJudgement:
+    """One face in one frame, judged by every stage without a tracker (``doorguard eval``)."""
+
+    detection: Detection
+    votes: dict[str, FaceVote]
+    verdicts: dict[str, str]
+
+    @property
+    def main(self) -> FaceVote | None:
+        return self.votes.get(MAIN)
+
+
+@dataclass(frozen=True)
+class ClassifierStage:
+    """One classifier run on each face crop; its votes go to the track channel ``name``."""
+
+    name: str
+    classifier: Any
+    margin: float
+    timer: str
+
+
+class HandStage:
+    """The hand detector, run on a square region centred on a face (``edge.facetouch``).
+
+    Args:
+        detector: anything with ``detect(rgb) -> list[Detection]`` (``edge.ssd.SsdDetector``).
+        cfg: the [facetouch] section.
+    """
+
+    def __init__(self, detector: Any, cfg: FaceTouchConfig):
+        self.detector = detector
+        self.cfg = cfg
+
+    def hands_near(self, image: np.ndarray, face: Box) -> list[Box]:
+        """Hand boxes (frame pixels) found in the region around one face."""
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = region_around(face, self.cfg.region_scale, w, h)
+        return [Box(d.box.x1 + x1, d.box.y1 + y1, d.box.x2 + x1, d.box.y2 + y1)
+                for d in self.detector.detect(image[y1:y2, x1:x2])]
+
+
+class FaceJudge:
+    """The one place that decides, for a face in a single frame, what each stage votes and
+    what that vote means. The device loop feeds these votes to the tracker (a verdict then
+    needs N of M); ``doorguard eval`` reads them per frame. Nothing else decides.
+
+    Args:
+        classifiers: the classifier stages, the first one voting in the ``MAIN`` channel.
+        rules: maps a label and its source to a verdict (``Rules.verdict_of``).
+        classify_labels: detector labels whose boxes the classifiers judge (case-insensitive;
+            the yoloface-500k label file says "Face"); boxes with other labels are judged by
+            their detector label (``rules.alert_on_detector``).
+        min_score: votes below this score are uncertain (``rules.min_score``).
+        min_face_px: boxes narrower or shorter than this are ignored.
+        hands: the hand stage, or None (no face-touch check).
+    """
+
+    def __init__(self, classifiers: Sequence[ClassifierStage], rules: Rules, classify_labels: Iterable[str],
+                 min_score: float, min_face_px: float, hands: HandStage | None = None):
+        self.classifiers = list(classifiers)
+        self.rules = rules
+        self.classify_labels = {lab.casefold() for lab in classify_labels}
+        self.min_score = min_score
+        self.min_face_px = min_face_px
+        self.hands = hands
+
+    def keep(self, d: Detection) -> bool:
+        """Whether a detection is big enough to be judged at all."""
+        return d.box.width >= self.min_face_px and d.box.height >= self.min_face_px
+
+    def source_of(self, detector_label: str) -> str:
+        """Classifier-judged (face) or detector-judged (facetouch, person ...) box.
+
+        A box is classifier-judged only when a classifier runs: without one, its detector
+        label is the finding (``doorguard eval --no-classifier`` and a detector-only run agree).
+        """
+        if self.classifiers and detector_label.casefold() in self.classify_labels:
+            return "classifier"
+        return "detector"
+
+    def channels(self, detector_label: str) -> list[str]:
+        """The channels a face with this detector label votes in."""
+        out = [MAIN]
+        if self.source_of(detector_label) == "classifier":
+            out += [s.name for s in self.classifiers[1:]]
+        if self.hands is not None and detector_label.casefold() in self.classify_labels:
+            out.append(FACETOUCH_CHANNEL)  # faces only: a hand on a "person" box means nothing
+        return out
+
+    def _certain(self, label: str, score: float) -> str | None:
+        return label if score >= self.min_score else None
+
+    def detector_vote(self, label: str, score: float) -> FaceVote:
+        return FaceVote(MAIN, "detector", self._certain(label, score), float(score))
+
+    def classifier_vote(self, stage: ClassifierStage, image: np.ndarray, box: Box) -> FaceVote | None:
+        """The stage's vote on a face crop; None when the crop is empty (no vote at all)."""
+        try:
+            crop = crop_with_margin(image, box, stage.margin)
+        except ValueError:
+            return None
+        c = stage.classifier.classify(crop)
+        return FaceVote(stage.name, "classifier", self._certain(c.label, c.score), c.score, c)
+
+    def touch_vote(self, face: Box, hands: list[Box]) -> FaceVote:
+        """``facetouch`` when a hand overlaps the face enough, else ``no_facetouch``."""
+        cfg = self.hands.cfg
+        s = touch_score(face, hands, cfg)
+        return FaceVote(FACETOUCH_CHANNEL, HAND_SOURCE, FACETOUCH if s >= cfg.min_overlap else NO_FACETOUCH, s,
+                        hands=tuple(hands))
+
+    def vote(self, channel: str, image: np.ndarray, d_box: Box, d_label: str, d_score: float,
+             timer: Callable[[str, float], None] | None = None) -> FaceVote | None:
+        """One channel's vote for one face (``timer(stage, ms)`` gets each model call's time)."""
+        clock = time.perf_counter
+        if channel == FACETOUCH_CHANNEL:
+            t0 = clock()
+            hands = self.hands.hands_near(image, d_box)
+            if timer:
+                timer("hands", (clock() - t0) * 1000.0)
+            return self.touch_vote(d_box, hands)
+        if channel == MAIN and self.source_of(d_label) == "detector":
+            return self.detector_vote(d_label, d_score)
+        stage = next(s for s in self.classifiers if s.name == channel)
+        t0 = clock()
+        v = self.classifier_vote(stage, image, d_box)
+        if timer:
+            timer(stage.timer, (clock() - t0) * 1000.0)
+        return v
+
+    def verdict(self, vote: FaceVote) -> str:
+        """What a vote would mean once settled (``Rules.verdict_of``)."""
+        return self.rules.verdict_of(vote.label, vote.source)
+
+    def violation_score(self, vote: FaceVote) -> float:
+        """A continuous flag score for ROC curves: classifier votes give the probability mass on
+        the labels the rules call a violation; others their score when they flag, else 0."""
+        if vote.classification is not None:
+            return float(sum(p for lab, p in vote.classification.probabilities.items()
+                             if self.rules.verdict_of(lab, vote.source) == Verdict.VIOLATION))
+        return vote.score if self.verdict(vote) == Verdict.VIOLATION else 0.0
+
+    def judge(self, image: np.ndarray, detections: Iterable[Detection]) -> list[FaceJudgement]:
+        """Every kept detection judged by every stage, single frame, no tracker."""
+        out = []
+        for d in detections:
+            if not self.keep(d):
+                continue
+            votes = {}
+            for ch in self.channels(d.label):
+                v = self.vote(ch, image, d.box, d.label, d.score)
+                if v is not None:
+                    votes[ch] = v
+            out.append(FaceJudgement(d, votes, {ch: self.verdict(v) for ch, v in votes.items()}))
+        return out
+
+
 @dataclass
 class FrameResult:
-    """What the pipeline made of one frame."""
+    """What the pipeline made of one frame.
+
+    ``sources`` is each track's main-channel source, ``classified`` the main classifier's
+    output per track id, ``votes`` every vote cast this frame per track id, ``hands`` the
+    hand boxes the hand stage found near each face it ran for.
+    """
 
     frame: Frame
     detections: list[Detection]
@@ -83,20 +281,34 @@ class FrameResult:
     sources: dict[int, str]
     classified: dict[int, Classification] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    votes: dict[int, list[FaceVote]] = field(default_factory=dict)
+    hands: dict[int, list[Box]] = field(default_factory=dict)
+
+
+def make_rules(cfg: Config) -> Rules:
+    """The run's Rules: [rules], with the face-touch check's own per-track cooldown."""
+    return Rules(cfg.rules, cooldowns={HAND_SOURCE: cfg.facetouch.cooldown_s})
 
 
 class Pipeline:
-    """The per-frame vision stages.
+    """The per-frame vision stages: face detector -> tracker -> per face: classifiers and the
+    hand stage, each voting in its own channel of the face's track.
 
     Args:
-        detector: built Detector.
-        classifier: built Classifier, or None to run the detector alone.
-        cfg: the whole config (models, tracking, rules.min_score).
+        detector: built face Detector.
+        classifier: built Classifier (its votes are each track's main channel), or None to
+            run the detector alone.
+        cfg: the whole config (models, tracking, rules, facetouch).
         clock: perf counter (seconds), injectable.
+        extra_classifiers: more built Classifiers run on every face crop, each voting in a
+            channel named after its manifest (``models.extra_classifiers``).
+        hand_detector: built hand detector (``edge.ssd.SsdDetector``) for the face-touch
+            check, or None.
     """
 
     def __init__(self, detector: Detector, classifier: Classifier | None, cfg: Config,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, *, extra_classifiers: Sequence[Any] = (),
+                 hand_detector: Any = None):
         self.detector = detector
         self.classifier = classifier
         self.cfg = cfg
@@ -104,50 +316,91 @@ class Pipeline:
         self.tracker = Tracker(t.iou_threshold, t.max_missed, t.votes_needed, t.window, t.reclassify_every)
         self.latency = LatencyStats()
         self.clock = clock
-        # Case-insensitive: the yoloface-500k label file says "Face".
-        self.classify_labels = {lab.casefold() for lab in cfg.models.classify_labels}
-        self.min_score = cfg.rules.min_score
-        self.min_px = cfg.models.min_face_px
+        self.hand_detector = hand_detector
+        stages = []
         if classifier is not None:
-            self.margin = cfg.models.crop_margin if cfg.models.crop_margin is not None else classifier.margin
+            stages.append(ClassifierStage(MAIN, classifier, self._margin(classifier), "classify"))
+            for c in extra_classifiers:
+                stages.append(ClassifierStage(c.manifest.name, c, self._margin(c), f"classify:{c.manifest.name}"))
+        self.extra_classifiers = [s.classifier for s in stages[1:]]
+        hands = HandStage(hand_detector, cfg.facetouch) if hand_detector is not None else None
+        self.judge = FaceJudge(stages, make_rules(cfg), cfg.models.classify_labels, cfg.rules.min_score,
+                               cfg.models.min_face_px, hands)
+        self._every = {FACETOUCH_CHANNEL: cfg.facetouch.every_settled}
+
+    def _margin(self, classifier: Classifier) -> float:
+        m = self.cfg.models.crop_margin
+        return m if m is not None else classifier.margin
+
+    @property
+    def margin(self) -> float:
+        """The main classifier's crop margin."""
+        return self.judge.classifiers[0].margin
+
+    @property
+    def min_px(self) -> float:
+        return self.judge.min_face_px
+
+    @min_px.setter
+    def min_px(self, value: float) -> None:
+        self.judge.min_face_px = value
 
     @classmethod
-    def from_config(cls, cfg: Config, detector_interpreter: Any = None,
-                    classifier_interpreter: Any = None) -> "Pipeline":
-        """Build detector and classifier from the manifests the config names (once).
+    def from_config(cls, cfg: Config, detector_interpreter: Any = None, classifier_interpreter: Any = None,
+                    hand_interpreter: Any = None) -> "Pipeline":
+        """Build every stage from the manifests the config names (once).
 
         Raises:
             ModelError: missing/corrupt model or manifest, hash mismatch, no interpreter.
         """
-        backend = None if cfg.models.backend == "auto" else cfg.models.backend
-        det = Detector(cfg.resolve(cfg.models.detector), cfg.models.num_threads,
-                       cfg.models.score_threshold, cfg.models.nms_iou,
+        from .ssd import SsdDetector
+
+        m = cfg.models
+        backend = None if m.backend == "auto" else m.backend
+        det = Detector(cfg.resolve(m.detector), m.num_threads, m.score_threshold, m.nms_iou,
                        interpreter=detector_interpreter, backend=backend)
         clf = None
-        if cfg.models.classifier:
-            clf = Classifier(cfg.resolve(cfg.models.classifier), cfg.models.num_threads,
-                             interpreter=classifier_interpreter, backend=backend)
-        return cls(det, clf, cfg)
+        extra = []
+        if m.classifier:
+            clf = Classifier(cfg.resolve(m.classifier), m.num_threads, interpreter=classifier_interpreter,
+                             backend=backend)
+            extra = [Classifier(cfg.resolve(p), m.num_threads, backend=backend) for p in m.extra_classifiers]
+        hands = None
+        if cfg.facetouch.enabled:
+            hands = SsdDetector(cfg.resolve(cfg.facetouch.hand_detector), m.num_threads,
+                                cfg.facetouch.score_threshold, interpreter=hand_interpreter, backend=backend)
+        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands)
+
+    def _models(self) -> list[tuple[str, Any, str | None]]:
+        m = self.cfg.models
+        out = [("detector", self.detector, m.detector)]
+        if self.classifier is not None:
+            out.append(("classifier", self.classifier, m.classifier))
+            for i, c in enumerate(self.extra_classifiers):
+                out.append((f"classifier:{c.manifest.name}", c,
+                            m.extra_classifiers[i] if i < len(m.extra_classifiers) else None))
+        if self.hand_detector is not None:
+            out.append(("hands", self.hand_detector, self.cfg.facetouch.hand_detector))
+        return out
 
     def model_hashes(self) -> dict[str, str]:
-        out = {"detector": self.detector.manifest.sha256}
-        if self.classifier is not None:
-            out["classifier"] = self.classifier.manifest.sha256
-        return out
+        return {k: obj.manifest.sha256 for k, obj, _ in self._models()}
 
     def model_paths(self) -> dict[str, Path]:
-        out = {"detector": self.cfg.resolve(self.cfg.models.detector)}
-        if self.cfg.models.classifier:
-            out["classifier"] = self.cfg.resolve(self.cfg.models.classifier)
-        return out
+        return {k: self.cfg.resolve(p) for k, _, p in self._models() if p}
 
     def source_of(self, detector_label: str) -> str:
         """Classifier-judged (face) or detector-judged (facetouch, person ...) track."""
-        return "classifier" if detector_label.casefold() in self.classify_labels else "detector"
+        return self.judge.source_of(detector_label)
+
+    def judge_frame(self, image: np.ndarray) -> list[FaceJudgement]:
+        """Single-frame decisions (no tracker, every stage on every face): what eval measures."""
+        return self.judge.judge(image, self.detector.detect(image))
 
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage on one frame and update the tracks' votes."""
         clock = self.clock
+        judge = self.judge
         t0 = clock()
         # The detector's three named stages, timed apart: on a Pi the resize and
         # the decode are not free next to the int8 inference.
@@ -155,39 +408,39 @@ class Pipeline:
         ta = clock()
         heads = self.detector.infer(tensor)
         tb = clock()
-        dets = [d for d in self.detector.postprocess(heads, transform)
-                if d.box.width >= self.min_px and d.box.height >= self.min_px]
+        dets = [d for d in self.detector.postprocess(heads, transform) if judge.keep(d)]
         t1 = clock()
         tracks = self.tracker.update(dets, frame.index)
-        t2 = clock()
-        sources = {t.id: self.source_of(t.detector_label) for t in tracks}
+        sources = {t.id: judge.source_of(t.detector_label) for t in tracks}
         classified: dict[int, Classification] = {}
-        classify_ms = 0.0
+        votes: dict[int, list[FaceVote]] = {}
+        hands: dict[int, list[Box]] = {}
+        stage_ms: dict[str, float] = {}
+
+        def timer(stage: str, ms: float) -> None:
+            stage_ms[stage] = stage_ms.get(stage, 0.0) + ms
+            self.latency.add(stage, ms)
+
         for tr in tracks:
-            if not self.tracker.needs_vote(tr, frame.index):
-                continue
-            if sources[tr.id] == "detector":
-                label = tr.detector_label if tr.detector_score >= self.min_score else None
-                self.tracker.vote(tr, label, tr.detector_score, frame.index)
-                continue
-            if self.classifier is None:
-                continue
-            try:
-                crop = crop_with_margin(frame.image, tr.box, self.margin)
-            except ValueError:
-                continue
-            c0 = clock()
-            c = self.classifier.classify(crop)
-            ms = (clock() - c0) * 1000.0
-            classify_ms += ms
-            self.latency.add("classify", ms)
-            classified[tr.id] = c
-            self.tracker.vote(tr, c.label if c.score >= self.min_score else None, c.score, frame.index)
+            for ch in judge.channels(tr.detector_label):
+                if not self.tracker.needs_vote(tr, frame.index, ch, self._every.get(ch)):
+                    continue
+                v = judge.vote(ch, frame.image, tr.box, tr.detector_label, tr.detector_score, timer)
+                if v is None:
+                    continue
+                self.tracker.vote(tr, v.label, v.score, frame.index, ch, v.source)
+                votes.setdefault(tr.id, []).append(v)
+                if ch == MAIN and v.classification is not None:
+                    classified[tr.id] = v.classification
+                if ch == FACETOUCH_CHANNEL:
+                    hands[tr.id] = list(v.hands)
         t3 = clock()
+        staged = sum(stage_ms.values())
         timings = {"detect": (t1 - t0) * 1000.0, "det_pre": (ta - t0) * 1000.0, "det_infer": (tb - ta) * 1000.0,
-                   "det_post": (t1 - tb) * 1000.0,
-                   "track": (t2 - t1) * 1000.0 + (t3 - t2) * 1000.0 - classify_ms,
-                   "classify": classify_ms, "pipeline": (t3 - t0) * 1000.0}
+                   "det_post": (t1 - tb) * 1000.0, "track": (t3 - t1) * 1000.0 - staged,
+                   "classify": stage_ms.get("classify", 0.0), "pipeline": (t3 - t0) * 1000.0}
+        for stage, ms in stage_ms.items():
+            timings.setdefault(stage, ms)
         for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline"):
             self.latency.add(stage, timings[stage])
-        return FrameResult(frame, dets, tracks, sources, classified, timings)
+        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands)

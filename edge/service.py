@@ -53,7 +53,7 @@ class Runner:
         source: a FrameSource to use instead of ``make_source(source_spec)``.
         pin_factory: gpiozero pin factory for the actuators (None: gpiozero's default).
         actuators / notifier: ready-made objects (tests pass fakes).
-        detector_interpreter / classifier_interpreter: interpreter stubs.
+        detector_interpreter / classifier_interpreter / hand_interpreter: interpreter stubs.
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
@@ -62,7 +62,8 @@ class Runner:
     def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
                  annotate: str | None = None, *, source: Any = None, pin_factory: Any = None,
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
-                 classifier_interpreter: Any = None, clock: Callable[[], float] = time.monotonic,
+                 classifier_interpreter: Any = None, hand_interpreter: Any = None,
+                 clock: Callable[[], float] = time.monotonic,
                  drain_outputs: bool = False):
         self.cfg = cfg
         self.spec = source_spec or cfg.source.spec
@@ -72,7 +73,7 @@ class Runner:
         self._pin_factory = pin_factory
         self._actuators = actuators
         self._notifier = notifier
-        self._interps = (detector_interpreter, classifier_interpreter)
+        self._interps = (detector_interpreter, classifier_interpreter, hand_interpreter)
         self.clock = clock
         # End of a clip or --max-frames: let a started LED/buzzer pattern finish
         # before switching everything off (a signal stops at once).
@@ -99,8 +100,7 @@ class Runner:
     # -- start-up -------------------------------------------------------------------------
     def _build(self):
         from .events import EventStore, prepare_state_dir
-        from .pipeline import Pipeline
-        from .rules import Rules
+        from .pipeline import Pipeline, make_rules
         from .sources import Capture, make_source
 
         cfg = self.cfg
@@ -111,9 +111,9 @@ class Runner:
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
         pipeline = Pipeline.from_config(cfg, *self._interps)
-        clf = pipeline.classifier
+        clfs = [pipeline.classifier, *pipeline.extra_classifiers] if pipeline.classifier is not None else []
         for problem in config_mod.rule_label_problems(cfg, pipeline.detector.manifest.labels,
-                                                      clf.manifest.labels if clf is not None else None):
+                                                      [lab for c in clfs for lab in c.manifest.labels] or None):
             # check-config (the unit's ExecStartPre) refuses these; here they are only a warning.
             log.warning("config: %s", problem)
         store = EventStore(state_dir, cfg.events, pipeline.model_hashes()) if cfg.events.enabled else None
@@ -122,7 +122,7 @@ class Runner:
             from .annotate import AnnotatedVideo
 
             writer = AnnotatedVideo(self.annotate_path, cfg.source.fps or 15.0)
-        return source, pipeline, Rules(cfg.rules), store, writer, Capture, state_dir
+        return source, pipeline, make_rules(cfg), store, writer, Capture, state_dir
 
     def _make_actuators(self):
         if self._actuators is not None:
@@ -159,9 +159,11 @@ class Runner:
         loop_end = None
         try:
             actuators = self._make_actuators()
-            log.info("models: detector %s (%s), classifier %s; %d interpreter thread(s), backend %s",
-                     pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
+            log.info("models: detector %s (%s), classifier %s%s, hand detector %s; %d interpreter thread(s), "
+                     "backend %s", pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
                      pipeline.cfg.models.classifier or "none",
+                     "".join(f" + {p}" for p in pipeline.cfg.models.extra_classifiers if pipeline.classifier),
+                     pipeline.cfg.facetouch.hand_detector if pipeline.hand_detector is not None else "none",
                      self.cfg.models.num_threads, pipeline.detector.model.backend)
             log.info("state: %s", f"{state_dir} (events {'on' if store else 'off'}, snapshots "
                      f"{'on' if store and store.snapshots_on else 'off'})")
@@ -245,8 +247,9 @@ class Runner:
                 for t in pipeline.tracker.removed:
                     verdicts.pop(t.id, None)
                 for t in result.tracks:
-                    if t.settled:
-                        verdicts[t.id] = rules.verdict_of(t.label, result.sources.get(t.id, "classifier"))
+                    shown = rules.track_verdict(t)
+                    if shown is not None:
+                        verdicts[t.id] = shown
                 for ev in events:
                     row = self._handle(ev, frame, store, actuators)
                     if publisher is not None:
@@ -399,7 +402,8 @@ class Runner:
         lines.append("summary: latency per stage in ms (per frame: det_pre = resize/letterbox + quantize, "
                      "det_infer = detector invoke, det_post = YOLO decode + NMS, detect = the three, "
                      "track = tracking + crops + votes, pipeline = all vision stages; per face: classify "
-                     "= preprocess + invoke; rules+io = rules, event store, actuator calls):")
+                     "= preprocess + invoke, classify:NAME = an extra classifier, hands = hand detector on the "
+                     "region around the face; rules+io = rules, event store, actuator calls):")
         lines += [f"  {line}" for line in pipeline.latency.summary()]
         ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events_by_verdict.items())) or "none"
         lines.append(f"summary: events by verdict: {ev}; alerts {self.alerts}, "

@@ -16,6 +16,76 @@ from dataclasses import dataclass, field
 from .types import Box, Detection
 
 
+#: The channel of a track's own verdict (its classifier's, or its detector label's).
+MAIN = "main"
+
+
+@dataclass
+class Votes:
+    """One verdict channel of a track: the last M votes and the label they settled on.
+
+    A track has its main channel (the face classifier, or the detector label for
+    a detector-judged track) and one per extra stage that judges the same face
+    (another classifier, the face-touch check). Channels settle, change and cool
+    down independently: a face can be ``no_mask`` and ``facetouch`` at once.
+
+    Attributes:
+        window: M.
+        source: what votes here ("classifier", "detector", "hands"): picks the rules
+            that map its label to a verdict, and is the event's source.
+        votes: last M votes as (label or None for an uncertain vote, score).
+        label / score: settled label and its mean vote score, None until settled.
+        changed: the settled label changed in the last vote (a new verdict).
+        last_voted: frame index of the last vote (-1: never).
+    """
+
+    window: int
+    source: str = "classifier"
+    votes: deque = field(init=False)
+    label: str | None = None
+    score: float = 0.0
+    changed: bool = False
+    last_voted: int = -1
+
+    def __post_init__(self) -> None:
+        self.votes = deque(maxlen=self.window)
+
+    @property
+    def settled(self) -> bool:
+        return self.label is not None
+
+    def add(self, label: str | None, score: float, frame_index: int, votes_needed: int) -> bool:
+        """One vote; True when the settled label changed (see :meth:`Tracker.vote`)."""
+        self.votes.append((label, float(score)))
+        self.last_voted = frame_index
+        counts = Counter(lab for lab, _ in self.votes if lab is not None)
+        self.changed = False
+        if not counts:
+            return False
+        best, n = counts.most_common(1)[0]
+        # A tie at N keeps the current label: no flapping between two labels.
+        if n >= votes_needed and best != self.label:
+            if self.label is not None and counts.get(self.label, 0) >= n:
+                return False
+            self.label = best
+            self.changed = True
+        if self.label is not None:
+            scores = [s for lab, s in self.votes if lab == self.label]
+            if scores:
+                self.score = sum(scores) / len(scores)
+        return self.changed
+
+
+def _main_field(name: str) -> property:
+    def get(self):
+        return getattr(self.channels[MAIN], name)
+
+    def set_(self, value):
+        setattr(self.channels[MAIN], name, value)
+
+    return property(get, set_, doc=f"``{name}`` of the main channel")
+
+
 @dataclass
 class Track:
     """One object followed across frames.
@@ -24,11 +94,10 @@ class Track:
         id: unique, increasing track number.
         box: last matched box (frame pixels).
         detector_label / detector_score: of the last matched detection.
-        votes: last M votes as (label or None for an uncertain vote, score).
-        label / score: settled label and its mean vote score, None until settled.
-        changed: the settled label changed in the last vote (a new verdict).
+        channels: verdict channels by name; ``MAIN`` always exists. ``label``,
+            ``score``, ``votes``, ``changed``, ``settled`` and ``last_classified``
+            are the main channel's.
         hits: frames with a matching detection; missed: consecutive frames without.
-        last_classified: frame index of the last classification (-1: never).
     """
 
     id: int
@@ -36,22 +105,33 @@ class Track:
     detector_label: str
     detector_score: float
     window: int
-    votes: deque = field(init=False)
-    label: str | None = None
-    score: float = 0.0
-    changed: bool = False
+    channels: dict = field(init=False)
     hits: int = 1
     missed: int = 0
     first_frame: int = 0
     last_frame: int = 0
-    last_classified: int = -1
 
     def __post_init__(self) -> None:
-        self.votes = deque(maxlen=self.window)
+        self.channels = {MAIN: Votes(self.window)}
+
+    label = _main_field("label")
+    score = _main_field("score")
+    changed = _main_field("changed")
+    votes = _main_field("votes")
+    last_classified = _main_field("last_voted")
 
     @property
     def settled(self) -> bool:
-        return self.label is not None
+        return self.channels[MAIN].settled
+
+    def channel(self, name: str, source: str | None = None) -> Votes:
+        """The named channel, made on first use (``source`` then sets what votes in it)."""
+        ch = self.channels.get(name)
+        if ch is None:
+            ch = self.channels[name] = Votes(self.window, source or "classifier")
+        elif source is not None:
+            ch.source = source
+        return ch
 
 
 class Tracker:
@@ -113,7 +193,8 @@ class Tracker:
         self.removed = []
         kept = []
         for ti, t in enumerate(self.tracks):
-            t.changed = False
+            for ch in t.channels.values():
+                ch.changed = False
             if ti not in used_t:
                 t.missed += 1
                 if t.missed > self.max_missed:
@@ -130,33 +211,23 @@ class Tracker:
                 by_det[di] = t
         return [by_det[i] for i in range(len(detections))]
 
-    def needs_vote(self, track: Track, frame_index: int) -> bool:
-        """New and unsettled tracks vote every frame; settled ones every ``reclassify_every``."""
-        if not track.settled or track.last_classified < 0:
+    def needs_vote(self, track: Track, frame_index: int, channel: str = MAIN, every: int | None = None) -> bool:
+        """New and unsettled channels vote every frame; settled ones every ``every`` frames
+        (default ``reclassify_every``)."""
+        ch = track.channels.get(channel)
+        if ch is None or not ch.settled or ch.last_voted < 0:
             return True
-        return frame_index - track.last_classified >= self.reclassify_every
+        return frame_index - ch.last_voted >= max(1, every or self.reclassify_every)
 
-    def vote(self, track: Track, label: str | None, score: float, frame_index: int) -> bool:
-        """Add one vote (label None: an uncertain vote that still fills the window).
+    def vote(self, track: Track, label: str | None, score: float, frame_index: int, channel: str = MAIN,
+             source: str | None = None) -> bool:
+        """Add one vote to a channel (label None: an uncertain vote that still fills the window).
+
+        Args:
+            channel: the track's verdict channel (default its main one).
+            source: what votes in the channel (``Votes.source``); None keeps it.
 
         Returns:
-            True when the track's settled label changed (a new verdict).
+            True when the channel's settled label changed (a new verdict).
         """
-        track.votes.append((label, float(score)))
-        track.last_classified = frame_index
-        counts = Counter(lab for lab, _ in track.votes if lab is not None)
-        track.changed = False
-        if not counts:
-            return False
-        best, n = counts.most_common(1)[0]
-        # A tie at N keeps the current label: no flapping between two labels.
-        if n >= self.votes_needed and best != track.label:
-            if track.label is not None and counts.get(track.label, 0) >= n:
-                return False
-            track.label = best
-            track.changed = True
-        if track.label is not None:
-            scores = [s for lab, s in track.votes if lab == track.label]
-            if scores:
-                track.score = sum(scores) / len(scores)
-        return track.changed
+        return track.channel(channel, source).add(label, score, frame_index, self.votes_needed)

@@ -112,3 +112,27 @@ def test_latency_memory_is_bounded():
         s.add("x", float(v))
     assert s.count("x") == 25
     assert s.percentiles("x", (0, 100)) == {0: 15.0, 100: 24.0}  # the newest 10
+
+
+def test_which_boxes_the_classifier_judges_is_decided_once(tmp_path):
+    """FaceJudge.source_of is the only such decision (rules and eval ask it)."""
+    p, _, _ = make(tmp_path)
+    assert p.source_of("Face") == "classifier"  # yoloface-500k's label file says "Face"
+    assert p.source_of("person") == "detector"
+    alone = Pipeline(p.detector, None, p.cfg)
+    assert alone.source_of("face") == "detector"  # no classifier: the detector label is the finding
+
+
+def test_extra_classifier_votes_in_its_own_channel(tmp_path):
+    cfg = config.parse("[tracking]\nvotes_needed = 1\nwindow = 1\n")
+    det = Detector(write_detector_manifest(tmp_path), interpreter=BlobDetectorInterpreter())
+    clf = Classifier(write_classifier_manifest(tmp_path), interpreter=ColourClassifierInterpreter())
+    other_i = ColourClassifierInterpreter()
+    other = Classifier(write_classifier_manifest(tmp_path), interpreter=other_i)
+    other.manifest = other.manifest.model_copy(update={"name": "identity"})
+    p = Pipeline(det, clf, cfg, extra_classifiers=[other])
+    r = p.process(Frame(frame_with([(10, 10, 30, RED)]), 0.0, 0))
+    (t,) = r.tracks
+    assert t.label == "no_mask" and t.channels["identity"].label == "no_mask"
+    assert other_i.invocations == 1 and p.latency.count("classify:identity") == 1
+    assert set(p.model_hashes()) == {"detector", "classifier", "classifier:identity"}

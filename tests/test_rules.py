@@ -41,8 +41,9 @@ def test_verdict_mapping():
     assert r.verdict_of("face", "detector") == Verdict.NEUTRAL
     assert r.verdict_of("facetouch", "classifier") == Verdict.NEUTRAL
     assert r.verdict_of(None, "classifier") == Verdict.NEUTRAL
-    assert r.source_of("face", ["face"]) == "classifier"
-    assert r.source_of("facetouch", ["face"]) == "detector"
+    # The face-touch check's votes are judged like detector labels.
+    assert r.verdict_of("facetouch", "hands") == Verdict.VIOLATION
+    assert r.verdict_of("no_facetouch", "hands") == Verdict.NEUTRAL
 
 
 def test_rules_are_configuration():
@@ -121,4 +122,4 @@ def test_forget():
 def test_labels_case_insensitive():
     r = rules()
     assert r.verdict_of("No_Mask", "classifier") == Verdict.VIOLATION
-    assert r.source_of("Face", ["face"]) == "classifier"
+    assert r.verdict_of("FaceTouch", "detector") == Verdict.NEUTRAL  # not in the default alert_on_detector
