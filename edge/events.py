@@ -1,10 +1,13 @@
 """SQLite event store (WAL) under the state directory, with optional snapshots.
 
 Events are small rows and are always kept (until ``keep_days``). Snapshots are
-JPEGs of the alerting frame: faces are personal data, so they are off by
-default, and when on they are bounded by count, age and bytes, oldest deleted
-first. A full disk stops snapshots; events keep being written (SQLite needs
-far less space, and an event that cannot be written is logged, not fatal).
+JPEGs of alerting frames only (a violation that sounded the alarm; never a
+compliant face): faces are personal data, so they are off by default, and when
+on they are bounded by count, age and bytes, oldest deleted first, and never
+written while the disk has less than ``min_free_bytes`` free, so events keep
+being written on a nearly full disk (an event that cannot be written is logged,
+not fatal). The state directory doorguard creates is 0700, the database and
+snapshots 0600, whatever the umask (systemd's ``UMask=0077`` does the same).
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from .config import EventsConfig, SnapshotConfig
 from .errors import StateError
-from .types import Event
+from .types import Event, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +57,40 @@ def prepare_state_dir(path: Path) -> Path:
         StateError: it cannot be created or written.
     """
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Only the leaf is ours to make private; an existing directory keeps its mode
+        # (systemd's StateDirectoryMode=0750, or what its owner chose).
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
         raise StateError(f"state directory {path} is not writable: {e.strerror or e}") from e
     return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 when absent; take group/other bits off one of ours.
+
+    SQLite creates its database with 0644 (less the umask) and its -wal/-shm files
+    with the database's mode, so creating the file first keeps all three private.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
+            log.info("%s was readable by other users: now mode %04o", p, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 class EventStore:
@@ -68,10 +101,11 @@ class EventStore:
         cfg: the [events] config section.
         model_hashes: {"detector": sha256, "classifier": sha256} stored with each event.
         clock: wall clock (injectable for retention tests).
+        disk_usage: ``shutil.disk_usage`` (tests pass a fake disk that fills up).
     """
 
     def __init__(self, state_dir: Path, cfg: EventsConfig, model_hashes: dict[str, str] | None = None,
-                 clock=time.time):
+                 clock=time.time, disk_usage: Callable[[Path], Any] = shutil.disk_usage):
         self.dir = prepare_state_dir(Path(state_dir))
         self.cfg = cfg
         self.snap_cfg: SnapshotConfig = cfg.snapshots
@@ -80,8 +114,15 @@ class EventStore:
         self.clock = clock
         self.snap_dir = self.dir / "snapshots"
         self.write_errors = 0
+        #: Snapshots not written because the disk was below ``min_free_bytes``.
+        self.snapshots_skipped = 0
+        self._disk_usage = disk_usage
         self.path = self.dir / cfg.database
         self._lock = threading.Lock()
+        try:
+            private_file(self.path)
+        except OSError as e:
+            raise StateError(f"event database {self.path} cannot be created: {e.strerror or e}") from e
         try:
             # check_same_thread=False: the loop writes, the web page's thread reads;
             # self._lock serializes them on this one connection.
@@ -99,7 +140,7 @@ class EventStore:
         self.prune_events()
         if self.snapshots_on:
             try:
-                self.snap_dir.mkdir(exist_ok=True)
+                self.snap_dir.mkdir(exist_ok=True, mode=0o700)
             except OSError as e:
                 raise StateError(f"snapshot directory {self.snap_dir} is not writable: {e.strerror}") from e
             self.prune_snapshots()
@@ -112,7 +153,8 @@ class EventStore:
             The row id, or None when the write failed (logged, the run goes on).
         """
         snap = None
-        if self.snapshots_on and frame is not None and event.alerted:
+        # Alerting frames only: a compliant (masked) face is personal data with no alarm to explain.
+        if self.snapshots_on and frame is not None and event.alerted and event.verdict == Verdict.VIOLATION:
             try:
                 snap = self._snapshot(frame, event)
             except Exception as e:  # noqa: BLE001 - a snapshot must never cost the event (or the alert)
@@ -179,9 +221,20 @@ class EventStore:
             return None
         # Make room first so the byte bound holds after the write too.
         self.prune_snapshots(extra_bytes=len(buf), extra_count=1)
+        floor = self.snap_cfg.min_free_bytes
+        if floor:
+            free = self._disk_usage(self.snap_dir).free
+            if free - len(buf) < floor:
+                # The event (a few hundred bytes) still goes in; snapshots resume once space is back.
+                self.snapshots_skipped += 1
+                if self.snapshots_skipped == 1 or self.snapshots_skipped % 100 == 0:
+                    log.warning("disk nearly full (%d MB free, events.snapshots.min_free_bytes = %d MB): "
+                                "snapshot skipped, events continue (%d skipped so far)", free // 10**6,
+                                floor // 10**6, self.snapshots_skipped)
+                return None
         path = self.snap_dir / name
         try:
-            with open(path, "wb") as f:
+            with open(path, "wb", opener=_private_opener) as f:
                 f.write(buf.tobytes())
         except OSError as e:
             try:

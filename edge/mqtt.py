@@ -574,7 +574,10 @@ class MqttPublisher:
         try:
             # The state directory exists when the event store is on; with [events]
             # off the outbox still needs it.
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            self.db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            from .events import private_file
+
+            private_file(self.db_path)  # 0600, like the event store's (the same file)
             db = sqlite3.connect(self.db_path, timeout=5.0, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL: a commit survives a process crash (kill -9); only a

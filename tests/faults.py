@@ -14,13 +14,22 @@
   fault windows.
 * :class:`NotifyListener`: systemd's side of sd_notify, a real AF_UNIX datagram
   socket that keeps every message with its arrival time.
+* :func:`run_with_read_only`: a Python script with one directory read-only for it:
+  a chmod for an ordinary user; for root (whom permissions do not bind) a
+  read-only bind mount in a private mount namespace (``unshare --mount``), the
+  read-only SD card itself.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -225,3 +234,31 @@ def rss_kb() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_with_read_only(directory: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -c script args`` with ``directory`` read-only for it; returns the finished process.
+
+    Not root: the directory is chmod 0500 for the run (and given back 0700). Root: the
+    directory is bind-mounted read-only in a private mount namespace, so writes fail with
+    EROFS as on a read-only SD card (root ignores permissions, not a read-only mount).
+    """
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-c", script, *args]
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=root, env=env)
+        finally:
+            directory.chmod(0o700)
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True, timeout=30).returncode:
+        import pytest
+
+        # e.g. inside an emulated arm64 chroot: no mount namespaces there.
+        pytest.skip("as root this needs `unshare --mount` (util-linux, CAP_SYS_ADMIN) for a read-only mount")
+    d = str(directory)
+    shell = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, "sh", d, *cmd],
+                          capture_output=True, text=True, timeout=timeout, cwd=root, env=env)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import stat
 
 import numpy as np
 import pytest
 
+import faults
+
 from edge.config import EventsConfig, SnapshotConfig
 from edge.errors import StateError
 from edge.events import EventStore, prepare_state_dir
-from edge.types import Box, Event
+from edge.types import Box, Event, Verdict
 
 
 def ev(i=1, verdict="violation", label="no_mask", alerted=True):
@@ -127,14 +130,14 @@ def test_unwritable_state_dir(tmp_path):
         prepare_state_dir(f / "state")
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        if os.access(ro, os.W_OK):  # running as root: permissions do not bind
-            pytest.skip("root ignores directory permissions")
-        with pytest.raises(StateError):
-            EventStore(ro / "sub", EventsConfig())
-    finally:
-        ro.chmod(0o700)
+    # In a subprocess with the folder read-only: chmod for a user, a read-only mount for root.
+    script = ("import sys\nfrom edge.config import EventsConfig\nfrom edge.errors import StateError\n"
+              "from edge.events import EventStore\ntry:\n    EventStore(sys.argv[1], EventsConfig())\n"
+              "except StateError as e:\n    print('StateError', e)\n")
+    p = faults.run_with_read_only(ro, script, str(ro / "sub"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("StateError state directory") and "not writable" in p.stdout, p.stdout
+    assert ("Read-only file system" if os.geteuid() == 0 else "Permission denied") in p.stdout
 
 
 def test_housekeeping_prunes_during_a_long_run(tmp_path):
@@ -146,3 +149,92 @@ def test_housekeeping_prunes_during_a_long_run(tmp_path):
     now[0] = 1.2 * 86400
     s.housekeeping()
     assert [r["track"] for r in s.recent()] == [2]
+
+
+# ---- privacy and a full disk (issue 17) -----------------------------------------------------------
+
+def _frame():
+    return np.zeros((48, 64, 3), np.uint8)
+
+
+def test_only_alerting_frames_are_snapshotted(tmp_path):
+    """Compliant (masked) faces were snapshotted too, although snapshots are of alerting frames."""
+    s = EventStore(tmp_path, EventsConfig(snapshots={"enabled": True}))
+    compliant = Event(1.0, 1, Verdict.COMPLIANT, "mask", 0.9, Box(1, 2, 30, 40), True)
+    held_back = Event(2.0, 2, Verdict.VIOLATION, "no_mask", 0.9, Box(1, 2, 30, 40), False)
+    alert = Event(3.0, 3, Verdict.VIOLATION, "no_mask", 0.9, Box(1, 2, 30, 40), True)
+    for e in (compliant, held_back, alert):
+        assert s.add(e, _frame()) is not None
+    rows = {r["track"]: r["snapshot"] for r in s.recent()}
+    s.close()
+    assert rows[1] is None and rows[2] is None and rows[3] is not None
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == [rows[3]]
+
+
+def test_state_files_are_private_whatever_the_umask(tmp_path):
+    """Outside systemd the state folder, database and snapshots were created 0755/0644."""
+    old = os.umask(0o022)
+    try:
+        state = tmp_path / "state"
+        s = EventStore(state, EventsConfig(snapshots={"enabled": True}))
+        s.add(ev(1), _frame())
+        s.close()
+    finally:
+        os.umask(old)
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    assert mode(state) == 0o700 and mode(state / "snapshots") == 0o700
+    files = [state / "events.sqlite3", *(state / "snapshots").iterdir()]
+    files += [p for p in state.glob("events.sqlite3-*")]
+    assert len(files) >= 2 and {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+    # A database an older doorguard left world-readable is made private on open.
+    os.chmod(state / "events.sqlite3", 0o644)
+    EventStore(state, EventsConfig()).close()
+    assert mode(state / "events.sqlite3") == 0o600
+    # An existing state folder keeps its mode (systemd's StateDirectoryMode=0750).
+    other = tmp_path / "other"
+    other.mkdir(mode=0o750)
+    os.chmod(other, 0o750)
+    EventStore(other, EventsConfig()).close()
+    assert mode(other) == 0o750
+
+
+class FillingDisk:
+    """shutil.disk_usage of a disk that loses what the snapshots write (and gets it back on delete)."""
+
+    def __init__(self, snap_dir, free: int):
+        self.snap_dir, self.start = snap_dir, free
+
+    def __call__(self, path):
+        import collections
+
+        used = sum(p.stat().st_size for p in self.snap_dir.glob("*.jpg")) if self.snap_dir.is_dir() else 0
+        return collections.namedtuple("usage", "total used free")(10**9, used, self.start - used)
+
+
+def test_snapshots_keep_a_free_space_floor_so_events_keep_going(tmp_path, caplog):
+    """Snapshots filled the disk and event writes failed 46 ms later: below min_free_bytes no
+    snapshot is written, every event still is, and snapshots resume once space is back."""
+    import cv2
+
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)  # noise: big JPEGs
+    size = len(cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])[1])
+    floor = 1_000_000
+    disk = FillingDisk(tmp_path / "snapshots", free=floor + 3 * size + size // 2)  # room for 3
+    s = EventStore(tmp_path, EventsConfig(snapshots={"enabled": True, "min_free_bytes": floor,
+                                                      "max_bytes": 10**9}), disk_usage=disk)
+    ids = [s.add(Event(float(i), i, Verdict.VIOLATION, "no_mask", 0.9, Box(1, 2, 30, 40), True), frame)
+           for i in range(8)]
+    assert None not in ids, "every event recorded"
+    snaps = [r["snapshot"] for r in reversed(s.recent())]
+    assert [x is not None for x in snaps] == [True] * 3 + [False] * 5
+    assert s.snapshots_on and s.snapshots_skipped == 5
+    assert disk(tmp_path).free >= floor
+    assert "disk nearly full" in caplog.text and "events continue" in caplog.text
+    for p in (tmp_path / "snapshots").glob("*.jpg"):  # space comes back (the user cleaned up)
+        p.unlink()
+    assert s.add(Event(9.0, 9, Verdict.VIOLATION, "no_mask", 0.9, Box(1, 2, 30, 40), True), frame) is not None
+    assert s.recent(1)[0]["snapshot"] is not None
+    s.close()

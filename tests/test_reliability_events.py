@@ -36,6 +36,7 @@ from edge.config import EventsConfig
 from edge.events import EventStore
 from edge.types import Box, Event
 
+import faults
 from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                            FakeNotifier, ListSource, frame_with, write_classifier_manifest,
                            write_detector_manifest)
@@ -259,22 +260,32 @@ def test_database_full_or_read_only_is_reported_and_alerts_go_on(tmp_path, monke
     assert ("full" if how == "full" else "readonly") in caplog.text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; the ENOSPC seam "
-                                              "and the SQLite read-only tests cover this as root")
-def test_read_only_state_dir_chmod(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    store = EventStore(state, EventsConfig(snapshots={"enabled": True}))
-    try:
-        os.chmod(state / "snapshots", 0o500)
-        ev = Event(1.0, 1, "violation", "no_mask", 0.9, Box(1, 2, 30, 40), True)
-        import numpy as np
+READ_ONLY_SNAPSHOTS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from edge.config import EventsConfig
+    from edge.events import EventStore
+    from edge.types import Box, Event
 
-        assert store.add(ev, np.zeros((48, 64, 3), np.uint8)) is not None
-        assert store.recent(1)[0]["snapshot"] is None
-    finally:
-        os.chmod(state / "snapshots", 0o700)
-        store.close()
+    store = EventStore(sys.argv[1], EventsConfig(snapshots={"enabled": True}))
+    ev = Event(1.0, 1, "violation", "no_mask", 0.9, Box(1, 2, 30, 40), True)
+    row = store.add(ev, np.zeros((48, 64, 3), np.uint8))
+    print("row", row, "snapshot", store.recent(1)[0]["snapshot"], "errors", store.write_errors)
+    store.close()
+""")
+
+
+def test_read_only_snapshot_folder(tmp_path):
+    """The snapshot folder turns read-only (as root too: a read-only bind mount, not a skip):
+    the snapshot is lost, the event is not."""
+    state = tmp_path / "state"
+    EventStore(state, EventsConfig(snapshots={"enabled": True})).close()  # creates snapshots/
+    p = faults.run_with_read_only(state / "snapshots", READ_ONLY_SNAPSHOTS, str(state))
+    assert p.returncode == 0, p.stderr
+    assert "row 1 snapshot None errors 0" in p.stdout, p.stdout
+    assert "cannot write snapshot" in p.stdout + p.stderr
+    assert ("Read-only file system" if os.geteuid() == 0 else "Permission denied") in p.stdout + p.stderr
+    assert list((state / "snapshots").iterdir()) == []
 
 
 def test_store_reopens_after_kill_mid_run_with_stale_wal(tmp_path):
