@@ -1,4 +1,9 @@
-"""Actuators on gpiozero's MockFactory: full pin histories, pattern timing, mute, fault, close."""
+"""Actuators on gpiozero's MockFactory: full pin histories, pattern timing, mute, fault, close.
+
+Pattern timing runs in virtual time (tests/virtual_time.py): gpiozero's threads are
+real, but their waits and the mock pins' clock are moved by the test, so every
+duration is exact and no CPU load or emulation speed (make test-arm) changes it.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from pydantic import ValidationError
 from edge.actuators import Actuators, GpioConfig
 from edge.errors import HardwareError
 
-# Background threads on a shared 2-core CI box wake late by tens of ms; the patterns
-# under test differ by >= 150 ms, so this tolerance still tells them apart.
-TOL = 0.09
+from virtual_time import VirtualTime
+
+# Durations are virtual, so exact but for float rounding.
+TOL = 1e-6
 
 RED, GREEN, BUZ, BTN = 17, 27, 22, 5
 
@@ -34,6 +40,18 @@ def factory():
     finally:
         f.reset()
         Device.pin_factory = old
+
+
+@pytest.fixture
+def vt(monkeypatch):
+    """Virtual time for the pattern threads (install before the Actuators are made)."""
+    v = VirtualTime().install(monkeypatch)
+    yield v
+    left = [t for t in v.threads if t.is_alive()]
+    for t in left:  # never leave a thread waiting on a clock nobody moves
+        getattr(t, "stopping", getattr(t, "finished", None)).set()
+        v._interrupt(t)
+    assert not left, f"pattern threads still running after the test: {left}"
 
 
 class FakeClock:
@@ -77,60 +95,62 @@ def alert_history(c: GpioConfig, high=True) -> list:
     return seq
 
 
-def wait_pattern(c: GpioConfig) -> None:
-    time.sleep(c.alert_seconds + 0.25)
+def wait_pattern(vt: VirtualTime, c: GpioConfig) -> None:
+    vt.advance(c.alert_seconds + 0.25)
 
 
-def test_alert_pattern_full_history_and_timing(factory):
+def test_alert_pattern_full_history_and_timing(factory, vt):
     c = cfg()
     with Actuators(c, pin_factory=factory) as act:
         red, green, buz = factory.pin(RED), factory.pin(GREEN), factory.pin(BUZ)
-        t0 = time.monotonic()
+        # alert() returns without any time passing (a wait on the pattern would raise here),
+        # the pattern's first step on its own threads.
         act.alert()
-        assert time.monotonic() - t0 < 0.05, "alert() must return at once"
-        wait_pattern(c)
+        vt.settle()
+        assert [s for _, s in history(red)] == [False, True] and [s for _, s in history(buz)] == [False, True]
+        wait_pattern(vt, c)
         assert_history(red, alert_history(c))
         assert_history(buz, alert_history(c))
         assert_history(green, [(None, False)])
 
 
-def test_compliant_lights_green_for_configured_time(factory):
+def test_compliant_lights_green_for_configured_time(factory, vt):
     c = cfg()
     with Actuators(c, pin_factory=factory) as act:
         green, red = factory.pin(GREEN), factory.pin(RED)
         act.compliant()
-        time.sleep(c.compliant_seconds + 0.2)
+        vt.advance(c.compliant_seconds + 0.2)
         assert_history(green, [(None, False), (None, True), (c.compliant_seconds, False)])
         assert_history(red, [(None, False)])
 
 
-def test_alert_turns_green_off(factory):
+def test_alert_turns_green_off(factory, vt):
     c = cfg(compliant_seconds=5)
     with Actuators(c, pin_factory=factory) as act:
         green = factory.pin(GREEN)
         act.compliant()
-        time.sleep(0.1)
+        vt.advance(0.1)
         act.alert()
         assert_history(green, [(None, False), (None, True), (0.1, False)])
 
 
-def test_fault_pattern_is_distinct_and_clears(factory):
+def test_fault_pattern_is_distinct_and_clears(factory, vt):
     c = cfg()
     with Actuators(c, pin_factory=factory) as act:
         red, buz = factory.pin(RED), factory.pin(BUZ)
         act.set_fault(True)
         act.set_fault(True)  # repeated calls do not restart the pattern
         assert act.fault
-        time.sleep(1.0)
+        vt.advance(1.0)
         act.set_fault(False)
         n = len(red.states)
-        time.sleep(0.4)
+        vt.advance(0.4)
         got = history(red)
         assert len(red.states) == n, "pattern kept running after set_fault(False)"
         states = [s for _, s in got]
         assert not states[0] and not states[-1]
         assert states[1:] == [True, False] * ((len(states) - 1) // 2)
-        assert 3 <= (len(states) - 1) // 2 <= 4, got  # ~1 s / 0.3 s per flash
+        assert (len(states) - 1) // 2 == 4, got  # flashes at 0, 0.3, 0.6, 0.9 s of 1 s
         on = [dt for dt, s in got[2::2][:-1]]
         off = [dt for dt, s in got[3::2]]
         assert all(abs(d - c.fault_on_seconds) <= TOL for d in on), got
@@ -138,20 +158,20 @@ def test_fault_pattern_is_distinct_and_clears(factory):
         assert_history(buz, [(None, False)])  # a fault is silent
 
 
-def test_alert_during_fault_then_fault_resumes(factory):
+def test_alert_during_fault_then_fault_resumes(factory, vt):
     c = cfg(alert_repeats=2)
     with Actuators(c, pin_factory=factory) as act:
         red = factory.pin(RED)
         act.set_fault(True)
-        time.sleep(0.02)  # inside the first short flash
+        vt.advance(0.02)  # inside the first short flash
         red.clear_states()  # history from here: True (flash interrupted)
         act.alert()
-        time.sleep(c.alert_seconds + c.fault_on_seconds + 0.1)
+        vt.advance(c.alert_seconds + c.fault_on_seconds + 0.1)
         got = history(red)
         states = [s for _, s in got]
         # alert blinks (the LED was already on, so the first "on" is no change), then the fault flash resumes.
         assert states[:5] == [True, False, True, False, True], got
-        assert abs(got[1][0] - c.alert_on_seconds) <= TOL + 0.03, got
+        assert abs(got[1][0] - c.alert_on_seconds) <= TOL, got
         assert abs(got[2][0] - c.alert_off_seconds) <= TOL, got
         assert abs(got[3][0] - c.alert_on_seconds) <= TOL, got
         assert abs(got[4][0] - c.alert_off_seconds) <= TOL, got  # resume at end of the alert's last off
@@ -159,8 +179,8 @@ def test_alert_during_fault_then_fault_resumes(factory):
             assert not got[5][1] and abs(got[5][0] - c.fault_on_seconds) <= TOL, got
 
 
-def test_mute_button_silences_buzzer_for_n_minutes(factory):
-    clock = FakeClock()
+def test_mute_button_silences_buzzer_for_n_minutes(factory, vt):
+    clock = FakeClock()  # the mute's minutes (the Actuators' own clock), apart from the patterns' seconds
     c = cfg(mute_button=BTN, mute_minutes=3, alert_repeats=1)
     with Actuators(c, pin_factory=factory, clock=clock) as act:
         buz, red, btn = factory.pin(BUZ), factory.pin(RED), factory.pin(BTN)
@@ -169,7 +189,7 @@ def test_mute_button_silences_buzzer_for_n_minutes(factory):
         btn.drive_high()
         assert act.muted
         act.alert()
-        wait_pattern(c)
+        wait_pattern(vt, c)
         assert_history(buz, [(None, False)])  # silent while muted
         assert [s for _, s in history(red)] == [False, True, False]  # the LED still warns
         clock.t += 3 * 60 - 1
@@ -177,21 +197,21 @@ def test_mute_button_silences_buzzer_for_n_minutes(factory):
         clock.t += 2
         assert not act.muted
         act.alert()
-        wait_pattern(c)
+        wait_pattern(vt, c)
         assert_history(buz, alert_history(c))
 
 
-def test_mute_press_stops_a_running_beep(factory):
+def test_mute_press_stops_a_running_beep(factory, vt):
     c = cfg(mute_button=BTN, alert_on_seconds=2.0)
     with Actuators(c, pin_factory=factory) as act:
         buz, btn = factory.pin(BUZ), factory.pin(BTN)
         act.alert()
-        time.sleep(0.1)
+        vt.advance(0.1)
         btn.drive_low()
         assert_history(buz, [(None, False), (None, True), (0.1, False)])
 
 
-def test_tonal_buzzer_plays_tone_pattern(factory):
+def test_tonal_buzzer_plays_tone_pattern(factory, vt):
     from gpiozero.tones import Tone
 
     c = cfg(buzzer_kind="tonal", buzzer_tone="A5", alert_repeats=2)
@@ -199,9 +219,9 @@ def test_tonal_buzzer_plays_tone_pattern(factory):
         buz = factory.pin(BUZ)
         seen = []
         act.alert()
-        time.sleep(0.05)
+        vt.advance(0.05)
         seen.append(buz.frequency)
-        wait_pattern(c)
+        wait_pattern(vt, c)
         assert seen[0] == pytest.approx(Tone("A5").frequency)
         assert buz.frequency is None  # silent after the pattern
         states = [s for _, s in history(buz)]
@@ -213,7 +233,7 @@ def test_tonal_buzzer_plays_tone_pattern(factory):
 
 
 @pytest.mark.parametrize("kind", ["active", "tonal"])
-def test_close_mid_pattern_turns_everything_off_within_1s(factory, kind):
+def test_close_mid_pattern_turns_everything_off_at_once(factory, vt, kind):
     c = cfg(buzzer_kind=kind, alert_on_seconds=5, alert_off_seconds=5, compliant_seconds=30)
     before = {t for t in threading.enumerate()}
     act = Actuators(c, pin_factory=factory)
@@ -222,12 +242,14 @@ def test_close_mid_pattern_turns_everything_off_within_1s(factory, kind):
     act.alert()
     act.set_fault(True)  # fault during alert: a resume timer is pending too
     act.alert()
-    time.sleep(0.05)
+    vt.advance(0.05)
     assert any(p.state for p in pins)
-    t0 = time.monotonic()
+    t_virtual = vt.now
+    # close() stops every pattern thread and the timer without waiting for them: no time
+    # passes meanwhile (the clock is the test's), so a close that waited for a pattern would
+    # hang here until its join timed out (gpiozero's ZombieThread), not merely be slow.
     act.close()
-    took = time.monotonic() - t0
-    assert took < 1.0, f"close took {took:.3f}s"
+    assert vt.now == t_virtual
     assert all(not p.state for p in pins), [history(p) for p in pins]
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert leftover == [], leftover
@@ -269,13 +291,16 @@ def test_sound_plays_without_blocking_and_never_twice(factory, tmp_path):
         started.append(p)
         return p
 
-    player = [sys.executable, "-c", "import time; time.sleep(3)"]
+    # The player runs 60 s; two alerts (a real process start each time if it stacked) must
+    # return long before: the bound only tells "waited for the player" from "did not", on
+    # any CPU (an emulated Pi starts a process in well under a second).
+    player = [sys.executable, "-c", "import time; time.sleep(60)"]
     c = cfg(sound_file=wav, sound_player=player, alert_repeats=1)
     act = Actuators(c, pin_factory=factory, popen=popen)
     t0 = time.monotonic()
     act.alert()
     act.alert()
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 20
     assert len(started) == 1
     assert started[0].args == [*player, str(wav)]
     assert started[0].poll() is None
@@ -302,12 +327,12 @@ def test_sound_starts_again_after_the_previous_finished(factory, tmp_path):
     assert len(calls) == 2
 
 
-def test_missing_sound_player_does_not_break_the_alarm(factory, tmp_path, caplog):
+def test_missing_sound_player_does_not_break_the_alarm(factory, vt, tmp_path, caplog):
     c = cfg(sound_file=tmp_path / "x.wav", sound_player=["/nonexistent/aplay"], alert_repeats=1)
     with Actuators(c, pin_factory=factory) as act:
         act.alert()
         act.alert()
-        wait_pattern(c)
+        wait_pattern(vt, c)
         # The second alert restarts the (still running) beep: one on-period, then off.
         assert_history(factory.pin(BUZ), alert_history(c))
     assert sum("sound disabled" in r.message for r in caplog.records) == 1
@@ -348,7 +373,7 @@ def test_config_validation():
     assert GpioConfig().alert_seconds == pytest.approx(5 * 0.4)
 
 
-def test_default_factory_off_a_pi_is_mock(monkeypatch):
+def test_default_factory_off_a_pi_is_mock(monkeypatch, vt):
     """`make run` on a laptop: pin_factory=None gives mock pins instead of BadPinFactory."""
     from gpiozero import Device
     from gpiozero.pins.mock import MockPin
@@ -363,7 +388,7 @@ def test_default_factory_off_a_pi_is_mock(monkeypatch):
         pin = act._red.pin
         assert isinstance(pin, MockPin)
         act.alert()
-        wait_pattern(c)
+        wait_pattern(vt, c)
         assert_history(pin, alert_history(c))
     # On a Pi, or when the user chose a factory, None stays gpiozero's default.
     monkeypatch.setattr(actuators, "on_raspberry_pi", lambda root=None: True)
