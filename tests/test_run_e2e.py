@@ -88,11 +88,12 @@ def test_annotate_writes_video(tmp_path):
 
 
 def test_camera_lost_shows_fault_and_recovers(tmp_path):
-    # Long enough that a slow loop (frames dropped) never runs the live source dry.
+    # Long enough that a slow loop (frames dropped) never runs the live source dry; read and
+    # give-up timeouts far beyond what a loaded or emulated CPU can stall (only the loss counts).
     frames = [frame_with([(20, 30, 30, RED)])] * 5000
     src = ListSource(frames, live=True, lose_at={10})
-    extra = ("[source]\nreconnect_initial_s = 0.3\nreconnect_max_s = 0.3\nread_timeout_s = 5.0\n"
-             "give_up_after_s = 5.0\n")
+    extra = ("[source]\nreconnect_initial_s = 0.3\nreconnect_max_s = 0.3\nread_timeout_s = 120.0\n"
+             "give_up_after_s = 120.0\n")
     r, act, _ = runner(tmp_path, frames, extra, source=src, max_frames=25)
     assert r.run() == 0
     faults = [c for c in act.calls if c[0] == "fault"]
@@ -141,17 +142,32 @@ def test_unwritable_state_dir(tmp_path):
         r.run()
 
 
+class SignalAt(ListSource):
+    """A source that sends this process ``sig`` when asked for frame ``at``: the signal comes
+    while frames flow, however fast or slow the CPU (a timer could fire before the handler is
+    installed on a slow one, and SIGTERM would kill the test run)."""
+
+    def __init__(self, images, at, sig=signal.SIGTERM, **kw):
+        super().__init__(images, **kw)
+        self.at, self.sig = at, sig
+
+    def read(self):
+        if self.i == self.at:
+            os.kill(os.getpid(), self.sig)
+        return super().read()
+
+
 def test_sigterm_stops_cleanly(tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO")
-    endless = ListSource([frame_with([(20, 30, 30, RED)])] * 100000, live=False)
+    endless = SignalAt([frame_with([(20, 30, 30, RED)])] * 100000, at=20, live=False)
     act, note = FakeActuators(), FakeNotifier()
     monkeypatch.setattr(service, "Runner", functools.partial(
         service.Runner, source=endless, actuators=act, notifier=note,
         detector_interpreter=BlobDetectorInterpreter(), classifier_interpreter=ColourClassifierInterpreter()))
-    threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGTERM)).start()
     args = argparse.Namespace(config=str(cfg_for(tmp_path)), source=None, max_frames=None, annotate=None)
     assert service.main(args) == 0
     assert "stop: SIGTERM" in caplog.text
+    assert 20 <= endless.i < 100000
     assert act.names()[-1] == "close" and act.closed == 1
     assert note.messages[-1] == "STOPPING"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
@@ -311,9 +327,9 @@ def test_real_images_from_shared(default_models, shared, tmp_path):
 
 
 def test_camera_slow_to_open_shows_fault_until_frames_flow(tmp_path):
-    # 200 frames (0.4 s of a live camera), not 5: a slow CPU (the emulated Pi of make test-arm)
-    # must still get 3 frames processed before this camera runs dry.
-    src = ListSource([frame_with([])] * 200, live=True, fail_open=2)
+    # 5000 frames (10 s of a live camera), not 5: a slow CPU (the emulated Pi of make test-arm,
+    # a loaded CI box) must still get 3 frames processed before this camera runs dry.
+    src = ListSource([frame_with([])] * 5000, live=True, fail_open=2)
     extra = "[source]\nreconnect_initial_s = 0.01\ngive_up_after_s = 0.3\n"
     r, act, _ = runner(tmp_path, [], extra, source=src, max_frames=3)
     assert r.run() == 0
@@ -349,15 +365,26 @@ def test_end_of_clip_lets_the_last_pattern_finish(tmp_path):
 
 
 def test_signal_while_camera_is_opening_stops_cleanly(tmp_path):
-    src = ListSource([], live=True, fail_open=10**6)
-    extra = "[source]\nopen_timeout_s = 30.0\nreconnect_initial_s = 0.5\nreconnect_max_s = 5.0\n"
-    r, act, _ = runner(tmp_path, [], extra, source=src)
-    threading.Timer(0.3, r.request_stop, ("SIGTERM",)).start()
     import time as _t
 
-    t0 = _t.monotonic()
+    # The first retry waits 30 s: a stop that did not cut that wait short would take that long.
+    src = ListSource([], live=True, fail_open=10**6)
+    extra = "[source]\nopen_timeout_s = 120.0\nreconnect_initial_s = 30.0\nreconnect_max_s = 30.0\n"
+    r, act, _ = runner(tmp_path, [], extra, source=src)
+    asked = []
+
+    def stop_once_opening():  # after the first failed open, while the runner waits to retry
+        while src.opens == 0:
+            _t.sleep(0.01)
+        _t.sleep(0.2)
+        asked.append(_t.monotonic())
+        r.request_stop("SIGTERM")
+
+    threading.Thread(target=stop_once_opening, daemon=True).start()
     assert r.run() == 0
-    assert _t.monotonic() - t0 < 3.0 and r.stop_reason == "SIGTERM"
+    took = _t.monotonic() - asked[0]
+    assert took < 15.0, f"stopped {took:.1f} s after the request: the retry wait was not cut short"
+    assert r.stop_reason == "SIGTERM" and src.opens == 1
     assert act.names()[-1] == "close"
 
 

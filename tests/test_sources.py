@@ -217,15 +217,47 @@ def test_finite_source_delivers_every_frame_in_order():
     assert got == list(range(20)) and cap.dropped == 0
 
 
+def until(cond, seconds=60.0, step=0.005):
+    """Poll ``cond`` until true; the limit only catches a hang (never a slow CPU: make test-arm)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(step)
+
+
+class RecordingStop:
+    """A Capture's stop event that records each wait it is asked for (the back-off delays)."""
+
+    def __init__(self, event, clock=None):
+        self.event, self.clock, self.waits = event, clock, []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if self.clock is not None:  # virtual time: the wait passes at once
+            self.clock.t += timeout
+            return self.event.is_set()
+        return self.event.wait(timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.event, name)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
 def test_live_source_keeps_newest_and_counts_drops():
     src = ListSource(imgs(60), live=True)
     cap = Capture(src, fast_cfg(give_up_after_s=0.05)).start()
-    time.sleep(0.3)  # a slow consumer
+    until(lambda: cap.captured == 60)  # a consumer slower than the camera: it took none of them
     f = cap.get(0.1)
-    got = [int(f.image[0, 0, 0])] if f is not None else []
     cap.stop()
-    assert cap.captured > 1 and cap.dropped >= cap.captured - 2
-    assert got and got[0] >= 50  # the newest, not the first
+    assert f is not None and int(f.image[0, 0, 0]) == 59  # the newest, not the first
+    assert cap.dropped == cap.captured - 1 == 59
 
 
 def test_unreadable_frames_are_skipped_and_counted():
@@ -249,55 +281,69 @@ def test_unreadable_frames_are_skipped_and_counted():
 
 
 def test_camera_never_opens():
+    """Retries with back-off until open_timeout_s, then one error; in the capture's clock,
+    whose waits pass at once here, so the count is exact on any CPU."""
     src = ListSource([], live=True, fail_open=1000)
-    t0 = time.monotonic()
-    with pytest.raises(SourceError, match="gave up after trying for 0.[0-9] s"):
-        Capture(src, fast_cfg(open_timeout_s=0.2)).start()
-    assert time.monotonic() - t0 < 1.0 and src.opens >= 3
+    clock = FakeClock()
+    cap = Capture(src, fast_cfg(open_timeout_s=0.2), clock=clock)
+    cap._stop = stop = RecordingStop(cap._stop, clock)
+    with pytest.raises(SourceError, match=r"gave up after trying for 0\.2 s, source.open_timeout_s = 0\.2"):
+        cap.start()
+    assert stop.waits == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04, 0.04])  # the next would pass 0.2 s
+    assert src.opens == 7
 
 
 def test_camera_opens_on_retry():
     src = ListSource(imgs(3), live=True, fail_open=2)
-    cap = Capture(src, fast_cfg()).start()
-    assert cap.get(1.0) is not None
+    cap = Capture(src, fast_cfg())
+    cap._stop = stop = RecordingStop(cap._stop)
+    cap.start()
+    until(lambda: cap.get(0.05) is not None)
     cap.stop()
+    assert src.opens == 3 and stop.waits[:2] == [0.01, 0.02]
+    assert cap.captured >= 1 and cap.error is None
 
 
 def test_camera_lost_reconnects_with_backoff():
-    src = ListSource(imgs(50), live=True, lose_at={5})
+    # Enough frames that the camera never runs dry during the test (a second loss) on a slow CPU.
+    src = ListSource(imgs(200) * 25, live=True, lose_at={5})
     src.fail_open = 0
     orig_open = src.open
-    opens_after_loss = []
+    failed_reopens = []
 
     def open_():
-        if src.opens >= 1 and len(opens_after_loss) < 3:
-            opens_after_loss.append(time.monotonic())
+        if src.opens >= 1 and len(failed_reopens) < 3:
+            failed_reopens.append(time.monotonic())
             src.opens += 1
             raise SourceError("camera gone")
         orig_open()
 
     src.open = open_
-    cap = Capture(src, fast_cfg()).start()
+    cap = Capture(src, fast_cfg())
+    cap._stop = stop = RecordingStop(cap._stop)
+    cap.start()
     saw_lost = False
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and cap.reconnects == 0:
+
+    def reconnected():
+        nonlocal saw_lost
         saw_lost |= cap.lost
         cap.get(0.005)
-    time.sleep(0.05)
-    cap.get(0.2)
+        return cap.reconnects > 0
+
+    until(reconnected)
+    until(lambda: cap.get(0.05) is not None)  # frames flow again
     cap.stop()
-    assert saw_lost and cap.reconnects == 1 and not cap._lost
-    gaps = np.diff(opens_after_loss)
-    assert len(gaps) == 2 and gaps[1] > gaps[0] * 1.3  # exponential back-off
+    assert saw_lost and cap.reconnects == 1 and not cap._lost and len(failed_reopens) == 3
+    # The waits before each reopen, asked of the stop event: doubling from reconnect_initial_s
+    # (0.01) up to reconnect_max_s (0.04); the 4th reopen succeeded.
+    assert stop.waits == pytest.approx([0.01, 0.02, 0.04, 0.04])
 
 
 def test_camera_gone_for_good_gives_up():
     src = ListSource(imgs(3), live=True)
     cap = Capture(src, fast_cfg(give_up_after_s=0.1)).start()
     src.fail_open = 10**6
-    deadline = time.monotonic() + 3
-    while not cap.ended and time.monotonic() < deadline:
-        cap.get(0.05)
+    until(lambda: cap.get(0.05) is None and cap.ended)
     cap.stop()
     assert cap.ended and isinstance(cap.error, SourceError) and "giving up" in str(cap.error)
 
