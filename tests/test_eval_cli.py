@@ -182,7 +182,11 @@ def test_eval_cli_figures(tmp_path, stub_interpreters, layout, capsys):
     assert r["precision"] == "int8"
     assert r["detector"]["file"] == "det.tflite"
     assert r["thresholds"]["detector_score"] == 0.5
-    assert r["violating_classes"] == ["mask_incorrect", "no_mask", "not_me"]
+    # The default config's alert labels (only labels the default models output).
+    assert r["violating_classes"] == ["mask_incorrect", "no_mask"]
+    # Figures by size at the detector input (64 px, stretch) and per true class
+    assert sum(b["faces"] for b in r["recall_by_input_size"].values()) == 4
+    assert r["detector_recall_by_class"]["mask_incorrect"] == 0.0
     assert (plots / "roc.png").stat().st_size > 1000
     assert (plots / "confusion.png").stat().st_size > 1000
     assert stub_interpreters == ["det.tflite", "cls.tflite"]
