@@ -60,8 +60,12 @@ LICENCES = {
     DETECTOR: ("yoloface-500k v2, github.com/dog-qiuqiu/MobileNet-Yolo (HEAD 86c05bf); YOLO LICENSE v2 "
                "(\"Darknet is public domain\"), no separate weight licence; trained on WIDER FACE by its "
                "authors. Fine-tuned here (doorguard train detector) on facemask853 train boxes (CC0) and "
-               "adityap27 train boxes (MIT), all as face, without the photos that are near-duplicates of "
-               "facemask853 val or the dataroots validation photos."),
+               "adityap27 train boxes (MIT), all as face, plus teacher boxes (ignore regions and labels of "
+               "unlabelled photos) from YuNet n 640 (libfacedetection.train, Apache-2.0) and UltraFace "
+               "RFB-640-masked (MIT), VGGFace2 source photos and train crops from datarootsio/face-mask-detection "
+               "(MIT; no separate licence stated for the VGGFace2 images) and chandrikadeb7 photos (MIT; part "
+               "RMFD with unclear terms); without the photos that are near-duplicates of facemask853 val, "
+               "adityap27 valid or the dataroots validation photos."),
     CLASSIFIER: ("MobileNet v1 0.25 ImageNet backbone (keras-applications asset, via homxxx/"
                  "MicroExpressionRecognition, GPL-3.0 repository, no licence stated for the weights); "
                  "trained here on dataroots train crops (MIT; VGGFace2 crops), chandrikadeb7 (MIT; "
