@@ -215,9 +215,10 @@ run_guest() {
     local exe=$1; shift
     local argv0=$exe
     [[ $exe == /* ]] || die "direct mode needs an absolute guest path, not '$exe'"
-    # Follow the guest's own symlinks (the venv's python -> /usr/bin/python3 -> python3.11).
+    # Follow the guest's own symlinks (the venv's python -> /usr/bin/python3 -> python3.11);
+    # a program named by its path in the rootfs keeps that path as argv[0] (setup does so).
     local real
-    real=$(cd "$ROOTFS" && readlink -m "$(guest_readlink "$exe")")
+    real=$(cd "$ROOTFS" && readlink -m "$(guest_readlink "${exe#"$ROOTFS"}")")
     local qemu=(qemu-aarch64-static)
     # Only the dynamically linked qemu-aarch64 can load TCG plugins.
     [[ -n $PLUGIN ]] && qemu=(qemu-aarch64 -plugin "$PLUGIN")
@@ -249,18 +250,44 @@ install_doorguard() {
   # The tracked files of this checkout (what a clone has), not its .venv or build outputs.
   (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md LICENSE* edge convert |
      tar --null -T - -cf -) | tar -C "$ROOTFS$GUEST_SRC" -xf -
-  local py=/usr/bin/python3
-  if [[ ! -x $ROOTFS$GUEST_VENV/bin/python ]]; then
+  local py=/usr/bin/python3 venv=$GUEST_VENV what=$GUEST_SRC opt=/opt/doorguard only=()
+  detect_mode
+  if [[ $MODE == direct ]]; then
+    # No binfmt. Under qemu -L a guest's path goes to the rootfs only where it exists there,
+    # else to the host: a new file (a package pip unpacks) would land on the host. So name
+    # the rootfs' own paths here (the venv's python run by that path finds its pyvenv.cfg and
+    # site-packages there). And a guest cannot start another arm64 program, which venv's
+    # ensurepip and pip's build of a source tree (its build backend) do: the venv comes
+    # without pip, pip from Debian's own wheel run in-process, doorguard as a wheel built on
+    # the host (pure Python), everything else as wheels only.
+    venv=$ROOTFS$GUEST_VENV opt=$ROOTFS/opt/doorguard
+    if [[ ! -x $venv/bin/python ]]; then
+      run_guest pi4 "$py" -m venv --without-pip --system-site-packages "$venv"
+    fi
+    if [[ ! -e $venv/bin/pip ]]; then
+      local wheel
+      wheel=$(cd "$ROOTFS" && compgen -G "usr/share/python-wheels/pip-*.whl" | head -n 1) ||
+        die "no pip wheel in $ROOTFS/usr/share/python-wheels (python3-venv)"
+      run_guest pi4 "$venv/bin/python" "/$wheel/pip" install -q --no-index "/$wheel"
+    fi
+    local hostpy=${HOSTPY:-$REPO/.venv/bin/python}
+    [[ -x $hostpy ]] || hostpy=python3
+    rm -rf "$opt/wheels"
+    "$hostpy" -m pip wheel -q --no-deps -w "$opt/wheels" "$ROOTFS$GUEST_SRC" >&2 ||
+      die "building doorguard's wheel on the host ($hostpy -m pip wheel) failed"
+    what=$(compgen -G "$opt/wheels/doorguard-*.whl" | head -n 1)
+    only=(--only-binary :all:)
+  elif [[ ! -x $ROOTFS$GUEST_VENV/bin/python ]]; then
     run_guest pi4 "$py" -m venv --system-site-packages "$GUEST_VENV"
   fi
   local numpy
   numpy=$(run_guest pi4 "$py" -c 'import numpy; print(numpy.__version__)')
   echo "numpy==$numpy" > "$ROOTFS/opt/doorguard/constraints.txt"
-  say "pip install doorguard (numpy==$numpy from apt), pytest, $TFLITE_RUNTIME into $GUEST_VENV"
+  say "pip install doorguard (numpy==$numpy from apt), pytest, $TFLITE_RUNTIME into $GUEST_VENV ($MODE mode)"
   local try
   for try in 1 2; do
-    run_guest pi4 "$GUEST_VENV/bin/python" -m pip install -q --upgrade \
-      --constraint /opt/doorguard/constraints.txt "$GUEST_SRC" pytest hypothesis pyyaml "$TFLITE_RUNTIME" && return 0
+    run_guest pi4 "$venv/bin/python" -m pip install -q --upgrade "${only[@]}" \
+      --constraint "$opt/constraints.txt" "$what" pytest hypothesis pyyaml "$TFLITE_RUNTIME" && return 0
     say "pip install into the arm64 venv failed (try $try of 2)"
   done
   die "pip install into the arm64 venv failed twice (needs PyPI; see above)"
