@@ -79,6 +79,11 @@ class ModelsConfig(_Section):
         "its own; their labels are judged by the same rules.alert_on_classifier / compliant_on_classifier",
     )
 
+    allow_failed_gate: bool = Field(
+        False, description="Run a model whose manifest records a failed accuracy gate (run and doctor "
+        "refuse it otherwise; same as run --allow-failed-gate)",
+    )
+
     @model_validator(mode="after")
     def _empty_classifier(self) -> "ModelsConfig":
         if self.classifier is not None and not self.classifier.strip():
@@ -103,6 +108,11 @@ class SourceConfig(_Section):
         description="Frame rate: requested from cameras; for files/folders/demo, pacing (0 = as fast as possible)",
     )
     loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
+    per_image: bool | None = Field(
+        None, description="Judge each image on its own: no track continues from the previous image, every "
+        "face is classified and one vote settles its verdict (absent: on for an image folder or a single "
+        "image, off for cameras, video files and demo)",
+    )
     open_timeout_s: float = Field(
         10.0, ge=0.1, le=3600.0, description="How long a camera may take to open before the run fails"
     )

@@ -6,7 +6,7 @@ found and what to do. The exit status is 1 when any check fails.
 Checks: config, camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
 group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* and
 group gpio, configured pins busy), interpreter backend, models (manifest +
-sha256 + loads), rules (every rule label is one the models output), the MQTT
+sha256 + loads + a passed accuracy gate), rules (every rule label is one the models output), the MQTT
 password file's mode, state directory writable, and on a Raspberry Pi the CPU
 temperature and ``vcgencmd get_throttled`` decoded into words.
 
@@ -134,8 +134,11 @@ def decode_throttled(value: int) -> tuple[list[str], list[str]]:
 class Doctor:
     """Runs the checks against one config and one host."""
 
-    def __init__(self, cfg: Any | None, host: Host | None = None, config_note: Check | None = None) -> None:
+    def __init__(self, cfg: Any | None, host: Host | None = None, config_note: Check | None = None,
+                 allow_failed_gate: bool = False) -> None:
         self.cfg = cfg
+        self.allow_failed_gate = allow_failed_gate or bool(
+            getattr(getattr(cfg, "models", None), "allow_failed_gate", False))
         self.host = host or Host()
         self.config_note = config_note
         self.pi = pi_model(self.host)
@@ -335,7 +338,7 @@ class Doctor:
 
     def check_models(self) -> list[Check]:
         from .errors import DoorguardError
-        from .manifest import load_manifest
+        from .manifest import GATE_OVERRIDE, gate_problem, load_manifest
 
         paths = self._model_paths()
         if not paths:
@@ -354,6 +357,15 @@ class Doctor:
             except Exception as e:  # noqa: BLE001 - an interpreter that crashes on the file is a broken model
                 out.append(Check("models", FAIL, f"{role}: {path} does not load ({type(e).__name__}: {e}); "
                                                  "copy the models again."))
+                continue
+            gate = gate_problem(m, path)
+            if gate and not self.allow_failed_gate:
+                out.append(Check("models", FAIL, f"{role}: {gate}: run refuses it (exit 4); re-convert or "
+                                                 f"retrain it, or set {GATE_OVERRIDE} to run it anyway."))
+                continue
+            if gate:
+                out.append(Check("models", WARN, f"{role}: {gate}; allowed by models.allow_failed_gate / "
+                                                 "--allow-failed-gate, so run uses it."))
                 continue
             out.append(Check("models", OK, f"{role} {m.name}: {m.task}, {m.input.width}x{m.input.height} "
                                            f"{m.input.dtype}, sha256 matches, loads with {backend}."))
@@ -518,6 +530,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doorguard doctor``."""
     parser.add_argument("--config", metavar="PATH",
                         help="config file (default: /etc/doorguard/config.toml if present, else built-in)")
+    parser.add_argument("--allow-failed-gate", action="store_true",
+                        help="a model whose manifest records a failed accuracy gate is a WARN, not a FAIL "
+                             "(as run --allow-failed-gate)")
 
 
 def _writable_lg_wd() -> None:
@@ -538,7 +553,7 @@ def main(args: argparse.Namespace, host: Host | None = None) -> int:
         _writable_lg_wd()
         host = Host()
     cfg, note = load_config(getattr(args, "config", None), host)
-    results = Doctor(cfg, host, note).run_all()
+    results = Doctor(cfg, host, note, allow_failed_gate=getattr(args, "allow_failed_gate", False)).run_all()
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"{r.status:<4}  {r.name:<{width}}  {r.message}")

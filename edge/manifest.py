@@ -92,14 +92,57 @@ class SsdSpec(_Strict):
     score_clip: float = Field(100.0, gt=0, description="Score logits are clipped to +-this before the sigmoid")
 
 
+class GateCheck(_Strict):
+    """One accuracy check the converter made before shipping the model."""
+
+    metric: str = Field(description="What was measured, e.g. int8_float_detection_f1")
+    value: float | None = Field(description="Measured value (None: could not be measured)")
+    op: Literal[">=", "<="] = Field(description="value must be >= or <= threshold to pass")
+    threshold: float = Field(description="Limit the converter was given")
+    passed: bool = Field(description="Whether value met threshold")
+    basis: str = Field("", description="What it was measured on")
+
+
+class Gate(_Strict):
+    """The converter's accuracy gate: the model ships only if every check passed."""
+
+    passed: bool = Field(description="Every check passed")
+    checks: list[GateCheck] = Field(default_factory=list, description="The checks, in the order made")
+
+    @classmethod
+    def of(cls, checks: list[GateCheck]) -> "Gate":
+        return cls(passed=all(c.passed for c in checks), checks=checks)
+
+    def failures(self) -> str:
+        """The failed checks in words, e.g. ``int8_float_detection_f1 0.455 < 0.9 (min)``."""
+        out = []
+        for c in self.checks:
+            if c.passed:
+                continue
+            if c.value is None:
+                out.append(f"{c.metric} unmeasured")
+            else:
+                rel, kind = ("<", "min") if c.op == ">=" else (">", "max")
+                out.append(f"{c.metric} {c.value:.4g} {rel} {c.threshold:g} ({kind})")
+        return "; ".join(out) or "no check recorded"
+
+
+def gate_check(metric: str, value: float | None, op: str, threshold: float, basis: str = "") -> GateCheck:
+    """A GateCheck; a missing or NaN value fails."""
+    ok = value is not None and value == value and (value >= threshold if op == ">=" else value <= threshold)
+    v = None if value is None or value != value else round(float(value), 6)
+    return GateCheck(metric=metric, value=v, op=op, threshold=float(threshold), passed=bool(ok), basis=basis)
+
+
 class SourceFile(_Strict):
     path: str = Field(description="Path the file was read from at conversion time")
     sha256: str = Field(description="sha256 of the file")
 
 
 class ModelSource(_Strict):
-    kind: Literal["darknet", "keras", "trained", "tflite"] = Field(
-        description="What the model was made from (tflite: a third-party float TFLite model)")
+    kind: Literal["darknet", "keras", "trained", "tflite", "onnx", "torch"] = Field(
+        description="What the model was made from (tflite: a third-party float TFLite model; onnx: an ONNX "
+        "file; torch: a PyTorch state dict)")
     files: dict[str, SourceFile] = Field(default_factory=dict, description="Source files and hashes")
 
 
@@ -125,6 +168,8 @@ class Manifest(_Strict):
     source: ModelSource
     metrics: dict[str, Any] = Field(default_factory=dict, description="Figures measured at conversion")
     versions: dict[str, str] = Field(default_factory=dict, description="Converter and library versions")
+    gate: Gate | None = Field(
+        None, description="Accuracy gate measured at conversion; absent: not recorded (older converters)")
 
     def tflite_path(self, manifest_path: Path) -> Path:
         return manifest_path.parent / self.tflite
@@ -217,3 +262,64 @@ def write_manifest(manifest: Manifest, path: Path | str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     tmp.replace(path)
+
+
+#: The setting and the flag that let a model with a failed gate run (named in the refusal).
+GATE_OVERRIDE = "models.allow_failed_gate = true in the config, or --allow-failed-gate"
+
+
+def recorded_gate(m: Manifest) -> Gate | None:
+    """The accuracy gate a manifest records; None when it records none.
+
+    Manifests written before ``gate`` existed are read for what they do say: a
+    classifier's ``metrics.gate.passed``, a detector's ``metrics.agreement.f1``
+    against ``metrics.min_agreement``. A manifest with neither is "not recorded",
+    never "failed".
+    """
+    if m.gate is not None:
+        return m.gate
+    met = m.metrics or {}
+    legacy = met.get("gate")
+    if isinstance(legacy, dict) and isinstance(legacy.get("passed"), bool):
+        drop = met.get("int8_accuracy_drop_points")
+        limit = legacy.get("max_drop_points")
+        checks = []
+        if isinstance(drop, (int, float)) and isinstance(limit, (int, float)):
+            checks.append(gate_check("int8_accuracy_drop_points", drop, "<=", limit,
+                                     str(legacy.get("basis", ""))).model_copy(update={"passed": legacy["passed"]}))
+        return Gate(passed=legacy["passed"], checks=checks)
+    f1 = (met.get("agreement") or {}).get("f1") if isinstance(met.get("agreement"), dict) else None
+    limit = met.get("min_agreement")
+    if isinstance(f1, (int, float)) and isinstance(limit, (int, float)):
+        return Gate.of([gate_check("int8_float_detection_f1", f1, ">=", limit)])
+    return None
+
+
+def gate_problem(m: Manifest, path: Path | str) -> str | None:
+    """Why a model must not run (its recorded gate failed), or None (passed or not recorded)."""
+    gate = recorded_gate(m)
+    if gate is None or gate.passed:
+        return None
+    return f"model {path} failed its accuracy gate at conversion ({gate.failures()})"
+
+
+def check_gate(m: Manifest, path: Path | str, allow: bool = False) -> str | None:
+    """Refuse a model whose manifest records a failed accuracy gate.
+
+    Args:
+        m, path: the manifest and where it was read from (for the message).
+        allow: the user's explicit override; the problem is then returned, not raised.
+
+    Returns:
+        The problem in words when ``allow`` let it through (the caller warns), else None.
+
+    Raises:
+        ModelError: the gate failed and ``allow`` is False.
+    """
+    problem = gate_problem(m, path)
+    if problem is None:
+        return None
+    if not allow:
+        raise ModelError(f"{problem}: re-convert or retrain it, or set {GATE_OVERRIDE} to run it anyway")
+    return f"{problem}; running it anyway (allowed by models.allow_failed_gate / --allow-failed-gate)"
+

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: [source] spec of the config)")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     parser.add_argument("--annotate", metavar="OUT.mp4", help="write a video with boxes, labels and verdicts")
+    parser.add_argument("--allow-failed-gate", action="store_true",
+                        help="run a model whose manifest records a failed accuracy gate "
+                             "(same as models.allow_failed_gate = true)")
 
 
 class Runner:
@@ -57,6 +60,8 @@ class Runner:
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
+        allow_failed_gate: run models whose manifest records a failed accuracy gate
+            (``--allow-failed-gate``; ``models.allow_failed_gate`` does the same).
     """
 
     def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
@@ -64,8 +69,10 @@ class Runner:
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
                  classifier_interpreter: Any = None, hand_interpreter: Any = None,
                  clock: Callable[[], float] = time.monotonic,
-                 drain_outputs: bool = False):
+                 drain_outputs: bool = False, allow_failed_gate: bool = False):
         self.cfg = cfg
+        self.allow_failed_gate = allow_failed_gate or cfg.models.allow_failed_gate
+        self.per_image = False
         self.spec = source_spec or cfg.source.spec
         self.max_frames = max_frames
         self.annotate_path = annotate
@@ -111,6 +118,13 @@ class Runner:
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
         pipeline = Pipeline.from_config(cfg, *self._interps)
+        self._check_gates(pipeline)
+        self.per_image = cfg.source.per_image if cfg.source.per_image is not None else \
+            bool(getattr(source, "per_image", False))
+        if self.per_image:
+            pipeline.tracker = per_image_tracker(cfg.tracking)
+            log.info("source %s: per image (each image judged on its own: no track continues from the "
+                     "previous one, every face classified, one vote settles)", source.name)
         clfs = [pipeline.classifier, *pipeline.extra_classifiers] if pipeline.classifier is not None else []
         for problem in config_mod.rule_label_problems(cfg, pipeline.detector.manifest.labels,
                                                       [lab for c in clfs for lab in c.manifest.labels] or None):
@@ -123,6 +137,15 @@ class Runner:
 
             writer = AnnotatedVideo(self.annotate_path, cfg.source.fps or 15.0)
         return source, pipeline, make_rules(cfg), store, writer, Capture, state_dir
+
+    def _check_gates(self, pipeline) -> None:
+        """Refuse (exit 4) a model whose manifest records a failed accuracy gate, unless allowed."""
+        from .manifest import check_gate, load_manifest
+
+        for path in pipeline.model_paths().values():
+            allowed = check_gate(load_manifest(path, verify_hash=False), path, self.allow_failed_gate)
+            if allowed:
+                log.warning("%s", allowed)
 
     def _make_actuators(self):
         if self._actuators is not None:
@@ -225,6 +248,12 @@ class Runner:
                             self.stop_reason = "end of source"
                         break
                     continue
+                if self.per_image and pipeline.tracker.tracks:
+                    # A photo of its own: every track of the previous image ends here.
+                    ended, pipeline.tracker.tracks = pipeline.tracker.tracks, []
+                    rules.forget(t.id for t in ended)
+                    for t in ended:
+                        verdicts.pop(t.id, None)
                 try:
                     result = pipeline.process(frame)
                 except Exception as e:  # an interpreter fault: show it, give up if it persists
@@ -415,10 +444,23 @@ class Runner:
             log.info("%s", line)
 
 
+def per_image_tracker(t: config_mod.TrackingConfig):
+    """The tracker of per-image mode: one vote settles a verdict, no track outlives its image.
+
+    The loop ends the previous image's tracks before each image, so every face is a new
+    track (classified at once); ids stay unique over the run, so cooldowns and events never
+    mix two photos' faces.
+    """
+    from .tracking import Tracker
+
+    return Tracker(t.iou_threshold, max_missed=0, votes_needed=1, window=1, reclassify_every=1)
+
+
 def main(args: argparse.Namespace) -> int:
     """``doorguard run``: load the config, wire the loop, stop cleanly on SIGTERM/SIGINT."""
     cfg = config_mod.load(args.config)
-    runner = Runner(cfg, args.source, args.max_frames, args.annotate, drain_outputs=True)
+    runner = Runner(cfg, args.source, args.max_frames, args.annotate, drain_outputs=True,
+                    allow_failed_gate=getattr(args, "allow_failed_gate", False))
     previous = {}
 
     def on_signal(signum, _frame):

@@ -237,6 +237,56 @@ def test_models_hash_mismatch_and_unloadable(pi):
     assert "does not load" in models[1][1] and "TFL3" in models[1][1]
 
 
+def _record_gate(manifest: Path, passed: bool) -> None:
+    raw = json.loads(manifest.read_text())
+    raw["gate"] = {"passed": passed, "checks": [{"metric": "int8_float_top1_agreement", "value": 0.9, "op": ">=",
+                                                 "threshold": 0.98, "passed": passed}]}
+    manifest.write_text(json.dumps(raw))
+
+
+def test_model_with_a_failed_gate_fails_unless_allowed(pi, capsys):
+    fake, cfg = pi
+    _record_gate(Path(cfg.models.classifier), passed=False)
+    _record_gate(Path(cfg.models.detector), passed=True)
+    models = statuses(Doctor(cfg, fake.host()).run_all(), "models")
+    assert [s for s, _ in models] == [OK, FAIL]
+    msg = models[1][1]
+    assert "failed its accuracy gate" in msg and "int8_float_top1_agreement 0.9 < 0.98 (min)" in msg
+    assert "models.allow_failed_gate = true" in msg and "--allow-failed-gate" in msg
+    # The override (flag or config) turns it into a warning.
+    allowed = statuses(Doctor(cfg, fake.host(), allow_failed_gate=True).run_all(), "models")
+    assert [s for s, _ in allowed] == [OK, WARN] and "allowed by" in allowed[1][1]
+    cfg.models.allow_failed_gate = True
+    assert [s for s, _ in statuses(Doctor(cfg, fake.host()).run_all(), "models")] == [OK, WARN]
+
+
+def test_legacy_manifest_gate_records(pi):
+    """Manifests from before ``gate``: a classifier's metrics.gate.passed, a detector's F1 against
+    min_agreement; none of them at all is "not recorded" (the shipped models), never a failure."""
+    fake, cfg = pi
+    cls = Path(cfg.models.classifier)
+    raw = json.loads(cls.read_text())
+    raw["metrics"] = {"gate": {"max_drop_points": 1.0, "basis": "x", "passed": False},
+                      "int8_accuracy_drop_points": 3.2}
+    cls.write_text(json.dumps(raw))
+    det = Path(cfg.models.detector)
+    raw = json.loads(det.read_text())
+    raw["metrics"] = {"agreement": {"f1": 0.455}, "min_agreement": 0.9}
+    det.write_text(json.dumps(raw))
+    models = statuses(Doctor(cfg, fake.host()).run_all(), "models")
+    assert [s for s, _ in models] == [FAIL, FAIL]
+    assert "int8_float_detection_f1 0.455 < 0.9 (min)" in models[0][1]
+    assert "int8_accuracy_drop_points 3.2 > 1 (max)" in models[1][1]
+
+
+def test_shipped_models_have_no_failed_gate():
+    from edge.manifest import gate_problem, load_manifest, manifest_paths
+
+    root = Path(__file__).resolve().parent.parent / "models"
+    for path in manifest_paths(root):
+        assert gate_problem(load_manifest(path, verify_hash=False), path) is None, path
+
+
 def test_state_dir_not_writable(pi, tmp_path):
     fake, cfg = pi
     blocker = tmp_path / "not-a-dir"
