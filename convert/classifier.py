@@ -16,24 +16,35 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import AccuracyGateError, DataError, UsageError
+from edge.errors import AccuracyGateError, DataError, ModelError, UsageError
 from edge.manifest import (
     FORMAT_VERSION,
+    Gate,
     InputSpec,
     Manifest,
     ModelSource,
     OutputSpec,
+    gate_check,
     sha256_file,
     write_manifest,
 )
 from edge.preprocess import prepare
 
 from . import quantize
-from .images import IMAGE_SUFFIXES, list_images, load_images
+from .images import IMAGE_SUFFIXES, Unreadable, list_images, load_images
+from .outputs import Staging, output_name
 
 log = logging.getLogger(__name__)
 
 CALIB_LIMIT = 300
+#: Default smallest int8 vs float32 top-1 agreement on the validation crops.
+DEFAULT_MIN_AGREEMENT = 0.98
+#: The float32 TFLite is checked against the Keras model on this many calibration images,
+#: to within this much (times the largest output when above 1: logits).
+PARITY_IMAGES = 8
+PARITY_TOLERANCE = 1e-3
+#: What the report prints for a figure that is undefined (never "None").
+UNDEFINED = "n/a"
 
 
 @dataclass
@@ -107,9 +118,7 @@ def calibration_images(files: list[Path], spec: InputSpec, limit: int = CALIB_LI
     Raises:
         DataError: fewer readable images than quantize.MIN_CALIB.
     """
-    images, _, skipped = load_images(files, limit=limit, seed=seed, progress=True, desc="reading calibration")
-    if skipped:
-        log.warning("%d calibration images were unreadable and skipped", skipped)
+    images, _, _ = load_images(files, limit=limit, seed=seed, progress=True, desc="reading calibration images")
     quantize.check_calib_count(len(images))
     return [prepare(img, spec, dtype="float32")[0] for img in images]
 
@@ -204,19 +213,21 @@ def evaluate_runtime(manifest_path: Path, data: LabeledFiles, use_float: bool) -
     from .images import read_rgb
 
     clf = Classifier(manifest_path, use_float=use_float)
-    probs, y, skipped = [], [], 0
+    probs, y = [], []
     desc = "evaluating " + ("float32" if use_float else "int8")
+    # Both passes meet the same files: the int8 pass alone reports them.
+    skipped = Unreadable(f"{desc} on {len(data.files)} images")
     for f, t in tqdm(list(zip(data.files, data.targets)), desc=desc, unit="img", leave=False):
         try:
             img = read_rgb(f)
         except DataError as e:
-            skipped += 1
-            log.warning("skipping %s", e)
+            skipped.add(e)
             continue
         probs.append(clf.probabilities(img))
         y.append(t)
     p = np.asarray(probs, dtype=np.float32).reshape(-1, len(data.labels))
-    return Evaluation(list(data.labels), np.asarray(y, dtype=int), p, skipped)
+    n_skipped = skipped.summarize() if not use_float else skipped.count
+    return Evaluation(list(data.labels), np.asarray(y, dtype=int), p, n_skipped)
 
 
 def _plot_roc(ev_float: Evaluation, ev_int8: Evaluation, title: str, path: Path) -> None:
@@ -254,9 +265,13 @@ def _md_table(summary: dict[str, Any], labels: list[str]) -> list[str]:
     lines += ["", "| class | precision | recall | support | ROC AUC |", "|---|---|---|---|---|"]
     for lab in labels:
         pc = summary["per_class"][lab]
-        lines.append(f"| {lab} | {pc['precision']} | {pc['recall']} | {pc['support']} | "
-                     f"{summary['roc_auc'][lab]} |")
+        lines.append(f"| {lab} | {_figure(pc['precision'])} | {_figure(pc['recall'])} | {pc['support']} | "
+                     f"{_figure(summary['roc_auc'][lab])} |")
     return lines
+
+
+def _figure(v: float | None) -> str:
+    return UNDEFINED if v is None else f"{v:.4g}"
 
 
 # ---------------------------------------------------------------- finishing
@@ -265,9 +280,14 @@ def _md_table(summary: dict[str, Any], labels: list[str]) -> list[str]:
 def finish_classifier(model: Any, *, labels: list[str], spec: InputSpec, out: Path | str,
                       calib_files: list[Path], eval_sets: dict[str, LabeledFiles],
                       source: ModelSource, crop_margin: float | None,
-                      min_accuracy_drop: float = 1.0, extra_metrics: dict[str, Any] | None = None,
-                      output_role: str = "probabilities", seed: int = 0) -> Manifest:
+                      min_accuracy_drop: float = 1.0, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                      extra_metrics: dict[str, Any] | None = None,
+                      output_role: str = "probabilities", seed: int = 0,
+                      calib: list[np.ndarray] | None = None, staging: Staging | None = None) -> Manifest:
     """Convert, write models/NAME.{tflite,float32.tflite,json}, report, and gate.
+
+    Everything is written into a temporary folder beside the output and moved into
+    place at the end (see convert/outputs.py): a failure leaves no partial files.
 
     Args:
         model: a Keras model (Keras 3 or tf_keras) taking ``spec``-normalized float input.
@@ -281,8 +301,14 @@ def finish_classifier(model: Any, *, labels: list[str], spec: InputSpec, out: Pa
         min_accuracy_drop: largest allowed accuracy loss int8 vs float, in points,
             over all eval sets pooled (top-1 disagreement on the calibration
             images when there is no eval set).
+        min_agreement: smallest allowed int8 vs float32 top-1 agreement on the
+            validation crops (the ``val`` set; all eval sets pooled without one;
+            the calibration images without any).
         extra_metrics: merged into the manifest's metrics (e.g. training history).
         output_role: "probabilities" (softmax output) or "logits".
+        calib: the calibration inputs already read and preprocessed (``calibration_images``),
+            so a caller can refuse too few before its own long work.
+        staging: the temporary output folder, when the caller made it before its work.
 
     Returns:
         The manifest written.
@@ -290,23 +316,35 @@ def finish_classifier(model: Any, *, labels: list[str], spec: InputSpec, out: Pa
     Raises:
         ModelError: conversion failed or is not full-integer.
         DataError: too few calibration images.
-        AccuracyGateError: int8 lost more than ``min_accuracy_drop`` (after writing everything).
+        AccuracyGateError: a gate check failed (after writing everything; the manifest's
+            ``gate`` records it, so the runtime refuses the model).
     """
-    out = Path(out)
-    name = out.name[:-len(".tflite")] if out.name.endswith(".tflite") else out.name
-    out_dir = out.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not name:
-        raise UsageError(f"--out {out} has no model name")
-    int8_path = out_dir / f"{name}.tflite"
-    float_path = out_dir / f"{name}.float32.tflite"
-    manifest_path = out_dir / f"{name}.json"
-    report_dir = out_dir / f"{name}.report"
-    report_dir.mkdir(exist_ok=True)
+    out_dir, name = output_name(out)
+    if calib is None:
+        calib = calibration_images(calib_files, spec, seed=seed)
+    with staging or Staging(out_dir, name) as stage:
+        return _finish(model, stage, name, labels=labels, spec=spec, calib=calib, calib_files=calib_files,
+                       eval_sets=eval_sets, source=source, crop_margin=crop_margin,
+                       min_accuracy_drop=min_accuracy_drop, min_agreement=min_agreement,
+                       extra_metrics=extra_metrics, output_role=output_role)
+
+
+def _finish(model: Any, stage: Staging, name: str, *, labels, spec, calib, calib_files, eval_sets, source,
+            crop_margin, min_accuracy_drop, min_agreement, extra_metrics, output_role) -> Manifest:
+    int8_path = stage.path(f"{name}.tflite")
+    float_path = stage.path(f"{name}.float32.tflite")
+    manifest_path = stage.path(f"{name}.json")
+    report_dir = stage.path(f"{name}.report")
+    report_dir.mkdir()
 
     log.info("converting to float32 TFLite")
-    float_path.write_bytes(quantize.to_tflite_float(model))
-    calib = calibration_images(calib_files, spec, seed=seed)
+    float_bytes = quantize.to_tflite_float(model)
+    ref_inputs = calib[:PARITY_IMAGES]
+    diff, ref_scale = quantize.float_parity(model, float_bytes, ref_inputs)
+    if diff > PARITY_TOLERANCE * max(1.0, ref_scale):
+        raise ModelError(f"the float32 TFLite differs from the Keras model by {diff:.2e} on "
+                         f"{len(ref_inputs)} calibration images: the conversion is not faithful")
+    float_path.write_bytes(float_bytes)
     log.info("converting to full-integer int8 with %d calibration images", len(calib))
     data = quantize.to_tflite_int8(model, calib, count=len(calib))
     int8_path.write_bytes(data)
@@ -334,21 +372,26 @@ def finish_classifier(model: Any, *, labels: list[str], spec: InputSpec, out: Pa
     # Measure through the runtime, from the manifest just written.
     metrics: dict[str, Any] = {"report": report_dir.name, "size_bytes": int8_path.stat().st_size,
                                "float_size_bytes": float_path.stat().st_size,
-                               "calibration_images": len(calib), "eval": {}}
+                               "calibration_images": len(calib),
+                               "float_vs_keras": {"images": len(ref_inputs), "max_abs": round(diff, 7)},
+                               "eval": {}}
     md = [f"# {name}: float32 vs int8", "",
           f"Input {spec.width}x{spec.height} {spec.color} {spec.resize}, scale {spec.scale:.6g}, "
           f"mean {spec.mean}, std {spec.std}; labels {', '.join(labels)}; crop margin {crop_margin}.",
           f"int8 model {int8_path.stat().st_size / 1024:.1f} KB, float32 "
           f"{float_path.stat().st_size / 1024:.1f} KB; {len(calib)} calibration images.",
           "Measured with edge.models.Classifier (the runtime code) from the manifest.", ""]
-    pooled_f, pooled_q, n_all = 0, 0, 0
+    pooled_f, pooled_q, pooled_same, n_all = 0, 0, 0, 0
+    agreement_by_set: dict[str, tuple[int, int]] = {}
     for set_name, ds in eval_sets.items():
         ev_f = evaluate_runtime(manifest_path, ds, use_float=True)
         ev_q = evaluate_runtime(manifest_path, ds, use_float=False)
         sf, sq = ev_f.summary(), ev_q.summary()
         roc_png = report_dir / f"roc_{set_name}.png"
         _plot_roc(ev_f, ev_q, f"{name} on {set_name} (n={len(ev_q.y_true)})", roc_png)
-        agree = float((ev_f.y_pred == ev_q.y_pred).mean()) if len(ev_q.y_true) else float("nan")
+        same = int((ev_f.y_pred == ev_q.y_pred).sum())
+        agree = same / len(ev_q.y_true) if len(ev_q.y_true) else float("nan")
+        agreement_by_set[set_name] = (same, len(ev_q.y_true))
         metrics["eval"][set_name] = {
             "images": sq["images"], "unreadable_skipped": sq["unreadable_skipped"],
             "float_accuracy": sf["accuracy"], "int8_accuracy": sq["accuracy"],
@@ -364,40 +407,63 @@ def finish_classifier(model: Any, *, labels: list[str], spec: InputSpec, out: Pa
         md += ["", f"![ROC]({roc_png.name})", ""]
         pooled_f += int((ev_f.y_pred == ev_f.y_true).sum())
         pooled_q += int((ev_q.y_pred == ev_q.y_true).sum())
+        pooled_same += same
         n_all += len(ev_q.y_true)
 
     if n_all:
         drop = 100.0 * (pooled_f - pooled_q) / n_all
         gate_basis = "accuracy over all eval sets"
+        if "val" in agreement_by_set:
+            same, n = agreement_by_set["val"]
+            agree_basis = f"val ({n} validation crops)"
+        else:
+            same, n = pooled_same, n_all
+            agree_basis = f"all eval sets ({n} crops)"
+        agreement = same / n if n else float("nan")
     else:
         # No labels: top-1 disagreement bounds the accuracy an int8 model can lose.
         cal_set = LabeledFiles(list(labels), list(calib_files[:CALIB_LIMIT]), [0] * min(len(calib_files), CALIB_LIMIT))
         ev_f = evaluate_runtime(manifest_path, cal_set, use_float=True)
         ev_q = evaluate_runtime(manifest_path, cal_set, use_float=False)
-        agree = float((ev_f.y_pred == ev_q.y_pred).mean())
-        drop = 100.0 * (1.0 - agree)
+        agreement = float((ev_f.y_pred == ev_q.y_pred).mean()) if len(ev_q.y_true) else float("nan")
+        drop = 100.0 * (1.0 - agreement)
         gate_basis = "top-1 disagreement on calibration images (no labelled eval set)"
-        metrics["calibration_agreement"] = round(agree, 4)
+        agree_basis = f"calibration images ({len(ev_q.y_true)}, no labelled eval set)"
+        metrics["calibration_agreement"] = round(agreement, 4)
         md += [f"No labelled evaluation set: int8 vs float32 top-1 agreement on "
-               f"{len(ev_q.y_true)} calibration images {agree:.4f}.", ""]
+               f"{len(ev_q.y_true)} calibration images {agreement:.4f}.", ""]
+    gate = Gate.of([
+        gate_check("int8_accuracy_drop_points", drop, "<=", min_accuracy_drop, gate_basis),
+        gate_check("int8_float_top1_agreement", agreement, ">=", min_agreement, agree_basis),
+    ])
     metrics["int8_accuracy_drop_points"] = round(drop, 3)
+    metrics["int8_float_top1_agreement"] = None if agreement != agreement else round(agreement, 4)
     metrics["gate"] = {"max_drop_points": min_accuracy_drop, "basis": gate_basis,
-                       "passed": bool(drop <= min_accuracy_drop)}
-    md += [f"Gate: int8 loses {drop:.2f} points ({gate_basis}); allowed {min_accuracy_drop}: "
-           f"{'passed' if drop <= min_accuracy_drop else 'FAILED'}.", ""]
+                       "min_agreement": min_agreement, "agreement_basis": agree_basis, "passed": gate.passed}
+    md += [f"Gate: int8 loses {drop:.2f} accuracy points ({gate_basis}; allowed {min_accuracy_drop}); "
+           f"int8 vs float32 top-1 agreement {agreement:.4f} on {agree_basis} (at least {min_agreement}): "
+           f"{'passed' if gate.passed else 'FAILED: ' + gate.failures()}.", ""]
+    if any(pc["precision"] is None or pc["recall"] is None for ev in metrics["eval"].values()
+           for pc in ev["per_class_int8"].values()):
+        md += [f"{UNDEFINED}: undefined (precision: the model never predicted that class; recall and ROC "
+               "AUC: the set has no image of it).", ""]
     if extra_metrics:
         md += ["## How it was made", "", "```json", json.dumps(extra_metrics, indent=2), "```", ""]
     (report_dir / "report.md").write_text("\n".join(md))
 
-    manifest = manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}})
+    manifest = manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}, "gate": gate})
     write_manifest(manifest, manifest_path)
-    print(f"wrote {int8_path} ({int8_path.stat().st_size / 1024:.1f} KB), {float_path.name}, "
-          f"{manifest_path.name}, report in {report_dir}")
+    final_report = stage.final(report_dir.name)
+    print(f"wrote {stage.final(int8_path.name)} ({int8_path.stat().st_size / 1024:.1f} KB), "
+          f"{float_path.name}, {manifest_path.name}, report in {final_report}")
     for set_name, m in metrics["eval"].items():
         print(f"  {set_name}: {m['images']} images, accuracy float32 {m['float_accuracy']:.4f} "
-              f"int8 {m['int8_accuracy']:.4f}")
-    if drop > min_accuracy_drop:
+              f"int8 {m['int8_accuracy']:.4f}, top-1 agreement {m['int8_float_agreement']:.4f}")
+    print(f"  gate: {'passed' if gate.passed else 'FAILED'}: int8 loses {drop:.2f} points (max "
+          f"{min_accuracy_drop:g}), agreement {agreement:.4f} on {agree_basis} (min {min_agreement:g})")
+    if not gate.passed:
         raise AccuracyGateError(
-            f"int8 loses {drop:.2f} accuracy points vs float32 ({gate_basis}), more than "
-            f"--min-accuracy-drop {min_accuracy_drop}; report written to {report_dir}")
+            f"int8 vs float32 gate failed: {gate.failures()}; report written to {final_report}; the "
+            f"manifest records the failure, so run and doctor refuse the model (--min-accuracy-drop and "
+            f"--min-agreement set the limits)")
     return manifest

@@ -12,8 +12,6 @@ decode, NMS), so it measures exactly what the Pi computes.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -118,6 +116,23 @@ def _map_outputs(details: list[dict], shapes: list[list[int]], what: str) -> lis
     return out
 
 
+def head_names(strides: list[int]) -> list[str]:
+    """Output names by stride (``head_s8``, ``head_s16``, ``head_s32``); a repeated stride
+    gets its head index too (``head_s16_1``)."""
+    return [f"head_s{st}" if strides.count(st) == 1 else f"head_s{st}_{k}" for k, st in enumerate(strides)]
+
+
+def name_heads(data: bytes, net: Any, shapes: list[list[int]], what: str) -> bytes:
+    """The TFLite model with its YOLO head outputs renamed by stride (the converter names them
+    ``StatefulPartitionedCall_1:0`` ..., in no fixed order)."""
+    from . import quantize
+
+    _, details = quantize.io_details(data)
+    mapped = _map_outputs(details, shapes, what)
+    names = head_names([h.stride for h in net.heads])
+    return quantize.rename_outputs(data, {d["name"]: n for d, n in zip(mapped, names)})
+
+
 def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
             input_size: tuple[int, int] | None = None, val: Path | None = None,
             min_agreement: float = DEFAULT_MIN_AGREEMENT, input_dtype: str = "int8",
@@ -133,119 +148,126 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
         AccuracyGateError: int8 vs float F1 below ``min_agreement`` (files and
             report are written first).
     """
-    from edge.manifest import (FORMAT_VERSION, InputSpec, Manifest, ModelSource, OutputSpec,
-                               SourceFile, sha256_file, write_manifest)
+    from edge.manifest import (FORMAT_VERSION, Gate, InputSpec, Manifest, ModelSource, OutputSpec,
+                               SourceFile, gate_check, sha256_file, write_manifest)
     from edge.preprocess import prepare
 
     from . import darknet, detect_report, quantize
     from .images import load_images
+    from .outputs import Staging, output_name
 
     t0 = time.monotonic()
     for label, path in (("cfg", cfg), ("weights", weights), ("names", names)):
         if not path.is_file():
             raise DataError(f"{label} file not found: {path}")
-    net = darknet.load_network(cfg, input_size)
-    header, wts = darknet.read_weights(weights, net)
-    labels = read_names(names)
-    classes = net.heads[0].classes
-    if len(labels) != classes:
-        raise DataError(f"names file {names} has {len(labels)} names but the cfg's yolo layers have "
-                        f"classes={classes}")
-    _stage(f"{cfg.name}: {len(net.layers)} layers, {len(net.heads)} yolo heads, input "
-           f"{net.width}x{net.height}, {classes} classes; weights v{header.major}.{header.minor}."
-           f"{header.revision} (seen {header.seen})", t0)
+    out_dir, name = output_name(Path(str(out).removesuffix(".tflite").removesuffix(".json")))
+    # Made first: it checks that --out is writable; everything is moved into place at the end.
+    with Staging(out_dir, name) as stage:
+        net = darknet.load_network(cfg, input_size)
+        header, wts = darknet.read_weights(weights, net)
+        labels = read_names(names)
+        classes = net.heads[0].classes
+        if len(labels) != classes:
+            raise DataError(f"names file {names} has {len(labels)} names but the cfg's yolo layers have "
+                            f"classes={classes}")
+        _stage(f"{cfg.name}: {len(net.layers)} layers, {len(net.heads)} yolo heads, input "
+               f"{net.width}x{net.height}, {classes} classes; weights v{header.major}.{header.minor}."
+               f"{header.revision} (seen {header.seen})", t0)
 
-    calib_files = detect_report.resolve_images(calib)
-    images, _, skipped = load_images(calib_files, limit=calib_limit, seed=0, progress=progress,
-                                     desc="reading calibration images")
-    if skipped:
-        print(f"skipped {skipped} unreadable file(s) in {calib}", flush=True)
-    quantize.check_calib_count(len(images))
+        calib_files = detect_report.resolve_images(calib)
+        images, _, skipped = load_images(calib_files, limit=calib_limit, seed=0, progress=progress,
+                                         desc="reading calibration images")
+        quantize.check_calib_count(len(images))
 
-    spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
-                     resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")
-    # Calibration sees exactly what the Pi feeds: edge's letterbox + normalization.
-    representative = [prepare(img, spec, dtype="float32")[0] for img in images]
+        spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
+                         resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")
+        # Calibration sees exactly what the Pi feeds: edge's letterbox + normalization.
+        representative = [prepare(img, spec, dtype="float32")[0] for img in images]
 
-    out = Path(str(out).removesuffix(".tflite").removesuffix(".json"))
-    name = out.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tflite_path = out.parent / f"{name}.tflite"
-    float_path = out.parent / f"{name}.float32.tflite"
-    manifest_path = out.parent / f"{name}.json"
+        tflite_path = stage.path(f"{name}.tflite")
+        float_path = stage.path(f"{name}.float32.tflite")
+        manifest_path = stage.path(f"{name}.json")
 
-    _stage("building the Keras model", t0)
-    model = darknet.build_keras(net, wts)
-    shapes = [[1, h.grid[0], h.grid[1], len(h.mask) * (5 + classes)] for h in net.heads]
-    _stage("converting to float32 TFLite", t0)
-    quiet = contextlib.redirect_stdout(io.StringIO())  # the converter prints its SavedModel trace
-    with quiet:
-        float_bytes = quantize.to_tflite_float(model)
-    float_path.write_bytes(float_bytes)
-    _stage(f"converting to full-integer int8 TFLite ({len(representative)} calibration images"
-           + (f", heads clamped to +-{clip_logits:g}" if clip_logits else "") + ")", t0)
-    if clip_logits:
-        model = darknet.build_keras(net, wts, clip_heads=clip_logits)
-    with contextlib.redirect_stdout(io.StringIO()):
+        _stage("building the Keras model", t0)
+        model = darknet.build_keras(net, wts)
+        shapes = [[1, h.grid[0], h.grid[1], len(h.mask) * (5 + classes)] for h in net.heads]
+        _stage("converting to float32 TFLite", t0)
+        float_bytes = name_heads(quantize.to_tflite_float(model), net, shapes, "the float32 model")
+        float_path.write_bytes(float_bytes)
+        _stage(f"converting to full-integer int8 TFLite ({len(representative)} calibration images"
+               + (f", heads clamped to +-{clip_logits:g}" if clip_logits else "") + ")", t0)
+        if clip_logits:
+            model = darknet.build_keras(net, wts, clip_heads=clip_logits)
         int8_bytes = quantize.to_tflite_int8(model, representative, input_dtype=input_dtype,
                                              count=len(representative), progress=progress)
-    tflite_path.write_bytes(int8_bytes)
-    _stage(f"verified full-integer: every op and tensor between input and outputs is int8 "
-           f"({len(int8_bytes) / 1024:.0f} KiB int8 vs {len(float_bytes) / 1024:.0f} KiB float32)", t0)
+        int8_bytes = name_heads(int8_bytes, net, shapes, "the int8 model")
+        tflite_path.write_bytes(int8_bytes)
+        _stage(f"verified full-integer: every op and tensor between input and outputs is int8 "
+               f"({len(int8_bytes) / 1024:.0f} KiB int8 vs {len(float_bytes) / 1024:.0f} KiB float32)", t0)
 
-    in_detail, out_details = quantize.io_details(int8_bytes)
-    heads_detail = _map_outputs(out_details, shapes, str(tflite_path))
-    spec = spec.model_copy(update={"name": in_detail["name"], "dtype": quantize.dtype_name(in_detail),
-                                   "quant": quantize.quant_params(in_detail)})
-    outputs = [
-        OutputSpec(name=d["name"], shape=shapes[k], role="yolo_head", dtype=quantize.dtype_name(d),
-                   quant=quantize.quant_params(d), stride=h.stride, anchors=h.anchors, mask=h.mask,
-                   scale_x_y=h.scale_x_y)
-        for k, (h, d) in enumerate(zip(net.heads, heads_detail))
-    ]
-    versions = quantize.tool_versions()
-    try:
-        import cv2
+        in_detail, out_details = quantize.io_details(int8_bytes)
+        heads_detail = _map_outputs(out_details, shapes, str(tflite_path))
+        spec = spec.model_copy(update={"name": in_detail["name"], "dtype": quantize.dtype_name(in_detail),
+                                       "quant": quantize.quant_params(in_detail)})
+        outputs = [
+            OutputSpec(name=d["name"], shape=shapes[k], role="yolo_head", dtype=quantize.dtype_name(d),
+                       quant=quantize.quant_params(d), stride=h.stride, anchors=h.anchors, mask=h.mask,
+                       scale_x_y=h.scale_x_y)
+            for k, (h, d) in enumerate(zip(net.heads, heads_detail))
+        ]
+        versions = quantize.tool_versions()
+        try:
+            import cv2
 
-        versions["opencv"] = cv2.__version__
-    except ImportError:  # pragma: no cover - opencv is a core dependency
-        pass
-    manifest = Manifest(
-        format_version=FORMAT_VERSION, name=name, task="detect", tflite=tflite_path.name,
-        sha256=sha256_file(tflite_path), float_tflite=float_path.name, float_sha256=sha256_file(float_path),
-        input=spec, outputs=outputs, labels=labels, score_threshold=score_threshold, nms_iou=nms_iou,
-        source=ModelSource(kind="darknet", files={
-            k: SourceFile(path=str(p), sha256=sha256_file(p))
-            for k, p in (("cfg", cfg), ("weights", weights), ("names", names))
-        }),
-        versions=versions,
-    )
-    write_manifest(manifest, manifest_path)
-
-    report = evaluate(manifest_path, net, cfg, weights, calib_files if val is None else None, val,
-                      report_limit, reference_images, progress, t0, clip_logits)
-    report["calibration"] = {"source": str(calib), "images": len(images), "skipped_unreadable": skipped}
-    report["sizes_bytes"] = {"int8": len(int8_bytes), "float32": len(float_bytes)}
-    report["min_agreement"] = min_agreement
-    report["seconds"] = round(time.monotonic() - t0, 1)
-    manifest.metrics = report
-    write_manifest(manifest, manifest_path)
-    print(format_report(report, name))
-    print(f"wrote {tflite_path}, {float_path}, {manifest_path} in {report['seconds']:.1f}s", flush=True)
-
-    parity = report.get("reference")
-    if parity and parity.get("max_abs") is not None and parity["max_abs"] > REFERENCE_TOLERANCE:
-        raise ModelError(
-            f"float model differs from OpenCV's darknet by {parity['max_abs']:.2e} (> "
-            f"{REFERENCE_TOLERANCE:g}) on the raw heads: the conversion is not faithful"
+            versions["opencv"] = cv2.__version__
+        except ImportError:  # pragma: no cover - opencv is a core dependency
+            pass
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, name=name, task="detect", tflite=tflite_path.name,
+            sha256=sha256_file(tflite_path), float_tflite=float_path.name, float_sha256=sha256_file(float_path),
+            input=spec, outputs=outputs, labels=labels, score_threshold=score_threshold, nms_iou=nms_iou,
+            source=ModelSource(kind="darknet", files={
+                k: SourceFile(path=str(p), sha256=sha256_file(p))
+                for k, p in (("cfg", cfg), ("weights", weights), ("names", names))
+            }),
+            versions=versions,
         )
-    f1 = report["agreement"]["f1"]
-    if f1 < min_agreement:
-        raise AccuracyGateError(
-            f"int8 vs float detection F1 {f1:.3f} is below --min-agreement {min_agreement:g} "
-            f"(report written to {manifest_path})"
-        )
-    return ConversionResult(manifest_path, tflite_path, float_path, report)
+        write_manifest(manifest, manifest_path)
+
+        report = evaluate(manifest_path, net, cfg, weights, calib_files if val is None else None, val,
+                          report_limit, reference_images, progress, t0, clip_logits)
+        report["calibration"] = {"source": str(calib), "images": len(images), "skipped_unreadable": skipped}
+        report["sizes_bytes"] = {"int8": len(int8_bytes), "float32": len(float_bytes)}
+        report["min_agreement"] = min_agreement
+        report["seconds"] = round(time.monotonic() - t0, 1)
+        manifest.metrics = report
+        parity = report.get("reference")
+        if parity and parity.get("max_abs") is not None and parity["max_abs"] > REFERENCE_TOLERANCE:
+            print(format_report(report, name))
+            raise ModelError(
+                f"float model differs from OpenCV's darknet by {parity['max_abs']:.2e} (> "
+                f"{REFERENCE_TOLERANCE:g}) on the raw heads: the conversion is not faithful; nothing written"
+            )
+        checks = [gate_check("int8_float_detection_f1", report["agreement"]["f1"], ">=", min_agreement,
+                             f"int8 vs float32 detections (IoU 0.5, same class) on {report['evaluation']['source']}")]
+        if parity and parity.get("max_abs") is not None:
+            checks.append(gate_check("float_vs_opencv_max_abs", parity["max_abs"], "<=", REFERENCE_TOLERANCE,
+                                     f"raw heads on {parity['images']} images"))
+        manifest.gate = Gate.of(checks)
+        report["gate"] = manifest.gate.model_dump(mode="json")
+        write_manifest(manifest, manifest_path)
+        print(format_report(report, name))
+        final = {k: stage.final(p.name) for k, p in (("int8", tflite_path), ("float", float_path),
+                                                     ("manifest", manifest_path))}
+        print(f"wrote {final['int8']}, {final['float']}, {final['manifest']} in {report['seconds']:.1f}s", flush=True)
+        if not manifest.gate.passed:
+            f1 = report["agreement"]["f1"]
+            raise AccuracyGateError(
+                f"int8 vs float detection F1 {f1:.3f} is below --min-agreement {min_agreement:g} (report "
+                f"written to {final['manifest']}, which records the failed gate: run and doctor refuse "
+                f"the model)"
+            )
+        return ConversionResult(final["manifest"], final["int8"], final["float"], report)
 
 
 def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_files: list[Path] | None,
@@ -385,6 +407,11 @@ def format_report(r: dict[str, Any], name: str) -> str:
         s = r["sizes_bytes"]
         lines.append(f"  size: int8 {s['int8'] / 1024:.0f} KiB, float32 {s['float32'] / 1024:.0f} KiB "
                      f"({s['int8'] / s['float32']:.2f}x)")
+    gate = r.get("gate")
+    if gate:
+        lines.append("  gate: " + ("passed" if gate["passed"] else "FAILED") + ": " + "; ".join(
+            f"{c['metric']} {'unmeasured' if c['value'] is None else format(c['value'], '.4g')} "
+            f"(must be {c['op']} {c['threshold']:g})" for c in gate["checks"]))
     if "calibration" in r:
         c = r["calibration"]
         lines.append(f"  calibrated on {c['images']} images from {c['source']}"

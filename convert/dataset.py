@@ -246,16 +246,19 @@ def write_crops(items: list[tuple[Path, list[LabeledBox]]], out: Path | str, mar
     Returns:
         CropStats.
     """
+    from .images import Unreadable
+
     out = Path(out)
     stats = CropStats()
     from tqdm import tqdm
 
+    unreadable = Unreadable(f"cropping into {out}")
     for img_path, boxes in tqdm(items, desc="cropping", unit="img", disable=not progress):
         try:
             image = read_rgb(img_path)
         except DataError as e:
             stats.unreadable_images += 1
-            log.warning("skipping %s", e)
+            unreadable.add(e)
             continue
         stats.images += 1
         h, w = image.shape[:2]
@@ -283,6 +286,7 @@ def write_crops(items: list[tuple[Path, list[LabeledBox]]], out: Path | str, mar
             if not ok:
                 raise DataError(f"cannot write {d / name}")
             stats.crops[label] += 1
+    unreadable.summarize()
     return stats
 
 

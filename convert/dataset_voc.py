@@ -121,7 +121,10 @@ def convert(csv_path: Path | str, images: Path | str, out: Path | str,
     faces = read_rows(csv_path, class_map or DEFAULT_CLASS_MAP)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
+    from .images import Unreadable
+
     counts: Counter = Counter()
+    unreadable = Unreadable(f"reading the photos of {csv_path}")
     for raw, objects in sorted(faces.items()):
         src = _image_path(images, raw)
         if src is None:
@@ -132,13 +135,14 @@ def convert(csv_path: Path | str, images: Path | str, out: Path | str,
             h, w = read_rgb(src).shape[:2]
         except DataError as e:
             counts["skipped_unreadable"] += 1
-            log.warning("skipping %s", e)
+            unreadable.add(e)
             continue
         shutil.copyfile(src, out / "images" / src.name)
         (out / "annotations" / f"{src.stem}.xml").write_text(voc_xml(src.name, w, h, objects))
         counts["images"] += 1
         counts["faces"] += len(objects)
         counts.update(name for name, *_ in objects)
+    unreadable.summarize()
     if not counts["images"]:
         raise DataError(f"none of the {len(faces)} photos named in {csv_path} was found under {images}")
     return counts

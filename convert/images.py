@@ -1,7 +1,7 @@
 """Reading image folders for calibration, training and evaluation.
 
-Unreadable files are skipped and counted, never fatal; an empty or missing
-folder is a one-line DataError.
+Unreadable files are skipped and counted, never fatal (one summary line per set,
+each file at DEBUG); an empty or missing folder is a one-line DataError.
 """
 
 from __future__ import annotations
@@ -54,6 +54,32 @@ def read_rgb(path: Path | str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+class Unreadable:
+    """Unreadable files met while reading a set: each logged at DEBUG, then one summary line.
+
+    A folder of 30 broken files gives one WARNING with the count and the first reason,
+    not 30 lines before the error that matters.
+    """
+
+    def __init__(self, what: str = "reading images"):
+        self.what = what
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, error: Exception) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = str(error)
+        log.debug("skipping %s", error)
+
+    def summarize(self) -> int:
+        """Log the one summary line (if any file was skipped); returns the count."""
+        if self.count:
+            more = f", and {self.count - 1} more (--log-level DEBUG lists them)" if self.count > 1 else ""
+            log.warning("%s: skipped %d unreadable file(s): %s%s", self.what, self.count, self.first, more)
+        return self.count
+
+
 def load_images(files: list[Path], limit: int | None = None, seed: int = 0,
                 progress: bool = False, desc: str = "reading images") -> tuple[list[np.ndarray], list[Path], int]:
     """Read images, skipping (and counting) unreadable ones.
@@ -72,7 +98,7 @@ def load_images(files: list[Path], limit: int | None = None, seed: int = 0,
         random.Random(seed).shuffle(order)
     images: list[np.ndarray] = []
     paths: list[Path] = []
-    skipped = 0
+    skipped = Unreadable(desc)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -87,8 +113,7 @@ def load_images(files: list[Path], limit: int | None = None, seed: int = 0,
             if bar is not None:
                 bar.update(1)
         except DataError as e:
-            skipped += 1
-            log.warning("skipping %s", e)
+            skipped.add(e)
     if bar is not None:
         bar.close()
-    return images, paths, skipped
+    return images, paths, skipped.summarize()

@@ -49,9 +49,32 @@ def _tf():
 
 def to_tflite_float(model: Any) -> bytes:
     """Convert a Keras model to a float32 TFLite flatbuffer (the reference)."""
+    from .tflog import no_stdout
+
     tf = _tf()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    return conv.convert()
+    with no_stdout():  # the converter prints the SavedModel signature it exported
+        return conv.convert()
+
+
+def float_parity(model: Any, float_model: bytes, inputs: Iterable[np.ndarray]) -> tuple[float, float]:
+    """Largest |float TFLite - Keras model| over ``inputs`` and the largest |Keras output|.
+
+    The float32 TFLite must reproduce the model it came from; a SavedModel exported
+    with BatchNorm in the wrong mode, say, would not (DESIGN.md).
+    """
+    interp = _interpreter(float_model)
+    i_det, o_det = interp.get_input_details()[0], interp.get_output_details()[0]
+    worst, scale = 0.0, 0.0
+    for x in inputs:
+        x = np.asarray(x, dtype=np.float32)
+        ref = np.asarray(model(x, training=False), dtype=np.float32)
+        interp.set_tensor(i_det["index"], x)
+        interp.invoke()
+        got = interp.get_tensor(o_det["index"]).astype(np.float32)
+        worst = max(worst, float(np.abs(got.reshape(ref.shape) - ref).max()))
+        scale = max(scale, float(np.abs(ref).max()))
+    return worst, scale
 
 
 def to_tflite_int8(model: Any, representative: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]],
@@ -89,8 +112,11 @@ def to_tflite_int8(model: Any, representative: Iterable[np.ndarray] | Callable[[
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8 if input_dtype == "int8" else tf.uint8
     conv.inference_output_type = tf.int8
+    from .tflog import no_stdout
+
     try:
-        data = conv.convert()
+        with no_stdout():
+            data = conv.convert()
     except Exception as e:  # converter errors are long MLIR dumps: keep the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"int8 conversion failed: {first}") from e
@@ -133,6 +159,32 @@ def check_full_int8(data: bytes) -> None:
     if bad:
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
         raise ModelError(f"converted model is not full-integer: {'; '.join(bad[:3])}{more}")
+
+
+def rename_outputs(data: bytes, names: dict[str, str]) -> bytes:
+    """A TFLite flatbuffer with output tensors renamed (old name -> new), signature keys too.
+
+    Only names change: the ops, tensors and buffers are written back as they were.
+
+    Raises:
+        ModelError: a name to rename is not an output of the model.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    sg = model.subgraphs[0]
+    by_name = {sg.tensors[i].name.decode(): i for i in sg.outputs}
+    missing = sorted(set(names) - set(by_name))
+    if missing:
+        raise ModelError(f"cannot rename outputs {missing}: the model's outputs are {sorted(by_name)}")
+    for old, new in names.items():
+        sg.tensors[by_name[old]].name = new.encode()
+    index_to_new = {by_name[old]: new for old, new in names.items()}
+    for sig in model.signatureDefs or []:
+        for t in sig.outputs or []:
+            if t.tensorIndex in index_to_new:
+                t.name = index_to_new[t.tensorIndex].encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def io_details(data: bytes) -> tuple[dict, list[dict]]:

@@ -37,8 +37,16 @@ from edge.errors import DataError, ModelError, UsageError
 from edge.manifest import InputSpec, ModelSource, SourceFile, sha256_file
 from edge.preprocess import normalize, resize_for
 
-from .classifier import LabeledFiles, finish_classifier, folder_set, label_folders
-from .images import read_rgb
+from .classifier import (
+    DEFAULT_MIN_AGREEMENT,
+    LabeledFiles,
+    calibration_images,
+    finish_classifier,
+    folder_set,
+    label_folders,
+)
+from .outputs import Staging, output_name
+from .images import Unreadable, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +111,18 @@ def load_resized(data: LabeledFiles, spec: InputSpec, desc: str) -> tuple[np.nda
 
     x = np.empty((len(data.files), spec.height, spec.width, 3), dtype=np.uint8)
     y = np.empty(len(data.files), dtype=np.int64)
-    n, skipped = 0, 0
+    n = 0
+    skipped = Unreadable(desc)
     for f, t in tqdm(list(zip(data.files, data.targets)), desc=desc, unit="img"):
         try:
             img = read_rgb(f)
         except DataError as e:
-            skipped += 1
-            log.warning("skipping %s", e)
+            skipped.add(e)
             continue
         x[n], _ = resize_for(img, spec)
         y[n] = t
         n += 1
-    return x[:n], y[:n], skipped
+    return x[:n], y[:n], skipped.summarize()
 
 
 def class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
@@ -402,15 +410,48 @@ def _inference_model(model: Any, size: int):
 
 # ---------------------------------------------------------------- command
 
+#: A label needs this many readable training images (refused below) ...
+MIN_TRAIN_PER_CLASS = 5
+#: ... and is warned about below this many.
+WARN_TRAIN_PER_CLASS = 50
+
+
+def check_class_counts(labels: list[str], y: np.ndarray, yv: np.ndarray) -> None:
+    """Refuse, before training, labels with too few readable training or no validation images.
+
+    Raises:
+        DataError: naming each short label and its counts.
+    """
+    n_train = np.bincount(y, minlength=len(labels))
+    n_val = np.bincount(yv, minlength=len(labels))
+    counts = ", ".join(f"{lab} {int(t)}+{int(v)}" for lab, t, v in zip(labels, n_train, n_val))
+    short = [lab for lab, t in zip(labels, n_train) if t < MIN_TRAIN_PER_CLASS]
+    if short:
+        raise DataError(f"too few readable training images of {', '.join(short)}: each label needs at least "
+                        f"{MIN_TRAIN_PER_CLASS} (training+validation per label: {counts})")
+    unseen = [lab for lab, v in zip(labels, n_val) if v == 0]
+    if unseen:
+        raise DataError(f"no readable validation image of {', '.join(unseen)}: its accuracy could not be "
+                        f"measured (training+validation per label: {counts}); add images or give --val")
+    few = [lab for lab, t in zip(labels, n_train) if t < WARN_TRAIN_PER_CLASS]
+    if few:
+        log.warning("few training images of %s (training+validation per label: %s): expect a weak classifier",
+                    ", ".join(few), counts)
+
 
 def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: Path | str | LabeledFiles | None = None,
                      backbone: str = "mobilenet_v1_0.25", backbone_weights: Path | str | None = None,
                      size: int = 96, epochs: int = 15, fine_tune_epochs: int = 10, batch: int = 32,
                      seed: int = 0, calib: Path | str | None = None, min_accuracy_drop: float = 1.0,
+                     min_agreement: float = DEFAULT_MIN_AGREEMENT,
                      crop_margin: float | None = 0.15, val_fraction: float = 0.2,
                      extra_eval_sets: dict[str, LabeledFiles] | None = None,
                      data_notes: dict[str, Any] | None = None, max_class_weight: float = 10.0):
     """Train, convert to int8, write manifest + report (the whole ``train classifier`` command).
+
+    Every input is checked before training (images per label, enough readable
+    calibration images, --out writable, backbone weights present), and nothing is
+    left in --out's folder unless the model was written in full.
 
     Args:
         data: image folder (one subfolder per label) or a LabeledFiles.
@@ -422,6 +463,7 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         batch, seed: batch size and the seed of every random choice.
         calib: calibration image folder (default: the training images).
         min_accuracy_drop: int8 gate in accuracy points.
+        min_agreement: int8 gate: smallest int8 vs float32 top-1 agreement on the validation set.
         crop_margin: margin the face crops were cut with (written to the manifest).
         val_fraction: validation share when splitting ``data``.
         extra_eval_sets: more labelled sets to report float vs int8 on (not used for training).
@@ -432,81 +474,86 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         The manifest written.
 
     Raises:
-        DataError: empty or single-class data, labels of val differ from data.
+        UsageError: bad sizes/backbone, --out not writable.
+        DataError: empty or single-class data, too few images of a label, labels of val
+            differ from data, too few calibration images.
         ModelError: backbone weights that do not fit.
-        AccuracyGateError: int8 lost more than ``min_accuracy_drop``.
+        AccuracyGateError: a gate check failed (everything written; the manifest records it).
     """
     if size < 32:
         raise UsageError(f"--size must be at least 32 (MobileNet downsamples 32x), not {size}")
     if backbone not in BACKBONES:
         raise UsageError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
-    if isinstance(data, LabeledFiles):
-        full = data
-    else:
-        folders = label_folders(data)
-        if len(folders) < 2:
-            raise DataError(f"{data} has only one label folder ({', '.join(folders)}); a classifier "
-                            f"needs at least two")
-        full = folder_set(data)
-    labels = full.labels
-    if len(labels) < 2 or sum(1 for c in full.counts().values() if c) < 2:
-        raise DataError(f"training data has images of fewer than two labels: {full.counts()}")
-    if val is None:
-        train, valset = stratified_split(full, val_fraction, seed)
-        val_note = f"seeded stratified split ({val_fraction:.0%} of each class, seed {seed})"
-    else:
-        train = full
-        if isinstance(val, LabeledFiles):
-            valset = val
+    out_dir, name = output_name(out)
+    # Made first: it is the check that --out is writable, before any long work.
+    with Staging(out_dir, name) as stage:
+        if isinstance(data, LabeledFiles):
+            full = data
         else:
-            val_labels = sorted(label_folders(val))
-            if val_labels != sorted(labels):
-                raise DataError(f"label mismatch: training folders {sorted(labels)} vs validation "
-                                f"folders {val_labels} in {val}")
-            valset = folder_set(val, labels)
-        val_note = (f"given set of {len(valset.files)} images" if isinstance(val, LabeledFiles)
-                    else f"folder {val}")
-    if not valset.files:
-        raise DataError("validation set is empty: give --val or more images per class")
+            folders = label_folders(data)
+            if len(folders) < 2:
+                raise DataError(f"{data} has only one label folder ({', '.join(folders)}); a classifier "
+                                f"needs at least two")
+            full = folder_set(data)
+        labels = full.labels
+        if len(labels) < 2 or sum(1 for c in full.counts().values() if c) < 2:
+            raise DataError(f"training data has images of fewer than two labels: {full.counts()}")
+        if val is None:
+            train, valset = stratified_split(full, val_fraction, seed)
+            val_note = f"seeded stratified split ({val_fraction:.0%} of each class, seed {seed})"
+        else:
+            train = full
+            if isinstance(val, LabeledFiles):
+                valset = val
+            else:
+                val_labels = sorted(label_folders(val))
+                if val_labels != sorted(labels):
+                    raise DataError(f"label mismatch: training folders {sorted(labels)} vs validation "
+                                    f"folders {val_labels} in {val}")
+                valset = folder_set(val, labels)
+            val_note = (f"given set of {len(valset.files)} images" if isinstance(val, LabeledFiles)
+                        else f"folder {val}")
+        if not valset.files:
+            raise DataError("validation set is empty: give --val or more images per class")
 
-    spec = mobilenet_spec(size)
-    x, y, skip_t = load_resized(train, spec, "reading training images")
-    xv, yv, skip_v = load_resized(valset, spec, "reading validation images")
-    present = np.unique(y)
-    if len(present) < 2:
-        raise DataError("fewer than two labels have readable training images")
-    if len(xv) == 0:
-        raise DataError("no readable validation images")
-    weights = Path(backbone_weights) if backbone_weights else None
-    res = fit_classifier(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
-                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
-                         max_class_weight=max_class_weight)
-    files = {}
-    if weights is not None:
-        files["backbone"] = SourceFile(path=str(weights), sha256=sha256_file(weights))
-    source = ModelSource(kind="trained", files=files)
-    training = {
-        "backbone": backbone, "backbone_init": res.history.pop("backbone_init"), "input_size": size,
-        "train_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(y, minlength=len(labels)))},
-        "val_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(yv, minlength=len(labels)))},
-        "unreadable_skipped": {"train": skip_t, "val": skip_v},
-        "validation": val_note, "seed": seed, "batch": batch,
-        "max_epochs": {"head": epochs, "fine_tune": fine_tune_epochs}, **res.history,
-    }
-    if data_notes:
-        training["data"] = data_notes
-    eval_sets = {"val": valset, **(extra_eval_sets or {})}
-    calib_files = list(train.files)
-    if calib is not None:
-        from .classifier import calibration_files
+        spec = mobilenet_spec(size)
+        x, y, skip_t = load_resized(train, spec, "reading training images")
+        xv, yv, skip_v = load_resized(valset, spec, "reading validation images")
+        check_class_counts(labels, y, yv)
+        calib_files = list(train.files)
+        if calib is not None:
+            from .classifier import calibration_files
 
-        calib_files = calibration_files(calib)
-    else:
-        random.Random(seed).shuffle(calib_files)
-    return finish_classifier(res.model, labels=labels, spec=spec, out=out, calib_files=calib_files,
-                             eval_sets=eval_sets, source=source, crop_margin=crop_margin,
-                             min_accuracy_drop=min_accuracy_drop, extra_metrics={"training": training},
-                             seed=seed)
+            calib_files = calibration_files(calib)
+        else:
+            random.Random(seed).shuffle(calib_files)
+        # Refuse too few calibration images now, not after the training.
+        calib_inputs = calibration_images(calib_files, spec, seed=seed)
+        weights = Path(backbone_weights) if backbone_weights else None
+        if weights is not None and not weights.is_file():
+            raise ModelError(f"backbone weights not found: {weights}")
+        res = fit_classifier(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
+                             epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
+                             max_class_weight=max_class_weight)
+        files = {}
+        if weights is not None:
+            files["backbone"] = SourceFile(path=str(weights), sha256=sha256_file(weights))
+        source = ModelSource(kind="trained", files=files)
+        training = {
+            "backbone": backbone, "backbone_init": res.history.pop("backbone_init"), "input_size": size,
+            "train_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(y, minlength=len(labels)))},
+            "val_images": {labels[i]: int(c) for i, c in enumerate(np.bincount(yv, minlength=len(labels)))},
+            "unreadable_skipped": {"train": skip_t, "val": skip_v},
+            "validation": val_note, "seed": seed, "batch": batch,
+            "max_epochs": {"head": epochs, "fine_tune": fine_tune_epochs}, **res.history,
+        }
+        if data_notes:
+            training["data"] = data_notes
+        eval_sets = {"val": valset, **(extra_eval_sets or {})}
+        return finish_classifier(res.model, labels=labels, spec=spec, out=out, calib_files=calib_files,
+                                 calib=calib_inputs, staging=stage, eval_sets=eval_sets, source=source,
+                                 crop_margin=crop_margin, min_accuracy_drop=min_accuracy_drop,
+                                 min_agreement=min_agreement, extra_metrics={"training": training}, seed=seed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -528,6 +575,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", type=Path, help="calibration image folder (default: training images)")
     p.add_argument("--min-accuracy-drop", type=float, default=1.0,
                    help="fail (exit 9, report still written) if int8 loses more accuracy points (default 1)")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                   help="fail (exit 9, report still written) if int8 and float32 agree on fewer validation "
+                        f"crops than this share (default {DEFAULT_MIN_AGREEMENT})")
     p.add_argument("--crop-margin", type=float, default=0.15,
                    help="margin the face crops were cut with, written to the manifest (default 0.15)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when splitting (default 0.2)")
@@ -542,11 +592,13 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--batch must be >= 1")
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError("--val-fraction must be between 0 and 1")
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise UsageError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
     train_classifier(args.data, args.out, val=args.val, backbone=args.backbone,
                      backbone_weights=args.backbone_weights, size=args.size, epochs=args.epochs,
                      fine_tune_epochs=args.fine_tune_epochs, batch=args.batch, seed=args.seed,
                      calib=args.calib, min_accuracy_drop=args.min_accuracy_drop,
-                     crop_margin=args.crop_margin, val_fraction=args.val_fraction,
+                     min_agreement=args.min_agreement, crop_margin=args.crop_margin, val_fraction=args.val_fraction,
                      max_class_weight=args.max_class_weight)
     return 0
 
@@ -881,7 +933,10 @@ def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:
         "None of these sets was used for training or early stopping; no threshold was tuned on them.",
         "",
         f"int8 loses {met.get('int8_accuracy_drop_points')} accuracy points against float32 over all "
-        f"sets (gate: {met.get('gate', {}).get('max_drop_points')} points).", "",
+        f"sets (gate: {met.get('gate', {}).get('max_drop_points')} points)"
+        + (f"; int8 and float32 agree on {met['int8_float_top1_agreement']} of the top-1 labels of "
+           f"{met['gate'].get('agreement_basis')} (gate: at least {met['gate'].get('min_agreement')})"
+           if met.get("int8_float_top1_agreement") is not None else "") + ".", "",
         "## Training data", "",
         "```json", __import__("json").dumps(tr.get("data", {}), indent=2), "```", "",
         _CARD_SOURCES, "",

@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_toolchain(args: argparse.Namespace):
+    """Workstation commands (convert.*) run with TensorFlow's own logging silenced unless
+    ``--log-level DEBUG``; edge commands never import it, so they run as they are."""
+    import contextlib
+
+    if not getattr(args._main, "__module__", "").startswith("convert."):
+        return contextlib.nullcontext()
+    from convert.tflog import quiet
+
+    level = getattr(logging, str(args.log_level).upper(), logging.INFO)
+    return quiet(verbose=isinstance(level, int) and level <= logging.DEBUG)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doorguard`` console script."""
     parser = build_parser()
@@ -91,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("DOORGUARD_DEBUG") == "1"
     try:
-        return int(args._main(args) or 0)
+        with _quiet_toolchain(args):
+            return int(args._main(args) or 0)
     except DoorguardError as e:
         if debug:
             raise

@@ -59,9 +59,13 @@ def test_legacy_h5_converts_with_inferred_preprocessing(images, tmp_path, capsys
     h5 = _legacy_h5(tmp_path / "legacy.h5")
     out = tmp_path / "models" / "leg"
     rc = cli(["convert", "keras", "--model", str(h5), "--labels", "circle,square", "--calib", str(images),
-              "--val", str(images), "--out", str(out), "--min-accuracy-drop", "100"])
+              "--val", str(images), "--out", str(out), "--min-accuracy-drop", "100", "--min-agreement", "0"])
     assert rc == 0, capsys.readouterr().err
     m = json.loads((tmp_path / "models" / "leg.json").read_text())
+    assert m["gate"]["passed"] is True
+    assert [c["metric"] for c in m["gate"]["checks"]] == ["int8_accuracy_drop_points", "int8_float_top1_agreement"]
+    assert m["gate"]["checks"][1]["basis"] == "val (24 validation crops)"
+    assert m["metrics"]["float_vs_keras"]["max_abs"] < 1e-4
     conv = m["metrics"]["conversion"]
     assert conv["loader"] == "tf_keras" and "Rescaling" in conv["preprocessing"]
     # The model rescales itself: the manifest feeds raw pixels.
@@ -90,14 +94,15 @@ def test_keras3_and_savedmodel_and_presets(images, tmp_path):
     from convert.keras import convert_keras
 
     m = convert_keras(tmp_path / "m.keras", ["circle", "square"], images, tmp_path / "o" / "k3",
-                      preprocess="unit", min_accuracy_drop=100)
+                      preprocess="unit", min_accuracy_drop=100, min_agreement=0)
     assert m.input.scale == pytest.approx(1 / 255) and m.outputs[0].role == "logits"
     assert m.metrics["conversion"]["loader"] == "keras"
 
     sm = tmp_path / "sm"
     tf_model = tf_keras.models.load_model(_legacy_h5(tmp_path / "l2.h5", rescaling=False), compile=False)
     tf_model.save(str(sm), save_format="tf")
-    m = convert_keras(sm, ["circle", "square"], images, tmp_path / "o" / "sm", min_accuracy_drop=100)
+    m = convert_keras(sm, ["circle", "square"], images, tmp_path / "o" / "sm", min_accuracy_drop=100,
+                      min_agreement=0)
     # No Rescaling layer and no flag: MobileNet's [-1, 1] is assumed and recorded.
     assert m.input.scale == pytest.approx(1 / 127.5) and "assumed" in m.metrics["conversion"]["preprocessing"]
 
@@ -112,9 +117,105 @@ def test_int8_gate_fails_after_writing_the_report(images, tmp_path, capsys):
     assert rc == AccuracyGateError.exit_code and _one_error_line(err) and "report written" in err
     m = json.loads((tmp_path / "models" / "gate.json").read_text())
     assert m["metrics"]["gate"]["passed"] is False
+    assert m["gate"]["passed"] is False and m["gate"]["checks"][0]["passed"] is False
     assert (tmp_path / "models" / "gate.report" / "report.md").is_file()
     assert (tmp_path / "models" / "gate.report" / "roc_val.png").is_file()
     assert (tmp_path / "models" / "gate.tflite").is_file()
+    # The runtime refuses what the gate failed (issue 24 item 1).
+    from edge.manifest import check_gate, load_manifest
+
+    with pytest.raises(ModelError, match="failed its accuracy gate .*int8_accuracy_drop_points"):
+        check_gate(load_manifest(tmp_path / "models" / "gate.json"), tmp_path / "models" / "gate.json")
+
+
+def test_agreement_gate(images, tmp_path, capsys, monkeypatch):
+    """int8 that flips 1 in 6 of the float model's answers fails the agreement gate even when
+    the accuracy-drop gate lets everything through."""
+    from convert import classifier
+
+    real = classifier.evaluate_runtime
+
+    def flipping(manifest_path, data, use_float):
+        ev = real(manifest_path, data, use_float)
+        if not use_float:
+            ev.probs[::6] = ev.probs[::6, ::-1].copy()  # two classes: the other label
+        return ev
+
+    monkeypatch.setattr(classifier, "evaluate_runtime", flipping)
+    h5 = _legacy_h5(tmp_path / "legacy.h5")
+    out = tmp_path / "models" / "agree"
+    rc = cli(["convert", "keras", "--model", str(h5), "--labels", "circle,square", "--calib", str(images),
+              "--val", str(images), "--out", str(out), "--min-accuracy-drop", "100"])
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert rc == AccuracyGateError.exit_code and _one_error_line(err)
+    assert "int8_float_top1_agreement 0.8333 < 0.98 (min)" in err and "drop" not in err.split(";")[0]
+    m = json.loads((tmp_path / "models" / "agree.json").read_text())
+    agree = m["gate"]["checks"][1]
+    assert agree == {"metric": "int8_float_top1_agreement", "value": 0.833333, "op": ">=", "threshold": 0.98,
+                     "passed": False, "basis": "val (24 validation crops)"}
+    assert m["metrics"]["eval"]["val"]["int8_float_agreement"] == 0.8333
+    assert "top-1 agreement 0.8333" in cap.out
+    report = (tmp_path / "models" / "agree.report" / "report.md").read_text()
+    assert "FAILED: int8_float_top1_agreement" in report and "None" not in report
+
+
+def test_tf_keras_dot_keras_and_keras3_export(images, tmp_path):
+    """The two formats that failed (issue 24 item 3): a .keras saved by tf_keras ("Could not locate
+    class 'Functional'") and a Keras 3 model.export() SavedModel ('_UserObject' has no 'inputs')."""
+    import keras
+
+    from convert.keras import convert_keras
+
+    k = tf_keras
+    inp = k.Input((32, 32, 3))
+    x = k.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = k.layers.DepthwiseConv2D(3, padding="same", activation="relu")(k.layers.Conv2D(6, 3)(x))
+    k.Model(inp, k.layers.Dense(2, activation="softmax")(k.layers.GlobalAveragePooling2D()(x))).save(
+        tmp_path / "tfk.keras")
+    m = convert_keras(tmp_path / "tfk.keras", ["circle", "square"], images, tmp_path / "o" / "tfk",
+                      min_accuracy_drop=100, min_agreement=0)
+    conv = m.metrics["conversion"]
+    assert conv["loader"] == "tf_keras" and conv["format"].startswith(".keras (Keras 2.")
+    assert "Rescaling" in conv["preprocessing"] and m.outputs[0].role == "probabilities"
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(6, 3, activation="relu")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    k3 = keras.Model(inp, out)
+    k3.export(str(tmp_path / "exported"), verbose=False)
+    m = convert_keras(tmp_path / "exported", ["circle", "square"], images, tmp_path / "o" / "exp",
+                      preprocess="mobilenet", min_accuracy_drop=100, min_agreement=0)
+    assert m.metrics["conversion"]["format"] == "SavedModel" and m.input.width == 32
+    # A SavedModel hides its layers: its outputs on the calibration images show it is a softmax.
+    assert m.outputs[0].role == "probabilities" and "sum to 1" in m.metrics["conversion"]["output"]
+    # The float32 TFLite reproduces the exported model (BatchNorm in inference mode).
+    assert m.metrics["float_vs_keras"]["max_abs"] < 1e-4
+    from convert.images import list_images, read_rgb
+    from edge.models import Classifier
+    from edge.preprocess import prepare
+
+    f = Classifier(tmp_path / "o" / "exp.json", use_float=True)
+    img = read_rgb(list_images(images / "circle")[0])
+    x, _ = prepare(img, f.manifest.input, dtype="float32")
+    assert np.abs(f.probabilities(img) - np.asarray(k3(x, training=False))[0]).max() < 1e-4
+
+
+def test_too_few_calibration_images_before_converting_and_nothing_left(images, tmp_path, capsys):
+    h5 = _legacy_h5(tmp_path / "legacy.h5")
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((images / "circle").iterdir())[:3]:
+        (few / p.name).write_bytes(p.read_bytes())
+    for i in range(30):
+        (few / f"junk{i}.jpg").write_bytes(b"not an image")
+    out = tmp_path / "models" / "few"
+    rc = cli(["convert", "keras", "--model", str(h5), "--labels", "circle,square", "--calib", str(few),
+              "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 8 and _one_error_line(err) and "only 3 readable calibration images" in err
+    assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_bad_models_are_one_line_errors(images, tmp_path, capsys):
@@ -122,10 +223,14 @@ def test_bad_models_are_one_line_errors(images, tmp_path, capsys):
     inp = k.Input((10,))
     k.Model(inp, k.layers.Dense(2, activation="softmax")(inp)).save(tmp_path / "vec.h5")
     (tmp_path / "junk.h5").write_bytes(b"junk")
+    (tmp_path / "junk.keras").write_bytes(b"PK not really a zip")
+    k.Model(inp, k.layers.Dense(2, activation="softmax")(inp)).save_weights(tmp_path / "weights.h5")
     h5 = _legacy_h5(tmp_path / "ok.h5")
     cases = [
         (tmp_path / "vec.h5", "a,b", ModelError, "not an image"),
-        (tmp_path / "junk.h5", "a,b", ModelError, "cannot load"),
+        (tmp_path / "junk.h5", "a,b", ModelError, "is not an HDF5 file: corrupt, truncated"),
+        (tmp_path / "weights.h5", "a,b", ModelError, "holds no model architecture (a weights-only file?)"),
+        (tmp_path / "junk.keras", "a,b", ModelError, "is not a .keras archive"),
         (tmp_path / "missing.keras", "a,b", ModelError, "not found"),
         (h5, "a,b,c", UsageError, "outputs 2 classes"),
     ]

@@ -85,6 +85,18 @@ def test_int8_model_is_full_integer_with_raw_heads(converted):
     m = load_manifest(converted["out"].parent / "tiny.json")
     outs = {d["name"]: list(d["shape"]) for d in interp.get_output_details()}
     assert {o.name: o.shape for o in m.outputs} == outs  # manifest names are the TFLite names
+    # Heads are named by stride in both models (the converter called them StatefulPartitionedCall_1:N).
+    assert [o.name for o in m.outputs] == ["head_s4", "head_s2"]
+    float_model = tf.lite.Interpreter(model_content=(converted["out"].parent / "tiny.float32.tflite").read_bytes())
+    assert sorted(d["name"] for d in float_model.get_output_details()) == ["head_s2", "head_s4"]
+    assert sorted(interp.get_signature_list()["serving_default"]["outputs"]) == ["head_s2", "head_s4"]
+
+
+def test_head_names_by_stride():
+    from convert.darknet_cli import head_names
+
+    assert head_names([8, 16, 32]) == ["head_s8", "head_s16", "head_s32"]
+    assert head_names([32, 16, 16]) == ["head_s32", "head_s16_1", "head_s16_2"]
 
 
 def test_report_in_manifest(converted):
@@ -100,6 +112,18 @@ def test_report_in_manifest(converted):
     assert r["reference"]["max_abs"] < 1e-4  # float TFLite vs OpenCV darknet
     assert r["sizes_bytes"]["int8"] < r["sizes_bytes"]["float32"]
     assert r["int8_head_clip"] == 10.0
+    assert set(r["head_error"]) == {"head_s4", "head_s2"}
+
+
+def test_gate_recorded_in_manifest(converted, capsys):
+    m = load_manifest(converted["out"].parent / "tiny.json")
+    assert m.gate is not None and m.gate.passed
+    assert [c.metric for c in m.gate.checks] == ["int8_float_detection_f1", "float_vs_opencv_max_abs"]
+    f1 = m.gate.checks[0]
+    assert (f1.op, f1.threshold, f1.value) == (">=", 0.0, m.metrics["agreement"]["f1"])
+    # No partial folder is left beside the outputs.
+    assert sorted(p.name for p in converted["out"].parent.iterdir()) == [
+        "tiny.float32.tflite", "tiny.json", "tiny.tflite"]
 
 
 def test_detector_runs_both_models(converted):
@@ -131,11 +155,19 @@ def test_accuracy_gate_fails_after_writing_report_uint8_input_resized(converted,
                      str(converted["calib"]), "--out", str(out), "--reference-images", "0",
                      "--input-dtype", "uint8", "--input", "64x48"])
     assert code == AccuracyGateError.exit_code
-    err = capsys.readouterr().err
+    cap = capsys.readouterr()
+    err = cap.err
     last = err.strip().splitlines()[-1]  # progress bars come before the error line
     assert last.startswith("doorguard: error: int8 vs float detection F1 0.500 is below --min-agreement 0.9")
+    assert "records the failed gate" in last
     assert "Traceback" not in err
-    assert json.loads((tmp_path / "gated.json").read_text())["metrics"]["agreement"]["f1"] == 0.5
+    raw = json.loads((tmp_path / "gated.json").read_text())
+    assert raw["metrics"]["agreement"]["f1"] == 0.5
+    assert raw["gate"]["passed"] is False
+    assert raw["gate"]["checks"] == [{"metric": "int8_float_detection_f1", "value": 0.5, "op": ">=",
+                                      "threshold": 0.9, "passed": False,
+                                      "basis": raw["gate"]["checks"][0]["basis"]}]
+    assert "gate: FAILED: int8_float_detection_f1 0.5 (must be >= 0.9)" in cap.out
     # the files are complete and usable: a uint8-input model this time
     det = Detector(tmp_path / "gated.json")
     assert det.manifest.input.dtype == "uint8" and det.manifest.input.quant.zero_point == 0
@@ -172,7 +204,31 @@ def test_bad_inputs_are_one_line_errors(converted, tmp_path, capsys, case):
         extra = ["--input", "big"]
         code = UsageError.exit_code
     argv = ["convert", "darknet"] + [v for k, p in args.items() for v in (k, str(p))] + extra
+    (tmp_path / "x.json").write_text("an earlier model's manifest")
     assert cli.main(argv) == code
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("doorguard: error:") and "Traceback" not in err
     assert not (tmp_path / "x.tflite").exists()
+    # Nothing half-written is left (no model file, no temporary folder) and what was there stays.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("x.", ".x."))] == ["x.json"]
+    assert (tmp_path / "x.json").read_text() == "an earlier model's manifest"
+
+
+def test_failure_half_way_leaves_nothing_and_keeps_the_old_model(converted, tmp_path, monkeypatch, capsys):
+    """The float model is written, then the int8 conversion fails: no file of the new model
+    appears, no temporary folder stays, and the model already at --out is untouched."""
+    from edge.errors import ModelError
+
+    def fail(*a, **k):
+        raise ModelError("int8 conversion failed: simulated")
+
+    monkeypatch.setattr(quantize, "to_tflite_int8", fail)
+    old = {n: f"old {n}" for n in ("m.tflite", "m.float32.tflite", "m.json")}
+    for n, text in old.items():
+        (tmp_path / n).write_text(text)
+    code = cli.main(["convert", "darknet", "--cfg", str(converted["cfg"]), "--weights",
+                     str(converted["weights"]), "--names", str(converted["names"]), "--calib",
+                     str(converted["calib"]), "--out", str(tmp_path / "m"), "--reference-images", "0"])
+    assert code == ModelError.exit_code
+    assert "simulated" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old

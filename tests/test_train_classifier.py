@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.cli import main as cli
-from edge.errors import DataError, ModelError
+from edge.errors import DataError, ModelError, UsageError
 
 pytest.importorskip("tensorflow")
 
@@ -54,8 +54,14 @@ def test_train_from_scratch_end_to_end(folder, tmp_path, capsys):
     (data / "circle" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "models" / "shapes"
     rc = cli(["train", "classifier", "--data", str(data), "--out", str(out), "--size", "32",
-              "--epochs", "1", "--fine-tune-epochs", "0", "--batch", "8", "--min-accuracy-drop", "100"])
-    assert rc == 0, capsys.readouterr().err
+              "--epochs", "1", "--fine-tune-epochs", "0", "--batch", "8", "--min-accuracy-drop", "100",
+              "--min-agreement", "0"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    # No SavedModel signature dump (hundreds of lines) and no partial folder left behind.
+    assert "TensorSpec" not in cap.out and "Saved artifact" not in cap.out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["shapes.float32.tflite", "shapes.json",
+                                                           "shapes.report", "shapes.tflite"]
     m = json.loads((out.parent / "shapes.json").read_text())
     assert m["task"] == "classify" and m["labels"] == ["circle", "square"]
     assert m["input"]["dtype"] == "int8" and m["input"]["resize"] == "stretch"
@@ -105,7 +111,7 @@ def test_seeded_training_is_reproducible(folder):
 def test_imagenet_backbone_head_then_fine_tune(folder, shared, tmp_path):
     weights = shared / "models" / "keras-mobilenet" / "mobilenet_2_5_224_tf_no_top.h5"
     m = train.train_classifier(folder, tmp_path / "m", backbone_weights=weights, size=32, epochs=1,
-                               fine_tune_epochs=1, batch=8, min_accuracy_drop=100)
+                               fine_tune_epochs=1, batch=8, min_accuracy_drop=100, min_agreement=0)
     tr = m.metrics["training"]
     assert tr["backbone_init"] == "imagenet weights"
     assert [p["phase"] for p in tr["phases"]] == ["head", "fine-tune"] and tr["fine_tuned_layers"] > 0
@@ -142,6 +148,63 @@ def test_bad_folders_are_one_line_errors(folder, tmp_path, capsys):
         rc = cli(["train", "classifier", "--out", str(tmp_path / "m"), "--size", "32", *extra])
         err = capsys.readouterr().err.strip()
         assert rc == DataError.exit_code and msg in err and _one_error_line(err)
+
+
+def _no_training(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("trained although the inputs were refusable")
+
+    monkeypatch.setattr(train, "fit_classifier", fail)
+
+
+def test_inputs_checked_before_training(tmp_path, capsys, monkeypatch):
+    """3 images per class trained first and only then refused (issue 24 item 5): now the counts
+    per label, the calibration size and --out are checked first, and nothing is left."""
+    _no_training(monkeypatch)
+    out = tmp_path / "models" / "o"
+    cases = [
+        (make_folder(tmp_path / "three", n=3), [], DataError,
+         "too few readable training images of circle, square: each label needs at least 5 "
+         "(training+validation per label: circle 2+1, square 2+1)"),
+        (make_folder(tmp_path / "six", n=6), [], DataError, "only 10 readable calibration images"),
+        (make_folder(tmp_path / "six", n=6), ["--val", str(make_folder(tmp_path / "v", n=0))], DataError,
+         "no label subfolders"),
+    ]
+    (tmp_path / "afile").write_text("")
+    cases.append((make_folder(tmp_path / "six", n=6), ["--out", str(tmp_path / "afile" / "m")], UsageError,
+                  "cannot write the output folder"))
+    for data, extra, err_cls, msg in cases:
+        argv = ["train", "classifier", "--data", str(data), "--out", str(out), "--size", "32", *extra]
+        rc = cli(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == err_cls.exit_code and msg in err and _one_error_line(err), err
+        assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_failure_after_training_leaves_nothing(folder, tmp_path, capsys, monkeypatch):
+    """A conversion that fails after training leaves no float model and no empty report
+    folder, and a model already at --out stays as it was."""
+    import keras
+
+    from convert import quantize
+    from edge.errors import ModelError
+
+    def quick_fit(x, y, xv, yv, *, labels, spec, **kw):
+        inp = keras.Input((spec.height, spec.width, 3), batch_size=1)
+        out = keras.layers.Dense(len(labels), activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+        return train.TrainResult(keras.Model(inp, out), {"backbone_init": "test"})
+
+    def fail(*a, **k):
+        raise ModelError("int8 conversion failed: simulated")
+
+    monkeypatch.setattr(train, "fit_classifier", quick_fit)
+    monkeypatch.setattr(quantize, "to_tflite_int8", fail)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "o.json").write_text("the earlier model")
+    rc = cli(["train", "classifier", "--data", str(folder), "--out", str(models / "o"), "--size", "32"])
+    assert rc == ModelError.exit_code and "simulated" in capsys.readouterr().err
+    assert [(p.name, p.read_text()) for p in models.iterdir()] == [("o.json", "the earlier model")]
 
 
 def test_split_weights_and_augment():
