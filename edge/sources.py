@@ -22,6 +22,7 @@ Sources (``make_source`` spec):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -153,6 +154,24 @@ class PicameraSource:
 
 # ---- OpenCV: devices, files, streams -----------------------------------------------------
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines off stderr (unless --log-level DEBUG).
+
+    A closed RTSP port, a missing camera index or a garbage .mp4 gave the right exit code,
+    but the one line saying so was buried under ``[ WARN:0@0.6] global cap_v4l.cpp ...``
+    and ``[tcp @ 0x...] Connection ... failed`` lines; doorguard's own message names the
+    source and what went wrong. OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL set by the user win.
+    """
+    if logging.getLogger("doorguard").isEnabledFor(logging.DEBUG):
+        return
+    # AV_LOG_QUIET; read when OpenCV's FFmpeg backend starts (the first capture of the process).
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 class OpenCVSource:
     """A V4L2/USB camera, a network stream or a video file through cv2.VideoCapture.
 
@@ -176,6 +195,7 @@ class OpenCVSource:
     def open(self) -> None:
         import cv2
 
+        quiet_opencv()
         if self._factory is None and isinstance(self.target, str) and self.target.startswith("/dev/") \
                 and not Path(self.target).exists():
             # Say so plainly (and spare OpenCV's own warning on every retry).
@@ -227,8 +247,6 @@ class FolderSource:
     """The images of a folder (or one image), sorted by name; a finite source."""
 
     live = False
-    #: Unrelated photos by default: the run judges each on its own (``source.per_image``).
-    per_image = True
 
     def __init__(self, path: Path | str, loop: bool = False):
         self.path = Path(path)
@@ -236,8 +254,10 @@ class FolderSource:
         self.loop = loop
         self.files: list[Path] = []
         self._i = 0
+        self._decoded = 0  # images decoded in this pass over the files
 
     def open(self) -> None:
+        quiet_opencv()
         if self.path.is_file():
             self.files = [self.path]
         else:
@@ -249,14 +269,21 @@ class FolderSource:
         if not self.files:
             raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.path}")
         self._i = 0
+        self._decoded = 0
 
     def read(self) -> np.ndarray | None:
         import cv2
 
         if self._i >= len(self.files):
+            if not self._decoded:
+                # Every file was corrupt: that is the source failing (exit 5), not a run of 0 frames
+                # that exits 0 (and, looping, it would warn about the same files forever).
+                raise SourceError(f"no readable image in {self.path}: all {len(self.files)} file(s) failed "
+                                  "to decode")
             if not self.loop:
                 return None
             self._i = 0
+            self._decoded = 0
         path = self.files[self._i]
         self._i += 1
         try:
@@ -265,6 +292,7 @@ class FolderSource:
             raise UnreadableFrame(f"cannot decode image {path}: {str(e).strip().splitlines()[-1]}") from e
         if bgr is None:
             raise UnreadableFrame(f"cannot decode image {path}")
+        self._decoded += 1
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
@@ -383,11 +411,8 @@ class Capture:
                 break
             except SourceError as e:
                 if not self.source.live or self.clock() + delay > deadline:
-                    # Name the limit that was hit: "after 7.5 s, open_timeout_s = 10" alone read
-                    # as if it gave up early (the next retry would have ended past the limit).
                     raise SourceError(f"{e} (gave up after trying for {self.clock() - t0:.1f} s, "
-                                      f"source.open_timeout_s = {self.cfg.open_timeout_s:g} s is the limit hit: "
-                                      f"the next try, {delay:g} s later, would pass it)"
+                                      f"source.open_timeout_s = {self.cfg.open_timeout_s:g})"
                                       if self.source.live else str(e)) from e
                 if on_retry is not None:
                     on_retry()
@@ -552,9 +577,7 @@ class Capture:
                 log.debug("close after loss: %s", e)
             gone = self.clock() - self._lost_since
             if self.cfg.give_up_after_s and gone >= self.cfg.give_up_after_s:
-                self.error = SourceError(f"camera {self.source.name} lost for {gone:.0f} s, giving up "
-                                         f"(source.give_up_after_s = {self.cfg.give_up_after_s:g} s is the "
-                                         f"limit hit): {why}")
+                self.error = SourceError(f"camera {self.source.name} lost for {gone:.0f} s, giving up: {why}")
                 log.error("%s", self.error)
                 return False
             delay = self._delay

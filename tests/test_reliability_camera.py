@@ -15,6 +15,7 @@ import random
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpr
                            write_detector_manifest)
 from faults import KINDS, FaultySource, JumpyWallClock, NotifyListener, open_fds, recording_pin_class
 
+ROOT = Path(__file__).resolve().parents[1]
 N_FAULTS = int(os.environ.get("DOORGUARD_FAULTS", "100"))
 RECOVERY_LIMIT_S = 5.0
 WATCHDOG_USEC = 100_000  # pings at most every 50 ms while frames flow
@@ -279,3 +281,76 @@ def test_default_back_off_recovers_within_the_limit():
     d = SourceConfig()
     assert d.reconnect_initial_s <= d.reconnect_max_s < RECOVERY_LIMIT_S
     assert config.load(None).source.reconnect_max_s < RECOVERY_LIMIT_S
+
+
+# ---- sources that never give a frame (issue 17 item 11) ---------------------------------------
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_folder_of_only_corrupt_images_is_a_source_error(tmp_path, loop):
+    """It exited 0 with 0 frames (and, looping, warned about the same files forever)."""
+    from edge.errors import SourceError
+    from edge.sources import FolderSource
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg " + bytes([i]) * 50)
+    cfg = write_cfg(tmp_path)
+    cfg.source.loop = loop
+    r = service.Runner(cfg, source=FolderSource(photos, loop=loop), actuators=FakeActuators(),
+                       notifier=FakeNotifier(), detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    with pytest.raises(SourceError, match="no readable image in .*photos: all 3 file"):
+        r.run()
+    assert r.frames == 0 and r.stop_reason == "source failed"
+    # One good photo among them: an ordinary end.
+    import cv2
+
+    cv2.imwrite(str(photos / "3.png"), np.full((96, 128, 3), 128, np.uint8))
+    r = service.Runner(cfg, source=FolderSource(photos), actuators=FakeActuators(), notifier=FakeNotifier(),
+                       detector_interpreter=BlobDetectorInterpreter(),
+                       classifier_interpreter=ColourClassifierInterpreter())
+    assert r.run() == 0 and r.frames == 1
+
+
+REAL_MODELS = all((ROOT / "models" / f"{n}.{s}").is_file()
+                  for n in ("yoloface-500k-v2-facemask", "mask-classifier") for s in ("json", "tflite"))
+
+
+@pytest.mark.skipif(not REAL_MODELS, reason="needs the default models in models/ (doorguard run loads them first)")
+@pytest.mark.parametrize("kind", ["garbage mp4", "closed rtsp port", "missing camera index"])
+def test_source_errors_are_one_line_without_opencv_noise(tmp_path, kind):
+    """The exit code was right but the line drowned in OpenCV/FFmpeg output
+    ('[ WARN:0@0.6] global cap_v4l.cpp ...', '[tcp @ 0x...] Connection ... failed')."""
+    import socket
+    import subprocess
+    import sys
+
+    if kind == "garbage mp4":
+        spec = tmp_path / "clip.mp4"
+        spec.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 40)
+    elif kind == "closed rtsp port":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        spec = f"rtsp://127.0.0.1:{port}/stream"
+    else:
+        spec = next(str(i) for i in range(7, 64) if not os.path.exists(f"/dev/video{i}"))
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[source]\nopen_timeout_s = 1\n[events]\nstate_dir = "{tmp_path / "state"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env.update(GPIOZERO_PIN_FACTORY="mock", DOORGUARD_DEBUG="0")
+    env.pop("NOTIFY_SOCKET", None)
+    p = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(conf), "--source", str(spec)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert p.returncode == 5, (p.returncode, p.stderr[-2000:])
+    err = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("INFO: Created TensorFlow")]
+    assert len(err) == 1 and err[0].startswith("doorguard: error: "), p.stderr
+    # Every stdout line is doorguard's own log format: nothing from OpenCV or FFmpeg.
+    import re
+
+    foreign = [ln for ln in p.stdout.splitlines()
+               if ln.strip() and not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", ln)
+               and not ln.startswith("  ")]
+    assert foreign == [], foreign
