@@ -4,9 +4,13 @@ Targets: the config TOML (edge.config.parse/load/all_errors), darknet cfg text
 (convert.darknet.load_network), weights files of random length
 (convert.darknet.read_weights), VOC xml (convert.dataset.parse_voc and the
 eval's convert.evaluate.load_voc), image bytes (convert.images.read_rgb and
-edge.sources.FolderSource). Inputs are partly random text/bytes and partly
-built from the real grammar (known keys and sections with wrong values), which
-reaches much deeper than noise. The number of cases run is printed at the end.
+edge.sources.FolderSource), valid TOML with absurd numbers (1e9 votes, 1e12
+beeps, 1e-300 s, nan/inf: refused, or a config the alarm still works with), and
+the web page's routes (``next`` after a login with control characters,
+backslashes and slashes; any Host header). Inputs are partly random text/bytes
+and partly built from the real grammar (known keys and sections with wrong
+values), which reaches much deeper than noise. The number of cases run is
+printed at the end.
 """
 
 from __future__ import annotations
@@ -400,3 +404,129 @@ def test_image_header_claiming_a_huge_size(tmp_path):
     src = FolderSource(tmp_path)
     src.open()
     assert isinstance(outcome("image", src.read), DoorguardError)
+
+
+# ---- valid TOML, absurd numbers (issue 17) --------------------------------------------------
+
+def _numeric_fields(model, prefix=()):
+    """(section path, key, int?) of every number in the config models."""
+    import typing
+
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            yield from _numeric_fields(ann, prefix + (name,))
+            continue
+        args = set(typing.get_args(ann)) or {ann}
+        if bool not in args and args & {int, float}:
+            yield prefix, name, int in args and float not in args
+
+
+NUMBERS = [f for f in _numeric_fields(config_mod.Config) if f[0]]
+absurd = st.one_of(
+    st.sampled_from([0, -1, 1, 2, 50, 51, 10**9, 10**12, 10**19, 2**63 - 1, -2**63, 1e-300, 1e300, -1e300,
+                     1e9, 1e12, 1e19, 0.5, 1e-9, math.inf, -math.inf, math.nan, 5e-324]),
+    st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@st.composite
+def absurd_configs(draw) -> str:
+    chosen = draw(st.lists(st.sampled_from(NUMBERS), min_size=1, max_size=6, unique=True))
+    by_section: dict[tuple, list[str]] = {}
+    for section, key, _ in chosen:
+        by_section.setdefault(section, []).append(f"{key} = {_toml_val(draw(absurd))}")
+    return "".join(f"[{'.'.join(sec)}]\n" + "\n".join(lines) + "\n" for sec, lines in by_section.items())
+
+
+@FUZZ
+@given(absurd_configs())
+def test_fuzz_config_absurd_numbers(text):
+    """Valid TOML with absurd numbers (votes 1e9, beeps 1e12, 1e-300 s ...): refused, or a config
+    with which the alarm still works: finite, small N-of-M, an alert pattern that ends."""
+    from edge.tracking import Tracker
+
+    r = outcome("config_absurd", config_mod.parse, text, "absurd.toml")
+    if not isinstance(r, config_mod.Config):
+        return
+    for section, key, _ in NUMBERS:
+        obj = r
+        for s in section:
+            obj = getattr(obj, s)
+        v = getattr(obj, key)
+        assert v is None or isinstance(v, str) or math.isfinite(v), (section, key, v)
+    t = r.tracking
+    assert 1 <= t.votes_needed <= t.window <= 50 and t.reclassify_every <= 300 and t.max_missed <= 300
+    Tracker(t.iou_threshold, t.max_missed, t.votes_needed, t.window, t.reclassify_every)
+    g = r.gpio
+    assert g.alert_seconds <= 120 and g.alert_on_seconds >= 0.02 and g.alert_repeats <= 50
+    assert r.source.reconnect_initial_s <= r.source.reconnect_max_s <= 3600
+    assert r.mqtt.outbox_cap <= 1_000_000 and r.rules.track_cooldown_s <= 86400
+
+
+# ---- the web page's routes (issue 17) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def web_app(tmp_path_factory):
+    from edge import web
+
+    d = tmp_path_factory.mktemp("web")
+    pw = d / "pw"
+    web.write_password_file(pw, web.hash_password("correct horse battery", n=2**4))
+    server = web.WebServer(web.WebConfig(allowed_hosts=["door.example.lan"]), dict, lambda: None, lambda: None,
+                           password_file=pw)
+    return server.app.test_client(), server
+
+
+next_text = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(["/", "//", "\\", "\t", "\n", "\r", "\x00", "\x7f", " ", "%09", "%0A", "%2F",
+                              "evil.example", "http:", "javascript:", "@", ".", "..", "?", "#", "status",
+                              "\u2215", "\uff0f", "é"]), max_size=8).map("".join))
+
+
+@FUZZ
+@given(next_text, st.booleans())
+def test_fuzz_login_next(web_app, nxt, in_query):
+    """Control characters, backslashes, slashes in `next`: a 302 to a path on this page, never
+    another site, never a 500."""
+    from urllib.parse import quote
+
+    client, _ = web_app
+    CASES["web_next"] += 1
+    form = {"password": "correct horse battery"}
+    if in_query:
+        resp = client.post(f"/login?next={quote(nxt, safe='')}", data=form)
+    else:
+        resp = client.post("/login", data={**form, "next": nxt})
+    assert resp.status_code == 302, (nxt, resp.status_code)
+    loc = resp.headers["Location"]
+    assert loc.startswith("/") and not loc.startswith("//"), loc
+    assert all(0x21 <= ord(c) <= 0x7E and c != "\\" for c in loc), loc
+    assert loc == "/" or loc == nxt
+
+
+host_text = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30),
+    st.tuples(st.sampled_from(["localhost", "LOCALHOST.", "127.0.0.1", "[::1]", "door.example.lan", "evil.example",
+                               "localhost.evil.example", "door.example.lan.evil", "10.0.0.7", "[fe80::1]",
+                               "1.2.3.4.nip.io", "xn--80ak6aa92e.com", ""]),
+              st.sampled_from(["", ":8080", ":0", ":abc", ":", "::", ":99999"])).map("".join))
+
+
+@FUZZ
+@given(host_text)
+def test_fuzz_host_header(web_app, host):
+    """Any Host header: 200 exactly for this device's names and IP addresses, else 400; never a 500."""
+    from edge import web
+
+    client, server = web_app
+    CASES["web_host"] += 1
+    from werkzeug.sansio.utils import get_host
+
+    resp = client.get("/login", headers={"Host": host})
+    seen = get_host("http", host, ("127.0.0.1", 80))  # werkzeug's request.host: "" when malformed
+    allowed = web.host_allowed(seen, server.allowed_hosts)
+    assert resp.status_code == (200 if allowed else 400), (host, seen, resp.status_code)
+    name = web._split_host(host) or ""
+    if "evil" in name or name.endswith(".nip.io"):
+        assert resp.status_code == 400, host
