@@ -37,19 +37,25 @@ main() {
   mode=$(scripts/arm64.sh mode)
   deselect=()
   if [[ $mode == direct ]]; then
-    # Without binfmt_misc a guest cannot start another arm64 program.
-    deselect=(--deselect tests/test_actuators.py::test_sound_plays_without_blocking_and_never_twice)
+    # Without binfmt_misc a guest cannot start another arm64 program: the tests that do.
+    deselect=(--deselect tests/test_actuators.py::test_sound_plays_without_blocking_and_never_twice
+              --deselect tests/test_events.py::test_unwritable_state_dir)
   fi
 
   rm -rf "$OUT"
   mkdir -p "$OUT"
   # A config as install.sh writes it: the default models by absolute path, its own state directory.
+  # The cooldowns are in seconds of wall time: an emulated Pi under load takes minutes for the
+  # demo clip that x86 runs in 2 s, so a track would alert again after track_cooldown_s there
+  # and not on x86 (seen: 3 violations vs 1). Events are compared frame for frame, so here a
+  # track alerts once per run and no alert is held back, whatever the speed.
   local models
   models=$("$HOSTPY" -c 'from edge import config; c = config.load()
 print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve(c.models.classifier)}\"")')
   config() { # NAME -> path of a config file whose events go to $OUT/state-NAME
     local f=$OUT/$1.toml
-    printf '[models]\n%s\n[events]\nstate_dir = "%s"\n' "$models" "$OUT/state-$1" > "$f"
+    printf '[models]\n%s\n[events]\nstate_dir = "%s"\n[rules]\ntrack_cooldown_s = 86400.0\nglobal_cooldown_s = 0.0\n' \
+      "$models" "$OUT/state-$1" > "$f"
     echo "$f"
   }
 
