@@ -49,6 +49,7 @@ test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi
 models: ## Rebuild the default models in models/ from ../shared
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
 	$(VENV)/bin/python -m convert.build_models --shared $(SHARED) --out models
+	$(VENV)/bin/python -m convert.hands --shared $(SHARED) --out models --work build/hands
 
 bench: ## Benchmarks (needs ../shared): writes bench-out/bench.md and plots
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test

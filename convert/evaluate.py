@@ -466,7 +466,8 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
     detector = Detector(det_path, num_threads=args.threads, score_threshold=threshold,
                         nms_iou=cfg.models.nms_iou, use_float=args.float, backend=backend)
     classifier = load_classifier(cls_path, cfg, args.threads, args.float) if cls_path is not None else None
-    pipe = pipeline_for(detector, classifier, cfg, args.min_face_px)
+    hands, hands_path = _hand_detector(args, cfg, backend)
+    pipe = pipeline_for(detector, classifier, cfg, args.min_face_px, hand_detector=hands)
     meta = {
         "pipeline": "doorguard",
         "precision": "float32" if args.float else "int8",
@@ -481,7 +482,53 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
         },
         "config": str(args.config) if args.config else "default (edge/default.toml)",
     }
+    if hands is not None:
+        meta["hand_detector"] = _model_meta(hands, hands_path, args.float or getattr(args, "float_hands", False))
+        meta["facetouch"] = cfg.facetouch.model_dump()
     return pipe, meta
+
+
+def _hand_detector(args: argparse.Namespace, cfg: Any, backend: str | None) -> tuple[Any, Path | None]:
+    """The hand detector of ``--hands`` or the config's [facetouch] (None when neither names one)."""
+    from edge.ssd import SsdDetector
+
+    name = getattr(args, "hands", None)
+    path = Path(name) if name else (cfg.resolve(cfg.facetouch.hand_detector) if cfg.facetouch.enabled else None)
+    if path is None:
+        return None, None
+    if name:
+        cfg.facetouch.hand_detector = str(path)
+    use_float = args.float or getattr(args, "float_hands", False)
+    return SsdDetector(path, num_threads=args.threads, score_threshold=cfg.facetouch.score_threshold,
+                       use_float=use_float, backend=backend), path
+
+
+def facetouch_main(args: argparse.Namespace) -> int:
+    """``doorguard eval --facetouch LABELS.csv``: face-touch precision and recall on labelled photos."""
+    from .facetouch_eval import evaluate as evaluate_touch, read_labels
+
+    labels = read_labels(args.facetouch)
+    pipe, meta = build_pipeline(args)
+    if pipe.judge.hands is None:
+        raise UsageError("--facetouch needs a hand detector: --hands M.json or [facetouch] hand_detector")
+    shared = Path(args.shared)
+    # The models' precision (int8/float32) moves aside: "precision" is the face-touch figure here.
+    meta["model_precision"] = meta.pop("precision")
+    result = {**evaluate_touch(labels, shared, pipe, progress=not args.quiet), **meta,
+              "labels": str(args.facetouch), "shared": str(shared)}
+    out = Path(args.json)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from e
+    half = result["report_half"]
+    print(f"face-touch: {result['photos']} photos ({result['positives']} touching): precision "
+          f"{_fmt(result['precision'])}, recall {_fmt(result['recall'])}, false alarms "
+          f"{result['fp']} of {result['negatives']}; report half ({half['photos']} photos, settings never "
+          f"tuned on it): precision {_fmt(half['precision'])}, recall {_fmt(half['recall'])}")
+    print(f"wrote {out}")
+    return 0
 
 
 @dataclass
@@ -624,7 +671,16 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doorguard eval``."""
-    parser.add_argument("--voc", required=True, metavar="DIR",
+    parser.add_argument("--facetouch", metavar="LABELS.csv",
+                        help="instead of --voc: face-touch precision/recall on labelled photos "
+                             "(benchmarks/facetouch/labels.csv; paths relative to --shared/data)")
+    parser.add_argument("--hands", metavar="M.json",
+                        help="hand detector manifest (overrides the config's facetouch.hand_detector)")
+    parser.add_argument("--float-hands", action="store_true",
+                        help="run the hand detector's float32 reference (the other models stay int8)")
+    parser.add_argument("--shared", default="../shared", metavar="DIR",
+                        help="the shared data folder the --facetouch labels point into (default ../shared)")
+    parser.add_argument("--voc", metavar="DIR",
                         help="VOC set: images + same-stem .xml side by side, or images/ + annotations/")
     parser.add_argument("--split", metavar="FILE", help="file of image stems (one a line) to evaluate")
     parser.add_argument("--config", metavar="PATH",
@@ -671,6 +727,10 @@ def main(args: argparse.Namespace) -> int:
     """Evaluate, write the JSON (and plots), print one summary line."""
     if not 0.0 < args.iou < 1.0:
         raise UsageError(f"--iou must be between 0 and 1, not {args.iou}")
+    if getattr(args, "facetouch", None):
+        return facetouch_main(args)
+    if not args.voc:
+        raise UsageError("doorguard eval needs --voc DIR (or --facetouch LABELS.csv)")
     label_map = parse_label_map(args.label_map)
     samples = load_voc(args.voc, args.split, label_map)
     pipe, meta = build_pipeline(args)

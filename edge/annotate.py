@@ -41,6 +41,9 @@ def draw(result: FrameResult, verdicts: dict[int, str], extra: str = "") -> np.n
         y = max(th + 4, p1[1] - 4)
         cv2.rectangle(img, (p1[0], y - th - 4), (p1[0] + tw + 4, y + 2), colour, -1)
         cv2.putText(img, text, (p1[0] + 2, y - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for boxes in getattr(result, "hands", {}).values():
+        for b in boxes:  # hand boxes the face-touch check found near a face (orange, thin)
+            cv2.rectangle(img, (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2)), (0, 140, 255), 1)
     if extra:
         cv2.putText(img, extra, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
         cv2.putText(img, extra, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)

@@ -7,8 +7,12 @@ hand in 19 of 47 on the whole image and in 34 on an enlarged region around
 each face. It runs only when a face is present, on every frame while a face's
 face-touch channel is unsettled and every ``every_settled`` frames after.
 
-Each face gets one vote per run: ``facetouch`` when some hand box overlaps it by
-``min_overlap`` or more (``overlap`` names the measure), else ``no_facetouch``
+Each face gets one vote per run: ``facetouch`` when some hand box, grown by
+``hand_grow``, overlaps it by ``min_overlap`` or more (``overlap`` names the
+measure), else ``no_facetouch``. Hand boxes that are the face itself (IoU above
+``max_face_iou``) or tiny next to it (``min_hand_area``) do not count: the palm
+detector fires on faces, eyes and nostrils. The defaults were chosen on half
+of the labelled face-touch photos (benchmarks/facetouch/README.md)
 (neutral: it lets a settled face-touch end, so the next touch is a new verdict).
 Whether ``facetouch`` alerts is a rule like any detector label:
 ``rules.alert_on_detector = ["facetouch"]``.
@@ -45,12 +49,20 @@ class FaceTouchConfig(BaseModel):
         "hand_fraction = intersection / hand area, iou = intersection / union",
     )
     min_overlap: float = Field(
-        0.2, gt=0.0, le=1.0, description="A hand touches a face when their overlap reaches this")
+        0.05, gt=0.0, le=1.0, description="A hand touches a face when their overlap reaches this")
     hand_grow: float = Field(
         0.5, ge=0.0, le=2.0,
         description="Grow each hand box by this fraction of its size on every side before measuring: a palm "
         "detector boxes the palm, and the fingers that touch reach past it",
     )
+    max_face_iou: float = Field(
+        0.2, gt=0.0, le=1.0,
+        description="A hand box whose IoU with the face box is above this is taken for the face itself (the "
+        "palm detector fires on faces) and ignored")
+    min_hand_area: float = Field(
+        0.1, ge=0.0, le=10.0,
+        description="Hand boxes smaller than this fraction of the face box's area are ignored (eyes and "
+        "nostrils taken for palms)")
     region_scale: float = Field(
         3.0, ge=1.0, le=10.0,
         description="The hand stage looks at a square centred on each face, this many times the face's larger side")
@@ -92,9 +104,15 @@ def grow(box: Box, fraction: float) -> Box:
     return Box(box.x1 - dx, box.y1 - dy, box.x2 + dx, box.y2 + dy)
 
 
+def plausible(face: Box, hand: Box, cfg: FaceTouchConfig) -> bool:
+    """Whether a hand box can be a hand near this face, not the face or a part of it."""
+    return face.iou(hand) <= cfg.max_face_iou and hand.area >= cfg.min_hand_area * face.area
+
+
 def touch_score(face: Box, hands: list[Box], cfg: FaceTouchConfig) -> float:
-    """The largest overlap of any (grown) hand box with the face box."""
-    return max((overlap(face, grow(h, cfg.hand_grow), cfg.overlap) for h in hands), default=0.0)
+    """The largest overlap of any plausible (grown) hand box with the face box."""
+    return max((overlap(face, grow(h, cfg.hand_grow), cfg.overlap) for h in hands if plausible(face, h, cfg)),
+               default=0.0)
 
 
 def region_around(face: Box, scale: float, width: int, height: int) -> tuple[int, int, int, int]:

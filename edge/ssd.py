@@ -74,7 +74,7 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_boxes: np.ndarr
         anchor_boxes: N x 4 from :func:`anchors`.
     """
     raw_boxes = raw_boxes.reshape(len(anchor_boxes), -1)
-    logits = np.clip(raw_scores.reshape(-1), -spec.score_clip, spec.score_clip)
+    logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -spec.score_clip, spec.score_clip)
     scores = 1.0 / (1.0 + np.exp(-logits))
     keep = scores >= score_threshold
     if not keep.any():

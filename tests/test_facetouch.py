@@ -209,3 +209,60 @@ def test_run_gives_facetouch_and_no_mask_events(tmp_path):
     assert sorted(rows) == [("violation", "facetouch", "hands", 1), ("violation", "no_mask", "classifier", 1)]
     assert act.names().count("alert") == 2
     assert any(line.strip().startswith("hands") for line in r.summary_lines)
+
+
+def _stub_files(folder, manifest):
+    """Write a stub .tflite for a fake manifest and record its real sha256 (the CLI verifies it)."""
+    import json
+
+    from edge.manifest import sha256_file
+
+    m = json.loads(manifest.read_text())
+    (folder / m["tflite"]).write_bytes(f"stub {m['name']}".encode())
+    m["sha256"] = sha256_file(folder / m["tflite"])
+    manifest.write_text(json.dumps(m))
+    return manifest
+
+
+def test_eval_facetouch_cli(tmp_path, monkeypatch, capsys):
+    """`doorguard eval --facetouch`: precision/recall from the device's own decisions."""
+    import json
+
+    import cv2
+
+    from edge import cli, runtime
+
+    det = _stub_files(tmp_path, write_detector_manifest(tmp_path))
+    clf = _stub_files(tmp_path, write_classifier_manifest(tmp_path))
+    hands = _stub_files(tmp_path, write_hand_manifest(tmp_path))
+
+    def fake_load(path, num_threads=2, backend=None):
+        name = str(path)
+        if "hands" in name:
+            return DarkBlobHandInterpreter(), "stub"
+        if "det" in name:
+            return BlobDetectorInterpreter(), "stub"
+        return ColourClassifierInterpreter(), "stub"
+
+    monkeypatch.setattr(runtime, "load_interpreter", fake_load)
+    photos = tmp_path / "shared" / "data" / "set"
+    photos.mkdir(parents=True)
+    scenes = {"touch1": face_frame(), "touch2": face_frame(BLUE), "clear1": face_frame(hand=False),
+              "clear2": face_frame(BLUE, hand=False), "missed": frame_with([(*FACE, RED)])}
+    scenes["missed"][5:15, 100:110] = DARK  # a hand far from the face: not a touch, labelled as one
+    for stem, img in scenes.items():
+        cv2.imwrite(str(photos / f"{stem}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,touch,found_by\n" + "".join(
+        f"set/{s}.png,{int(s != 'clear1' and s != 'clear2')},sampled\n" for s in scenes))
+    out = tmp_path / "ft.json"
+    rc = cli.main(["eval", "--facetouch", str(labels), "--detector", str(det), "--classifier", str(clf),
+                   "--hands", str(hands), "--shared", str(tmp_path / "shared"), "--json", str(out), "--quiet"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (2, 0, 1, 2)
+    assert r["precision"] == 1.0 and r["recall"] == pytest.approx(2 / 3, abs=1e-3)
+    assert r["wrong"]["missed"] == ["set/missed.png"]
+    assert r["report_half"]["photos"] + r["tune_half"]["photos"] == 5
+    assert r["hand_detector"]["name"] == "stub-hands" and r["model_precision"] == "int8"
+    assert "face-touch: 5 photos (3 touching): precision 1.000" in capsys.readouterr().out
