@@ -10,8 +10,9 @@ without a login. Binding beyond loopback without a password set is refused.
 The page runs on Flask, served by waitress (a fixed pool of worker threads,
 capped connections, idle connections closed) from a background thread of the
 runner process. Only this device's host names are answered (DNS rebinding), a
-login takes its slot in the per-address limit before the password is checked
-and at most ``MAX_PASSWORD_CHECKS`` scrypt checks run at once, and ``next``
+login takes its slot in the per-address limit before the password is checked,
+at most ``MAX_PASSWORD_CHECKS`` scrypt checks run at once and
+``MAX_PASSWORD_CHECKS_PER_MINUTE`` a minute from all addresses, and ``next``
 after a login is only ever a path on this page. The frame loop never waits for
 it: the loop only hands over a *reference* to its newest frame and overlays
 (:class:`LiveFrame`, no copy, no encode); the JPEG encode at reduced size and
@@ -78,6 +79,10 @@ _SCRYPT_MAXMEM = 256 * 1024 * 1024
 #: a login beyond it is answered 503 at once. Bounds the memory and CPU a login flood can take
 #: from the frame loop (README "The web page's defences").
 MAX_PASSWORD_CHECKS = 2
+#: Password checks per minute from all addresses together; beyond it logins answer 503. With
+#: the per-address limit alone, a flood from many addresses could keep MAX_PASSWORD_CHECKS
+#: scrypt runs going all the time (two cores of a Pi); this caps it at a few seconds a minute.
+MAX_PASSWORD_CHECKS_PER_MINUTE = 30
 #: Longest ``next`` a login accepts (it is only ever a path on this page).
 _MAX_NEXT = 512
 
@@ -768,6 +773,7 @@ class WebServer:
         self._sessions = _Sessions(cfg.session_minutes, clock)
         self._limiter = _LoginLimiter(cfg.login_failures_per_minute, clock)
         self._password_checks = threading.BoundedSemaphore(MAX_PASSWORD_CHECKS)
+        self._all_checks = _LoginLimiter(MAX_PASSWORD_CHECKS_PER_MINUTE, clock)
         #: Host names the page answers to (IP addresses always; see :func:`host_allowed`).
         self.allowed_hosts = frozenset(default_host_names() | set(cfg.allowed_hosts))
         self._quiet_until: dict[str, float] = {}
@@ -1057,11 +1063,14 @@ class WebServer:
                                               next=nxt, no_password=False), 429)
                     resp.headers["Retry-After"] = str(int(wait) + 1)
                     return resp
-                # scrypt takes 32 MiB and ~0.1 s: only MAX_PASSWORD_CHECKS at once, from anyone. An
-                # attempt refused here keeps its slot: the limit counts attempts, checked or not.
-                if not self._password_checks.acquire(blocking=False):
-                    self._log_limited("503", "web: login from %s refused: %d password checks running",
-                                      who, MAX_PASSWORD_CHECKS)
+                # scrypt takes 32 MiB and ~0.1 s: only MAX_PASSWORD_CHECKS at once and
+                # MAX_PASSWORD_CHECKS_PER_MINUTE a minute, from anyone. An attempt refused here keeps
+                # its per-address slot: that limit counts attempts, checked or not.
+                busy = self._all_checks.reserve("*") > 0
+                if busy or not self._password_checks.acquire(blocking=False):
+                    self._log_limited("503", "web: login from %s refused: %s", who,
+                                      f"{MAX_PASSWORD_CHECKS_PER_MINUTE} password checks in the last minute"
+                                      if busy else f"{MAX_PASSWORD_CHECKS} password checks running")
                     resp = make_response(page("Login", _LOGIN, error="Busy checking other logins; try again.",
                                               next=nxt, no_password=False), 503)
                     resp.headers["Retry-After"] = "1"

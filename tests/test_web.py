@@ -248,6 +248,22 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
     assert h.request("POST", "/login", {"password": PASSWORD})[0] == 429
 
 
+def test_password_checks_per_minute_are_capped_for_all_addresses(harness):
+    """Many addresses, each under its own limit: only MAX_PASSWORD_CHECKS_PER_MINUTE checks a minute."""
+    clock = FakeClock()
+    h = harness(clock=clock, login_failures_per_minute=5)
+    n = web.MAX_PASSWORD_CHECKS_PER_MINUTE + 10
+    codes = []
+    for i in range(n):  # one wrong login each from 127.0.0.2, 127.0.0.3, ...
+        c = http.client.HTTPConnection("127.0.0.1", h.server.port, timeout=10, source_address=(f"127.0.0.{i + 2}", 0))
+        c.request("POST", "/login", body="password=wrong", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        codes.append(c.getresponse().status)
+        c.close()
+    assert codes == [401] * web.MAX_PASSWORD_CHECKS_PER_MINUTE + [503] * 10
+    clock.t += 61.0
+    assert h.login()  # a minute later the right password works again
+
+
 def test_login_flood_memory_stays_bounded(harness, tmp_path):
     """Real scrypt (32 MiB each): the process grows by a few checks' worth, not 40 (was +1 GB)."""
     real_pw = tmp_path / "real-password"
