@@ -826,6 +826,10 @@ class WebServer:
             return self
         from waitress.server import create_server
 
+        # waitress warns per queued request while the workers are busy ("Task queue depth is 13")
+        # and at every crossing of the connection limit: a flood of requests would become a
+        # journald flood. Its errors still show; refusals are logged once a minute (_log_limited).
+        logging.getLogger("waitress").setLevel(logging.ERROR)
         cfg = self.cfg
         # "localhost" would give one listener per address family (and two ports for port 0).
         host = "127.0.0.1" if cfg.bind == "localhost" else cfg.bind

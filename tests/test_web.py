@@ -203,9 +203,12 @@ def test_wrong_password_is_rate_limited(harness):
     assert h.login()  # the window has passed
 
 
-def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harness, monkeypatch):
+def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harness, monkeypatch, caplog):
     """40 wrong logins at once from one address: the limit holds (was: all 40 got 401, each ran
     scrypt), the rest are refused at once, and at most MAX_PASSWORD_CHECKS checks overlap."""
+    import logging
+
+    caplog.set_level(logging.INFO)
     lock = threading.Lock()
     seen = {"running": 0, "peak": 0, "calls": 0}
     real = web.verify_password
@@ -246,6 +249,9 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
     assert seen["peak"] <= web.MAX_PASSWORD_CHECKS, seen
     # The limit is used up: even the right password is not tried now.
     assert h.request("POST", "/login", {"password": PASSWORD})[0] == 429
+    # The flood is not a log flood: a line per checked attempt and one per kind of refusal.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 5 + 2, warnings
 
 
 def test_password_checks_per_minute_are_capped_for_all_addresses(harness):
