@@ -20,6 +20,8 @@ import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from . import config as config_mod
@@ -43,6 +45,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-failed-gate", action="store_true",
                         help="run a model whose manifest records a failed accuracy gate "
                              "(same as models.allow_failed_gate = true)")
+
+
+@dataclass
+class RunParts:
+    """What one run is made of: built by :meth:`Runner.build_parts` and :meth:`Runner._start`
+    (the composition root), used by the loop, closed by :meth:`close`.
+
+    Attributes:
+        source, pipeline, rules, store, writer, capture_cls, state_dir, notifier: from start-up.
+        actuators, publisher, web, live, capture: started by ``Runner._start`` (None until then,
+            or when off in the config).
+        fault: the camera needed retries while opening (the fault LED is on).
+        verdicts: track id -> the verdict shown for it (annotated video, web overlay).
+    """
+
+    source: Any
+    pipeline: Any
+    rules: Any
+    store: Any
+    writer: Any
+    capture_cls: Any
+    state_dir: Path
+    notifier: Any
+    actuators: Any = None
+    publisher: Any = None
+    web: Any = None
+    live: Any = None
+    capture: Any = None
+    fault: bool = False
+    verdicts: dict = field(default_factory=dict)
+
+    def close(self, outputs_off: Callable[[], None] | None = None) -> None:
+        """Outputs off first (stopping a hung camera can take seconds: Capture.stop joins its
+        thread for up to 5 s, and systemctl stop must silence the buzzer now), then the camera,
+        the web page, MQTT (may wait ~2 s for the last PUBACKs), the video and the store."""
+        if self.actuators is not None:
+            self.actuators.close()
+            if outputs_off is not None:
+                outputs_off()
+        if self.capture is not None:
+            self.capture.stop()
+        if self.web is not None:
+            self.web.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.store is not None:
+            self.store.close()
 
 
 class Runner:
@@ -161,6 +212,67 @@ class Runner:
 
         return SystemdNotifier()
 
+    # -- the composition root ----------------------------------------------------------------
+    def build_parts(self) -> "RunParts":
+        """Every part of a run, built once in start-up order (config checks, source, state,
+        models, event store, video writer, notifier); outputs and the camera come in
+        :meth:`_start`, inside the run's cleanup.
+
+        Raises:
+            DoorguardError: as ``_build`` (usage, source spec, state dir, models).
+        """
+        source, pipeline, rules, store, writer, capture_cls, state_dir = self._build()
+        return RunParts(source, pipeline, rules, store, writer, capture_cls, state_dir, self._make_notifier())
+
+    def _start(self, p: "RunParts") -> bool:
+        """GPIO, MQTT, the web page and the camera, in that order, onto ``p``.
+
+        Returns:
+            False when a stop was requested while the camera was still opening (a clean stop).
+
+        Raises:
+            DoorguardError: GPIO or a camera that never opened.
+        """
+        p.actuators = self._make_actuators()
+        pipeline, store = p.pipeline, p.store
+        log.info("models: detector %s (%s), classifier %s%s, hand detector %s; %d interpreter thread(s), "
+                 "backend %s", pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
+                 pipeline.cfg.models.classifier or "none",
+                 "".join(f" + {m}" for m in pipeline.cfg.models.extra_classifiers if pipeline.classifier),
+                 pipeline.cfg.facetouch.hand_detector if pipeline.hand_detector is not None else "none",
+                 self.cfg.models.num_threads, pipeline.detector.model.backend)
+        log.info("state: %s", f"{p.state_dir} (events {'on' if store else 'off'}, snapshots "
+                 f"{'on' if store and store.snapshots_on else 'off'})")
+        if self.cfg.mqtt.enabled:
+            from .mqtt import MqttPublisher
+
+            p.publisher = MqttPublisher(self.cfg.mqtt, p.state_dir / self.cfg.events.database).start()
+        if self.cfg.web.enabled:
+            from .web import LiveFrame, WebServer
+
+            p.live = LiveFrame()
+            p.web = WebServer(self.cfg.web, self._status, p.live.get, p.actuators.alert,
+                              state_dir=p.state_dir).start()
+            log.info("web page on %s", p.web.url)
+        p.capture = self._capture = p.capture_cls(p.source, self.cfg.source)
+        retried: list[bool] = []
+
+        def show_fault_while_opening() -> None:
+            if not retried:
+                p.actuators.set_fault(True)
+            retried.append(True)
+
+        try:
+            p.capture.start(on_retry=show_fault_while_opening)
+        except DoorguardError:
+            if self.stop_event.is_set():
+                return False  # SIGTERM while the camera was still opening: a clean stop
+            self.stop_reason = f"source {p.source.name} never opened"
+            raise
+        p.fault = bool(retried)  # cleared by the loop once frames flow
+        log.info("source %s open (%s)", p.source.name, "live" if p.source.live else "finite")
+        return True
+
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
         """Run until max_frames, the end of a finite source, or stop; returns the exit code.
@@ -168,152 +280,16 @@ class Runner:
         Raises:
             DoorguardError: a fatal start-up or run-time fault (after switching outputs off).
         """
-        source, pipeline, rules, store, writer, Capture, state_dir = self._build()
-        notifier = self._make_notifier()
-        actuators = None
-        capture = None
-        publisher = None
-        web = None
-        live = None
-        self._pipeline, self._source_name, self._store = pipeline, source.name, store
-        fault = False
+        p = self.build_parts()
+        self._pipeline, self._source_name, self._store = p.pipeline, p.source.name, p.store
         error: DoorguardError | None = None
         started = None
         loop_end = None
         try:
-            actuators = self._make_actuators()
-            log.info("models: detector %s (%s), classifier %s%s, hand detector %s; %d interpreter thread(s), "
-                     "backend %s", pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
-                     pipeline.cfg.models.classifier or "none",
-                     "".join(f" + {p}" for p in pipeline.cfg.models.extra_classifiers if pipeline.classifier),
-                     pipeline.cfg.facetouch.hand_detector if pipeline.hand_detector is not None else "none",
-                     self.cfg.models.num_threads, pipeline.detector.model.backend)
-            log.info("state: %s", f"{state_dir} (events {'on' if store else 'off'}, snapshots "
-                     f"{'on' if store and store.snapshots_on else 'off'})")
-            if self.cfg.mqtt.enabled:
-                from .mqtt import MqttPublisher
-
-                publisher = MqttPublisher(self.cfg.mqtt, state_dir / self.cfg.events.database).start()
-            if self.cfg.web.enabled:
-                from .web import LiveFrame, WebServer
-
-                live = LiveFrame()
-                web = WebServer(self.cfg.web, self._status, live.get, actuators.alert, state_dir=state_dir).start()
-                log.info("web page on %s", web.url)
-            capture = Capture(source, self.cfg.source)
-            self._capture = capture
-            retried: list[bool] = []
-
-            def show_fault_while_opening() -> None:
-                if not retried:
-                    actuators.set_fault(True)
-                retried.append(True)
-
-            try:
-                capture.start(on_retry=show_fault_while_opening)
-            except DoorguardError:
-                if self.stop_event.is_set():
-                    return 0  # SIGTERM while the camera was still opening: a clean stop
-                self.stop_reason = f"source {source.name} never opened"
-                raise
-            fault = bool(retried)  # cleared by the loop once frames flow
-            log.info("source %s open (%s)", source.name, "live" if source.live else "finite")
+            if not self._start(p):
+                return 0
             started = time.perf_counter()
-            last_status = last_housekeeping = self.clock()
-            verdicts: dict[int, str] = {}
-            losses_seen = 0
-            while not self.stop_event.is_set():
-                if self.max_frames is not None and self.frames >= self.max_frames:
-                    self.stop_reason = f"--max-frames {self.max_frames} reached"
-                    break
-                frame = capture.get(timeout=0.5)
-                lost = capture.lost or capture.losses != losses_seen
-                if publisher is not None:
-                    # Every turn, frame or not: a lost camera must reach Home Assistant too
-                    # (cheap; the publisher rate-limits and never blocks).
-                    publisher.update_state({"fps": round(getattr(self, "_fps", 0.0), 1), "camera_ok": not lost})
-                losses_seen = capture.losses
-                want_fault = lost or self.model_failures > 0
-                if want_fault != fault:
-                    fault = want_fault
-                    actuators.set_fault(fault)
-                    notifier.status("camera lost, reconnecting" if lost else
-                                    ("model fault" if fault else f"watching {source.name}"))
-                if frame is None:
-                    if capture.ended:
-                        if capture.error is not None:
-                            error = capture.error
-                            self.stop_reason = "source failed"
-                        else:
-                            self.stop_reason = "end of source"
-                        break
-                    continue
-                if self.per_image and pipeline.tracker.tracks:
-                    # A photo of its own: every track of the previous image ends here.
-                    ended, pipeline.tracker.tracks = pipeline.tracker.tracks, []
-                    rules.forget(t.id for t in ended)
-                    for t in ended:
-                        verdicts.pop(t.id, None)
-                try:
-                    result = pipeline.process(frame)
-                except Exception as e:  # an interpreter fault: show it, give up if it persists
-                    self.model_failures += 1
-                    log.error("frame %d: model failed (%d in a row): %s: %s", frame.index,
-                              self.model_failures, type(e).__name__, e)
-                    if self.model_failures >= MAX_MODEL_FAILURES:
-                        # Restartable (exit 10), unlike a broken model file at start (exit 4).
-                        error = ModelRuntimeError(f"models failed on {self.model_failures} frames in a row: "
-                                           f"{type(e).__name__}: {e}")
-                        self.stop_reason = "model fault"
-                        break
-                    continue
-                if self.model_failures:
-                    self.model_failures = 0
-                r0 = time.perf_counter()
-                now = self.clock()
-                events = rules.evaluate(result.tracks, now, result.sources, frame.index)
-                rules.forget(t.id for t in pipeline.tracker.removed)
-                for t in pipeline.tracker.removed:
-                    verdicts.pop(t.id, None)
-                for t in result.tracks:
-                    shown = rules.track_verdict(t)
-                    if shown is not None:
-                        verdicts[t.id] = shown
-                for ev in events:
-                    row = self._handle(ev, frame, store, actuators)
-                    if publisher is not None:
-                        publisher.enqueue(ev, store_id=row, model_hashes=pipeline.model_hashes(),
-                                          wall_time=frame.timestamp)
-                pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
-                if writer is not None:
-                    from .annotate import draw
-
-                    elapsed = time.perf_counter() - started
-                    writer.write(draw(result, verdicts,
-                                      f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
-                if live is not None:
-                    from .web import overlays_from_tracks
-
-                    live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
-                self.frames += 1
-                if self.frames == 1:
-                    # READY only once the camera delivers frames and the models ran on one:
-                    # a camera that opens but never yields keeps the unit "activating", and
-                    # systemd's start timeout acts on it.
-                    notifier.ready(f"watching {source.name}")
-                    # `doorguard bench` times start-up to this line (time to first inference).
-                    log.info("first frame processed %.2f s after the source opened",
-                             time.perf_counter() - started)
-                self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
-                notifier.watchdog()
-                if store is not None and now - last_housekeeping >= 3600.0:
-                    last_housekeeping = now
-                    store.housekeeping()
-                if now - last_status >= 10.0:
-                    last_status = now
-                    elapsed = time.perf_counter() - started
-                    notifier.status(f"{self.frames} frames, {self.frames / elapsed:.1f} fps, "
-                                    f"{self.alerts} alerts, dropped {capture.dropped}")
+            error = self._loop(p, started)
             loop_end = time.perf_counter()
             if self.drain_outputs and error is None and not self.stop_event.is_set():
                 wait = min(5.0, self._outputs_busy_until - self.clock())
@@ -324,31 +300,127 @@ class Runner:
             if self.stop_event.is_set() and self.stop_reason == "not started":
                 self.stop_reason = "stopped"
             try:
-                notifier.stopping(f"stopping: {self.stop_reason}")
+                p.notifier.stopping(f"stopping: {self.stop_reason}")
             except Exception as e:  # noqa: BLE001 - cleanup continues whatever fails
                 log.debug("notify stopping: %s", e)
-            # Outputs off first: stopping a hung camera can take seconds (Capture.stop joins
-            # the capture thread for up to 5 s), and systemctl stop must silence the buzzer now.
-            if actuators is not None:
-                actuators.close()
-                self._log_mock_pins()
-            if capture is not None:
-                capture.stop()
-            if web is not None:
-                web.close()
-            if publisher is not None:
-                # After the outputs are off: close() may wait ~2 s for PUBACKs of the last events.
-                publisher.close()
-            if writer is not None:
-                writer.close()
-            if store is not None:
-                store.close()
+            p.close(self._log_mock_pins)
             # FPS counts the loop only, not the wait for the last pattern.
             elapsed = ((loop_end if loop_end else time.perf_counter()) - started) if started else 0.0
-            self._summary(elapsed, capture, pipeline, writer)
+            self._summary(elapsed, p.capture, p.pipeline, p.writer)
         if error is not None:
             raise error
         return 0
+
+    def _loop(self, p: "RunParts", started: float) -> DoorguardError | None:
+        """Take frames until a stop, the end of the source, --max-frames or a lasting model fault.
+
+        Returns:
+            The fault that ended the loop (raised by ``run`` after cleanup), or None.
+        """
+        capture, notifier = p.capture, p.notifier
+        fault = p.fault
+        last_status = last_housekeeping = self.clock()
+        losses_seen = 0
+        while not self.stop_event.is_set():
+            if self.max_frames is not None and self.frames >= self.max_frames:
+                self.stop_reason = f"--max-frames {self.max_frames} reached"
+                return None
+            frame = capture.get(timeout=0.5)
+            lost = capture.lost or capture.losses != losses_seen
+            if p.publisher is not None:
+                # Every turn, frame or not: a lost camera must reach Home Assistant too
+                # (cheap; the publisher rate-limits and never blocks).
+                p.publisher.update_state({"fps": round(getattr(self, "_fps", 0.0), 1), "camera_ok": not lost})
+            losses_seen = capture.losses
+            want_fault = lost or self.model_failures > 0
+            if want_fault != fault:
+                fault = want_fault
+                p.actuators.set_fault(fault)
+                notifier.status("camera lost, reconnecting" if lost else
+                                ("model fault" if fault else f"watching {p.source.name}"))
+            if frame is None:
+                if capture.ended:
+                    self.stop_reason = "source failed" if capture.error is not None else "end of source"
+                    return capture.error
+                continue
+            error = self._frame(p, frame, started)
+            if error is not None:
+                return error
+            now = self.clock()
+            if p.store is not None and now - last_housekeeping >= 3600.0:
+                last_housekeeping = now
+                p.store.housekeeping()
+            if now - last_status >= 10.0:
+                last_status = now
+                elapsed = time.perf_counter() - started
+                notifier.status(f"{self.frames} frames, {self.frames / elapsed:.1f} fps, "
+                                f"{self.alerts} alerts, dropped {capture.dropped}")
+        return None
+
+    def _frame(self, p: "RunParts", frame, started: float) -> DoorguardError | None:
+        """One frame: the vision stages, the rules, the outputs, READY and the watchdog.
+
+        Returns:
+            A lasting model fault (the loop ends), else None.
+        """
+        pipeline, rules, verdicts = p.pipeline, p.rules, p.verdicts
+        if self.per_image and pipeline.tracker.tracks:
+            # A photo of its own: every track of the previous image ends here.
+            ended, pipeline.tracker.tracks = pipeline.tracker.tracks, []
+            rules.forget(t.id for t in ended)
+            for t in ended:
+                verdicts.pop(t.id, None)
+        try:
+            result = pipeline.process(frame)
+        except Exception as e:  # an interpreter fault: show it, give up if it persists
+            self.model_failures += 1
+            log.error("frame %d: model failed (%d in a row): %s: %s", frame.index,
+                      self.model_failures, type(e).__name__, e)
+            if self.model_failures >= MAX_MODEL_FAILURES:
+                # Restartable (exit 10), unlike a broken model file at start (exit 4).
+                self.stop_reason = "model fault"
+                return ModelRuntimeError(f"models failed on {self.model_failures} frames in a row: "
+                                         f"{type(e).__name__}: {e}")
+            return None
+        if self.model_failures:
+            self.model_failures = 0
+        r0 = time.perf_counter()
+        now = self.clock()
+        events = rules.evaluate(result.tracks, now, result.sources, frame.index)
+        rules.forget(t.id for t in pipeline.tracker.removed)
+        for t in pipeline.tracker.removed:
+            verdicts.pop(t.id, None)
+        for t in result.tracks:
+            shown = rules.track_verdict(t)
+            if shown is not None:
+                verdicts[t.id] = shown
+        for ev in events:
+            row = self._handle(ev, frame, p.store, p.actuators)
+            if p.publisher is not None:
+                p.publisher.enqueue(ev, store_id=row, model_hashes=pipeline.model_hashes(),
+                                    wall_time=frame.timestamp)
+        pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
+        if p.writer is not None:
+            from .annotate import draw
+
+            elapsed = time.perf_counter() - started
+            p.writer.write(draw(result, verdicts,
+                                f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
+        if p.live is not None:
+            from .web import overlays_from_tracks
+
+            p.live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
+        self.frames += 1
+        if self.frames == 1:
+            # READY only once the camera delivers frames and the models ran on one:
+            # a camera that opens but never yields keeps the unit "activating", and
+            # systemd's start timeout acts on it.
+            p.notifier.ready(f"watching {p.source.name}")
+            # `doorguard bench` times start-up to this line (time to first inference).
+            log.info("first frame processed %.2f s after the source opened", time.perf_counter() - started)
+        self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
+        p.notifier.watchdog()
+        return None
 
     def _log_mock_pins(self) -> None:
         """On gpiozero's mock pins (no Pi: ``make run``), log each output pin's history:
