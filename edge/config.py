@@ -56,8 +56,9 @@ class ModelsConfig(_Section):
     backend: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = Field(
         "auto", description="Interpreter backend; auto tries litert, then tflite_runtime, then tf.lite"
     )
+    # Scores reach 1.0 only in theory (int8: 0.996 at most): a threshold of 1 detects nothing.
     score_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Detector score threshold; absent uses the manifest's"
+        None, ge=0.0, le=0.99, description="Detector score threshold; absent uses the manifest's"
     )
     nms_iou: float | None = Field(
         None, ge=0.0, le=1.0, description="Detector NMS IoU threshold; absent uses the manifest's"
@@ -144,7 +145,8 @@ class SourceConfig(_Section):
 class TrackingConfig(_Section):
     """IoU tracker and N-of-M voting."""
 
-    iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU to continue a track")
+    # Near 1 no box of a moving face overlaps its last one enough: no track lives to N votes.
+    iou_threshold: float = Field(0.3, ge=0.01, le=0.9, description="Minimum IoU to continue a track")
     max_missed: int = Field(8, ge=0, le=300, description="Frames a track survives without a matching box")
     # Small on purpose: N of M frames is a fraction of a second to a few seconds of video;
     # votes_needed = window = 1e9 passed before and no face ever settled (no alarm at all).
@@ -182,7 +184,8 @@ class RulesConfig(_Section):
         description="Classifier labels that are compliant (green LED), e.g. me",
     )
     min_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="Votes below this classifier/detector score are ignored"
+        0.5, ge=0.0, le=0.99, description="Votes below this classifier/detector score are ignored (1 would "
+        "ignore every vote: int8 probabilities stop at 0.996)"
     )
     track_cooldown_s: float = Field(
         30.0, ge=0.0, le=86400.0, description="A track in violation alerts again at most this often"

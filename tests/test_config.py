@@ -149,6 +149,9 @@ def test_check_config_via_cli(tmp_path, capsys):
     ("[mqtt]\nstate_interval_s = inf\n", "mqtt.state_interval_s"),
     ("[web]\nidle_timeout_s = 0\n", "web.idle_timeout_s"),
     ("[models]\nmin_face_px = 1e9\n", "models.min_face_px"),
+    ("[models]\nscore_threshold = 1.0\n", "models.score_threshold"),  # nothing is ever detected
+    ("[rules]\nmin_score = 1.0\n", "rules.min_score"),  # every vote is ignored
+    ("[tracking]\niou_threshold = 1.0\n", "tracking.iou_threshold"),  # no track survives a step
 ])
 def test_absurd_values_are_refused(text, key):
     with pytest.raises(ConfigError) as e:
