@@ -148,6 +148,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-label-score", type=float, default=0.8,
                    help="on --unlabelled photos, teacher boxes scoring at least this are labels, the "
                         "others ignore regions (default 0.8)")
+    p.add_argument("--teacher-ignore-score", type=float, default=0.8,
+                   help="on labelled photos, teacher boxes scoring at least this that match no label become "
+                        "ignore regions (default 0.8: lower ones are too often not faces)")
     p.add_argument("--unlabelled", nargs="+", default=[], metavar="[KIND=]LIST",
                    help="photos without labels (folders or list files), labelled by the teacher; KIND "
                         "(mask, no_mask, ...) is the kind of their faces, for --min-unmasked")
@@ -223,15 +226,16 @@ def _split_kind(spec: str) -> tuple[str, Path]:
 
 def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: int | None = None,
                   seed: int = 0, progress: bool = True,
-                  exclude: list[Path] | None = None, teacher: Any = None) -> tuple[list[Example], dict[str, Any]]:
+                  exclude: list[Path] | None = None, teacher: Any = None,
+                  ignore_score: float = 0.0) -> tuple[list[Example], dict[str, Any]]:
     """Read labelled images, downscaled so their longer side is at most ``max_side``.
 
     Images without a label file are skipped (and counted); so are boxes of
     classes the names do not know (a one-class model takes every box), and
     images that are near-duplicates of an ``exclude`` image (the data sets
     overlap: most facemask853 photos are also in adityap27). With a
-    ``teacher`` (``convert.teacher.TeacherCache``), its boxes that match no
-    label become the image's ignore regions.
+    ``teacher`` (``convert.teacher.TeacherCache``), its boxes scoring at least
+    ``ignore_score`` that match no label become the image's ignore regions.
 
     Raises:
         DataError: a missing list/folder, a bad label file, or no usable image.
@@ -282,7 +286,7 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
             if teacher is not None:
                 from .teacher import unmatched
 
-                ignore = unmatched(teacher.get(path, img).boxes, boxes)
+                ignore = unmatched(teacher.get(path, img).split(ignore_score)[0], boxes)
                 stats["teacher_ignore_regions"] += len(ignore)
             img, s = _resize_keep(img, max_side)
             examples.append(Example(img, boxes * s, gt.class_ids.astype(np.int64), str(path), kinds,
@@ -792,6 +796,7 @@ class Extras:
     teacher_peers: Path | None = None
     teacher_cache: Path | None = None
     teacher_label_score: float = 0.8
+    teacher_ignore_score: float = 0.8
     unlabelled: list[str] = field(default_factory=list)
     unlabelled_limit: int | None = None
     paste: list[str] = field(default_factory=list)
@@ -890,7 +895,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         teacher = TeacherCache(extras.teacher_cache or Path(str(out) + ".teacher.json"), extras.teacher_peers)
     elif extras.unlabelled:
         raise UsageError("--unlabelled needs --teacher-peers (the teacher labels those photos)")
-    examples, stats = load_examples(sources, labels, keep_side, limit, seed, progress, exclude, teacher)
+    examples, stats = load_examples(sources, labels, keep_side, limit, seed, progress, exclude, teacher,
+                                    extras.teacher_ignore_score)
     if extras.unlabelled:
         if len(labels) != 1:
             raise UsageError("--unlabelled needs a one-class detector (teacher boxes are faces)")
@@ -945,7 +951,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     ckpt = _ckpt_path(out)
     signature = {"cfg": str(cfg), "weights": str(weights), "input": [net.width, net.height], "epochs": epochs,
                  "batch": batch, "lr": lr, "seed": seed, "images": len(examples), "boxes": n_boxes,
-                 "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night}
+                 "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night,
+                 "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled)}
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -1007,7 +1014,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         "cfg": str(cfg), "start_weights": str(weights), "names": labels, "train": [str(s) for s in sources],
         "data": {**stats, "images": len(examples), "boxes": n_boxes, "teacher_ignore_regions": n_ignore},
         "extras": {"teacher_peers": str(extras.teacher_peers) if extras.teacher_peers else None,
-                   "teacher_label_score": extras.teacher_label_score, "unlabelled": extras.unlabelled,
+                   "teacher_label_score": extras.teacher_label_score,
+                   "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": extras.unlabelled,
                    "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
                    "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
                    "night_aug": extras.night},
@@ -1039,6 +1047,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--night-aug must be within [0, 1], got {args.night_aug}")
     if not 0.0 <= args.min_unmasked < 1.0:
         raise UsageError(f"--min-unmasked must be within [0, 1), got {args.min_unmasked}")
+    if not 0.0 <= args.teacher_ignore_score <= 1.0:
+        raise UsageError(f"--teacher-ignore-score must be within [0, 1], got {args.teacher_ignore_score}")
     if not 0.0 < args.teacher_label_score <= 1.0:
         raise UsageError(f"--teacher-label-score must be within (0, 1], got {args.teacher_label_score}")
     try:
@@ -1052,7 +1062,8 @@ def main(args: argparse.Namespace) -> int:
             raise DataError(f"{label} file not found: {path}")
     if args.teacher_peers is not None and not args.teacher_peers.is_dir():
         raise DataError(f"--teacher-peers folder not found: {args.teacher_peers}")
-    extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, list(args.unlabelled),
+    extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, args.teacher_ignore_score,
+                    list(args.unlabelled),
                     args.unlabelled_limit, list(args.paste), args.paste_prob, args.paste_max, (lo, hi),
                     args.min_unmasked, args.night_aug)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,

@@ -244,7 +244,7 @@ def test_teacher_boxes_that_match_no_label_become_ignore_regions(tmp_path):
     ex0, _ = td.load_examples([listfile], ["face"], 200, progress=False)
     labelled = ex0[0].boxes[0]
     teacher = FakeTeacherCache({"img0.jpg": [(*labelled, 0.9), (60, 2, 80, 20, 0.7)]})
-    ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher)
+    ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher, ignore_score=0.5)
     np.testing.assert_allclose(ex[0].ignore, [[60, 2, 80, 20]])  # the labelled face is no ignore region
     assert stats["teacher_ignore_regions"] == 1 and teacher.saved == 1
 
@@ -379,3 +379,10 @@ def test_night_augmentation_greys_darkens_or_blurs_and_never_moves_boxes():
         else:
             kinds.add("blur")
     assert kinds == {"grey", "dark", "blur"}
+
+
+def test_unsure_teacher_boxes_are_no_ignore_regions(tmp_path):
+    listfile = _make_set(tmp_path / "data", n=1, seed=5)
+    teacher = FakeTeacherCache({"img0.jpg": [(60, 2, 80, 20, 0.7)]})
+    ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher, ignore_score=0.8)
+    assert len(ex[0].ignore) == 0 and stats["teacher_ignore_regions"] == 0
