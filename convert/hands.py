@@ -325,6 +325,19 @@ def agreement(float_model: bytes | Path, int8_model: bytes | Path, tensors: Sequ
             "mean_iou_matched": round(float(np.mean(ious)), 4) if ious else None, "score_threshold": threshold}
 
 
+def count_float_ops(model: bytes | Path) -> int:
+    """Ops of the int8 model that compute in float (between a DEQUANTIZE and a QUANTIZE)."""
+    it = _interp(model)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    n = 0
+    for op in it._get_ops_details():
+        ins = [i for i in op["inputs"] if i >= 0 and i in tensors]
+        if op["op_name"] not in ("DEQUANTIZE", "QUANTIZE", "DELEGATE") and ins \
+                and np.dtype(tensors[ins[0]]["dtype"]) == np.float32:
+            n += 1
+    return n
+
+
 def output_specs(model: bytes | Path) -> list[dict]:
     """The manifest's outputs (name, shape, role, dtype, quant) read off the model."""
     it = _interp(model)
@@ -459,11 +472,13 @@ CARD = """# {name}: MediaPipe palm detector (hand boxes for the face-touch check
   border), {anchors} anchors (`ssd` in the manifest; decoded by `edge/ssd.py`), one score
   and one palm box with 7 keypoints per anchor. doorguard runs it on a square of
   `facetouch.region_scale` x the face's size around each face (`edge/facetouch.py`).
-- **Files:** `{int8}` (int8 weights, activations, input and outputs: ai-edge-quantizer
-  {aeq} static int8, calibrated on {n_cal} face-centred regions of facemask853 train and
-  adityap27 train photos through `edge.preprocess.prepare`; output ranges from the whole
-  calibration set, score logits floored at -16), `{float}` (float32 reference: same
-  function as the wheel's model, max output difference {fold_diff:g}).
+- **Files:** `{int8}` (int8 weights, input and outputs, int8 activations except
+  {float_ops} PReLU ops that run in float between a DEQUANTIZE and a QUANTIZE:
+  ai-edge-quantizer {aeq} has no int8 PRELU. Static int8, calibrated on {n_cal}
+  face-centred regions of facemask853 train and adityap27 train photos through
+  `edge.preprocess.prepare`; output ranges from the whole calibration set, score
+  logits floored at -16), `{float}` (float32 reference, made by `make models`, not
+  kept in git: same function as the wheel's model, max output difference {fold_diff:g}).
 
 ## int8 vs float32 on {n_ver} other face regions (facemask853 val, adityap27 valid)
 
@@ -500,6 +515,7 @@ def card(manifest: dict) -> str:
         license=o["license"], anchors=manifest["ssd"]["num_anchors"], int8=manifest["tflite"],
         float=manifest["float_tflite"], aeq=manifest["versions"].get("ai-edge-quantizer", "?"),
         n_cal=m["calibration_regions"], fold_diff=m["fold_max_abs_diff"], n_ver=a["regions"],
+        float_ops=m.get("float_ops_in_int8_graph", "?"),
         thr=a["score_threshold"], fb=a["float_boxes"], qb=a["int8_boxes"], r=a["int8_recall_vs_float"],
         p=a["int8_precision_vs_float"], f1=a["f1"], low=round(a["score_threshold"] - a["tolerance"], 3),
         rt=a["tolerant_recall"], pt=a["tolerant_precision"], ft=a["tolerant_f1"], iou=a["mean_iou_matched"],
@@ -532,10 +548,11 @@ def build(shared: Path, out_dir: Path, work: Path, region_scale: float = 3.0, n_
     fold_diff = max_abs_diff(src, float_model, ver[:16])
     int8_model = quantize_clamped(float_model, cal)
     agree = agreement(float_model, int8_model, ver)
+    float_ops = count_float_ops(int8_model)
     log.info("int8 vs float: %s", agree)
     path = write(out_dir, float_model, int8_model, src, origin,
                  {"calibration_regions": len(cal), "region_scale": region_scale,
-                  "fold_max_abs_diff": fold_diff, "int8_vs_float": agree})
+                  "fold_max_abs_diff": fold_diff, "int8_vs_float": agree, "float_ops_in_int8_graph": float_ops})
     labels = Path(__file__).resolve().parent.parent / "benchmarks" / "facetouch" / "labels.csv"
     if labels.is_file():
         from edge.manifest import Manifest, write_manifest

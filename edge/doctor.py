@@ -329,6 +329,10 @@ class Doctor:
             out = [("detector", self.cfg.resolve(models.detector))]
             if models.classifier:
                 out.append(("classifier", self.cfg.resolve(models.classifier)))
+                out += [("classifier", self.cfg.resolve(p)) for p in getattr(models, "extra_classifiers", [])]
+            touch = getattr(self.cfg, "facetouch", None)
+            if touch is not None and touch.enabled:
+                out.append(("hand detector", self.cfg.resolve(touch.hand_detector)))
             return out
         # No config module: the default models shipped in models/.
         from .manifest import manifest_paths
