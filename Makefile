@@ -11,7 +11,7 @@ HOST ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help sysdeps venv run test test-arm test-fast models bench bench-arm install uninstall deploy clean
+.PHONY: help sysdeps venv run test test-torch test-arm test-fast models bench bench-arm install uninstall deploy clean
 
 help: ## Show this help
 	@echo "doorguard make targets:"
@@ -41,6 +41,10 @@ test: ## Set up .venv (workstation extras) and run the whole test suite
 	@./scripts/sysdeps.sh test
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-torch: ## The PyTorch import's tests, in their own process (installs doorguard[torch]: README "PyTorch and ONNX classifiers")
+	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test,torch
+	$(VENV)/bin/python -m pytest tests/test_convert_torch.py $(PYTEST_ARGS)
 
 test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi 4 and Pi 5 (root)
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test

@@ -29,6 +29,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("set-password",), "edge.web", "set the password of the local web page"),
     (("convert", "darknet"), "convert.darknet_cli", "darknet cfg+weights -> verified int8 TFLite"),
     (("convert", "keras"), "convert.keras", "Keras classifier -> verified int8 TFLite"),
+    (("convert", "onnx"), "convert.onnx_import", "ONNX classifier -> verified int8 TFLite"),
+    (("convert", "torch"), "convert.torch_import", "PyTorch state dict + architecture -> verified int8 TFLite"),
     (("train", "classifier"), "convert.train", "train a MobileNet classifier from an image folder"),
     (("train", "detector"), "convert.train_detector", "fine-tune a darknet YOLO face detector"),
     (("dataset", "crops"), "convert.dataset", "VOC boxes -> folder of face crops"),
