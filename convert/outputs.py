@@ -48,10 +48,15 @@ class Staging:
     def __init__(self, out_dir: Path | str, name: str):
         self.out_dir = Path(out_dir)
         self.name = name
+        # Folders made here are removed again if nothing is moved into them.
+        self._made = [d for d in (self.out_dir, *self.out_dir.parents) if not d.exists()]
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.dir = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=self.out_dir))
         except OSError as e:
+            for d in self._made:
+                if d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
             raise UsageError(f"cannot write the output folder {self.out_dir}: "
                              f"{e.strerror or e} (check --out)") from e
         self.closed = False
@@ -78,13 +83,20 @@ class Staging:
                 shutil.rmtree(dst)
             os.replace(src, dst)
             moved.append(dst)
+        self._made = []
         self.discard()
         return moved
 
     def discard(self) -> None:
-        """Remove the temporary folder and what is in it (idempotent)."""
+        """Remove the temporary folder and what is in it, and output folders it made that
+        stayed empty (idempotent)."""
         if not self.closed:
             shutil.rmtree(self.dir, ignore_errors=True)
+            for d in self._made:  # deepest first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
             self.closed = True
 
     def __enter__(self) -> "Staging":
