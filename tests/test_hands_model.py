@@ -19,7 +19,8 @@ def _fp16_model(tmp_path: Path) -> Path:
     """A tiny conv model converted with float16 weights (DEQUANTIZE ops, no signature kept)."""
     tf = pytest.importorskip("tensorflow")
     inp = tf.keras.Input((16, 16, 3))
-    x = tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = tf.keras.layers.PReLU(shared_axes=[1, 2])(x)  # the palm model's activation
     out = tf.keras.layers.Conv2D(2, 1)(x)
     model = tf.keras.Model(inp, out)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -49,8 +50,17 @@ def test_fold_keeps_the_function_and_adds_a_signature(tmp_path):
     assert fb.BuiltinOperator.DEQUANTIZE not in codes
     assert all(t.type != fb.TensorType.FLOAT16 for t in after.subgraphs[0].tensors)
     assert hands._interp(folded).get_signature_list().keys() == {"serving_default"}
-    xs = [np.random.default_rng(i).random((1, 16, 16, 3), dtype=np.float32) for i in range(3)]
+    xs = [np.random.default_rng(i).random((1, 16, 16, 3), dtype=np.float32) - 0.5 for i in range(3)]
     assert hands.max_abs_diff(src, folded, xs) == 0.0
+    # PRELU -> RELU + alpha * (x - RELU): the same function, and no PRELU left for the quantizer.
+    assert fb.BuiltinOperator.PRELU in codes or fb.BuiltinOperator.PRELU in [
+        fu.get_builtin_code_from_operator_code(after.operatorCodes[op.opcodeIndex])
+        for op in after.subgraphs[0].operators]
+    plain = hands.decompose_prelu(folded)
+    m = fu.read_model_from_bytearray(bytearray(plain))
+    codes = [fu.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex]) for op in m.subgraphs[0].operators]
+    assert fb.BuiltinOperator.PRELU not in codes and fb.BuiltinOperator.MUL in codes
+    assert hands.max_abs_diff(folded, plain, xs) < 1e-6
 
 
 @pytest.mark.slow
@@ -60,10 +70,12 @@ def test_quantize_gives_int8_input_and_outputs(tmp_path):
 
     folded = hands.prepare_float(_fp16_model(tmp_path))
     cal = [np.random.default_rng(i).random((1, 16, 16, 3), dtype=np.float32) for i in range(60)]
-    q = hands.quantize(folded, cal)
+    assert hands.count_float_ops(hands.quantize(folded, cal)) == 1  # the PRELU stays float
+    q = hands.quantize(hands.decompose_prelu(folded), cal)
     it = hands._interp(q)
     assert it.get_input_details()[0]["dtype"] == np.int8
     assert all(o["dtype"] == np.int8 for o in it.get_output_details())
+    assert hands.count_float_ops(q) == 0
     with pytest.raises(Exception, match="calibration"):
         hands.quantize(folded, cal[:10])
 
@@ -84,9 +96,9 @@ def test_shipped_palm_model_loads_and_agrees_with_its_float_reference():
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="models/palm-detection-lite.json not built (make models)")
-def test_arm_check_knows_the_palm_models_float_prelu():
-    """ai-edge-quantizer 0.10 leaves the 26 PRELUs in float: test-arm allows 1 LSB on such a
-    model's outputs when doorguard's SSD decode keeps the same boxes."""
+def test_arm_check_reads_the_palm_model():
+    """test-arm: the shipped palm model is all int8 (no float island, so bit-identical is
+    required of it) and its same-decision check decodes SSD outputs."""
     import sys
 
     from ai_edge_litert.interpreter import Interpreter
@@ -96,7 +108,7 @@ def test_arm_check_knows_the_palm_models_float_prelu():
 
     it = Interpreter(str(SHIPPED.parent / json.loads(SHIPPED.read_text())["tflite"]))
     it.allocate_tensors()
-    assert arm_check.float_ops(it) == 26
+    assert arm_check.float_ops(it) == 0
     m = json.loads(SHIPPED.read_text())
     from edge.manifest import load_manifest
 
