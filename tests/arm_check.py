@@ -110,8 +110,8 @@ def output_producers(interpreter) -> dict[str, str]:
 
 
 def float_ops(interpreter) -> int:
-    """Ops of an int8 model that compute in float between a DEQUANTIZE and a QUANTIZE (the palm
-    model's PRELUs: ai-edge-quantizer 0.10 does not quantize PRELU)."""
+    """Ops of an int8 model that compute in float between a DEQUANTIZE and a QUANTIZE (e.g. a
+    PRELU: ai-edge-quantizer 0.10 does not quantize it; the shipped palm model has none left)."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     n = 0
     for op in interpreter._get_ops_details():
