@@ -215,7 +215,8 @@ def io_transposes(tflite_path: Path) -> dict[str, int]:
     """TRANSPOSE ops in a TFLite model: in all, reading the model input, writing the model output."""
     import tensorflow as tf
 
-    interp = tf.lite.Interpreter(model_path=str(tflite_path))
+    interp = tf.lite.Interpreter(model_path=str(tflite_path), experimental_op_resolver_type=tf.lite.experimental
+                                 .OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)  # the model's own ops
     interp.allocate_tensors()
     ins = {d["index"] for d in interp.get_input_details()}
     outs = {d["index"] for d in interp.get_output_details()}

@@ -1,0 +1,242 @@
+"""Train a torchvision MobileNetV2 on the ../shared mask crops (CPU), then import it with
+``doorguard convert torch`` and report float vs int8 vs torch accuracy (issue 22).
+
+Not a timed test: a measurement of the import on a model trained on real data.
+torchvision's ImageNet weights cannot be downloaded here: the network starts
+from the ImageNet weights of ../shared's Coral MobileNetV2 (Apache-2.0, int8,
+dequantized; ``--init random`` starts from scratch) and trains for a CPU-time
+budget; its accuracy is that of a briefly fine-tuned model, not a tuned one.
+What matters here is int8 vs torch.
+
+Training input goes through ``edge.preprocess`` with the same spec the
+manifest will carry (96x96 RGB stretch, MobileNet's [-1, 1]), so the model is
+trained on exactly what the Pi feeds it.
+
+Usage (needs the torch extra, see README "Importing PyTorch and ONNX classifiers"):
+
+    nice -n 10 python benchmarks/torch_import/finetune_mobilenet_v2.py --shared ../shared \
+        --work /tmp/mnv2 --cpu-seconds 1200
+
+Writes WORK/mobilenet_v2_mask.pth, WORK/models/mnv2-torch.{tflite,json,...} and
+WORK/result.json (accuracies on facemask853 val and dataroots validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+LABELS = ["mask", "no_mask", "mask_incorrect"]
+SIZE = 96
+
+
+def _spec():
+    """MobileNet's [-1, 1] (the Coral weights were trained on it): ``convert torch --preprocess mobilenet``."""
+    from edge.manifest import InputSpec
+
+    return InputSpec(width=SIZE, height=SIZE, color="RGB", resize="stretch", scale=1 / 127.5,
+                     mean=[1.0, 1.0, 1.0], std=[1.0, 1.0, 1.0], dtype="float32")
+
+
+def coral_init(model, path: Path) -> int:
+    """ImageNet weights for torchvision's MobileNetV2 from the Apache-2.0 Coral int8 MobileNetV2.
+
+    The TFLite convolutions run in torchvision's module order (BN folded into them): each is
+    dequantized into the matching Conv2d and its BatchNorm set to the identity plus the folded
+    bias (kept in eval mode while fine-tuning, so that stays exact). The 1001-class logits
+    layer is not used. Returns the number of convolutions set.
+    """
+    import tensorflow as tf
+    import torch
+
+    it = tf.lite.Interpreter(str(path), experimental_op_resolver_type=tf.lite.experimental.OpResolverType
+                             .BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    det = {d["index"]: d for d in it.get_tensor_details()}
+
+    def real(i):
+        d = det[i]
+        s, z = d["quantization"]
+        return (it.get_tensor(i).astype(np.float32) - z) * s
+
+    tfl = [(o["op_name"], real(o["inputs"][1]), real(o["inputs"][2])) for o in it._get_ops_details()
+           if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    convs = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in model.features.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == len(bns) == len(tfl) - 1, (len(convs), len(bns), len(tfl))
+    with torch.no_grad():
+        for (op, w, b), conv, bn in zip(tfl, convs, bns):
+            w = w.transpose(3, 0, 1, 2) if op == "DEPTHWISE_CONV_2D" else w.transpose(0, 3, 1, 2)
+            assert tuple(conv.weight.shape) == w.shape, (conv, w.shape)
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(b))
+    return len(convs)
+
+
+def _load(ds, spec) -> tuple[np.ndarray, np.ndarray]:
+    from convert.images import read_rgb
+    from edge.preprocess import resize_for
+
+    xs, ys = [], []
+    for f, t in zip(ds.files, ds.targets):
+        img, _ = resize_for(read_rgb(f), spec)
+        xs.append(img)
+        ys.append(t)
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _link_folder(ds, folder: Path) -> Path:
+    """DIR/<label>/NNNNN.jpg symlinks, the layout --val and --calib take."""
+    for i, (f, t) in enumerate(zip(ds.files, ds.targets)):
+        d = folder / ds.labels[t]
+        d.mkdir(parents=True, exist_ok=True)
+        dst = d / f"{i:05d}{Path(f).suffix}"
+        if not dst.exists():
+            dst.symlink_to(Path(f).resolve())
+    return folder
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--cpu-seconds", type=float, default=1200.0, help="training CPU-time budget (all threads)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", choices=["coral", "random"], default="coral",
+                    help="ImageNet weights from ../shared's Coral MobileNetV2 (default) or random")
+    ap.add_argument("--max-train", type=int, default=4000,
+                    help="train on a seeded sample of this many crops (every mask_incorrect crop kept)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+    import torchvision
+
+    from convert.train import mask_classifier_data
+    from edge.preprocess import normalize
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    pool, evals, _ = mask_classifier_data(args.shared, work / "crops-src", progress=False)
+    from convert.classifier import LabeledFiles
+
+    rng = np.random.default_rng(args.seed)
+    if len(pool.files) > args.max_train:
+        rare = [i for i, t in enumerate(pool.targets) if t == LABELS.index("mask_incorrect")]
+        rest = [i for i in range(len(pool.files)) if i not in set(rare)]
+        keep = sorted(rare + list(rng.choice(rest, size=args.max_train - len(rare), replace=False)))
+        pool = LabeledFiles(LABELS, [pool.files[i] for i in keep], [pool.targets[i] for i in keep])
+    spec = _spec()
+    t0 = time.time()
+    x_train, y_train = _load(pool, spec)
+    print(f"training pool {len(y_train)} crops {np.bincount(y_train, minlength=3).tolist()} "
+          f"(read in {time.time() - t0:.0f} s)", flush=True)
+
+    counts = np.bincount(y_train, minlength=3).astype(np.float64)
+    weights = torch.tensor(np.minimum(counts.max() / np.maximum(counts, 1), 10.0), dtype=torch.float32)
+    model = torchvision.models.mobilenet_v2(num_classes=len(LABELS))
+    coral = args.shared / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+    if args.init == "coral":
+        print(f"ImageNet init from {coral.name}: {coral_init(model, coral)} convolutions", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    cpu0 = time.process_time()
+    history = []
+    batch = 64
+    steps_per_epoch = len(y_train) // batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.epochs * steps_per_epoch)
+    stopped = False
+    for epoch in range(args.epochs):
+        model.train()
+        if args.init == "coral":  # the folded ImageNet statistics stay as they are
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        order = rng.permutation(len(y_train))
+        total, correct, seen = 0.0, 0, 0
+        for s in range(steps_per_epoch):
+            idx = order[s * batch:(s + 1) * batch]
+            xb = x_train[idx]
+            flip = rng.random(len(idx)) < 0.5
+            xb = np.where(flip[:, None, None, None], xb[:, :, ::-1], xb)
+            xt = torch.from_numpy(np.ascontiguousarray(normalize(xb, spec).transpose(0, 3, 1, 2)))
+            yt = torch.from_numpy(y_train[idx])
+            opt.zero_grad()
+            out = model(xt)
+            loss = loss_fn(out, yt)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((out.argmax(1) == yt).sum())
+            seen += len(idx)
+            if time.process_time() - cpu0 > args.cpu_seconds:
+                stopped = True
+                break
+        history.append({"epoch": epoch + 1, "steps": s + 1, "loss": round(total / seen, 4),
+                        "train_accuracy": round(correct / seen, 4),
+                        "cpu_s": round(time.process_time() - cpu0, 1)})
+        print(history[-1], flush=True)
+        if stopped:
+            break
+    model.eval()
+    pth = work / "mobilenet_v2_mask.pth"
+    torch.save(model.state_dict(), pth)
+
+    # Calibration: 300 seeded training crops; validation: facemask853 val crops (runtime margin).
+    pick = rng.choice(len(pool.files), size=min(300, len(pool.files)), replace=False)
+    calib = _link_folder(LabeledFiles(LABELS, [pool.files[i] for i in pick], [pool.targets[i] for i in pick]),
+                         work / "calib")
+    val = _link_folder(evals["facemask853_val"], work / "facemask853_val")
+    dr = _link_folder(evals["dataroots_real_val"], work / "dataroots_real_val")
+    cmd = [sys.executable, "-m", "edge.cli", "convert", "torch", "--arch", "torchvision:mobilenet_v2",
+           "--state-dict", str(pth), "--labels", ",".join(LABELS), "--input", f"{SIZE}x{SIZE}", "--preprocess", "mobilenet",
+           "--calib", str(calib), "--val", str(val), "--out", str(work / "models" / "mnv2-torch")]
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd).returncode
+
+    # dataroots validation too, through the runtime (int8, float32) and torch.
+    from convert.onnx_import import compare_with_reference
+    from convert.torch_import import torch_reference
+
+    manifest = work / "models" / "mnv2-torch.json"
+    result = {"history": history, "convert_exit": rc, "cpu_budget_s": args.cpu_seconds}
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        ev = m["metrics"]["eval"]["val"]
+        result["facemask853_val"] = {"float32_tflite_accuracy": ev["float_accuracy"],
+                                     "int8_accuracy": ev["int8_accuracy"], **m["metrics"]["framework"]}
+        from convert.classifier import folder_set
+
+        result["dataroots_real_val"] = compare_with_reference(manifest, torch_reference(model),
+                                                              folder_set(dr, LABELS), labelled=True)
+        from edge.models import Classifier
+        from convert.images import read_rgb
+
+        fl = Classifier(manifest, use_float=True)
+        ds = folder_set(dr, LABELS)
+        pred = [int(np.argmax(fl.probabilities(read_rgb(f)))) for f in ds.files]
+        result["dataroots_real_val"]["float32_tflite_accuracy"] = round(
+            float(np.mean(np.asarray(pred) == np.asarray(ds.targets))), 4)
+    (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
