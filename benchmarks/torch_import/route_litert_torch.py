@@ -118,7 +118,7 @@ def main() -> int:
     result: dict = {"model": str(args.state_dict or "random weights"), "size": args.size}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        nhwc = litert_torch.to_channel_last_io(model, args=[0])
+        nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
         sample = torch.from_numpy(calib[0])
         edge = litert_torch.convert(nhwc, (sample,))
         float_path = Path(tmp) / "float.tflite"
