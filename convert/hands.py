@@ -152,9 +152,14 @@ def prepare_float(src: Path) -> bytes:
 
 
 def decompose_prelu(model_bytes: bytes) -> bytes:
-    """PRELU(x, a) rewritten as RELU(x) + a * (x - RELU(x)): ai-edge-quantizer 0.10 has no int8
-    PRELU and leaves each in float between a DEQUANTIZE and a QUANTIZE; these four ops it
-    quantizes. The float function is unchanged (checked: :func:`max_abs_diff` 0 here).
+    """Each PRELU(x, alpha) rewritten as relu(x) - alpha * relu(-x), from ops that ai-edge-quantizer
+    quantizes and XNNPACK runs in int8: three 1x1 depthwise convolutions (weights 1, -1, -alpha
+    per channel; the first two with a fused RELU) and an ADD.
+
+    ai-edge-quantizer 0.10 has no int8 PRELU and leaves each in float between a DEQUANTIZE and a
+    QUANTIZE. A first rewrite with RELU, SUB and MUL quantized, but XNNPACK took none of its int8
+    SUB (nor an ADD of a broadcast scalar) and the graph fell apart into 27 partitions, 8x
+    slower. The float function is unchanged (checked: :func:`max_abs_diff` 0 here).
     """
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils as fu
@@ -170,16 +175,21 @@ def decompose_prelu(model_bytes: bytes) -> bytes:
         model.operatorCodes.append(oc)
         return len(model.operatorCodes) - 1
 
-    ops_b = fb.BuiltinOperator
-    prelu = code(ops_b.PRELU)
-    relu, sub, mul, add = code(ops_b.RELU), code(ops_b.SUB), code(ops_b.MUL), code(ops_b.ADD)
+    prelu = code(fb.BuiltinOperator.PRELU)
+    add, dwconv = code(fb.BuiltinOperator.ADD), code(fb.BuiltinOperator.DEPTHWISE_CONV_2D)
 
-    def operator(opcode: int, inputs: list[int], outputs: list[int], options_type: int = 0, options=None):
+    def operator(opcode: int, inputs: list[int], outputs: list[int], options_type: int, options):
         o = fb.OperatorT()
         o.opcodeIndex, o.inputs, o.outputs = opcode, inputs, outputs
-        if options is not None:
-            o.builtinOptionsType, o.builtinOptions = options_type, options
+        o.builtinOptionsType, o.builtinOptions = options_type, options
         return o
+
+    def depthwise(activation: int):
+        o = fb.DepthwiseConv2DOptionsT()
+        o.padding, o.strideW, o.strideH, o.depthMultiplier = fb.Padding.VALID, 1, 1, 1
+        o.dilationWFactor = o.dilationHFactor = 1
+        o.fusedActivationFunction = activation
+        return fb.BuiltinOptions.DepthwiseConv2DOptions, o
 
     n = 0
     for sg in model.subgraphs:
@@ -192,21 +202,41 @@ def decompose_prelu(model_bytes: bytes) -> bytes:
             name = sg.tensors[y].name
             name = name.decode() if isinstance(name, bytes) else name
 
-            def tensor(suffix: str) -> int:
+            def tensor(shape: list[int], values: np.ndarray | None = None) -> int:
                 t = fb.TensorT()
-                t.shape, t.type, t.buffer = list(sg.tensors[x].shape), fb.TensorType.FLOAT32, 0
-                t.name = f"{name}/{suffix}"
+                t.shape, t.type, t.buffer = list(shape), fb.TensorType.FLOAT32, 0
+                if values is not None:
+                    buf = fb.BufferT()
+                    buf.data = np.frombuffer(np.asarray(values, np.float32).tobytes(), np.uint8)
+                    model.buffers.append(buf)
+                    t.buffer = len(model.buffers) - 1
+                t.name = f"{name}/prelu_{len(sg.tensors)}"
                 sg.tensors.append(t)
                 return len(sg.tensors) - 1
 
-            r, neg, scaled = tensor("relu"), tensor("negative_part"), tensor("scaled")
-            ops += [operator(relu, [x], [r]),
-                    operator(sub, [x, r], [neg], fb.BuiltinOptions.SubOptions, fb.SubOptionsT()),
-                    operator(mul, [neg, alpha], [scaled], fb.BuiltinOptions.MulOptions, fb.MulOptionsT()),
-                    operator(add, [r, scaled], [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())]
+            shape = list(sg.tensors[x].shape)
+            a = sg.tensors[alpha]
+            alpha_values = np.frombuffer(np.asarray(model.buffers[a.buffer].data, np.uint8).tobytes(), np.float32)
+            c = int(shape[-1])
+            if alpha_values.size != c:
+                raise ModelError(f"PRELU {name}: {alpha_values.size} alphas for {c} channels (only per-channel "
+                                 "alphas are rewritten)")
+
+            def weights(v: np.ndarray) -> int:
+                return tensor([1, 1, 1, c], v)
+
+            relu = fb.ActivationFunctionType.RELU
+            pos, negpart, scaled = tensor(shape), tensor(shape), tensor(shape)
+            add_options = fb.AddOptionsT()
+            ops += [operator(dwconv, [x, weights(np.ones(c)), tensor([c], np.zeros(c))], [pos], *depthwise(relu)),
+                    operator(dwconv, [x, weights(-np.ones(c)), tensor([c], np.zeros(c))], [negpart],
+                             *depthwise(relu)),
+                    operator(dwconv, [negpart, weights(-alpha_values), tensor([c], np.zeros(c))], [scaled],
+                             *depthwise(fb.ActivationFunctionType.NONE)),
+                    operator(add, [pos, scaled], [y], fb.BuiltinOptions.AddOptions, add_options)]
             n += 1
         sg.operators = ops
-    log.info("%d PRELU ops rewritten as RELU, SUB, MUL, ADD", n)
+    log.info("%d PRELU ops rewritten as 1x1 depthwise convolutions and an ADD", n)
     return bytes(fu.convert_object_to_bytearray(model))
 
 
@@ -533,13 +563,16 @@ CARD = """# {name}: MediaPipe palm detector (hand boxes for the face-touch check
   `facetouch.region_scale` x the face's size around each face (`edge/facetouch.py`).
 - **Files:** `{int8}` (int8 weights, activations, input and outputs; {float_ops} ops left in
   float. ai-edge-quantizer {aeq} has no int8 PRELU, so each of the 26 PReLUs is first
-  rewritten as RELU + alpha x (x - RELU), same float function. Static int8, calibrated on {n_cal}
+  rewritten as relu(x) - alpha x relu(-x) with 1x1 depthwise convolutions, same float
+  function, all of it run by XNNPACK in one partition. Static int8, calibrated on {n_cal}
   face-centred regions of facemask853 train and adityap27 train photos through
   `edge.preprocess.prepare`; output ranges from the whole calibration set, score
   logits floored at -16), `{float}` (float32 reference, made by `make models`, not
   kept in git: same function as the wheel's model, max output difference {fold_diff:g}).
 
 ## int8 vs float32 on {n_ver} other face regions (facemask853 val, adityap27 valid)
+
+Face regions and face-touch figures with the default face detector (tflite sha256 {face_sha}).
 
 Boxes at score >= {thr}: float {fb}, int8 {qb}. int8 finds {r} of the float boxes (IoU >= 0.5)
 and {p} of its boxes are float boxes (F1 {f1}); counting the other model's boxes down to
@@ -574,7 +607,7 @@ def card(manifest: dict) -> str:
         license=o["license"], anchors=manifest["ssd"]["num_anchors"], int8=manifest["tflite"],
         float=manifest["float_tflite"], aeq=manifest["versions"].get("ai-edge-quantizer", "?"),
         n_cal=m["calibration_regions"], fold_diff=m["fold_max_abs_diff"], n_ver=a["regions"],
-        float_ops=m.get("float_ops_in_int8_graph", "?"),
+        float_ops=m.get("float_ops_in_int8_graph", "?"), face_sha=m.get("face_detector_sha256", "?")[:12] + "...",
         thr=a["score_threshold"], fb=a["float_boxes"], qb=a["int8_boxes"], r=a["int8_recall_vs_float"],
         p=a["int8_precision_vs_float"], f1=a["f1"], low=round(a["score_threshold"] - a["tolerance"], 3),
         rt=a["tolerant_recall"], pt=a["tolerant_precision"], ft=a["tolerant_f1"], iou=a["mean_iou_matched"],
@@ -611,7 +644,8 @@ def build(shared: Path, out_dir: Path, work: Path, region_scale: float = 3.0, n_
     log.info("int8 vs float: %s", agree)
     path = write(out_dir, float_model, int8_model, src, origin,
                  {"calibration_regions": len(cal), "region_scale": region_scale,
-                  "fold_max_abs_diff": fold_diff, "int8_vs_float": agree, "float_ops_in_int8_graph": float_ops})
+                  "fold_max_abs_diff": fold_diff, "int8_vs_float": agree, "float_ops_in_int8_graph": float_ops,
+                  "face_detector_sha256": faces.manifest.sha256})
     labels = Path(__file__).resolve().parent.parent / "benchmarks" / "facetouch" / "labels.csv"
     if labels.is_file():
         from edge.manifest import Manifest, write_manifest
