@@ -40,7 +40,9 @@ DETECTOR = "yoloface-500k-v2-facemask"
 # The default detector: yoloface-500k v2 fine-tuned here (``doorguard train detector``),
 # then converted like any darknet model. Input size and epochs as measured in its card.
 DETECTOR_INPUT = "416x320"
-DETECTOR_EPOCHS = 24
+DETECTOR_EPOCHS = 30
+# The issue-15 recipes (teacher, copy-paste) were trained for 24 epochs (about the same wall time).
+RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24}
 # Photos per unlabelled source (teacher-labelled) in the detector's training set.
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
@@ -107,19 +109,28 @@ def validation_sets(shared: Path) -> list[Path]:
 
 
 def detector_recipe(shared: Path, work: Path) -> list[str]:
-    """``doorguard train detector`` data arguments of the default detector (issue 15).
+    """``doorguard train detector`` data arguments of the shipped default detector.
 
-    - labelled boxes: facemask853 train and adityap27 train (all as ``face``);
+    facemask853 train and adityap27 train boxes (all as ``face``), without the
+    near-duplicates of facemask853 val and the dataroots validation photos.
+    adityap27 train holds near-duplicates of 40 adityap27 valid photos, which
+    this recipe does not leave out (it predates adityap27 valid as a validation
+    set): the cards report ``adityap27-valid-clean`` for that reason.
+    """
+    d = shared / "data"
+    return ["--train", str(d / "facemask853" / "train.txt"), str(d / "adityap27" / "train.txt"),
+            "--exclude", str(d / "facemask853" / "val.txt"), str(d / "dataroots" / "raw_images")]
+
+
+def detector_recipe_b(shared: Path, work: Path) -> list[str]:
+    """Issue-15 recipe B (measured, not the default: see the detector's card).
+
+    - every validation set's near-duplicates left out (``validation_sets``);
     - teacher (YuNet n 640 + UltraFace RFB-640-masked from ../shared/models/peers):
       confident teacher faces (score >= 0.8) that the annotators left out become
       ignore regions;
     - copy-paste: dataroots train face crops (unmasked and masked) pasted at
-      12-200 px of the input, unmasked until they are 40% of the boxes seen;
-    - left out: near-duplicates of every validation set (``validation_sets``).
-
-    Measured and dropped (see the detector's card): teacher-labelled photos without
-    labels (VGGFace2 source photos, chandrikadeb7) and ignore regions from unsure
-    teacher boxes (score 0.5-0.8) gave no more recall and twice the false detections.
+      12-200 px of the input, unmasked until they are 40% of the boxes seen.
     """
     d = shared / "data"
     dr = d / "dataroots"
@@ -132,8 +143,8 @@ def detector_recipe(shared: Path, work: Path) -> list[str]:
 
 
 def detector_recipe_a(shared: Path, work: Path) -> list[str]:
-    """The first issue-15 recipe (measured, not the default): ``detector_recipe`` plus
-    teacher-labelled unlabelled photos and ignore regions from every teacher box >= 0.5."""
+    """Issue-15 recipe A (measured, not the default): recipe B plus teacher-labelled
+    unlabelled photos and ignore regions from every teacher box >= 0.5."""
     d = shared / "data"
     dr = d / "dataroots"
     held = {p.name for sub in ("validation/artificial/masked", "validation/artificial/not_masked")
@@ -141,7 +152,7 @@ def detector_recipe_a(shared: Path, work: Path) -> list[str]:
     sampled = sorted(p for p in (dr / "sampled_face_images").glob("*.jpg") if p.name not in held)
     sampled_list = work / "sampled_face_images-train.txt"
     sampled_list.write_text("".join(f"{p.resolve()}\n" for p in sampled))
-    args = detector_recipe(shared, work)
+    args = detector_recipe_b(shared, work)
     args[args.index("--teacher-ignore-score") + 1] = "0.5"
     return args + ["--unlabelled", f"no_mask={sampled_list}", f"no_mask={d / 'chandrikadeb7' / 'without_mask'}",
                    f"mask={d / 'chandrikadeb7' / 'with_mask'}", "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT)]
@@ -184,7 +195,10 @@ def build_size_variants(shared: Path, out: Path, work: Path) -> list[Path]:
     return made
 
 
-def build_detector(shared: Path, out: Path, work: Path) -> Path:
+RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b}
+
+
+def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default") -> Path:
     """Convert yoloface-500k v2 as it is (the baseline, ``models/yoloface-500k-v2``), fine-tune it
     (``doorguard train detector``) and convert the result (``doorguard convert darknet``).
 
@@ -205,8 +219,8 @@ def build_detector(shared: Path, out: Path, work: Path) -> Path:
     cli = [sys.executable, "-m", "edge.cli"]
     train = cli + ["train", "detector", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                    "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
-                   *detector_recipe(shared, work),
-                   "--input", DETECTOR_INPUT, "--epochs", str(DETECTOR_EPOCHS), "--seed", "0", "--quiet",
+                   *RECIPES[recipe](shared, work),
+                   "--input", DETECTOR_INPUT, "--epochs", str(RECIPE_EPOCHS[recipe]), "--seed", "0", "--quiet",
                    "--resume", "--out", str(weights)]
     convert = _convert_fine_tuned(shared, out, work, DETECTOR_INPUT)
     # The public model as it is (the fine-tuning's starting point and baseline), then the fine-tuned one.
@@ -387,7 +401,7 @@ def card_header(manifest_path: Path) -> str:
 
 
 #: Validation sets of the trade-off table (never trained on, never used to choose a threshold).
-TRADEOFF_SETS = ("dataroots-val", "facemask853-val-clean", "adityap27-valid")
+TRADEOFF_SETS = ("dataroots-val", "facemask853-val-clean", "adityap27-valid-clean")
 #: The rule that picks the default input size (issue 15), on the Pi 5's detector cost.
 MAX_COST_RATIO = 2.5
 
@@ -542,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-peer-thresholds", action="store_true",
                     help="eval step: keep the peers' thresholds chosen on facemask853 train in the previous "
                          "models/eval.json (their detectors do not change) instead of sweeping again")
+    ap.add_argument("--detector-recipe", choices=sorted(RECIPES), default="default",
+                    help="detector step: the shipped recipe (default) or issue 15's measured recipes a / b "
+                         "(teacher, copy-paste; see the detector's card)")
     ap.add_argument("--work", default="build/models-work",
                     help="work folder kept between runs: fine-tuned weights, training checkpoints (a stopped "
                          "training resumes), teacher boxes cache (default build/models-work)")
@@ -566,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, step in enumerate(steps, 1):
             if step == "detector":
                 _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
-                build_detector(shared, out, work)
+                build_detector(shared, out, work, args.detector_recipe)
             elif step == "sizes":
                 _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
                 build_size_variants(shared, out, work)

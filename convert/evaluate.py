@@ -294,7 +294,8 @@ def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path,
     ``facemask853-val-clean`` is facemask853 val without the photos that have a
     near-duplicate in adityap27 train (71 of 108): the honest val figure for a
     model trained on adityap27. ``adityap27-valid`` is adityap27's own
-    validation folder (YOLO labels; never trained on since issue 15).
+    validation folder (YOLO labels, never trained on); ``adityap27-valid-clean``
+    leaves out its photos with a near-duplicate in adityap27 train.
 
     Raises:
         DataError: ../shared lacks the data.
@@ -323,7 +324,14 @@ def standard_sets(shared: Path | str, work: Path | str) -> dict[str, tuple[Path,
         clean.write_text("".join(f"{p.stem}\n" for p in val if p not in dups))
         sets["facemask853-val-clean"] = (fm, clean)
     if (ad.parent / "valid").is_dir():
-        sets["adityap27-valid"] = (ad.parent / "valid", None)
+        valid = ad.parent / "valid"
+        sets["adityap27-valid"] = (valid, None)
+        if ad.is_dir():
+            vals = [p for p, _ in yolo_items(valid, ["no_mask", "mask"])]
+            dups = near_duplicates(vals, [p for p, _ in yolo_items(ad, ["no_mask", "mask"])])
+            clean = work / "adityap27-valid-clean.txt"
+            clean.write_text("".join(f"{p.stem}\n" for p in vals if p not in dups))
+            sets["adityap27-valid-clean"] = (valid, clean)
     sets["facemask853-train"] = (fm, fm / "train.txt")
     return sets
 
