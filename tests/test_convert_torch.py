@@ -48,7 +48,7 @@ def jitter(model, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
@@ -78,18 +78,36 @@ def images(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("classes", [2, 3])
-def test_mobilenet_v2_onnx_rebuild_matches_torch_and_onnxruntime(tmp_path, classes):
+def fastai_resnet18(num_classes: int = 3):
+    """fast.ai's cnn_learner layout: a ResNet18 body, AdaptiveConcatPool2d (max + average), then
+    Flatten, BatchNorm1d, Dropout, Linear, ReLU, BatchNorm1d, Dropout, Linear."""
+    nn = torch.nn
+    body = nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+
+    class ConcatPool(nn.Module):
+        def forward(self, x):
+            return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
+
+    head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512),
+                         nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, num_classes))
+    return nn.Sequential(body, head)
+
+
+@pytest.mark.parametrize("arch,classes,convs", [("mobilenet_v2", 2, 52), ("mobilenet_v2", 3, 52),
+                                                ("resnet18", 3, 20), ("fastai_resnet18", 3, 20)])
+def test_onnx_rebuild_matches_torch_and_onnxruntime(tmp_path, arch, classes, convs):
     import onnxruntime as ort
 
     from convert.onnx_graph import build_keras, load_onnx
     from convert.torch_import import export_onnx
 
-    model = jitter(torchvision.models.mobilenet_v2(num_classes=classes))
+    net = fastai_resnet18(classes) if arch == "fastai_resnet18" else torchvision.models.get_model(
+        arch, num_classes=classes)
+    model = jitter(net)
     p = tmp_path / "m.onnx"
     export_onnx(model, SIZE, SIZE, p)
     g = build_keras(load_onnx(p))
-    assert g.classes == classes and g.inner_transposes == 0 and g.ops["Conv"] == 52
+    assert g.classes == classes and g.inner_transposes == 0 and g.ops["Conv"] == convs
     sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(classes).normal(size=(3, 1, SIZE, SIZE, 3)).astype(np.float32)
     for xi in x:
