@@ -113,9 +113,9 @@ def detector_recipe(shared: Path, work: Path) -> list[str]:
 
     facemask853 train and adityap27 train boxes (all as ``face``), without the
     near-duplicates of facemask853 val and the dataroots validation photos.
-    adityap27 train holds near-duplicates of 40 adityap27 valid photos, which
-    this recipe does not leave out (it predates adityap27 valid as a validation
-    set): the cards report ``adityap27-valid-clean`` for that reason.
+    40 adityap27 train photos are near-duplicates of adityap27 valid photos; this
+    recipe keeps them (it predates adityap27 valid as a validation set), so the
+    cards also report ``adityap27-valid-clean``.
     """
     d = shared / "data"
     return ["--train", str(d / "facemask853" / "train.txt"), str(d / "adityap27" / "train.txt"),
@@ -457,8 +457,11 @@ def choose_size(rows: list[dict]) -> dict | None:
 def tradeoff_section(results: dict, out: Path, counts: dict[str, dict[str, float]]) -> str:
     """Markdown: the input-size trade-off table and the rule's choice."""
     rows = tradeoff_rows(results, out, counts)
-    if not rows:
-        return ""
+    if len(rows) < 2:
+        # One size cannot be a trade-off; say where the measured sizes are instead of "choosing" it.
+        return ("## Input size trade-off\n\nOnly the default input size is in models/ (run the `sizes` step for "
+                f"{', '.join(DETECTOR_SIZES[1:])}); sizes measured this round are in the detector card's issue-15 "
+                "section.\n") if rows else ""
     f = lambda v, d=3: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
     head = ["input", "threshold", "int8/float F1"]
     for k in TRADEOFF_SETS:

@@ -79,6 +79,7 @@ def test_size_tradeoff_rows_and_the_rule(tmp_path, monkeypatch):
     rows = build_models.tradeoff_rows(results, tmp_path, {})
     assert rows[2]["cost_basis"] == "input pixels" and rows[2]["cost_ratio"] == pytest.approx(640 * 480 / (416 * 320))
     text = build_models.tradeoff_section(results, tmp_path, counts)
+    assert "Only the default" in build_models.tradeoff_section({"doorguard-int8": results["doorguard-int8"]}, tmp_path, counts)
     assert "Rule's choice: **512x384**" in text and "| 640x480 |" in text
 
 
