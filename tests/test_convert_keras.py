@@ -149,13 +149,22 @@ def test_agreement_gate(images, tmp_path, capsys, monkeypatch):
     cap = capsys.readouterr()
     err = cap.err.strip()
     assert rc == AccuracyGateError.exit_code and _one_error_line(err)
-    assert "int8_float_top1_agreement 0.8333 < 0.98 (min)" in err and "drop" not in err.split(";")[0]
+    # At most 5 of 6 answers agree (the flips), fewer where the untrained test model's int8
+    # output already sits on the other side of a near-tie: the value is read, then checked.
+    import re
+
+    found = re.search(r"int8_float_top1_agreement (\d\.\d+) < 0\.98 \(min\)", err)
+    assert found and "drop" not in err.split(";")[0]
+    value = float(found.group(1))
+    assert value <= 0.8334
     m = json.loads((tmp_path / "models" / "agree.json").read_text())
     agree = m["gate"]["checks"][1]
-    assert agree == {"metric": "int8_float_top1_agreement", "value": 0.833333, "op": ">=", "threshold": 0.98,
-                     "passed": False, "basis": "val (24 validation crops)"}
-    assert m["metrics"]["eval"]["val"]["int8_float_agreement"] == 0.8333
-    assert "top-1 agreement 0.8333" in cap.out
+    assert {k: agree[k] for k in ("metric", "op", "threshold", "passed", "basis")} == {
+        "metric": "int8_float_top1_agreement", "op": ">=", "threshold": 0.98, "passed": False,
+        "basis": "val (24 validation crops)"}
+    assert round(agree["value"], 4) == value
+    assert m["metrics"]["eval"]["val"]["int8_float_agreement"] == value
+    assert f"top-1 agreement {value:.4f}" in cap.out
     report = (tmp_path / "models" / "agree.report" / "report.md").read_text()
     assert "FAILED: int8_float_top1_agreement" in report and "None" not in report
 
@@ -215,7 +224,7 @@ def test_too_few_calibration_images_before_converting_and_nothing_left(images, t
               "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 8 and _one_error_line(err) and "only 3 readable calibration images" in err
-    assert list((tmp_path / "models").iterdir()) == []
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
 
 
 def test_bad_models_are_one_line_errors(images, tmp_path, capsys):
