@@ -169,7 +169,13 @@ def quiet_opencv() -> None:
     if "OPENCV_LOG_LEVEL" not in os.environ:
         import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        # OpenCV 4.14 (x86 wheel) has cv2.utils.logging; the Pi's 4.11 aarch64 wheel has only
+        # the top-level cv2.setLogLevel (0 = LOG_LEVEL_SILENT). Found by make test-arm.
+        levels = getattr(getattr(cv2, "utils", None), "logging", None)
+        if levels is not None and hasattr(levels, "setLogLevel"):
+            levels.setLogLevel(levels.LOG_LEVEL_SILENT)
+        elif hasattr(cv2, "setLogLevel"):
+            cv2.setLogLevel(0)
 
 
 class OpenCVSource:
@@ -247,6 +253,8 @@ class FolderSource:
     """The images of a folder (or one image), sorted by name; a finite source."""
 
     live = False
+    #: Unrelated photos by default: the run judges each on its own (``source.per_image``).
+    per_image = True
 
     def __init__(self, path: Path | str, loop: bool = False):
         self.path = Path(path)
@@ -411,8 +419,11 @@ class Capture:
                 break
             except SourceError as e:
                 if not self.source.live or self.clock() + delay > deadline:
+                    # Name the limit that was hit: "after 7.5 s, open_timeout_s = 10" alone read
+                    # as if it gave up early (the next retry would have ended past the limit).
                     raise SourceError(f"{e} (gave up after trying for {self.clock() - t0:.1f} s, "
-                                      f"source.open_timeout_s = {self.cfg.open_timeout_s:g})"
+                                      f"source.open_timeout_s = {self.cfg.open_timeout_s:g} s is the limit hit: "
+                                      f"the next try, {delay:g} s later, would pass it)"
                                       if self.source.live else str(e)) from e
                 if on_retry is not None:
                     on_retry()
@@ -577,7 +588,9 @@ class Capture:
                 log.debug("close after loss: %s", e)
             gone = self.clock() - self._lost_since
             if self.cfg.give_up_after_s and gone >= self.cfg.give_up_after_s:
-                self.error = SourceError(f"camera {self.source.name} lost for {gone:.0f} s, giving up: {why}")
+                self.error = SourceError(f"camera {self.source.name} lost for {gone:.0f} s, giving up "
+                                         f"(source.give_up_after_s = {self.cfg.give_up_after_s:g} s is the "
+                                         f"limit hit): {why}")
                 log.error("%s", self.error)
                 return False
             delay = self._delay

@@ -388,3 +388,24 @@ def test_mask_covers_lower_face_only():
     assert not diff[190:200, 200:320].any()
     assert diff[270:280, 230:290].mean() > 0.9
     assert ys.max() < 380
+
+
+def test_quiet_opencv_works_with_either_opencv_logging_api(monkeypatch):
+    """x86's OpenCV 4.14 has cv2.utils.logging, the Pi's 4.11 aarch64 wheel only cv2.setLogLevel
+    (make test-arm caught an AttributeError there)."""
+    import sys
+    import types
+
+    from edge import sources
+
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
+    calls = []
+    pi_cv2 = types.SimpleNamespace(setLogLevel=lambda level: calls.append(("top", level)),
+                                   utils=types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "cv2", pi_cv2)
+    sources.quiet_opencv()
+    assert calls == [("top", 0)]
+    x86_logging = types.SimpleNamespace(LOG_LEVEL_SILENT=0, setLogLevel=lambda level: calls.append(("utils", level)))
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(utils=types.SimpleNamespace(logging=x86_logging)))
+    sources.quiet_opencv()
+    assert calls[-1] == ("utils", 0)
