@@ -524,12 +524,7 @@ def facetouch_main(args: argparse.Namespace) -> int:
     meta["model_precision"] = meta.pop("precision")
     result = {**evaluate_touch(labels, shared, pipe, progress=not args.quiet), **meta,
               "labels": str(args.facetouch), "shared": str(shared)}
-    out = Path(args.json)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    except OSError as e:
-        raise DataError(f"cannot write {out}: {e.strerror or e}") from e
+    out = write_json(args.json, result)
     half = result["report_half"]
     print(f"face-touch: {result['photos']} photos ({result['positives']} touching): precision "
           f"{_fmt(result['precision'])}, recall {_fmt(result['recall'])}, false alarms "
@@ -719,6 +714,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def write_json(path: Path | str, result: dict) -> Path:
+    """Write an eval result as indented JSON (parent folders made).
+
+    Raises:
+        DataError: the file cannot be written.
+    """
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from e
+    return out
+
+
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -749,12 +759,7 @@ def main(args: argparse.Namespace) -> int:
     meta.update({"dataset": {"voc": str(args.voc), "split": str(args.split) if args.split else None},
                  "label_map": label_map, "condition": args.condition})
     result = report(acc, meta, records=not args.no_records)
-    out = Path(args.json)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    except OSError as e:
-        raise DataError(f"cannot write {out}: {e.strerror or e}") from e
+    out = write_json(args.json, result)
     if args.plots:
         write_plots(acc, args.plots, Path(args.voc).name)
     print(summary_line(result))
