@@ -114,7 +114,31 @@ def _open(path: Path, task: str, num_threads: int, backend: str | None, interpre
     return m, model, input_dtype
 
 
-class Detector:
+class DetectorStages:
+    """preprocess -> infer -> postprocess, shared by every detector built from a manifest.
+
+    A subclass sets ``manifest``, ``model``, ``input_dtype`` and ``_names`` (manifest output
+    name -> tensor name) and implements ``postprocess`` (its decoding).
+    """
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
+        return prepare(image, self.manifest.input, dtype=self.input_dtype)
+
+    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Invoke; returns float outputs keyed by manifest output name."""
+        out = self.model.run(tensor)
+        return {name: out[tensor_name] for name, tensor_name in self._names.items()}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], transform: Transform | None) -> list[Detection]:
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """RGB uint8 frame -> detections in frame pixels, best first."""
+        tensor, tf = self.preprocess(image)
+        return self.postprocess(self.infer(tensor), tf)
+
+
+class Detector(DetectorStages):
     """YOLO face/object detector: frame -> list of Detection in frame pixels.
 
     Args:
@@ -145,14 +169,6 @@ class Detector:
         self.score_threshold = score_threshold if score_threshold is not None else (m.score_threshold or 0.3)
         self.nms_iou = nms_iou if nms_iou is not None else (m.nms_iou or 0.45)
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
-        return prepare(image, self.manifest.input, dtype=self.input_dtype)
-
-    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """Invoke; returns float heads keyed by manifest output name."""
-        out = self.model.run(tensor)
-        return {name: out[tensor_name] for name, tensor_name in self._names.items()}
-
     def postprocess(self, heads: dict[str, np.ndarray], transform: Transform | None) -> list[Detection]:
         m = self.manifest
         raw = yolo.decode(heads, self.heads, len(m.labels), m.input.width, m.input.height,
@@ -162,11 +178,6 @@ class Detector:
             for b, s, c in zip(raw.boxes, raw.scores, raw.class_ids)
             if b[2] > b[0] and b[3] > b[1]
         ]
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """RGB uint8 frame -> detections in frame pixels, best first."""
-        tensor, tf = self.preprocess(image)
-        return self.postprocess(self.infer(tensor), tf)
 
 
 class Classifier:

@@ -18,8 +18,8 @@ import numpy as np
 
 from .errors import ModelError
 from .manifest import SsdSpec
-from .models import _check_outputs, _map_outputs, _open
-from .preprocess import Transform, prepare
+from .models import DetectorStages, _check_outputs, _map_outputs, _open
+from .preprocess import Transform
 from .types import Box, Detection
 from .yolo import nms
 
@@ -88,7 +88,7 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_boxes: np.ndarr
     return boxes[order].astype(np.float32), s[order].astype(np.float32)
 
 
-class SsdDetector:
+class SsdDetector(DetectorStages):
     """An SSD detector (the palm detector): image -> list of Detection in image pixels.
 
     Same interface as ``edge.models.Detector`` (``preprocess`` / ``infer`` /
@@ -129,14 +129,6 @@ class SsdDetector:
         self.score_threshold = score_threshold if score_threshold is not None else (m.score_threshold or 0.5)
         self.nms_iou = nms_iou if nms_iou is not None else (m.nms_iou or 0.3)
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
-        return prepare(image, self.manifest.input, dtype=self.input_dtype)
-
-    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """Invoke; returns float outputs keyed by manifest output name."""
-        out = self.model.run(tensor)
-        return {name: out[tensor_name] for name, tensor_name in self._names.items()}
-
     def postprocess(self, outputs: dict[str, np.ndarray], transform: Transform | None) -> list[Detection]:
         m = self.manifest
         boxes, scores = decode(outputs[self._boxes.name], outputs[self._scores.name], self.anchors, m.ssd,
@@ -145,11 +137,6 @@ class SsdDetector:
             boxes = np.stack(transform.to_frame(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]), 1)
         return [Detection(Box(*map(float, b)), float(s), 0, m.labels[0])
                 for b, s in zip(boxes, scores) if b[2] > b[0] and b[3] > b[1]]
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """RGB uint8 image -> detections in image pixels, best first."""
-        tensor, tf = self.preprocess(image)
-        return self.postprocess(self.infer(tensor), tf)
 
 
 def build_detector(manifest_path: Path | str, **kwargs) -> Any:
