@@ -78,6 +78,10 @@ UNMASKED = "no_mask"
 KIND_NAMES = {"with_mask": "mask", "without_mask": "no_mask", "mask_weared_incorrect": "mask_incorrect",
               "mask": "mask", "no_mask": "no_mask", "mask_incorrect": "mask_incorrect"}
 DEFAULT_PASTE_PX = (12.0, 200.0)
+# Smallest random crop window (share of each side); smaller zooms in further (larger faces).
+DEFAULT_CROP_MIN = 0.55
+# --oversample-unmasked repeats a photo with unmasked faces at most this many times as often as another.
+MAX_OVERSAMPLE = 8.0
 # Pasted crops are kept in memory at most this size (longer side, pixels).
 PASTE_KEEP_PX = 160
 
@@ -170,6 +174,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--night-aug", type=float, default=0.0, metavar="P",
                    help="share of training images turned greyscale (IR camera), darkened with sensor noise "
                         "(dusk) or motion-blurred, P/3 each (default 0)")
+    p.add_argument("--oversample-unmasked", type=float, default=0.0, metavar="SHARE",
+                   help="draw photos holding an unmasked face more often, so that unmasked faces are about "
+                        "SHARE of the labelled boxes an epoch sees (default 0: each photo once per epoch)")
+    p.add_argument("--crop-min", type=float, default=DEFAULT_CROP_MIN, metavar="F",
+                   help=f"smallest random crop, as a share of each side (default {DEFAULT_CROP_MIN}; "
+                        "smaller zooms in: larger faces)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.ckpt.npz (written after every epoch) when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -468,6 +478,39 @@ class PasteConfig:
     px: tuple[float, float] = DEFAULT_PASTE_PX
 
 
+def unmasked_weight(examples: list[Example], target: float) -> float:
+    """How much more often to draw a photo holding an unmasked face than one without.
+
+    The weight ``a`` that makes unmasked faces ``target`` of the labelled boxes
+    drawn in expectation: ``a*U / (a*B_u + B_o) = target`` with ``U`` the
+    unmasked boxes, ``B_u`` all boxes of the photos holding one and ``B_o`` the
+    boxes of the other photos; at most ``MAX_OVERSAMPLE`` (a few photos must not
+    dominate), 1 when the share is already reached or nothing is unmasked.
+    """
+    u = bu = bo = 0
+    for e in examples:
+        n_u = sum(1 for k in e.kinds if k == UNMASKED)
+        if n_u:
+            u, bu = u + n_u, bu + len(e.boxes)
+        else:
+            bo += len(e.boxes)
+    if target <= 0 or not u or u >= target * (bu + bo):
+        return 1.0
+    if u <= target * bu:
+        return MAX_OVERSAMPLE
+    return float(min(MAX_OVERSAMPLE, max(1.0, target * bo / (u - target * bu))))
+
+
+def epoch_order(examples: list[Example], rng: np.random.Generator, weight: float = 1.0) -> np.ndarray:
+    """The photos of one epoch: a permutation, or with ``weight`` > 1 a weighted draw with
+    replacement (same length) in which photos holding an unmasked face are ``weight`` times as likely."""
+    n = len(examples)
+    if weight <= 1.0:
+        return rng.permutation(n)
+    w = np.array([weight if any(k == UNMASKED for k in e.kinds) else 1.0 for e in examples])
+    return rng.choice(n, size=n, replace=True, p=w / w.sum())
+
+
 @dataclass
 class KindBalance:
     """Counts the kinds of the boxes the network sees; says when to paste unmasked faces."""
@@ -532,7 +575,7 @@ def night(img: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
 
 
 def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], paste: PasteConfig | None = None,
-            balance: KindBalance | None = None, night_p: float = 0.0) -> Augmented:
+            balance: KindBalance | None = None, night_p: float = 0.0, crop_min: float = DEFAULT_CROP_MIN) -> Augmented:
     """Random crop or zoom-out, pasted faces, horizontal flip and HSV jitter; boxes follow.
 
     Args:
@@ -540,6 +583,7 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], pa
             and the pasted faces' size.
         paste: copy-paste settings, or None.
         balance: kinds seen so far (asks for unmasked pasted faces when short of them).
+        crop_min: the smallest crop window, as a share of each side (zoom-in: larger faces).
 
     Returns:
         The image and its boxes; boxes cut below 40% of their area or under 2 px
@@ -559,8 +603,8 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], pa
         shift = np.array([ox, oy, ox, oy], np.float32)
         img, boxes, ignore = canvas, boxes + shift, ignore + shift
     else:
-        # crop: a window of 55-100% of each side, aspect ratio jittered around the input's
-        s = rng.uniform(0.55, 1.0)
+        # crop: a window of crop_min-100% of each side, aspect ratio jittered around the input's
+        s = rng.uniform(crop_min, 1.0)
         ar = out_size[0] / out_size[1] * rng.uniform(0.8, 1.25)
         cw = min(w, w * s)
         ch = min(h, cw / ar)
@@ -657,7 +701,8 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta],
 
 def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: np.random.Generator,
                max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
-               balance: KindBalance | None = None, night_p: float = 0.0) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+               balance: KindBalance | None = None, night_p: float = 0.0,
+               crop_min: float = DEFAULT_CROP_MIN) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets.
 
     Returns:
@@ -669,7 +714,7 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
     xs, tg, gts = [], [[] for _ in heads], []
     for ex in examples:
         if train:
-            a = augment(ex, rng, (spec.width, spec.height), paste, balance, night_p)
+            a = augment(ex, rng, (spec.width, spec.height), paste, balance, night_p, crop_min)
             img, boxes, classes, ignore = a.image, a.boxes, a.classes, a.ignore
         else:
             img, boxes, classes, ignore = ex.image, ex.boxes, ex.classes, ex.ignore
@@ -805,6 +850,8 @@ class Extras:
     paste_px: tuple[float, float] = DEFAULT_PASTE_PX
     min_unmasked: float = 0.0
     night: float = 0.0
+    oversample_unmasked: float = 0.0
+    crop_min: float = DEFAULT_CROP_MIN
 
 
 def _ckpt_path(out: Path) -> Path:
@@ -912,6 +959,10 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         paste = PasteConfig(pool, extras.paste_prob, extras.paste_max, extras.paste_px)
     n_boxes = sum(len(e.boxes) for e in examples)
     n_ignore = sum(len(e.ignore) for e in examples)
+    weight = unmasked_weight(examples, extras.oversample_unmasked)
+    if extras.oversample_unmasked:
+        print(f"--oversample-unmasked {extras.oversample_unmasked:.2f}: photos with an unmasked face drawn "
+              f"{weight:.2f}x as often", flush=True)
     print(f"{len(examples)} images ({stats['skipped_near_duplicates']} near-duplicates of --exclude left out), "
           f"{n_boxes} boxes, {n_ignore} teacher ignore regions; input {net.width}x{net.height}; {epochs} epochs "
           f"of {-(-len(examples) // batch)} batches of {batch}"
@@ -952,7 +1003,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     signature = {"cfg": str(cfg), "weights": str(weights), "input": [net.width, net.height], "epochs": epochs,
                  "batch": batch, "lr": lr, "seed": seed, "images": len(examples), "boxes": n_boxes,
                  "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night,
-                 "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled)}
+                 "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled),
+                 "oversample_unmasked": extras.oversample_unmasked, "crop_min": extras.crop_min}
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -964,7 +1016,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     t_train = time.monotonic()
     for epoch in range(first_epoch, epochs):
-        order = rng.permutation(len(examples))
+        order = epoch_order(examples, rng, weight)
         balance = KindBalance(extras.min_unmasked)
         bar = None
         if progress:
@@ -975,7 +1027,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
             x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance,
-                                 extras.night)
+                                 extras.night, extras.crop_min)
             loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
                                   tf.constant(lr_at(step), tf.float32))
             step += 1
@@ -1018,7 +1070,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                    "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": extras.unlabelled,
                    "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
                    "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
-                   "night_aug": extras.night},
+                   "night_aug": extras.night, "oversample_unmasked": extras.oversample_unmasked,
+                   "unmasked_photo_weight": round(weight, 4), "crop_min": extras.crop_min},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
         "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
         "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
@@ -1047,6 +1100,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--night-aug must be within [0, 1], got {args.night_aug}")
     if not 0.0 <= args.min_unmasked < 1.0:
         raise UsageError(f"--min-unmasked must be within [0, 1), got {args.min_unmasked}")
+    if not 0.0 <= args.oversample_unmasked < 1.0:
+        raise UsageError(f"--oversample-unmasked must be within [0, 1), got {args.oversample_unmasked}")
+    if not 0.1 <= args.crop_min <= 1.0:
+        raise UsageError(f"--crop-min must be within [0.1, 1], got {args.crop_min}")
     if not 0.0 <= args.teacher_ignore_score <= 1.0:
         raise UsageError(f"--teacher-ignore-score must be within [0, 1], got {args.teacher_ignore_score}")
     if not 0.0 < args.teacher_label_score <= 1.0:
@@ -1065,7 +1122,7 @@ def main(args: argparse.Namespace) -> int:
     extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, args.teacher_ignore_score,
                     list(args.unlabelled),
                     args.unlabelled_limit, list(args.paste), args.paste_prob, args.paste_max, (lo, hi),
-                    args.min_unmasked, args.night_aug)
+                    args.min_unmasked, args.night_aug, args.oversample_unmasked, args.crop_min)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
           progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)

@@ -386,3 +386,69 @@ def test_unsure_teacher_boxes_are_no_ignore_regions(tmp_path):
     teacher = FakeTeacherCache({"img0.jpg": [(60, 2, 80, 20, 0.7)]})
     ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher, ignore_score=0.8)
     assert len(ex[0].ignore) == 0 and stats["teacher_ignore_regions"] == 0
+
+
+def _kind_examples(kinds_per_photo: list[list[str]]) -> list:
+    return [td.Example(np.zeros((8, 8, 3), np.uint8), np.zeros((len(k), 4), np.float32),
+                       np.zeros(len(k), np.int64), f"p{i}", list(k)) for i, k in enumerate(kinds_per_photo)]
+
+
+def test_oversampling_draws_photos_with_unmasked_faces_until_their_share_is_reached():
+    # 2 photos with one unmasked + one masked face, 8 photos with 2 masked faces: 2 of 20 boxes unmasked.
+    exs = _kind_examples([["no_mask", "mask"]] * 2 + [["mask", "mask"]] * 8)
+    w = td.unmasked_weight(exs, 0.3)
+    # a*2 / (a*4 + 16) = 0.3  ->  a = 4.8 / 0.8 = 6
+    assert w == pytest.approx(6.0)
+    rng = np.random.default_rng(0)
+    seen = {"no_mask": 0, "all": 0}
+    for _ in range(400):
+        order = td.epoch_order(exs, rng, w)
+        assert len(order) == len(exs)
+        for i in order:
+            seen["no_mask"] += exs[i].kinds.count("no_mask")
+            seen["all"] += len(exs[i].kinds)
+    assert seen["no_mask"] / seen["all"] == pytest.approx(0.3, abs=0.02)
+
+
+def test_oversampling_is_capped_and_a_no_op_when_not_needed():
+    exs = _kind_examples([["no_mask", "mask", "mask", "mask"]] + [["mask"]] * 3)
+    assert td.unmasked_weight(exs, 0.4) == td.MAX_OVERSAMPLE  # the photo itself is below 40% unmasked
+    assert td.unmasked_weight(exs, 0.0) == 1.0
+    assert td.unmasked_weight(_kind_examples([["no_mask"], ["mask"]]), 0.4) == 1.0  # 50% already
+    assert td.unmasked_weight(_kind_examples([["mask"]] * 3), 0.4) == 1.0  # nothing to draw more often
+    rng = np.random.default_rng(1)
+    assert sorted(td.epoch_order(exs, rng, 1.0)) == [0, 1, 2, 3]  # a plain permutation
+
+
+def test_smaller_crop_min_zooms_in_on_larger_faces():
+    img = np.zeros((320, 416, 3), np.uint8)
+    img[120:200, 170:250] = 255
+    ex = td.Example(img, np.array([[170, 120, 250, 200]], np.float32), np.array([0]))
+
+    def largest_side(crop_min: float) -> float:
+        rng = np.random.default_rng(0)
+        sides = []
+        for _ in range(200):
+            a = td.augment(ex, rng, (416, 320), crop_min=crop_min)
+            if len(a.boxes):
+                # face side at the network input (the crop is letterboxed to 416x320)
+                s = min(416 / a.image.shape[1], 320 / a.image.shape[0])
+                sides.append((a.boxes[0, 2] - a.boxes[0, 0]) * s)
+        return float(np.max(sides))
+
+    # an 80 px face in a 416x320 photo: at most ~80/0.55 = 145 px at the input, ~80/0.35 = 229 px with 0.35
+    assert largest_side(0.55) < 150 < 190 < largest_side(0.35)
+
+
+def test_cli_rejects_absurd_oversampling_and_crop(tmp_path, capsys):
+    lst = _make_set(tmp_path / "d", n=1)
+    (tmp_path / "n").write_text("face\n")
+    (tmp_path / "c.cfg").write_text(TINY_CFG)
+    (tmp_path / "w").write_bytes(b"")
+    for flag, value, msg in (("--oversample-unmasked", "1.5", "--oversample-unmasked must be"),
+                             ("--crop-min", "0", "--crop-min must be")):
+        code = cli(["train", "detector", "--cfg", str(tmp_path / "c.cfg"), "--weights", str(tmp_path / "w"),
+                    "--names", str(tmp_path / "n"), "--train", str(lst), "--out", str(tmp_path / "o.weights"),
+                    flag, value])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and "Traceback" not in err
