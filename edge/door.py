@@ -2,7 +2,7 @@
 
 When a face settles on a compliant label (``mask``; ``me`` with a me/not_me
 classifier; ``[door] open_on`` narrows it), the relay output closes for
-``open_seconds`` on gpiozero's own background thread (``OutputDevice.blink``
+``open_seconds`` on gpiozero's own background thread (``DigitalOutputDevice.blink``
 with ``n=1``, never a sleep on the frame loop). It never opens while the alarm is
 disarmed or while the fault pattern shows (camera lost, models failing), and a
 violation, a fault or a disarm while it is open shuts it at once.
@@ -73,9 +73,9 @@ class DoorRelay:
         if pin_factory is None:
             pin_factory = default_pin_factory()
         try:
-            from gpiozero import OutputDevice
+            from gpiozero import DigitalOutputDevice
 
-            self._dev = OutputDevice(cfg.relay_pin, active_high=cfg.active_high, initial_value=False,
+            self._dev = DigitalOutputDevice(cfg.relay_pin, active_high=cfg.active_high, initial_value=False,
                                      pin_factory=pin_factory)
         except Exception as e:  # gpiozero raises many kinds
             raise HardwareError(f"cannot claim the door relay on GPIO{cfg.relay_pin}: {type(e).__name__}: {e}. "

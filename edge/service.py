@@ -378,6 +378,8 @@ class Runner:
         """
         capture, notifier = p.capture, p.notifier
         fault = p.fault
+        if p.door is not None:
+            p.door.set_fault(fault)  # a camera that needed retries to open: no opening until frames flow
         last_status = last_housekeeping = self.clock()
         losses_seen = 0
         while not self.stop_event.is_set():
