@@ -474,7 +474,8 @@ class MqttPublisher:
         self._closed = True
         if self._client is not None and self._connected.is_set():
             deadline = time.monotonic() + flush_timeout_s
-            while self._pending > 0 and time.monotonic() < deadline and self._connected.is_set():
+            while (self._pending > 0 or self._retained_dirty) and time.monotonic() < deadline \
+                    and self._connected.is_set():
                 self._wake.set()
                 time.sleep(0.02)
         self._stop.set()
