@@ -508,6 +508,7 @@ class Runner:
         if not isinstance(factory, MockFactory):
             return
         names = {getattr(self.cfg.gpio, k): k for k in ("red_led", "green_led", "buzzer", "mute_button")}
+        names[self.cfg.door.relay_pin] = "door_relay"
         for info, pin in sorted(factory.pins.items(), key=lambda kv: kv[1].info.name):
             t, on_at, spans = 0.0, None, []
             for st in pin.states[1:]:
