@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import jinja2
-import pytest
 
 from edge.arming import Arming, ArmingConfig
 from edge.hass import EVENT_TEMPLATE, HomeAssistantLink
