@@ -163,6 +163,9 @@ class Actuators:
         self._closed = False
         self._fault = False
         self._mute_until = float("-inf")
+        #: Called instead of :meth:`mute` when the mute button is pressed (the runner points it
+        #: at ``Arming.mute``, which mutes these outputs through its listener).
+        self.on_mute_button: Callable[[], None] | None = None
         self._resume_timer: threading.Timer | None = None
         self._tone_thread = None
         self._player: subprocess.Popen | None = None
@@ -221,6 +224,12 @@ class Actuators:
             self._buzzer_off()
             self._stop_sound()
         log.info("gpio: muted for %g min", minutes)
+
+    def unmute(self) -> None:
+        """End a mute now (the next alert sounds)."""
+        with self._lock:
+            self._mute_until = float("-inf")
+        log.info("gpio: unmuted")
 
     def alert(self) -> None:
         """Start the alert pattern (red LED + buzzer + sound); returns at once."""
@@ -303,7 +312,11 @@ class Actuators:
 
     def _on_mute_pressed(self) -> None:
         # Runs on gpiozero's callback thread.
-        self.mute()
+        handler = self.on_mute_button
+        if handler is not None:
+            handler()
+        else:
+            self.mute()
 
     def _buzzer_pattern(self) -> None:
         cfg = self.cfg

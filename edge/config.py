@@ -22,11 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
 from .actuators import GpioConfig
+from .arming import ArmingConfig
+from .door import DoorConfig
 from .facetouch import FACETOUCH, FaceTouchConfig
 from .mqtt import MqttConfig
 from .web import WebConfig
@@ -247,9 +249,23 @@ class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")
     facetouch: FaceTouchConfig = Field(
         default_factory=FaceTouchConfig, description="[facetouch] section (edge/facetouch.py), off by default")
+    arming: ArmingConfig = Field(
+        default_factory=ArmingConfig, description="[arming] section (edge/arming.py): default state, schedules")
+    door: DoorConfig = Field(
+        default_factory=DoorConfig, description="[door] section (edge/door.py): optional door relay, off by default")
 
     # Not part of the file: where relative paths in it resolve from.
     base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")
+
+    @field_validator("door")
+    @classmethod
+    def _door_pin_free(cls, door: DoorConfig, info: ValidationInfo) -> DoorConfig:
+        gpio = info.data.get("gpio")
+        if door.relay_pin is not None and gpio is not None:
+            for name in ("red_led", "green_led", "buzzer", "mute_button"):
+                if getattr(gpio, name) == door.relay_pin:
+                    raise ValueError(f"relay_pin {door.relay_pin} is also gpio.{name}")
+        return door
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A path from the file: absolute as is, relative against ``base_dir``.

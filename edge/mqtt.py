@@ -230,7 +230,7 @@ def _iso(t: float | None) -> str | None:
 
 def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any = None,
                   model_hashes: Mapping[str, str] | None = None,
-                  wall_time: float | None = None) -> dict[str, Any]:
+                  wall_time: float | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON object published for one event.
 
     Args:
@@ -243,6 +243,7 @@ def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any 
         model_hashes: {"detector": sha256, "classifier": sha256}; default from the event.
         wall_time: unix time of the event; default ``event.time`` (the service's
             Event.time is a monotonic clock, so it passes the frame's wall time here).
+        extra: more fields for the message (e.g. ``arming``); never replaces the ones above.
 
     Returns:
         A dict with a fresh unique ``id`` (uuid4 hex), ``store_id``, ``device``,
@@ -279,8 +280,30 @@ def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any 
         "source": e.get("source"),
         "models": models,
     }
+    for k, v in (extra or {}).items():
+        out.setdefault(k, v)
     # Round-trip once so numpy scalars / Box objects become plain JSON here, not in the sender.
     return json.loads(json.dumps(out, default=_json_default))
+
+
+def discovery_common(node: str, device_name: str, prefix: str, qos: int = 1) -> dict[str, Any]:
+    """The fields every doorguard entity's discovery config shares: availability, device, origin, qos."""
+    sw = _version()
+    device = {
+        "identifiers": [f"doorguard_{node}"],
+        "name": f"doorguard {device_name}",
+        "model": "doorguard doorway watcher",
+        "manufacturer": "doorguard",
+        "sw_version": sw,
+    }
+    return {
+        "availability_topic": f"{prefix}/availability",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "doorguard", "sw_version": sw},
+        "qos": qos,
+    }
 
 
 def discovery_configs(node: str, device_name: str, prefix: str, discovery_prefix: str,
@@ -294,22 +317,7 @@ def discovery_configs(node: str, device_name: str, prefix: str, discovery_prefix
     payload_available/payload_not_available, value_template, payload_on/off,
     device {identifiers, name, model, manufacturer, sw_version}, origin).
     """
-    sw = _version()
-    device = {
-        "identifiers": [f"doorguard_{node}"],
-        "name": f"doorguard {device_name}",
-        "model": "doorguard doorway watcher",
-        "manufacturer": "doorguard",
-        "sw_version": sw,
-    }
-    common = {
-        "availability_topic": f"{prefix}/availability",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "origin": {"name": "doorguard", "sw_version": sw},
-        "qos": qos,
-    }
+    common = discovery_common(node, device_name, prefix, qos)
     ents: list[tuple[str, str, dict[str, Any]]] = [
         ("binary_sensor", "violation", {
             "name": "Violation",
@@ -420,6 +428,12 @@ class MqttPublisher:
         self._day = _local_day(clock())
         self._violations_today = 0
 
+        # Hooks for other modules (edge/hass.py): command topics, retained topics, more discovery.
+        self._commands: dict[str, Any] = {}               # topic -> handler(payload text)
+        self._retained: dict[str, bytes] = {}             # topic -> payload kept on the broker
+        self._retained_dirty: set[str] = set()
+        self._extra_discovery: dict[str, dict[str, Any] | None] = {}
+
         self._pending = 0
         self._trim_logged_at = -math.inf
         self.counters = {"enqueued": 0, "published": 0, "acked": 0, "dropped": 0, "republished_after_restart": 0}
@@ -460,7 +474,8 @@ class MqttPublisher:
         self._closed = True
         if self._client is not None and self._connected.is_set():
             deadline = time.monotonic() + flush_timeout_s
-            while self._pending > 0 and time.monotonic() < deadline and self._connected.is_set():
+            while (self._pending > 0 or self._retained_dirty) and time.monotonic() < deadline \
+                    and self._connected.is_set():
                 self._wake.set()
                 time.sleep(0.02)
         self._stop.set()
@@ -495,7 +510,8 @@ class MqttPublisher:
 
     # ---- the caller's side (frame loop) ---------------------------------------------
     def enqueue(self, event: Mapping[str, Any] | Any, *, store_id: Any = None,
-                model_hashes: Mapping[str, str] | None = None, wall_time: float | None = None) -> bool:
+                model_hashes: Mapping[str, str] | None = None, wall_time: float | None = None,
+                extra: Mapping[str, Any] | None = None) -> bool:
         """Queue one event for publishing and return at once (one small SQLite insert).
 
         Args:
@@ -503,6 +519,7 @@ class MqttPublisher:
             store_id: the event store's row id (``EventStore.add``'s return); default ``event["id"]``.
             model_hashes: {"detector": ..., "classifier": ...} published with the event.
             wall_time: unix time of the event (default ``event.time``).
+            extra: more fields for the message (see ``event_payload``).
 
         Returns:
             True when queued; False when it was already queued (same store id) or
@@ -512,7 +529,7 @@ class MqttPublisher:
             return False
         now = self._clock()
         payload = event_payload(event, self.node, store_id=store_id, model_hashes=model_hashes,
-                                wall_time=wall_time)
+                                wall_time=wall_time, extra=extra)
         key = str(payload["store_id"]) if payload["store_id"] is not None else payload["id"]
         text = json.dumps(payload, separators=(",", ":"))
         try:
@@ -553,6 +570,36 @@ class MqttPublisher:
                 if self._state.get(k) != v:
                     self._state[k] = v
                     self._state_dirty = True
+
+    def add_command(self, suffix: str, handler) -> str:
+        """Subscribe to ``<prefix>/<suffix>`` (on every connect) and call ``handler(payload_text)``
+        for each message; call before ``start()``.
+
+        The handler runs on paho's network thread: it must return quickly and never publish
+        and wait. Retained messages are ignored (a retained command would replay on every
+        reconnect).
+
+        Returns:
+            The full topic.
+        """
+        topic = f"{self.prefix}/{suffix}"
+        self._commands[topic] = handler
+        return topic
+
+    def set_retained(self, suffix: str, payload: str | bytes) -> None:
+        """Keep ``payload`` retained on ``<prefix>/<suffix>``: published by the sender thread now
+        (or once connected) and again after every reconnect. Cheap; never blocks."""
+        topic = f"{self.prefix}/{suffix}"
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        with self._state_lock:
+            self._retained[topic] = data
+            self._retained_dirty.add(topic)
+        self._wake.set()
+
+    def add_discovery(self, configs: Mapping[str, dict[str, Any] | None]) -> None:
+        """More Home Assistant discovery configs ({config topic: payload}); None publishes an
+        empty retained config, which removes an entity discovered before. Call before ``start()``."""
+        self._extra_discovery.update(configs)
 
     @property
     def connected(self) -> bool:
@@ -706,9 +753,12 @@ class MqttPublisher:
             # configs are re-sent then (they are retained too, for brokers that keep them).
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
             self._publish_discovery(client)
+        for topic in self._commands:
+            client.subscribe(topic, qos=1)
         with self._state_lock:
             self._state_dirty = True
             self._state_sent_at = -math.inf
+            self._retained_dirty = set(self._retained)
         self._connected.set()
         self._wake.set()
 
@@ -745,6 +795,17 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        handler = self._commands.get(msg.topic)
+        if handler is not None:
+            if msg.retain:
+                self._problem(f"MQTT: ignored a retained message on {msg.topic} (commands must not be "
+                              "retained)")
+                return
+            try:
+                handler(msg.payload.decode("utf-8", errors="replace"))
+            except Exception as e:  # noqa: BLE001 - a bad command must not take paho's thread down
+                log.warning("MQTT command on %s failed: %s: %s", msg.topic, type(e).__name__, e)
+            return
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
             self._publish_discovery(client)
             with self._state_lock:
@@ -756,6 +817,8 @@ class MqttPublisher:
         for topic, payload in discovery_configs(self.node, self.device_name, self.prefix,
                                                 self.cfg.discovery_prefix, self.cfg.qos).items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        for topic, payload in self._extra_discovery.items():
+            client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
 
     # ---- the sender thread ----------------------------------------------------------
     def _run(self) -> None:
@@ -782,6 +845,7 @@ class MqttPublisher:
                 if self._client is not None and self._connected.is_set():
                     self._send_some()
                     self._maybe_publish_state()
+                    self._publish_retained()
             except sqlite3.Error as e:
                 self._problem(f"MQTT outbox error: {e}", logging.ERROR)
                 self._stop.wait(1.0)
@@ -900,6 +964,13 @@ class MqttPublisher:
                     self._db.executemany("UPDATE outbox SET state='sent', sent_at=? WHERE seq=?", sent)
                     self._db.commit()
             self.counters["published"] += len(sent)
+
+    def _publish_retained(self) -> None:
+        with self._state_lock:
+            dirty, self._retained_dirty = self._retained_dirty, set()
+            items = [(t, self._retained[t]) for t in dirty]
+        for topic, data in items:
+            self._client.publish(topic, data, qos=1, retain=True)
 
     def _roll_day(self, now: float) -> None:
         day = _local_day(now)

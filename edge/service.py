@@ -15,6 +15,7 @@ SIGTERM/SIGINT end the loop; outputs are switched off and a summary printed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
@@ -73,6 +74,9 @@ class RunParts:
     web: Any = None
     live: Any = None
     capture: Any = None
+    arming: Any = None
+    door: Any = None
+    hass: Any = None
     fault: bool = False
     verdicts: dict = field(default_factory=dict)
 
@@ -80,6 +84,8 @@ class RunParts:
         """Outputs off first (stopping a hung camera can take seconds: Capture.stop joins its
         thread for up to 5 s, and systemctl stop must silence the buzzer now), then the camera,
         the web page, MQTT (may wait ~2 s for the last PUBACKs), the video and the store."""
+        if self.door is not None:
+            self.door.close()  # the door locks first
         if self.actuators is not None:
             self.actuators.close()
             if outputs_off is not None:
@@ -94,6 +100,8 @@ class RunParts:
             self.writer.close()
         if self.store is not None:
             self.store.close()
+        if self.arming is not None:
+            self.arming.close()
 
 
 class Runner:
@@ -108,6 +116,8 @@ class Runner:
         pin_factory: gpiozero pin factory for the actuators (None: gpiozero's default).
         actuators / notifier: ready-made objects (tests pass fakes).
         detector_interpreter / classifier_interpreter / hand_interpreter: interpreter stubs.
+        arming_clock / arming_tz: wall clock and time zone of the arming schedules and mutes
+            (tests pass a fake clock and UTC).
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
@@ -120,6 +130,7 @@ class Runner:
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
                  classifier_interpreter: Any = None, hand_interpreter: Any = None,
                  clock: Callable[[], float] = time.monotonic,
+                 arming_clock: Callable[[], float] = time.time, arming_tz: Any = None,
                  drain_outputs: bool = False, allow_failed_gate: bool = False):
         self.cfg = cfg
         self.allow_failed_gate = allow_failed_gate or cfg.models.allow_failed_gate
@@ -133,6 +144,7 @@ class Runner:
         self._notifier = notifier
         self._interps = (detector_interpreter, classifier_interpreter, hand_interpreter)
         self.clock = clock
+        self._arming_clock, self._arming_tz = arming_clock, arming_tz
         # End of a clip or --max-frames: let a started LED/buzzer pattern finish
         # before switching everything off (a signal stops at once).
         self.drain_outputs = drain_outputs
@@ -234,6 +246,7 @@ class Runner:
             DoorguardError: GPIO or a camera that never opened.
         """
         p.actuators = self._make_actuators()
+        self._start_arming(p)
         pipeline, store = p.pipeline, p.store
         log.info("models: detector %s (%s), classifier %s%s, hand detector %s; %d interpreter thread(s), "
                  "backend %s", pipeline.cfg.models.detector, pipeline.detector.manifest.sha256[:12],
@@ -246,13 +259,20 @@ class Runner:
         if self.cfg.mqtt.enabled:
             from .mqtt import MqttPublisher
 
-            p.publisher = MqttPublisher(self.cfg.mqtt, p.state_dir / self.cfg.events.database).start()
+            from .hass import HomeAssistantLink
+
+            p.publisher = MqttPublisher(self.cfg.mqtt, p.state_dir / self.cfg.events.database)
+            rules = self.cfg.rules
+            labels = rules.alert_on_classifier + rules.alert_on_detector
+            p.hass = HomeAssistantLink(p.publisher, p.arming, event_types=labels,
+                                       snapshots=bool(store and store.snapshots_on))
+            p.publisher.start()
         if self.cfg.web.enabled:
             from .web import LiveFrame, WebServer
 
             p.live = LiveFrame()
             p.web = WebServer(self.cfg.web, self._status, p.live.get, p.actuators.alert,
-                              state_dir=p.state_dir).start()
+                              state_dir=p.state_dir, arming=self._web_arming).start()
             log.info("web page on %s", p.web.url)
         p.capture = self._capture = p.capture_cls(p.source, self.cfg.source)
         retried: list[bool] = []
@@ -272,6 +292,45 @@ class Runner:
         p.fault = bool(retried)  # cleared by the loop once frames flow
         log.info("source %s open (%s)", p.source.name, "live" if p.source.live else "finite")
         return True
+
+    def _start_arming(self, p: "RunParts") -> None:
+        """The arming state (restored from the state directory), the door relay, and what a
+        change does to the outputs; the mute button mutes through it."""
+        from .arming import Arming
+
+        cfg = self.cfg
+        db = p.state_dir / cfg.events.database if cfg.events.enabled else None
+        # Kept in the state directory: with [events] off only when that directory exists
+        # (a demo run leaves no ./state behind).
+        keep = p.state_dir if cfg.events.enabled or p.state_dir.is_dir() else None
+        p.arming = self._arming = Arming(cfg.arming, keep, db_path=db, mute_minutes=cfg.gpio.mute_minutes,
+                                         clock=self._arming_clock, tz=self._arming_tz)
+        if cfg.door.relay_pin is not None:
+            from .door import DoorRelay
+
+            p.door = self._door_relay = DoorRelay(cfg.door, pin_factory=self._pin_factory)
+        p.actuators.on_mute_button = lambda: p.arming.mute("button")
+        muted_until = [None]
+
+        def outputs(snap: dict) -> None:
+            # Mirror the mute into the outputs (they silence buzzer and sound themselves).
+            if snap["muted_until"] != muted_until[0]:
+                muted_until[0] = snap["muted_until"]
+                if snap["mute_remaining_s"] > 0 and hasattr(p.actuators, "mute"):
+                    p.actuators.mute(snap["mute_remaining_s"] / 60.0)
+                elif hasattr(p.actuators, "unmute"):
+                    p.actuators.unmute()
+            if p.door is not None:
+                p.door.set_armed(snap["armed"])
+            if not snap["armed"] and hasattr(p.actuators, "off") and not getattr(p.actuators, "fault", False):
+                p.actuators.off()  # a disarm silences an alert that is playing (the fault pattern stays)
+
+        p.arming.add_listener(outputs)
+        outputs(p.arming.snapshot())
+
+    def _web_arming(self, action: str, who: str) -> dict:
+        """The page's arm/disarm/schedule/mute/unmute buttons (from a web worker thread)."""
+        return self._arming.command(action, by=f"web ({who})")
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -319,6 +378,8 @@ class Runner:
         """
         capture, notifier = p.capture, p.notifier
         fault = p.fault
+        if p.door is not None:
+            p.door.set_fault(fault)  # a camera that needed retries to open: no opening until frames flow
         last_status = last_housekeeping = self.clock()
         losses_seen = 0
         while not self.stop_event.is_set():
@@ -332,10 +393,14 @@ class Runner:
                 # (cheap; the publisher rate-limits and never blocks).
                 p.publisher.update_state({"fps": round(getattr(self, "_fps", 0.0), 1), "camera_ok": not lost})
             losses_seen = capture.losses
+            if p.arming is not None:
+                p.arming.tick()  # schedule changes and mute expiry, frame or not
             want_fault = lost or self.model_failures > 0
             if want_fault != fault:
                 fault = want_fault
                 p.actuators.set_fault(fault)
+                if p.door is not None:
+                    p.door.set_fault(fault)
                 notifier.status("camera lost, reconnecting" if lost else
                                 ("model fault" if fault else f"watching {p.source.name}"))
             if frame is None:
@@ -394,11 +459,20 @@ class Runner:
             shown = rules.track_verdict(t)
             if shown is not None:
                 verdicts[t.id] = shown
+        arming = p.arming.state if p.arming is not None else "armed"
+        if arming == "disarmed" and events:
+            # Disarmed: nothing sounds, lights or opens; recorded only when configured (alerted false).
+            events = [dataclasses.replace(ev, alerted=False) for ev in events] \
+                if self.cfg.arming.record_when_disarmed else []
         for ev in events:
-            row = self._handle(ev, frame, p.store, p.actuators)
+            row = self._handle(ev, frame, p.store, p.actuators, outputs=arming != "disarmed")
+            if p.door is not None:
+                self._door(p, ev)
             if p.publisher is not None:
                 p.publisher.enqueue(ev, store_id=row, model_hashes=pipeline.model_hashes(),
-                                    wall_time=frame.timestamp)
+                                    wall_time=frame.timestamp, extra={"arming": arming})
+                if p.hass is not None and ev.alerted and ev.verdict == Verdict.VIOLATION and row is not None:
+                    p.hass.violation(ev, self._snapshot_of(p.store, row), frame.timestamp, row)
         pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
         if p.writer is not None:
             from .annotate import draw
@@ -434,6 +508,7 @@ class Runner:
         if not isinstance(factory, MockFactory):
             return
         names = {getattr(self.cfg.gpio, k): k for k in ("red_led", "green_led", "buzzer", "mute_button")}
+        names[self.cfg.door.relay_pin] = "door_relay"
         for info, pin in sorted(factory.pins.items(), key=lambda kv: kv[1].info.name):
             t, on_at, spans = 0.0, None, []
             for st in pin.states[1:]:
@@ -459,6 +534,12 @@ class Runner:
                "models": [{"name": str(p), "sha256": self._pipeline.model_hashes().get(k, "")}
                           for k, p in self._pipeline.model_paths().items()],
                "snapshots": bool(self._store and self._store.snapshots_on)}
+        arming = getattr(self, "_arming", None)
+        if arming is not None:
+            out["arming"] = {**arming.snapshot(), "history": arming.history(5)}
+        door = getattr(self, "_door_relay", None)
+        if door is not None:
+            out["door"] = door.status()
         if self._store is not None:
             try:
                 out["events"] = [
@@ -470,16 +551,39 @@ class Runner:
                 log.debug("status: %s", e)
         return out
 
-    def _handle(self, ev: Event, frame, store, actuators) -> int | None:
+    def _door(self, p: "RunParts", ev: Event) -> None:
+        """A compliant face opens the door (the relay refuses while disarmed or faulted); a
+        violation shuts it at once."""
+        if ev.verdict == Verdict.VIOLATION:
+            p.door.shut(f"violation {ev.label} track {ev.track_id}")
+        elif ev.verdict == Verdict.COMPLIANT and ev.alerted and \
+                p.door.may_open(ev.label, self.cfg.rules.compliant_on_classifier):
+            p.door.open(f"{ev.label} track {ev.track_id}")
+
+    @staticmethod
+    def _snapshot_of(store, row: int):
+        """The snapshot file the event store wrote for event ``row``, or None."""
+        if store is None or not store.snapshots_on:
+            return None
+        for r in store.recent(5):
+            if r["id"] == row:
+                return store.snap_dir / r["snapshot"] if r["snapshot"] else None
+        return None
+
+    def _handle(self, ev: Event, frame, store, actuators, outputs: bool = True) -> int | None:
         self.events_by_verdict[ev.verdict] += 1
         b = ev.box
         state = "alert" if ev.alerted else "suppressed (cooldown)"
         if ev.verdict == Verdict.COMPLIANT:
             state = "green"
+        if not outputs:
+            state = "recorded while disarmed (no outputs)"
         log.info("event: %s %s %.2f track %d frame %d box [%d,%d,%d,%d] (%s) %s",
                  ev.verdict, ev.label, ev.score, ev.track_id, ev.frame_index,
                  b.x1, b.y1, b.x2, b.y2, ev.source, state)
         row = store.add(ev, frame.image, wall_time=frame.timestamp) if store is not None else None
+        if not outputs:
+            return row
         if ev.verdict == Verdict.VIOLATION:
             if ev.alerted:
                 self.alerts += 1

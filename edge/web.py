@@ -735,6 +735,10 @@ class WebServer:
         latest_frame: returns the newest ``(rgb_image, overlays)`` or None
             (e.g. :meth:`LiveFrame.get`); overlays as in :func:`overlay_fields`.
         test_outputs: plays the buzzer/LED test pattern; must return at once.
+        arming: ``arming(action, client_address)`` applies an arm/disarm/schedule/mute/unmute
+            button of the status page (POST /arming with the CSRF token; edge/arming.py) and
+            raises ValueError for an unknown action; None: no such buttons. The status dict's
+            ``arming`` (``Arming.snapshot()`` plus ``history``) is shown above them.
         state_dir: where a relative/default password file lives (``Config.state_dir()``).
         password_file: overrides the password file location entirely.
         sys_root: sysfs root for temperature/throttling (tests point it elsewhere).
@@ -756,8 +760,10 @@ class WebServer:
         password_file: str | os.PathLike | None = None,
         sys_root: str | os.PathLike = "/sys",
         clock: Callable[[], float] = time.monotonic,
+        arming: Callable[[str, str], Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._arming = arming
         self._status = status
         self._latest = latest_frame
         self._test_outputs = test_outputs
@@ -1158,11 +1164,15 @@ class WebServer:
             for k in ("fps", "camera_ok", "frames", "dropped", "source", "models", "events", "snapshots"):
                 st.setdefault(k, None)
             known = {"fps", "camera_ok", "frames", "dropped", "uptime_s", "source", "models", "snapshots",
-                     "events", "pi", "web", "status_error"}
+                     "events", "pi", "web", "status_error", "arming", "door"}
             extra = {k: v for k, v in st.items() if k not in known and not isinstance(v, (dict, list))}
             events = [_event_row(e) for e in (st.get("events") or []) if isinstance(e, dict)]
+            arming = st.get("arming") if isinstance(st.get("arming"), dict) else None
             return page("Status", _STATUS, st=st, uptime=_duration(st["uptime_s"]), extra=extra, events=events,
-                        snapshots=bool(st.get("snapshots")), tested=request.args.get("test"))
+                        snapshots=bool(st.get("snapshots")), tested=request.args.get("test"),
+                        arming=arming, arming_buttons=self._arming is not None,
+                        arming_result=request.args.get("arming"),
+                        door=st.get("door") if isinstance(st.get("door"), dict) else None)
 
         @app.get("/status.json")
         def status_json():
@@ -1212,7 +1222,26 @@ class WebServer:
                 result = "failed"
             return redirect(url_for("status_page", test=result))
 
+        @app.post("/arming")
+        def arming():
+            # Arm, disarm, back to the schedule, mute, unmute: logged in (before_request) + CSRF.
+            check_csrf()
+            action = request.form.get("action", "")
+            if self._arming is None or action not in ARMING_ACTIONS:
+                abort(400)
+            try:
+                self._arming(action, client())
+                result = "ok"
+            except ValueError as e:
+                log.warning("web: arming %s refused: %s", action, e)
+                result = "failed"
+            return redirect(url_for("status_page", arming=result))
+
         return app
+
+
+#: The status page's arming buttons (edge/arming.py ``Arming.command`` words).
+ARMING_ACTIONS = ("arm", "disarm", "schedule", "mute", "unmute")
 
 
 class _Closing:
@@ -1328,6 +1357,28 @@ _STATUS = """{% if tested == "ok" %}<p class="msg ok" id="tested">Buzzer and LED
 {% for k, v in extra.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
 <tr><th>Live viewers</th><td>{{ st.web.viewers }}</td></tr>
 </table>
+{% if arming %}<h2>Alarm</h2>
+{% if arming_result == "ok" %}<p class="msg ok" id="arming-done">Done.</p>
+{% elif arming_result %}<p class="msg bad" id="arming-done">Not changed; see the log.</p>{% endif %}
+<table id="arming"><tr><th>State</th><td id="arming-state"
+class="{{ 'bad' if arming.state == 'disarmed' else 'ok' }}">{{ arming.state }}</td></tr>
+<tr><th>Mode</th><td>{{ arming.mode }}{% if arming.override_until %} until {{ arming.override_until }}{% endif %}
+</td></tr>
+{% if arming.muted_until %}<tr><th>Muted until</th><td>{{ arming.muted_until }}</td></tr>{% endif %}
+<tr><th>Schedule says</th><td>{{ arming.schedule_state }}{% if arming.next_schedule_change %}, next change
+{{ arming.next_schedule_change }}{% endif %}</td></tr>
+<tr><th>Last change</th><td>{{ arming.changed_at }} by {{ arming.changed_by }}</td></tr>
+{% if door %}<tr><th>Door relay</th><td>GPIO{{ door.pin }} {{ "open" if door.open else "shut" }},
+{{ door.openings }} opening(s), {{ door.refused }} refused</td></tr>{% endif %}
+</table>
+{% if arming_buttons %}<form method="post" action="/arming" id="arming-form">
+<input type="hidden" name="csrf" value="{{ csrf_token }}">
+{% for a in ["arm", "disarm", "schedule", "mute", "unmute"] %}<button type="submit" name="action" value="{{ a }}"
+id="arming-{{ a }}">{{ a|capitalize }}</button> {% endfor %}</form>{% endif %}
+{% if arming.history %}<table id="arming-history"><tr><th>Time</th><th>State</th><th>By</th><th>Detail</th></tr>
+{% for h in arming.history %}<tr><td>{{ h.when }}</td><td>{{ h.previous }} &rarr; {{ h.state }}</td>
+<td>{{ h.by }}</td><td>{{ h.detail or "" }}</td></tr>{% endfor %}</table>{% endif %}
+{% endif %}
 <h2>Installation check</h2>
 <form method="post" action="/test-outputs"><input type="hidden" name="csrf" value="{{ csrf_token }}">
 <button type="submit" id="test-outputs">Test buzzer and LEDs</button></form>

@@ -209,6 +209,12 @@ class FakeActuators:
     def set_fault(self, on):
         self._rec("fault", bool(on))
 
+    def mute(self, minutes=None):
+        self._rec("mute", minutes)
+
+    def unmute(self):
+        self._rec("unmute")
+
     def close(self):
         self.closed += 1
         self._rec("close")

@@ -26,7 +26,8 @@ def test_example_file_is_valid_and_complete():
     assert config.all_errors(text) == []
     cfg = config.parse(text)
     # Every field of every section appears in the example, so it documents them all.
-    for section in ("models", "source", "tracking", "rules", "events", "gpio", "mqtt", "web", "facetouch"):
+    for section in ("models", "source", "tracking", "rules", "events", "gpio", "mqtt", "web", "facetouch",
+                    "arming", "door"):
         model = getattr(cfg, section)
         for name in type(model).model_fields:
             assert f"{name} =" in text or f"# {name} =" in text or f"[{section}.{name}]" in text, (section, name)
