@@ -32,6 +32,7 @@ from .door import DoorConfig
 from .facetouch import FACETOUCH, FaceTouchConfig
 from .mqtt import MqttConfig
 from .web import WebConfig
+from .zones import MAX_POLYGONS, PrivacyConfig, ZoneConfig, check_frame, known_frame_size
 
 #: Project root (the directory holding edge/ and models/): relative paths in the
 #: embedded default config resolve against it.
@@ -209,7 +210,13 @@ class RulesConfig(_Section):
 class SnapshotConfig(_Section):
     """Optional JPEG snapshots of alerting frames. Faces are personal data: off by default."""
 
-    enabled: bool = Field(False, description="Save a JPEG of the frame for each alert")
+    enabled: bool = Field(False, description="Save a JPEG for each alert (a violation that sounded the alarm)")
+    content: Literal["face", "frame"] = Field(
+        "face", description="face: only the violating face, cut out with face_margin around it; frame: the "
+        "whole frame (other faces pixelated with privacy.blur_other_faces; faces outside the zones always)")
+    face_margin: float = Field(
+        0.5, ge=0.0, le=2.0, description="content = \"face\": margin around the face box, as a share of its "
+        "width and height on every side")
     max_count: int = Field(
         200, ge=1, le=1_000_000, description="Keep at most this many snapshots (oldest deleted first)")
     max_age_days: float = Field(7.0, gt=0.0, le=3650.0, description="Delete snapshots older than this")
@@ -253,6 +260,11 @@ class Config(_Section):
         default_factory=ArmingConfig, description="[arming] section (edge/arming.py): default state, schedules")
     door: DoorConfig = Field(
         default_factory=DoorConfig, description="[door] section (edge/door.py): optional door relay, off by default")
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, max_length=MAX_POLYGONS,
+        description="[[zones]] tables (edge/zones.py): where faces count; none: the whole frame")
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="[privacy] section (edge/zones.py): masks, blurring")
 
     # Not part of the file: where relative paths in it resolve from.
     base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")
@@ -297,25 +309,46 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     """Best-effort line number (1-based) of a key path in TOML text.
 
     tomllib gives no positions, so this walks table headers and ``key =``
-    lines; good enough to point a person at the right place.
+    lines; good enough to point a person at the right place. An index after
+    an array of tables (``zones.1.points``) picks that ``[[zones]]`` entry;
+    other indices (an item of a list value) point at the list's line.
     """
-    keys = [str(p) for p in loc if not isinstance(p, int)]
+    header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+    def split(name: str) -> list[str]:
+        return [k.strip().strip("\"'") for k in name.split(".")]
+
+    lines = text.splitlines()
+    arrays = {tuple(split(m.group(2))) for m in map(header.match, lines) if m and m.group(1) == "[["}
+    keys: list[str] = []
+    for p in loc:
+        if not isinstance(p, int) and not (isinstance(p, str) and p.isdigit()):
+            keys.append(str(p))
+        elif tuple(k.split("#")[0] for k in keys) in arrays:
+            keys[-1] = f"{keys[-1]}#{p}"  # the p-th [[table]] of that name
     if not keys:
         return None
     table: list[str] = []
+    seen: dict[tuple[str, ...], int] = {}
     best: int | None = None
-    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
-    for no, line in enumerate(text.splitlines(), 1):
+    for no, line in enumerate(lines, 1):
         m = header.match(line)
         if m:
-            table = [k.strip().strip("\"'") for k in m.group(1).split(".")]
+            table = split(m.group(2))
+            if m.group(1) == "[[":
+                base = tuple(table)
+                n = seen[base] = seen.get(base, -1) + 1
+                table[-1] = f"{table[-1]}#{n}"
+            else:  # [a.b] inside the current [[a]] entry: a#k.b
+                table = [f"{k}#{seen[tuple(table[:i + 1])]}" if tuple(table[:i + 1]) in seen else k
+                         for i, k in enumerate(table)]
             if table == keys[: len(table)] and best is None and len(table) == len(keys):
                 best = no
             continue
         m = assign.match(line)
         if m:
-            key = table + [k.strip().strip("\"'") for k in m.group(1).split(".")]
+            key = table + split(m.group(1))
             if key == keys[: len(key)] and len(key) >= 1:
                 # Deepest match wins: a.b.c beats a.b.
                 if key == keys:
@@ -500,6 +533,21 @@ def model_problems(cfg: Config) -> list[str]:
     return out
 
 
+def zone_problems(cfg: Config, frame_size: tuple[int, int] | None = None) -> list[str]:
+    """Zone and mask corners outside the frame, when its size is known.
+
+    Args:
+        cfg: the config (each polygon's own geometry is already checked by the models).
+        frame_size: (width, height) of the frames; None: a camera's ``[source]`` width x height,
+            else unknown (files, folders, the demo) and nothing to check.
+
+    Returns:
+        One line per polygon with corners outside, starting with the key path.
+    """
+    size = frame_size or known_frame_size(cfg.source)
+    return check_frame(cfg.zones, cfg.privacy.masks, *size) if size else []
+
+
 def default_text() -> str:
     """The embedded default configuration (edge/default.toml)."""
     return resources.files("edge").joinpath("default.toml").read_text(encoding="utf-8")
@@ -544,7 +592,7 @@ def main(args: argparse.Namespace) -> int:
     errors = all_errors(text, str(p))
     if not errors:
         cfg = parse(text, str(p), p.resolve().parent)
-        for problem in model_problems(cfg):
+        for problem in zone_problems(cfg) + model_problems(cfg):
             key = problem.split(":", 1)[0]
             line = _line_of(text, tuple(key.split(".")))
             errors.append(f"{p}: {key}{f' (line {line})' if line else ''}:{problem.split(':', 1)[1]}")

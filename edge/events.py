@@ -1,8 +1,10 @@
 """SQLite event store (WAL) under the state directory, with optional snapshots.
 
 Events are small rows and are always kept (until ``keep_days``). Snapshots are
-JPEGs of alerting frames only (a violation that sounded the alarm; never a
-compliant face): faces are personal data, so they are off by default, and when
+JPEGs for alerts only (a violation that sounded the alarm; never a compliant
+face), and by default only of the violating face, cut out with a margin
+(``snapshots.content = "face"``; ``"frame"`` keeps the whole frame): faces are
+personal data, so they are off by default, and when
 on they are bounded by count, age and bytes, oldest deleted first, and never
 written while the disk has less than ``min_free_bytes`` free, so events keep
 being written on a nearly full disk (an event that cannot be written is logged,
@@ -153,8 +155,7 @@ class EventStore:
             The row id, or None when the write failed (logged, the run goes on).
         """
         snap = None
-        # Alerting frames only: a compliant (masked) face is personal data with no alarm to explain.
-        if self.snapshots_on and frame is not None and event.alerted and event.verdict == Verdict.VIOLATION:
+        if frame is not None and self.wants_snapshot(event):
             try:
                 snap = self._snapshot(frame, event)
             except Exception as e:  # noqa: BLE001 - a snapshot must never cost the event (or the alert)
@@ -176,6 +177,13 @@ class EventStore:
             if self.write_errors == 1 or self.write_errors % 100 == 0:
                 log.error("cannot record event (%d failed so far): %s", self.write_errors, e)
             return None
+
+    def wants_snapshot(self, event: Event) -> bool:
+        """Whether :meth:`add` keeps a picture of this event: snapshots on, and an alert.
+
+        Alerts only: a compliant (masked) face is personal data with no alarm to explain.
+        """
+        return self.snapshots_on and event.alerted and event.verdict == Verdict.VIOLATION
 
     def prune_events(self) -> int:
         """Delete events older than ``keep_days`` (at start-up and hourly from the loop).
@@ -215,6 +223,11 @@ class EventStore:
         import cv2  # lazy: only needed with snapshots on
 
         name = f"{int(self.clock() * 1000):d}-t{event.track_id}-{event.label}.jpg"
+        if self.snap_cfg.content == "face":
+            from .preprocess import crop_with_margin
+
+            # No more than the alarm needs: the face and a margin around it, not the room.
+            frame = crop_with_margin(frame, event.box, self.snap_cfg.face_margin)
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, self.snap_cfg.jpeg_quality])
         if not ok:

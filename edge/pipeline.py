@@ -30,6 +30,7 @@ from .preprocess import crop_with_margin
 from .rules import Rules
 from .tracking import MAIN, Tracker, Track
 from .types import Box, Classification, Detection, Frame, Verdict
+from .zones import MaskPainter, ZoneFilter
 
 #: The track channel of the face-touch check.
 FACETOUCH_CHANNEL = FACETOUCH
@@ -272,7 +273,9 @@ class FrameResult:
 
     ``sources`` is each track's main-channel source, ``classified`` the main classifier's
     output per track id, ``votes`` every vote cast this frame per track id, ``hands`` the
-    hand boxes the hand stage found near each face it ran for.
+    hand boxes the hand stage found near each face it ran for. ``frame`` is the frame with the
+    privacy masks blacked out; ``outside`` the detections in no zone (never judged: pixelate
+    them wherever the picture goes, ``edge.zones.Privacy``).
     """
 
     frame: Frame
@@ -283,6 +286,7 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     votes: dict[int, list[FaceVote]] = field(default_factory=dict)
     hands: dict[int, list[Box]] = field(default_factory=dict)
+    outside: list[Detection] = field(default_factory=list)
 
 
 def make_rules(cfg: Config) -> Rules:
@@ -327,6 +331,13 @@ class Pipeline:
         self.judge = FaceJudge(stages, make_rules(cfg), cfg.models.classify_labels, cfg.rules.min_score,
                                cfg.models.min_face_px, hands)
         self._every = {FACETOUCH_CHANNEL: cfg.facetouch.every_settled}
+        self.set_polygons(cfg.zones, cfg.privacy.masks)
+
+    def set_polygons(self, zones: Sequence[Any], masks: Sequence[Any]) -> None:
+        """Use these zones and privacy masks from the next frame on (the web page's zone editor
+        calls this from its thread: two reference assignments, no lock needed)."""
+        self.zones = ZoneFilter(zones)
+        self.masks = MaskPainter(masks)
 
     def _margin(self, classifier: Classifier) -> float:
         m = self.cfg.models.crop_margin
@@ -398,17 +409,26 @@ class Pipeline:
         return self.judge.judge(image, self.detector.detect(image))
 
     def process(self, frame: Frame) -> FrameResult:
-        """Run every stage on one frame and update the tracks' votes."""
+        """Run every stage on one frame and update the tracks' votes.
+
+        The privacy masks are blacked out first (counted in ``det_pre``): no stage, and
+        nothing the caller does with ``FrameResult.frame``, sees what is under them. Only
+        detections that count in a zone (``edge.zones.ZoneFilter``) reach the tracker.
+        """
         clock = self.clock
         judge = self.judge
+        zones, masks = self.zones, self.masks
         t0 = clock()
+        if masks:
+            frame = Frame(masks.apply(frame.image), frame.timestamp, frame.index)
         # The detector's three named stages, timed apart: on a Pi the resize and
         # the decode are not free next to the int8 inference.
         tensor, transform = self.detector.preprocess(frame.image)
         ta = clock()
         heads = self.detector.infer(tensor)
         tb = clock()
-        dets = [d for d in self.detector.postprocess(heads, transform) if judge.keep(d)]
+        h, w = frame.image.shape[:2]
+        dets, outside = zones.split(self.detector.postprocess(heads, transform), w, h, judge.min_face_px)
         t1 = clock()
         tracks = self.tracker.update(dets, frame.index)
         sources = {t.id: judge.source_of(t.detector_label) for t in tracks}
@@ -443,4 +463,4 @@ class Pipeline:
             timings.setdefault(stage, ms)
         for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline"):
             self.latency.add(stage, timings[stage])
-        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands)
+        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands, outside)

@@ -123,6 +123,8 @@ class Runner:
             (the command line does; a signal always stops at once).
         allow_failed_gate: run models whose manifest records a failed accuracy gate
             (``--allow-failed-gate``; ``models.allow_failed_gate`` does the same).
+        config_path: the file ``cfg`` came from; the web page's zone editor saves to it
+            (None: the embedded default, nothing to save to).
     """
 
     def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
@@ -131,8 +133,15 @@ class Runner:
                  classifier_interpreter: Any = None, hand_interpreter: Any = None,
                  clock: Callable[[], float] = time.monotonic,
                  arming_clock: Callable[[], float] = time.time, arming_tz: Any = None,
-                 drain_outputs: bool = False, allow_failed_gate: bool = False):
+                 drain_outputs: bool = False, allow_failed_gate: bool = False,
+                 config_path: str | Path | None = None):
+        from .zones import Privacy
+
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
+        #: What pictures leaving the loop may show (zones, masks, blurring; edge/zones.py).
+        self.privacy = Privacy(cfg.privacy, bool(cfg.zones))
+        self._polygons = (cfg.zones, cfg.privacy.masks)
         self.allow_failed_gate = allow_failed_gate or cfg.models.allow_failed_gate
         self.per_image = False
         self.spec = source_spec or cfg.source.spec
@@ -256,6 +265,7 @@ class Runner:
                  self.cfg.models.num_threads, pipeline.detector.model.backend)
         log.info("state: %s", f"{p.state_dir} (events {'on' if store else 'off'}, snapshots "
                  f"{'on' if store and store.snapshots_on else 'off'})")
+        log.info("privacy: %s", self.privacy.describe(self.cfg.zones))
         if self.cfg.mqtt.enabled:
             from .mqtt import MqttPublisher
 
@@ -272,7 +282,8 @@ class Runner:
 
             p.live = LiveFrame()
             p.web = WebServer(self.cfg.web, self._status, p.live.get, p.actuators.alert,
-                              state_dir=p.state_dir, arming=self._web_arming).start()
+                              state_dir=p.state_dir, arming=self._web_arming,
+                              zone_editor=self._zone_editor(p)).start()
             log.info("web page on %s", p.web.url)
         p.capture = self._capture = p.capture_cls(p.source, self.cfg.source)
         retried: list[bool] = []
@@ -331,6 +342,27 @@ class Runner:
     def _web_arming(self, action: str, who: str) -> dict:
         """The page's arm/disarm/schedule/mute/unmute buttons (from a web worker thread)."""
         return self._arming.command(action, by=f"web ({who})")
+
+    def _zone_editor(self, p: "RunParts"):
+        from .zone_editor import ZoneEditor
+
+        def frame_size():
+            item = p.live.get()
+            return None if item is None else (item[0].shape[1], item[0].shape[0])
+
+        return ZoneEditor(self.config_path, frame_size, lambda: self._polygons, self.use_polygons)
+
+    def use_polygons(self, cfg: config_mod.Config) -> None:
+        """Switch to the zones and privacy masks of ``cfg`` from the next frame on (the zone
+        editor's save, from the web page's thread: reference assignments only)."""
+        from .zones import Privacy
+
+        pipeline = getattr(self, "_pipeline", None)
+        if pipeline is not None:
+            pipeline.set_polygons(cfg.zones, cfg.privacy.masks)
+        self.privacy = Privacy(cfg.privacy, bool(cfg.zones))
+        self._polygons = (cfg.zones, cfg.privacy.masks)
+        log.info("privacy: %s", self.privacy.describe(cfg.zones))
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -449,6 +481,8 @@ class Runner:
             return None
         if self.model_failures:
             self.model_failures = 0
+        frame = result.frame  # privacy masks blacked out: all that follows sees only this
+        privacy = self.privacy
         r0 = time.perf_counter()
         now = self.clock()
         events = rules.evaluate(result.tracks, now, result.sources, frame.index)
@@ -465,7 +499,8 @@ class Runner:
             events = [dataclasses.replace(ev, alerted=False) for ev in events] \
                 if self.cfg.arming.record_when_disarmed else []
         for ev in events:
-            row = self._handle(ev, frame, p.store, p.actuators, outputs=arming != "disarmed")
+            snap = privacy.for_snapshot(result, ev.track_id) if p.store and p.store.wants_snapshot(ev) else None
+            row = self._handle(ev, frame, p.store, p.actuators, snap, outputs=arming != "disarmed")
             if p.door is not None:
                 self._door(p, ev)
             if p.publisher is not None:
@@ -474,16 +509,21 @@ class Runner:
                 if p.hass is not None and ev.alerted and ev.verdict == Verdict.VIOLATION and row is not None:
                     p.hass.violation(ev, self._snapshot_of(p.store, row), frame.timestamp, row)
         pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
+        # Faces outside the zones (and, with privacy.blur_other_faces, all but the alerting
+        # ones) are pixelated in every picture that leaves the loop.
+        shown = privacy.shown(result, verdicts) if p.writer is not None or p.live is not None else None
         if p.writer is not None:
+            from dataclasses import replace
+
             from .annotate import draw
 
             elapsed = time.perf_counter() - started
-            p.writer.write(draw(result, verdicts,
+            p.writer.write(draw(replace(result, frame=replace(frame, image=shown)), verdicts,
                                 f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
         if p.live is not None:
             from .web import overlays_from_tracks
 
-            p.live.put(frame.image, overlays_from_tracks(result.tracks, verdicts))
+            p.live.put(shown, overlays_from_tracks(result.tracks, verdicts))
         self.frames += 1
         if self.frames == 1:
             # READY only once the camera delivers frames and the models ran on one:
@@ -533,7 +573,8 @@ class Runner:
                "source": getattr(self, "_source_name", ""),
                "models": [{"name": str(p), "sha256": self._pipeline.model_hashes().get(k, "")}
                           for k, p in self._pipeline.model_paths().items()],
-               "snapshots": bool(self._store and self._store.snapshots_on)}
+               "snapshots": bool(self._store and self._store.snapshots_on),
+               "privacy": self.privacy.describe(self._polygons[0])}
         arming = getattr(self, "_arming", None)
         if arming is not None:
             out["arming"] = {**arming.snapshot(), "history": arming.history(5)}
@@ -570,7 +611,7 @@ class Runner:
                 return store.snap_dir / r["snapshot"] if r["snapshot"] else None
         return None
 
-    def _handle(self, ev: Event, frame, store, actuators, outputs: bool = True) -> int | None:
+    def _handle(self, ev: Event, frame, store, actuators, snapshot=None, outputs: bool = True) -> int | None:
         self.events_by_verdict[ev.verdict] += 1
         b = ev.box
         state = "alert" if ev.alerted else "suppressed (cooldown)"
@@ -581,7 +622,9 @@ class Runner:
         log.info("event: %s %s %.2f track %d frame %d box [%d,%d,%d,%d] (%s) %s",
                  ev.verdict, ev.label, ev.score, ev.track_id, ev.frame_index,
                  b.x1, b.y1, b.x2, b.y2, ev.source, state)
-        row = store.add(ev, frame.image, wall_time=frame.timestamp) if store is not None else None
+        # snapshot: the frame with every other face hidden (edge.zones.Privacy.for_snapshot).
+        row = store.add(ev, snapshot if snapshot is not None else frame.image, wall_time=frame.timestamp) \
+            if store is not None else None
         if not outputs:
             return row
         if ev.verdict == Verdict.VIOLATION:
@@ -636,7 +679,7 @@ def main(args: argparse.Namespace) -> int:
     """``doorguard run``: load the config, wire the loop, stop cleanly on SIGTERM/SIGINT."""
     cfg = config_mod.load(args.config)
     runner = Runner(cfg, args.source, args.max_frames, args.annotate, drain_outputs=True,
-                    allow_failed_gate=getattr(args, "allow_failed_gate", False))
+                    allow_failed_gate=getattr(args, "allow_failed_gate", False), config_path=args.config)
     previous = {}
 
     def on_signal(signum, _frame):

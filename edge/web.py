@@ -27,6 +27,8 @@ Pages (all need a login):
   "test buzzer/LEDs" button (POST with a CSRF token)
 * ``/status.json`` the same as JSON; ``/frame.jpg`` one annotated frame;
   ``/stream.mjpg`` the stream itself; ``/thumb/<id>`` an event's thumbnail
+* ``/zones``      draw zones and privacy masks over the live view and save them
+  to the config file (``edge/zone_editor.py``; only when the runner passes one)
 
 ``doorguard set-password`` stores the password as an scrypt hash with a random
 salt in a 0600 file (by default ``web-password`` in the state directory).
@@ -743,6 +745,8 @@ class WebServer:
         password_file: overrides the password file location entirely.
         sys_root: sysfs root for temperature/throttling (tests point it elsewhere).
         clock: monotonic clock in seconds (sessions, rate limit).
+        zone_editor: an ``edge.zone_editor.ZoneEditor``: adds the ``/zones`` page (draw zones and
+            privacy masks over the live view, save them to the config file); None: no such page.
 
     Raises:
         ConfigError: bound beyond loopback without a password set, or the
@@ -761,9 +765,11 @@ class WebServer:
         sys_root: str | os.PathLike = "/sys",
         clock: Callable[[], float] = time.monotonic,
         arming: Callable[[str, str], Any] | None = None,
+        zone_editor: Any = None,
     ) -> None:
         self.cfg = cfg
         self._arming = arming
+        self._zone_editor = zone_editor
         self._status = status
         self._latest = latest_frame
         self._test_outputs = test_outputs
@@ -1035,7 +1041,7 @@ class WebServer:
                 return None
             s = self._sessions.get(session_token())
             if s is None:
-                if request.method == "GET" and request.endpoint in ("live", "status_page"):
+                if request.method == "GET" and request.endpoint in ("live", "status_page", "zones"):
                     return redirect(url_for("login", next=request.full_path.rstrip("?")))
                 return Response("login required\n", status=401, mimetype="text/plain")
             g.session = s
@@ -1048,13 +1054,15 @@ class WebServer:
             resp.headers["Referrer-Policy"] = "no-referrer"
             resp.headers["Content-Security-Policy"] = (
                 "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
-                "frame-ancestors 'none'; base-uri 'none'")
+                "frame-ancestors 'none'; base-uri 'none'"
+                + ("; script-src 'self'" if request.endpoint == "zones" else ""))  # the zone editor's script
             resp.headers.setdefault("Cache-Control", "no-store")
             return resp
 
         def page(title: str, body: str, **kw: Any) -> str:
             csrf = g.session.csrf if hasattr(g, "session") else ""
             return render_template_string(_LAYOUT, title=title, logged_in=bool(csrf), csrf=csrf,
+                                          zones=self._zone_editor is not None,
                                           body=render_template_string(body, csrf_token=csrf, **kw))
 
         @app.route("/login", methods=["GET", "POST"])
@@ -1237,6 +1245,8 @@ class WebServer:
                 result = "failed"
             return redirect(url_for("status_page", arming=result))
 
+        if self._zone_editor is not None:
+            self._zone_editor.register(app, page, check_csrf)
         return app
 
 
@@ -1319,6 +1329,7 @@ main{padding:1em} table{border-collapse:collapse} td,th{padding:.2em .6em;border
 img.live{max-width:100%;background:#000} button{font-size:1em;padding:.3em .8em}
 </style></head><body>
 <nav><b>doorguard</b>{% if logged_in %}<a href="/">Live</a><a href="/status">Status</a>
+{% if zones %}<a href="/zones">Zones</a>{% endif %}
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
 <button type="submit">Log out</button></form>{% endif %}</nav>
 <main><h1>{{ title }}</h1>{{ body|safe }}</main></body></html>

@@ -25,9 +25,13 @@ def test_example_file_is_valid_and_complete():
     text = (ROOT / "config.example.toml").read_text()
     assert config.all_errors(text) == []
     cfg = config.parse(text)
+    for name in type(cfg.events.snapshots).model_fields:
+        assert f"\n{name} =" in text, name
+    for name in config.ZoneConfig.model_fields:  # the commented [[zones]] example shows every key
+        assert f"# {name} =" in text, name
     # Every field of every section appears in the example, so it documents them all.
     for section in ("models", "source", "tracking", "rules", "events", "gpio", "mqtt", "web", "facetouch",
-                    "arming", "door"):
+                    "arming", "door", "privacy"):
         model = getattr(cfg, section)
         for name in type(model).model_fields:
             assert f"{name} =" in text or f"# {name} =" in text or f"[{section}.{name}]" in text, (section, name)

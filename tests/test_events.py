@@ -224,7 +224,8 @@ def test_snapshots_keep_a_free_space_floor_so_events_keep_going(tmp_path, caplog
     floor = 1_000_000
     disk = FillingDisk(tmp_path / "snapshots", free=floor + 3 * size + size // 2)  # room for 3
     s = EventStore(tmp_path, EventsConfig(snapshots={"enabled": True, "min_free_bytes": floor,
-                                                      "max_bytes": 10**9}), disk_usage=disk)
+                                                      "max_bytes": 10**9, "content": "frame"}),
+                   disk_usage=disk)
     ids = [s.add(Event(float(i), i, Verdict.VIOLATION, "no_mask", 0.9, Box(1, 2, 30, 40), True), frame)
            for i in range(8)]
     assert None not in ids, "every event recorded"
