@@ -272,7 +272,8 @@ class FrameResult:
 
     ``sources`` is each track's main-channel source, ``classified`` the main classifier's
     output per track id, ``votes`` every vote cast this frame per track id, ``hands`` the
-    hand boxes the hand stage found near each face it ran for.
+    hand boxes the hand stage found near each face it ran for. ``idle``: the motion
+    gate skipped the detector (no motion, no track alive).
     """
 
     frame: Frame
@@ -283,6 +284,7 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     votes: dict[int, list[FaceVote]] = field(default_factory=dict)
     hands: dict[int, list[Box]] = field(default_factory=dict)
+    idle: bool = False
 
 
 def make_rules(cfg: Config) -> Rules:
@@ -308,8 +310,10 @@ class Pipeline:
 
     def __init__(self, detector: Detector, classifier: Classifier | None, cfg: Config,
                  clock: Callable[[], float] = time.perf_counter, *, extra_classifiers: Sequence[Any] = (),
-                 hand_detector: Any = None):
+                 hand_detector: Any = None, motion: Any = None):
         self.detector = detector
+        # edge.motion.MotionGate or None: with a gate, idle frames (no motion, no track) skip the detector.
+        self.motion = motion
         self.classifier = classifier
         self.cfg = cfg
         t = cfg.tracking
@@ -369,7 +373,12 @@ class Pipeline:
         if cfg.facetouch.enabled:
             hands = SsdDetector(cfg.resolve(cfg.facetouch.hand_detector), m.num_threads,
                                 cfg.facetouch.score_threshold, interpreter=hand_interpreter, backend=backend)
-        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands)
+        motion = None
+        if cfg.motion.enabled:
+            from .motion import MotionGate
+
+            motion = MotionGate(cfg.motion)
+        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands, motion=motion)
 
     def _models(self) -> list[tuple[str, Any, str | None]]:
         m = self.cfg.models
@@ -402,14 +411,27 @@ class Pipeline:
         clock = self.clock
         judge = self.judge
         t0 = clock()
-        # The detector's three named stages, timed apart: on a Pi the resize and
-        # the decode are not free next to the int8 inference.
-        tensor, transform = self.detector.preprocess(frame.image)
-        ta = clock()
-        heads = self.detector.infer(tensor)
-        tb = clock()
-        dets = [d for d in self.detector.postprocess(heads, transform) if judge.keep(d)]
-        t1 = clock()
+        gate = self.motion
+        idle = False
+        if gate is not None:
+            if self.tracker.tracks:
+                gate.tracking(frame.image, frame.timestamp)
+            else:
+                idle = not gate.should_run(frame.image, frame.timestamp)
+        tg = clock()
+        if idle:
+            # Nothing moves and nobody is tracked: no detector on this frame.
+            ta = tb = t1 = tg
+            dets = []
+        else:
+            # The detector's three named stages, timed apart: on a Pi the resize and
+            # the decode are not free next to the int8 inference.
+            tensor, transform = self.detector.preprocess(frame.image)
+            ta = clock()
+            heads = self.detector.infer(tensor)
+            tb = clock()
+            dets = [d for d in self.detector.postprocess(heads, transform) if judge.keep(d)]
+            t1 = clock()
         tracks = self.tracker.update(dets, frame.index)
         sources = {t.id: judge.source_of(t.detector_label) for t in tracks}
         classified: dict[int, Classification] = {}
@@ -436,11 +458,15 @@ class Pipeline:
                     hands[tr.id] = list(v.hands)
         t3 = clock()
         staged = sum(stage_ms.values())
-        timings = {"detect": (t1 - t0) * 1000.0, "det_pre": (ta - t0) * 1000.0, "det_infer": (tb - ta) * 1000.0,
+        timings = {"detect": (t1 - tg) * 1000.0, "det_pre": (ta - tg) * 1000.0, "det_infer": (tb - ta) * 1000.0,
                    "det_post": (t1 - tb) * 1000.0, "track": (t3 - t1) * 1000.0 - staged,
                    "classify": stage_ms.get("classify", 0.0), "pipeline": (t3 - t0) * 1000.0}
+        if gate is not None:
+            timings["motion"] = (tg - t0) * 1000.0
+            self.latency.add("motion", timings["motion"])
         for stage, ms in stage_ms.items():
             timings.setdefault(stage, ms)
-        for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline"):
+        for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline") if not idle else \
+                ("track", "pipeline"):
             self.latency.add(stage, timings[stage])
-        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands)
+        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands, idle=idle)

@@ -174,6 +174,7 @@ class Runner:
             bool(getattr(source, "per_image", False))
         if self.per_image:
             pipeline.tracker = per_image_tracker(cfg.tracking)
+            pipeline.motion = None  # unrelated photos: there is no background to compare with
             log.info("source %s: per image (each image judged on its own: no track continues from the "
                      "previous one, every face classified, one vote settles)", source.name)
         clfs = [pipeline.classifier, *pipeline.extra_classifiers] if pipeline.classifier is not None else []
@@ -506,6 +507,11 @@ class Runner:
                      "= preprocess + invoke, classify:NAME = an extra classifier, hands = hand detector on the "
                      "region around the face; rules+io = rules, event store, actuator calls):")
         lines += [f"  {line}" for line in pipeline.latency.summary()]
+        gate = getattr(pipeline, "motion", None)
+        if gate is not None:
+            st = gate.stats
+            lines.append(f"summary: motion gate: detector skipped on {st.skipped} of {st.frames} frames without a "
+                         f"track ({st.moving} with motion, {st.rechecks} periodic checks)")
         ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events_by_verdict.items())) or "none"
         lines.append(f"summary: events by verdict: {ev}; alerts {self.alerts}, "
                      f"held back by cooldown {self.suppressed}")
