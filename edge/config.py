@@ -238,7 +238,7 @@ class MotionConfig(_Section):
         0.05, ge=0.001, le=0.5, description="How fast the background follows the scene (share of each frame "
         "blended in)")
     recheck_s: float = Field(
-        2.0, ge=0.1, le=3600.0, description="The detector runs at least this often even without motion "
+        5.0, ge=0.1, le=3600.0, description="The detector runs at least this often even without motion "
         "(seconds)")
 
 

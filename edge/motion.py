@@ -8,7 +8,7 @@ differ by more than ``threshold`` grey levels, the frame has motion and the
 detector runs on **that same frame** (the first frame with motion is never
 dropped). The pipeline skips the gate while any track is alive (a person
 standing still in the doorway keeps being watched), and the gate lets a frame
-through at least every ``recheck_s`` seconds (someone who arrived while the
+through at least every ``recheck_s`` seconds (default 5: someone who arrived while the
 background absorbed them, a missed start), and always on the first frame.
 
 Cost: one ``cv2.resize`` (INTER_AREA), a colour conversion, a 5x5 blur and a
