@@ -109,6 +109,10 @@ class SourceConfig(_Section):
         description="Frame rate: requested from cameras; for files/folders/demo, pacing (0 = as fast as possible)",
     )
     loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
+    lores: bool = Field(
+        True, description="picamera: also take picamera2's low-resolution stream (YUV420, scaled by the camera's "
+        "ISP to about the detector's input size) for the detector and the motion gate; faces are cropped from "
+        "the main stream")
     per_image: bool | None = Field(
         None, description="Judge each image on its own: no track continues from the previous image, every "
         "face is classified and one vote settles its verdict (absent: on for an image folder or a single "

@@ -16,6 +16,7 @@ calls the same object, so its figures are the device's decisions.
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -287,6 +288,13 @@ class FrameResult:
     idle: bool = False
 
 
+def to_frame(dets: list[Detection], view_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> list[Detection]:
+    """Detections on a scaled view of the frame (the lores stream) in frame pixels."""
+    sx, sy = frame_shape[1] / view_shape[1], frame_shape[0] / view_shape[0]
+    return [dataclasses.replace(d, box=Box(d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy))
+            for d in dets]
+
+
 def make_rules(cfg: Config) -> Rules:
     """The run's Rules: [rules], with the face-touch check's own per-track cooldown."""
     return Rules(cfg.rules, cooldowns={HAND_SOURCE: cfg.facetouch.cooldown_s})
@@ -413,11 +421,13 @@ class Pipeline:
         t0 = clock()
         gate = self.motion
         idle = False
+        # The camera's lores stream when it has one (same view, already small), else the frame.
+        view = frame.lores if frame.lores is not None else frame.image
         if gate is not None:
             if self.tracker.tracks:
-                gate.tracking(frame.image, frame.timestamp)
+                gate.tracking(view, frame.timestamp)
             else:
-                idle = not gate.should_run(frame.image, frame.timestamp)
+                idle = not gate.should_run(view, frame.timestamp)
         tg = clock()
         if idle:
             # Nothing moves and nobody is tracked: no detector on this frame.
@@ -426,11 +436,14 @@ class Pipeline:
         else:
             # The detector's three named stages, timed apart: on a Pi the resize and
             # the decode are not free next to the int8 inference.
-            tensor, transform = self.detector.preprocess(frame.image)
+            tensor, transform = self.detector.preprocess(view)
             ta = clock()
             heads = self.detector.infer(tensor)
             tb = clock()
-            dets = [d for d in self.detector.postprocess(heads, transform) if judge.keep(d)]
+            found = self.detector.postprocess(heads, transform)
+            if view is not frame.image:
+                found = to_frame(found, view.shape, frame.image.shape)
+            dets = [d for d in found if judge.keep(d)]
             t1 = clock()
         tracks = self.tracker.update(dets, frame.index)
         sources = {t.id: judge.source_of(t.detector_label) for t in tracks}

@@ -170,6 +170,14 @@ class Runner:
             prepare_state_dir(state_dir)
         pipeline = Pipeline.from_config(cfg, *self._interps)
         self._check_gates(pipeline)
+        if cfg.source.lores and hasattr(source, "set_lores"):
+            from .sources import lores_size
+
+            inp = pipeline.detector.manifest.input
+            size = lores_size(inp.width, inp.height, cfg.source.width, cfg.source.height)
+            source.set_lores(size)
+            log.info("source %s: detector and motion gate on the camera's lores stream %dx%d (YUV420), faces "
+                     "cropped from the %dx%d main stream", source.name, *size, cfg.source.width, cfg.source.height)
         self.per_image = cfg.source.per_image if cfg.source.per_image is not None else \
             bool(getattr(source, "per_image", False))
         if self.per_image:
