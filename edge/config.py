@@ -112,6 +112,10 @@ class SourceConfig(_Section):
         description="Frame rate: requested from cameras; for files/folders/demo, pacing (0 = as fast as possible)",
     )
     loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
+    lores: bool = Field(
+        True, description="picamera: also take picamera2's low-resolution stream (YUV420, scaled by the camera's "
+        "ISP to about the detector's input size) for the detector and the motion gate; faces are cropped from "
+        "the main stream")
     per_image: bool | None = Field(
         None, description="Judge each image on its own: no track continues from the previous image, every "
         "face is classified and one vote settles its verdict (absent: on for an image folder or a single "
@@ -230,6 +234,27 @@ class SnapshotConfig(_Section):
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots")
 
 
+class MotionConfig(_Section):
+    """Motion gate (edge/motion.py): the detector runs only on frames with motion, or while a track lives."""
+
+    enabled: bool = Field(
+        True, description="Skip the detector on frames without motion while no track is alive (video "
+        "sources; photos judged one by one always run it)")
+    width: int = Field(160, ge=32, le=640, description="Width of the small greyscale frame compared (pixels)")
+    threshold: float = Field(
+        18.0, ge=2.0, le=128.0, description="A pixel has changed when it differs from the background by more "
+        "than this many grey levels (0-255)")
+    min_changed: float = Field(
+        0.002, ge=0.0001, le=0.5, description="A frame has motion when at least this share of its small-frame "
+        "pixels changed")
+    learning_rate: float = Field(
+        0.05, ge=0.001, le=0.5, description="How fast the background follows the scene (share of each frame "
+        "blended in)")
+    recheck_s: float = Field(
+        5.0, ge=0.1, le=3600.0, description="The detector runs at least this often even without motion "
+        "(seconds)")
+
+
 class EventsConfig(_Section):
     """The SQLite event store."""
 
@@ -251,6 +276,7 @@ class Config(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="[tracking] section")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="[rules] section")
     events: EventsConfig = Field(default_factory=EventsConfig, description="[events] section")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="[motion] section (edge/motion.py)")
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt.py), off by default")
     web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")

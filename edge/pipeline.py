@@ -16,6 +16,7 @@ calls the same object, so its figures are the device's decisions.
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -275,7 +276,8 @@ class FrameResult:
     output per track id, ``votes`` every vote cast this frame per track id, ``hands`` the
     hand boxes the hand stage found near each face it ran for. ``frame`` is the frame with the
     privacy masks blacked out; ``outside`` the detections in no zone (never judged: pixelate
-    them wherever the picture goes, ``edge.zones.Privacy``).
+    them wherever the picture goes, ``edge.zones.Privacy``). ``idle``: the motion gate skipped
+    the detector (no motion, no track alive).
     """
 
     frame: Frame
@@ -287,6 +289,14 @@ class FrameResult:
     votes: dict[int, list[FaceVote]] = field(default_factory=dict)
     hands: dict[int, list[Box]] = field(default_factory=dict)
     outside: list[Detection] = field(default_factory=list)
+    idle: bool = False
+
+
+def to_frame(dets: list[Detection], view_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> list[Detection]:
+    """Detections on a scaled view of the frame (the lores stream) in frame pixels."""
+    sx, sy = frame_shape[1] / view_shape[1], frame_shape[0] / view_shape[0]
+    return [dataclasses.replace(d, box=Box(d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy))
+            for d in dets]
 
 
 def make_rules(cfg: Config) -> Rules:
@@ -312,8 +322,11 @@ class Pipeline:
 
     def __init__(self, detector: Detector, classifier: Classifier | None, cfg: Config,
                  clock: Callable[[], float] = time.perf_counter, *, extra_classifiers: Sequence[Any] = (),
-                 hand_detector: Any = None):
+                 hand_detector: Any = None, motion: Any = None):
         self.detector = detector
+        # edge.motion.MotionGate or None: with a gate, idle frames (no motion, no track) skip the detector.
+        self.motion = motion
+        self._detector_ok = True
         self.classifier = classifier
         self.cfg = cfg
         t = cfg.tracking
@@ -380,7 +393,12 @@ class Pipeline:
         if cfg.facetouch.enabled:
             hands = SsdDetector(cfg.resolve(cfg.facetouch.hand_detector), m.num_threads,
                                 cfg.facetouch.score_threshold, interpreter=hand_interpreter, backend=backend)
-        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands)
+        motion = None
+        if cfg.motion.enabled:
+            from .motion import MotionGate
+
+            motion = MotionGate(cfg.motion)
+        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands, motion=motion)
 
     def _models(self) -> list[tuple[str, Any, str | None]]:
         m = self.cfg.models
@@ -411,7 +429,8 @@ class Pipeline:
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage on one frame and update the tracks' votes.
 
-        The privacy masks are blacked out first (counted in ``det_pre``): no stage, and
+        The privacy masks are blacked out first, on the lores view too (timed with the motion
+        gate in ``motion``, and in ``pipeline``): no stage, and
         nothing the caller does with ``FrameResult.frame``, sees what is under them. Only
         detections that count in a zone (``edge.zones.ZoneFilter``) reach the tracker.
         """
@@ -420,16 +439,41 @@ class Pipeline:
         zones, masks = self.zones, self.masks
         t0 = clock()
         if masks:
-            frame = Frame(masks.apply(frame.image), frame.timestamp, frame.index)
-        # The detector's three named stages, timed apart: on a Pi the resize and
-        # the decode are not free next to the int8 inference.
-        tensor, transform = self.detector.preprocess(frame.image)
-        ta = clock()
-        heads = self.detector.infer(tensor)
-        tb = clock()
-        h, w = frame.image.shape[:2]
-        dets, outside = zones.split(self.detector.postprocess(heads, transform), w, h, judge.min_face_px)
-        t1 = clock()
+            # The lores view too (pixel corners are in main-stream pixels: scaled to it).
+            h0, w0 = frame.image.shape[:2]
+            lores = masks.apply(frame.lores, (w0, h0)) if frame.lores is not None else None
+            frame = Frame(masks.apply(frame.image), frame.timestamp, frame.index, lores)
+        gate = self.motion
+        idle = False
+        # The camera's lores stream when it has one (same view, already small), else the frame.
+        view = frame.lores if frame.lores is not None else frame.image
+        if gate is not None:
+            if self.tracker.tracks or not self._detector_ok:
+                # A live track, or the detector failed last time (a model fault must show
+                # on the next frame, not at the next periodic check).
+                gate.tracking(view, frame.timestamp)
+            else:
+                idle = not gate.should_run(view, frame.timestamp)
+        tg = clock()
+        if idle:
+            # Nothing moves and nobody is tracked: no detector on this frame.
+            ta = tb = t1 = tg
+            dets, outside = [], []
+        else:
+            # The detector's three named stages, timed apart: on a Pi the resize and
+            # the decode are not free next to the int8 inference.
+            self._detector_ok = False
+            tensor, transform = self.detector.preprocess(view)
+            ta = clock()
+            heads = self.detector.infer(tensor)
+            tb = clock()
+            found = self.detector.postprocess(heads, transform)
+            self._detector_ok = True
+            if view is not frame.image:
+                found = to_frame(found, view.shape, frame.image.shape)
+            h, w = frame.image.shape[:2]
+            dets, outside = zones.split(found, w, h, judge.min_face_px)
+            t1 = clock()
         tracks = self.tracker.update(dets, frame.index)
         sources = {t.id: judge.source_of(t.detector_label) for t in tracks}
         classified: dict[int, Classification] = {}
@@ -456,11 +500,15 @@ class Pipeline:
                     hands[tr.id] = list(v.hands)
         t3 = clock()
         staged = sum(stage_ms.values())
-        timings = {"detect": (t1 - t0) * 1000.0, "det_pre": (ta - t0) * 1000.0, "det_infer": (tb - ta) * 1000.0,
+        timings = {"detect": (t1 - tg) * 1000.0, "det_pre": (ta - tg) * 1000.0, "det_infer": (tb - ta) * 1000.0,
                    "det_post": (t1 - tb) * 1000.0, "track": (t3 - t1) * 1000.0 - staged,
                    "classify": stage_ms.get("classify", 0.0), "pipeline": (t3 - t0) * 1000.0}
+        if gate is not None:
+            timings["motion"] = (tg - t0) * 1000.0
+            self.latency.add("motion", timings["motion"])
         for stage, ms in stage_ms.items():
             timings.setdefault(stage, ms)
-        for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline"):
+        for stage in ("det_pre", "det_infer", "det_post", "detect", "track", "pipeline") if not idle else \
+                ("track", "pipeline"):
             self.latency.add(stage, timings[stage])
-        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands, outside)
+        return FrameResult(frame, dets, tracks, sources, classified, timings, votes, hands, outside, idle)

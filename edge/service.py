@@ -191,10 +191,19 @@ class Runner:
             prepare_state_dir(state_dir)
         pipeline = Pipeline.from_config(cfg, *self._interps)
         self._check_gates(pipeline)
+        if cfg.source.lores and hasattr(source, "set_lores"):
+            from .sources import lores_size
+
+            inp = pipeline.detector.manifest.input
+            size = lores_size(inp.width, inp.height, cfg.source.width, cfg.source.height)
+            source.set_lores(size)
+            log.info("source %s: detector and motion gate on the camera's lores stream %dx%d (YUV420), faces "
+                     "cropped from the %dx%d main stream", source.name, *size, cfg.source.width, cfg.source.height)
         self.per_image = cfg.source.per_image if cfg.source.per_image is not None else \
             bool(getattr(source, "per_image", False))
         if self.per_image:
             pipeline.tracker = per_image_tracker(cfg.tracking)
+            pipeline.motion = None  # unrelated photos: there is no background to compare with
             log.info("source %s: per image (each image judged on its own: no track continues from the "
                      "previous one, every face classified, one vote settles)", source.name)
         clfs = [pipeline.classifier, *pipeline.extra_classifiers] if pipeline.classifier is not None else []
@@ -653,6 +662,11 @@ class Runner:
                      "= preprocess + invoke, classify:NAME = an extra classifier, hands = hand detector on the "
                      "region around the face; rules+io = rules, event store, actuator calls):")
         lines += [f"  {line}" for line in pipeline.latency.summary()]
+        gate = getattr(pipeline, "motion", None)
+        if gate is not None:
+            st = gate.stats
+            lines.append(f"summary: motion gate: detector skipped on {st.skipped} of {st.frames} frames without a "
+                         f"track ({st.moving} with motion, {st.rechecks} periodic checks)")
         ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events_by_verdict.items())) or "none"
         lines.append(f"summary: events by verdict: {ev}; alerts {self.alerts}, "
                      f"held back by cooldown {self.suppressed}")

@@ -92,22 +92,58 @@ def bgr_memory_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., 2::-1])
 
 
+def lores_size(detector_w: int, detector_h: int, main_w: int, main_h: int) -> tuple[int, int]:
+    """The lores stream's size: the main stream's aspect ratio (same field of view, no
+    stretch), covering the detector's input, width a multiple of 64 (picamera2's YUV420
+    alignment: no row padding) and at most the main stream's size."""
+    scale = max(detector_w / main_w, detector_h / main_h)
+    w = min(main_w, -(-round(main_w * scale) // 64) * 64)
+    h = min(main_h, 2 * round(w * main_h / main_w / 2))
+    return max(64, w), max(2, h)
+
+
+def yuv420_to_rgb(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A picamera2 "YUV420" (I420) array, (height * 3/2, width) uint8, as an R,G,B image."""
+    if array.ndim != 2 or array.shape[0] != height * 3 // 2 or array.shape[1] < width:
+        raise UnreadableFrame(f"picamera2 lores array of shape {array.shape}, expected "
+                              f"({height * 3 // 2}, {width}) YUV420")
+    if array.shape[1] != width:
+        raise UnreadableFrame(f"picamera2 lores rows are padded ({array.shape[1]} for {width} pixels): "
+                              "use a width that is a multiple of 64")
+    import cv2
+
+    return cv2.cvtColor(array, cv2.COLOR_YUV2RGB_I420)
+
+
 class PicameraSource:
     """The Pi camera through picamera2.
 
     Args:
         width, height, fps: requested main-stream size and frame rate (fps 0: camera default).
         factory: builds the camera (default ``picamera2.Picamera2``); tests pass a fake.
+        lores: (width, height) of a second, low-resolution YUV420 stream taken from the same
+            request as each main frame (``take_lores``), or None; ``set_lores`` before opening.
     """
 
     live = True
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 0.0,
-                 factory: Callable[[], Any] | None = None):
+                 factory: Callable[[], Any] | None = None, lores: tuple[int, int] | None = None):
         self.name = "picamera"
         self.width, self.height, self.fps = width, height, fps
         self._factory = factory
         self._cam = None
+        self.lores = lores
+        self._lores_frame: np.ndarray | None = None
+
+    def set_lores(self, size: tuple[int, int] | None) -> None:
+        """Ask for the lores stream at ``size`` (or none) from the next ``open``."""
+        self.lores = size
+
+    def take_lores(self) -> np.ndarray | None:
+        """The lores image (RGB) of the frame ``read`` returned last, once."""
+        lo, self._lores_frame = self._lores_frame, None
+        return lo
 
     def open(self) -> None:
         factory = self._factory
@@ -123,8 +159,9 @@ class PicameraSource:
         try:
             cam = factory()
             controls = {"FrameRate": float(self.fps)} if self.fps else {}
+            extra = {"lores": {"size": tuple(self.lores), "format": "YUV420"}} if self.lores else {}
             conf = cam.create_video_configuration(
-                main={"size": (self.width, self.height), "format": "RGB888"}, controls=controls)
+                main={"size": (self.width, self.height), "format": "RGB888"}, controls=controls, **extra)
             cam.configure(conf)
             cam.start()
         except SourceError:
@@ -137,9 +174,15 @@ class PicameraSource:
         if self._cam is None:
             raise SourceLost("picamera is not open")
         try:
-            array = self._cam.capture_array("main")
+            if self.lores:
+                # Both streams of one request: the lores image shows the same instant.
+                (array, lo), _ = self._cam.capture_arrays(["main", "lores"])
+            else:
+                array = self._cam.capture_array("main")
         except Exception as e:
             raise SourceLost(f"Pi camera stopped delivering frames: {type(e).__name__}: {e}") from e
+        if self.lores:
+            self._lores_frame = yuv420_to_rgb(lo, *self.lores)
         return bgr_memory_to_rgb(array)
 
     def close(self) -> None:
@@ -490,7 +533,7 @@ class Capture:
             return frame
 
     # -- producer side -------------------------------------------------------------------
-    def _publish(self, image: np.ndarray) -> bool:
+    def _publish(self, image: np.ndarray, lores: np.ndarray | None = None) -> bool:
         with self._cond:
             if not self.source.live:
                 while self._frame is not None and not self._stop.is_set():
@@ -499,7 +542,7 @@ class Capture:
                     return False
             elif self._frame is not None:
                 self.dropped += 1
-            self._frame = Frame(image, self.wall(), self.captured)
+            self._frame = Frame(image, self.wall(), self.captured, lores)
             self.captured += 1
             self._last_frame_at = self.clock()
             if self._lost:
@@ -564,7 +607,8 @@ class Capture:
                     delay = next_at - self.clock()
                     if delay > 0 and self._stop.wait(delay):
                         return
-                if not self._publish(image):
+                take = getattr(self.source, "take_lores", None)
+                if not self._publish(image, take() if take is not None else None):
                     return
         finally:
             self._end()

@@ -42,11 +42,17 @@ class Box:
 
 @dataclass(frozen=True)
 class Frame:
-    """One RGB frame (H, W, 3 uint8, R,G,B order) with its capture time."""
+    """One RGB frame (H, W, 3 uint8, R,G,B order) with its capture time.
+
+    ``lores``: the same view at about the detector's input size (RGB), when the camera
+    delivers one (picamera2's lores stream); the detector and the motion gate use it,
+    faces are cropped from ``image``.
+    """
 
     image: np.ndarray
     timestamp: float
     index: int = 0
+    lores: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -232,15 +232,23 @@ class MaskPainter:
     def __bool__(self) -> bool:
         return bool(self._polys.polygons)
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """``image`` with every mask filled black; the same array when there are no masks."""
+    def apply(self, image: np.ndarray, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """``image`` with every mask filled black; the same array when there are no masks.
+
+        ``frame_size``: (width, height) of the frame the corners refer to when ``image`` is a
+        scaled view of it (the camera's lores stream): the polygons are scaled to ``image``.
+        """
         if not self._polys.polygons:
             return image
         import cv2
 
         h, w = image.shape[:2]
+        fw, fh = frame_size or (w, h)
+        contours = self._polys.contours(fw, fh)
+        if (fw, fh) != (w, h):
+            contours = [c * np.array([w / fw, h / fh]) for c in contours]
         out = image.copy()
-        cv2.fillPoly(out, [np.round(c).astype(np.int32) for c in self._polys.contours(w, h)], (0, 0, 0))
+        cv2.fillPoly(out, [np.round(c).astype(np.int32) for c in contours], (0, 0, 0))
         return out
 
 

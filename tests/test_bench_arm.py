@@ -104,6 +104,9 @@ def _fake_run(scale: float) -> dict:
         m = {"group": "model", "model": "yoloface-500k-v2-facemask", "precision": "int8", "backend": backend}
         segs += [{**m, "kind": "load", "count": 30_000_000}, {**m, "kind": "first", "count": 56_000_000}]
         segs += [{**m, "kind": "invoke", "rep": r, "count": int(50e6 * factor * scale) + r} for r in range(2)]
+    idle = {"group": "idle", "backend": "litert", "faces": 0, "frames": 5}
+    segs += [{**idle, "kind": "gated", "skipped": 5, "recheck_s": 5.0, "count": int(5 * 2e6 * scale)},
+             {**idle, "kind": "ungated", "found": 0, "count": int(5 * 64e6 * scale)}]
     for i, s in enumerate(segs, 1):
         s["tag"] = i
     return {"segments": segs, "wall_s": 100.0,
@@ -140,6 +143,16 @@ def test_summary_and_markdown_from_fake_counts(tmp_path):
     assert f"| pi4 | 3 | {150e6 / (p4['ipc'] * p4['ghz'] * 1e6):.1f} |" in md
     assert "not speed" in md
     json.dumps(summary)  # what bench-arm.json holds must serialise
+
+
+def test_idle_rows_give_the_gated_cost_and_the_periodic_check_amortized():
+    summary = bench_arm.summarize({"pi4": _fake_run(1.0), "pi5": _fake_run(0.5)})
+    row = next(r for r in summary["idle"] if r["profile"] == "pi4")
+    assert row["gated"] == 2e6 and row["ungated"] == 64e6 and row["ratio"] == pytest.approx(2 / 64)
+    # 5 fps, a detector frame every 5 s: 24 gated frames + 1 full one per 25
+    assert row["amortized_5fps"] == pytest.approx((24 * 2e6 + 64e6) / 25)
+    md = bench_arm.render_markdown(summary, {"pi4": _fake_run(1.0), "pi5": _fake_run(0.5)}, {})
+    assert "| pi4 | 2.00 | 64.0 | 0.03x | 5 of 5 | 4.48 / 0.07x | 2.83 / 0.04x |" in md
 
 
 def test_driver_refuses_unknown_profiles_before_running_anything(monkeypatch, capsys):

@@ -136,3 +136,40 @@ def test_extra_classifier_votes_in_its_own_channel(tmp_path):
     assert t.label == "no_mask" and t.channels["identity"].label == "no_mask"
     assert other_i.invocations == 1 and p.latency.count("classify:identity") == 1
     assert set(p.model_hashes()) == {"detector", "classifier", "classifier:identity"}
+
+
+def test_detector_runs_on_the_lores_view_and_boxes_come_back_in_frame_pixels(tmp_path):
+    import cv2
+
+    p, det_i, clf_i = make(tmp_path)
+    # A 2x main frame and its half-size lores view (what picamera2's ISP would deliver).
+    small = frame_with([(20, 10, 24, BLUE)])
+    main = cv2.resize(small, (small.shape[1] * 2, small.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    seen = []
+    real = p.detector.preprocess
+    p.detector.preprocess = lambda img: seen.append(img.shape) or real(img)
+    r = p.process(Frame(main, 0.0, 0, lores=small))
+    assert seen == [small.shape]
+    assert len(r.detections) == 1
+    b = r.detections[0].box
+    assert (round(b.x1), round(b.y1), round(b.x2), round(b.y2)) == (40, 20, 88, 68)
+    assert [c.label for c in r.classified.values()] == ["mask"]  # crop from the main frame
+
+
+def test_pixel_privacy_masks_black_out_the_lores_view_at_its_scale(tmp_path):
+    import cv2
+
+    cfg = config.parse("[[privacy.masks]]\nunits = 'pixels'\npoints = [[0, 0], [128, 0], [128, 192], [0, 192]]\n")
+    det = Detector(write_detector_manifest(tmp_path), interpreter=BlobDetectorInterpreter())
+    clf = Classifier(write_classifier_manifest(tmp_path), interpreter=ColourClassifierInterpreter())
+    p = Pipeline(det, clf, cfg)
+    # Two faces in a 256x192 main frame: one under the mask (left half), one right of it.
+    small = frame_with([(10, 30, 24, BLUE), (90, 30, 24, RED)])
+    main = cv2.resize(small, (256, 192), interpolation=cv2.INTER_NEAREST)
+    seen = []
+    real = p.detector.preprocess
+    p.detector.preprocess = lambda img: seen.append(img.copy()) or real(img)
+    r = p.process(Frame(main, 0.0, 0, lores=small))
+    assert seen[0].shape == small.shape and not seen[0][:, :64].any() and seen[0][:, 64:].any()
+    assert not r.frame.image[:, :128].any()
+    assert [round(d.box.x1) for d in r.detections] == [180]  # only the unmasked face, in main pixels

@@ -30,8 +30,8 @@ class FakePicamera2:
         self.fail_after = fail_after
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main, controls=None):
-        return {"main": main, "controls": controls}
+    def create_video_configuration(self, main, controls=None, lores=None):
+        return {"main": main, "controls": controls, "lores": lores}
 
     def configure(self, conf):
         self.config = conf
@@ -50,6 +50,16 @@ class FakePicamera2:
         if self.channels == 4:
             a[..., 3] = 255
         return a
+
+    def capture_arrays(self, names):
+        """Main (red scene, B,G,R in memory) and lores (YUV420 of the same red scene) of one request."""
+        import cv2
+
+        main = self.capture_array("main")
+        w, h = self.config["lores"]["size"]
+        rgb = np.zeros((h, w, 3), np.uint8)
+        rgb[..., 0] = 255
+        return [main, cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)], {"SensorTimestamp": self.calls}
 
     def stop(self):
         self.started = False
@@ -409,3 +419,44 @@ def test_quiet_opencv_works_with_either_opencv_logging_api(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(utils=types.SimpleNamespace(logging=x86_logging)))
     sources.quiet_opencv()
     assert calls[-1] == ("utils", 0)
+
+
+def test_lores_size_keeps_the_main_aspect_and_covers_the_detector_input():
+    from edge.sources import lores_size
+
+    assert lores_size(416, 320, 640, 480) == (448, 336)  # 4:3, width a multiple of 64
+    assert lores_size(416, 320, 1280, 720) == (576, 324)  # 16:9: the height covers 320
+    assert lores_size(416, 320, 320, 240) == (320, 240)  # never larger than the main stream
+
+
+def test_picamera_lores_stream_comes_with_each_main_frame():
+    src = PicameraSource(640, 480, 0, factory=FakePicamera2, lores=(448, 336))
+    src.open()
+    cam = FakePicamera2.instances[-1]
+    assert cam.config["lores"] == {"size": (448, 336), "format": "YUV420"}
+    frame = src.read()
+    lo = src.take_lores()
+    assert frame.shape == (480, 640, 3) and lo.shape == (336, 448, 3)
+    assert tuple(frame[0, 0]) == (255, 0, 0) and lo[..., 0].min() > 240 and lo[..., 1:].max() < 15  # red both
+    assert src.take_lores() is None  # once per frame
+    src.close()
+
+
+def test_capture_puts_the_lores_image_into_the_frame():
+    src = PicameraSource(64, 48, 0, factory=FakePicamera2, lores=(64, 48))
+    cap = Capture(src, SourceConfig())
+    cap.start()
+    try:
+        f = cap.get(timeout=5.0)
+        assert f is not None and f.lores is not None and f.lores.shape == (48, 64, 3)
+    finally:
+        cap.stop()
+
+
+def test_picamera_without_lores_asks_for_none():
+    src = PicameraSource(64, 48, 0, factory=FakePicamera2)
+    src.open()
+    assert FakePicamera2.instances[-1].config["lores"] is None
+    src.read()
+    assert src.take_lores() is None
+    src.close()

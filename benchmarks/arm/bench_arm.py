@@ -41,7 +41,7 @@ PROFILES = {"pi4": "Pi 4, Cortex-A72", "pi5": "Pi 5, Cortex-A76"}
 #: Clocks are the boards' stock maximum; the IPC values are ASSUMPTIONS, not measurements
 #: (A72: 3-wide, A76: 4-wide with more NEON throughput), for dense NEON inference code.
 PROJECTION = {"pi4": {"ghz": 1.8, "ipc": 1.0}, "pi5": {"ghz": 2.4, "ipc": 1.5}}
-FULL_PARTS = "empty,models,pipeline,stages,settled,tflite-pipeline,baseline"
+FULL_PARTS = "empty,models,pipeline,stages,settled,tflite-pipeline,idle,baseline"
 #: The second run repeats everything: a process doing other work first allocates differently.
 REPEAT_PARTS = FULL_PARTS
 BACKEND_NAMES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
@@ -82,6 +82,8 @@ def join(result: dict[str, Any], counts: dict[int, int]) -> list[dict[str, Any]]
     return [{**s, "count": counts.get(int(s["tag"]))} for s in result.get("segments", [])]
 
 
+#: Frame rates at which the idle cost is also given with the periodic detector frame counted in.
+IDLE_FPS = (5, 15)
 KEY_FIELDS = ("group", "model", "precision", "backend", "faces", "kind", "face")
 
 
@@ -220,8 +222,22 @@ def summarize(runs: dict[str, dict[str, Any]], repeat: dict[str, Any] | None = N
                   "max_ppm": max((r["ppm"] for r in rows), default=None), "max_ppm_by_kind": by_kind,
                   "rows": rows}
     marker = {name: p.count(group="empty", kind="empty") for name, p in profs.items()}
+    idle = []
+    for name, p in profs.items():
+        g = p.get(group="idle", backend="litert", faces=0, kind="gated")
+        u = p.get(group="idle", backend="litert", faces=0, kind="ungated")
+        if not g or not u or g.get("count") is None or u.get("count") is None:
+            continue
+        gated, ungated = g["count"] / g.get("frames", 1), u["count"] / u.get("frames", 1)
+        row = {"profile": name, "gated": gated, "ungated": ungated, "ratio": gated / ungated if ungated else None,
+               "skipped": g.get("skipped"), "frames": g.get("frames"), "recheck_s": g.get("recheck_s")}
+        for fps in IDLE_FPS:
+            # One detector frame every recheck_s seconds, the rest gated.
+            n = max(1.0, fps * (g.get("recheck_s") or 1.0))
+            row[f"amortized_{fps}fps"] = ((n - 1) * gated + ungated) / n
+        idle.append(row)
     return {"pipeline": pipeline, "models": models, "within_run": within, "across_runs": across,
-            "marker_overhead": marker, "frames": frames}
+            "marker_overhead": marker, "frames": frames, "idle": idle}
 
 
 def _mean(vals: list[float]) -> float | None:
@@ -284,6 +300,24 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
             f"| {_m(st.get('det_post'), 2)} | {_m(r['classify_per_face'])} | {_m(r['new'])} "
             f"| {_m(r['tflite_runtime_new'])} | {_ratio(r['tflite_runtime_new'], r['new'])} |")
     add("")
+
+    if summary.get("idle"):
+        add("### Idle doorway: the motion gate (edge/motion.py)")
+        add("")
+        add("`Pipeline.process` on an empty doorway (the 0-face frame, fresh sensor noise each frame, nothing "
+            "moves, no track), once the gate's background is learnt, against the same frames without the gate "
+            "(what each idle frame cost before). The gate lets a frame through to the detector at least every "
+            "`recheck_s` seconds: *amortized* counts that frame in, at the frame rates given.")
+        add("")
+        add("| profile | idle frame, gated (M) | idle frame, no gate (M) | gated / no gate | skipped | "
+            + " | ".join(f"amortized at {f} fps (M) / ratio" for f in IDLE_FPS) + " |")
+        add("|---|---|---|---|---|" + "---|" * len(IDLE_FPS))
+        for r in summary["idle"]:
+            am = " | ".join(f"{_m(r[f'amortized_{f}fps'], 2)} / {_ratio(r[f'amortized_{f}fps'], r['ungated'])}"
+                            for f in IDLE_FPS)
+            add(f"| {r['profile']} | {_m(r['gated'], 2)} | {_m(r['ungated'])} | {_ratio(r['gated'], r['ungated'])} "
+                f"| {r['skipped']} of {r['frames']} | {am} |")
+        add("")
 
     add("## 2. Each shipped model: one invoke() (M instructions)")
     add("")

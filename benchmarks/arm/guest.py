@@ -21,6 +21,9 @@ exact for a single-threaded guest; see README.md):
   so every face is classified (what a frame costs while people arrive), "settled" =
   the mean over 10 frames once the tracks have settled (classified every
   ``reclassify_every`` frames), plus the stages apart.
+- ``idle``: an empty doorway (the 0-face frame with fresh sensor noise each frame) through
+  ``Pipeline.process`` with the motion gate (edge/motion.py) once its background is learnt,
+  against the same frames without the gate (what every idle frame cost before).
 - ``baseline``: the seed projects' loop body (convert.bench.SeedLoop.detect: OpenCV
   DNN float yolov3-tiny, blobFromImage 416, forward, decode, NMSBoxes) on the same frames.
 """
@@ -59,6 +62,8 @@ FRAMES: dict[int, tuple[str, tuple[int, int, int, int] | None]] = {
 BACKENDS = ("litert", "tflite_runtime")
 #: Frames averaged for the settled-track figure (two reclassify periods at the default 5).
 SETTLED_FRAMES = 10
+#: Idle frames counted with and without the motion gate (after 20 frames that learn the background).
+IDLE_FRAMES = 5
 
 
 def mark(fd: int, tag: int) -> None:
@@ -210,6 +215,40 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
                     clf.classify(crop_with_margin(image, d.box, pipe.margin))
 
 
+def bench_idle(seg: Segments, repo: Path, image, backend: str) -> None:
+    """Idle frames (nothing moves, no track) with and without the motion gate, 1 thread."""
+    import numpy as np
+
+    from edge import config
+    from edge.motion import MotionGate
+    from edge.pipeline import Pipeline
+    from edge.types import Frame
+
+    cfg = config.load()
+    cfg.base_dir = repo
+    cfg.models.num_threads = 1
+    cfg.models.backend = backend
+    base = Pipeline.from_config(cfg)
+    rng = np.random.default_rng(0)
+    # Sensor noise (sigma 2 grey levels) made before counting: a camera delivers it for free.
+    frames = [(image.astype(np.float32) + rng.normal(0, 2.0, image.shape)).clip(0, 255).astype(np.uint8)
+              for _ in range(20 + IDLE_FRAMES)]
+    common = {"group": "idle", "backend": backend, "faces": 0}
+    dt = min(0.1, cfg.motion.recheck_s / (2 * len(frames)))  # no periodic check inside the run
+    gated = Pipeline(base.detector, base.classifier, cfg, motion=MotionGate(cfg.motion))
+    for i in range(20):
+        gated.process(Frame(frames[i], i * dt, i))
+    with seg.segment(**common, kind="gated", frames=IDLE_FRAMES) as rec:
+        res = [gated.process(Frame(frames[i], i * dt, i)) for i in range(20, 20 + IDLE_FRAMES)]
+    rec["skipped"] = sum(r.idle for r in res)
+    rec["recheck_s"] = cfg.motion.recheck_s
+    plain = Pipeline(base.detector, base.classifier, cfg)
+    plain.process(Frame(frames[0], 0.0, 0))  # warm-up
+    with seg.segment(**common, kind="ungated", frames=IDLE_FRAMES) as rec:
+        res = [plain.process(Frame(frames[i], i * dt, i)) for i in range(20, 20 + IDLE_FRAMES)]
+    rec["found"] = sum(len(r.detections) for r in res)
+
+
 def bench_baseline(seg: Segments, shared: Path, frames: dict, reps: int) -> None:
     """The seed-style detector (convert.bench.SeedLoop.detect) on the same frames."""
     import cv2
@@ -259,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", type=Path, default=here, help="repository root (models/)")
     p.add_argument("--shared", type=Path, default=Path(os.environ.get("DOORGUARD_SHARED", here.parent / "shared")),
                    help="../shared (frames, yolov3-tiny)")
-    p.add_argument("--parts", default="empty,models,pipeline,baseline",
-                   help="comma list of: empty, models, pipeline, stages, settled, tflite-pipeline, baseline")
+    p.add_argument("--parts", default="empty,models,pipeline,idle,baseline",
+                   help="comma list of: empty, models, pipeline, stages, settled, tflite-pipeline, idle, "
+                        "baseline")
     p.add_argument("--reps", type=int, default=2, help="counted invokes per model / baseline frame")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -297,6 +337,8 @@ def _run(args: argparse.Namespace, parts: set[str]) -> int:
     if "pipeline" in parts or "stages" in parts or "settled" in parts:
         bench_pipeline(seg, args.repo, frames, "litert", settled="settled" in parts,
                        stages="stages" in parts)
+    if "idle" in parts:
+        bench_idle(seg, args.repo, frames[0], "litert")
     if "tflite-pipeline" in parts:
         bench_pipeline(seg, args.repo, frames, "tflite_runtime", settled=False, stages=False)
     if "baseline" in parts:
