@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sqlite3
 import threading
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .atomic import write_atomic
 
 log = logging.getLogger("doorguard.arming")
 
@@ -188,42 +189,6 @@ class ArmingConfig(BaseModel):
                 for m in range(a, b):
                     out[m % WEEK_MINUTES] = w.state
         return out
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one (0600).
-
-    Raises:
-        OSError: the directory is not writable.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)  # the rename itself survives a power cut
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-Listener = Callable[[dict], None]
 
 
 class Arming:
@@ -513,7 +478,7 @@ class Arming:
         data = {"version": 1, "override": self._override, "muted_until": self._muted_until,
                 "changed_by": self._changed_by, "changed_at": self._changed_at}
         try:
-            atomic_write(self.path, (json.dumps(data, indent=1) + "\n").encode())
+            write_atomic(self.path, (json.dumps(data, indent=1) + "\n").encode())
         except OSError as e:
             log.error("arming: cannot keep the state in %s (%s): it is lost on a restart",
                       self.path, e.strerror or e)

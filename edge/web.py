@@ -323,63 +323,22 @@ def read_password_hash(path: Path) -> str | None:
 
 
 def write_password_file(path: Path, stored: str) -> None:
-    """Write a hash atomically with mode 0600, never following a symlink.
+    """Write a hash atomically with mode 0600, never following a symlink (``edge.atomic``).
 
     When run as root (``sudo doorguard set-password``), the file is given to the
-    owner of its directory, so the service user can read it. That user owns the
-    directory and can plant symlinks in it, so every step works on a file
-    descriptor of the directory (``openat`` semantics): the temp file gets an
-    unpredictable name and is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``
-    (a planted name fails instead of being followed), ``fchown``/``fchmod`` act
-    on that descriptor, and the rename inside the directory replaces whatever
-    the final name was (a symlink there is replaced, not followed).
+    owner of its directory, so the service user can read it.
 
     Raises:
         StateError: the directory cannot be created or written.
     """
+    from .atomic import write_atomic
+
     path = Path(path)
-    name = path.name
-    data = (stored.strip() + "\n").encode("ascii")
-    dir_fd = None
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        for _ in range(100):
-            candidate = f".{name}.{secrets.token_hex(8)}.tmp"
-            try:
-                fd = os.open(candidate, flags, 0o600, dir_fd=dir_fd)
-            except FileExistsError:
-                continue  # taken (or planted): draw another name
-            tmp = candidate
-            break
-        else:
-            raise OSError(f"no free temporary name in {path.parent}")
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask; be explicit
-            if hasattr(os, "geteuid") and os.geteuid() == 0:
-                st = os.fstat(dir_fd)
-                os.fchown(fd, st.st_uid, st.st_gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        tmp = None
-        os.fsync(dir_fd)  # the rename itself survives a power cut
+        write_atomic(path, (stored.strip() + "\n").encode("ascii"), 0o600, owner_from_folder=True)
     except OSError as e:
         raise StateError(f"cannot write password file {path}: {e.strerror or e}") from e
-    finally:
-        if dir_fd is not None:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp, dir_fd=dir_fd)
-                except OSError:
-                    pass
-            os.close(dir_fd)
 
 
 # ---- the hand-over from the frame loop --------------------------------------------------------

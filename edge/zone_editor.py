@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,40 +126,18 @@ def _without_polygons(raw: dict) -> dict:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, keeping its mode.
+    """Replace ``path`` with ``text`` in one rename, keeping its mode (``edge.atomic``).
 
     Raises:
         ConfigError: the folder or file cannot be written (one line, with the reason).
     """
-    path = Path(path)
+    from . import atomic
+
     try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        mode = 0o640
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        atomic.write_atomic(path, text.encode("utf-8"), 0o640, keep_mode=True)
     except OSError as e:
         raise ConfigError(f"cannot write config {path}: {e.strerror or e} (the service needs write access to "
                           "the file's folder; README \"Zones and privacy masks\")") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _scaled(points: Sequence[Sequence[float]], sx: float, sy: float, digits: int | None) -> list[list[float]]:

@@ -1,0 +1,73 @@
+"""One way to replace a small file so that a power cut leaves the old one or the new one.
+
+Used for the web password (edge/web.py), the arming state (edge/arming.py) and the
+config the zone editor saves (edge/zone_editor.py). The folder may be writable by the
+service user, who could plant symlinks in it, so every step works on a descriptor of the
+folder (``openat`` semantics): the temporary file gets an unpredictable name and is
+created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a planted name fails instead of being
+followed), ``fchmod``/``fchown`` act on that descriptor, and the rename inside the folder
+replaces whatever the final name was (a symlink there is replaced, not followed). The file
+and then the folder are fsynced: the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o600, keep_mode: bool = False,
+                 owner_from_folder: bool = False) -> None:
+    """Replace ``path`` with ``data`` in one rename.
+
+    Args:
+        mode: the new file's permissions (set explicitly: the umask does not apply).
+        keep_mode: use the permissions of the file being replaced, when there is one.
+        owner_from_folder: as root, give the file the folder's owner and group (a file a
+            root-run command writes for the service user).
+
+    Raises:
+        OSError: the folder cannot be opened or written (callers turn it into their one-line error).
+    """
+    path = Path(path)
+    if keep_mode:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            pass
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    tmp = None
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(100):
+            candidate = f".{path.name}.{secrets.token_hex(8)}.tmp"
+            try:
+                fd = os.open(candidate, flags, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                continue  # taken (or planted): draw another name
+            tmp = candidate
+            break
+        else:
+            raise OSError(f"no free temporary name in {path.parent}")
+        try:
+            os.fchmod(fd, mode)
+            if owner_from_folder and hasattr(os, "geteuid") and os.geteuid() == 0:
+                st = os.fstat(dir_fd)
+                os.fchown(fd, st.st_uid, st.st_gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        tmp = None
+        os.fsync(dir_fd)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+        os.close(dir_fd)
