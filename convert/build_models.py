@@ -42,7 +42,7 @@ DETECTOR = "yoloface-500k-v2-facemask"
 DETECTOR_INPUT = "416x320"
 DETECTOR_EPOCHS = 30
 # The issue-15 recipes (teacher, copy-paste) were trained for 24 epochs (about the same wall time).
-RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS}
+RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS, "d": DETECTOR_EPOCHS}
 # Photos per unlabelled source (teacher-labelled) in the detector's training set.
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
@@ -206,10 +206,19 @@ def build_size_variants(shared: Path, out: Path, work: Path) -> list[Path]:
     return made
 
 
-RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b, "c": detector_recipe_c}
+def detector_recipe_d(shared: Path, work: Path) -> list[str]:
+    """Issue-15 recipe D: the shipped recipe's data with every validation set's
+    near-duplicates left out (adityap27 valid too): the honest baseline to compare with."""
+    d = shared / "data"
+    return ["--train", str(d / "facemask853" / "train.txt"), str(d / "adityap27" / "train.txt"),
+            "--exclude", *map(str, validation_sets(shared))]
 
 
-def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default") -> Path:
+RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b, "c": detector_recipe_c,
+           "d": detector_recipe_d}
+
+
+def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default", size: str = DETECTOR_INPUT) -> Path:
     """Convert yoloface-500k v2 as it is (the baseline, ``models/yoloface-500k-v2``), fine-tune it
     (``doorguard train detector``) and convert the result (``doorguard convert darknet``).
 
@@ -231,9 +240,9 @@ def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default")
     train = cli + ["train", "detector", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                    "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
                    *RECIPES[recipe](shared, work),
-                   "--input", DETECTOR_INPUT, "--epochs", str(RECIPE_EPOCHS[recipe]), "--seed", "0", "--quiet",
+                   "--input", size, "--epochs", str(RECIPE_EPOCHS[recipe]), "--seed", "0", "--quiet",
                    "--resume", "--out", str(weights)]
-    convert = _convert_fine_tuned(shared, out, work, DETECTOR_INPUT)
+    convert = _convert_fine_tuned(shared, out, work, size)
     # The public model as it is (the fine-tuning's starting point and baseline), then the fine-tuned one.
     base = cli + ["convert", "darknet", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                   "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
@@ -243,7 +252,7 @@ def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default")
         r = subprocess.run(cmd)
         if r.returncode != 0:
             raise DoorguardError(f"doorguard {what} failed (exit {r.returncode})")
-    return out / f"{DETECTOR}.json"
+    return out / f"{size_variant(size)}.json"
 
 
 def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool = True) -> dict:
@@ -573,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector-recipe", choices=sorted(RECIPES), default="default",
                     help="detector step: the shipped recipe (default) or issue 15's measured recipes a / b / c "
                          "(teacher, copy-paste, unmasked oversampling; see the detector's card)")
+    ap.add_argument("--detector-input", default=DETECTOR_INPUT, choices=DETECTOR_SIZES,
+                    help=f"detector step: train and convert at this input size (default {DETECTOR_INPUT}; "
+                         "another size is written as the -WxH variant, trained at that size)")
     ap.add_argument("--work", default="build/models-work",
                     help="work folder kept between runs: fine-tuned weights, training checkpoints (a stopped "
                          "training resumes), teacher boxes cache (default build/models-work)")
@@ -597,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, step in enumerate(steps, 1):
             if step == "detector":
                 _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
-                build_detector(shared, out, work, args.detector_recipe)
+                build_detector(shared, out, work, args.detector_recipe, args.detector_input)
             elif step == "sizes":
                 _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
                 build_size_variants(shared, out, work)
