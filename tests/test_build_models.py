@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,23 @@ def test_arm_counts_reads_the_bench_arm_json(tmp_path):
         {"model": "m", "precision": "float32", "backend": "litert", "invoke_pi4": 2e9}]}}))
     assert build_models.arm_counts(p) == {"m": {"pi4": 55.0, "pi5": 35.0}}
     assert build_models.arm_counts(tmp_path / "missing.json") == {}
+
+
+def test_detector_step_trains_and_converts_at_the_asked_input_size(tmp_path, monkeypatch):
+    """--detector-input 512x384: training and conversion at that size, written as the -512x384 variant."""
+    import subprocess
+
+    from convert import build_models as bm
+
+    shared = tmp_path / "shared"
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    got = bm.build_detector(shared, tmp_path / "out", tmp_path, "d", "512x384")
+    assert got == tmp_path / "out" / "yoloface-500k-v2-facemask-512x384.json"
+    train = next(c for c in calls if "train" in c)
+    convert = calls[-1]
+    assert train[train.index("--input") + 1] == "512x384" and convert[convert.index("--input") + 1] == "512x384"
+    assert convert[convert.index("--out") + 1].endswith("yoloface-500k-v2-facemask-512x384")
+    # recipe d leaves out every validation set's near-duplicates
+    ex = train[train.index("--exclude") + 1:train.index("--input")]
+    assert [Path(e).name for e in ex] == ["val.txt", "raw_images", "valid.txt"]
