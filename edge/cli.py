@@ -19,7 +19,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import DoorguardError
+from .errors import DoorguardError, UsageError
 
 # (command words, module, one-line help)
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
@@ -42,41 +42,100 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
 log = logging.getLogger("doorguard")
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        # A command whose module is not part of this install is left out; any
-        # other missing import inside an existing module is a real error.
-        if e.name == module or module.startswith(f"{e.name}."):
-            return None
-        raise
+#: Global options that take a value (skipped when finding the command in argv).
+_VALUE_OPTIONS = ("--log-level",)
+#: What a toolchain command needs beyond the Pi install, found without importing it:
+#: every convert.* command needs the workstation extra (TensorFlow); some one more.
+_EXTRA_NEEDS = {"convert.onnx_import": ("onnx", "onnxruntime"), "convert.torch_import": ("torch", "onnx")}
+_EXTRAS = {"tensorflow": "workstation", "onnx": "onnx", "onnxruntime": "onnx", "torch": "torch"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="doorguard", description="Edge vision alarm for a doorway.")
+def missing_extra(module: str) -> str | None:
+    """The pip extra a command's module needs and this install lacks, or None.
+
+    Looked up with ``importlib.util.find_spec`` (nothing is imported): a Pi-only install
+    never loads the toolchain to print its help.
+    """
+    import importlib.util
+
+    if not module.startswith("convert."):
+        return None
+    for dist in ("tensorflow", *_EXTRA_NEEDS.get(module, ())):
+        if importlib.util.find_spec(dist) is None:
+            return _EXTRAS[dist]
+    return None
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    """The command (and subcommand) words of ``argv``, global options skipped."""
+    words, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _VALUE_OPTIONS:
+            skip = True
+        elif not a.startswith("-"):
+            words.append(a)
+            if len(words) == 2:
+                break
+        elif words:
+            break  # an option of the command itself
+    return words
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the one command ``argv`` names (only its module is imported).
+
+    Every command is listed by name and help text; a toolchain command whose extra is not
+    installed is left out of the listing, with a hint at the end.
+    """
+    words = _command_words(sys.argv[1:] if argv is None else argv)
+    lacking = sorted({x for _, m, _ in COMMANDS for x in [missing_extra(m)] if x})
+    epilog = (f"workstation commands (convert, train, dataset, eval, bench) need more of the toolchain: "
+              f"pip install 'doorguard[{','.join(lacking)}]'" if lacking else None)
+    parser = argparse.ArgumentParser(prog="doorguard", description="Edge vision alarm for a doorway.",
+                                     epilog=epilog)
     parser.add_argument("--version", action="version", version=f"doorguard {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--log-level", default=os.environ.get("DOORGUARD_LOG_LEVEL", "INFO"),
                         help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
-    for words, module, help_text in COMMANDS:
-        mod = _load(module)
-        if mod is None:
+    for cmd, module, help_text in COMMANDS:
+        chosen = list(cmd) == words[:len(cmd)]
+        extra = missing_extra(module)
+        if extra and not chosen:
             continue
-        if len(words) == 1:
-            p = sub.add_parser(words[0], help=help_text, description=help_text)
+        if len(cmd) == 1:
+            p = sub.add_parser(cmd[0], help=help_text, description=help_text)
         else:
-            if words[0] not in groups:
-                g = sub.add_parser(words[0], help=f"{words[0]} subcommands")
-                groups[words[0]] = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-            p = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
-        adder = getattr(mod, f"add_arguments_{words[-1].replace('-', '_')}", None) or mod.add_arguments
+            if cmd[0] not in groups:
+                g = sub.add_parser(cmd[0], help=f"{cmd[0]} subcommands")
+                groups[cmd[0]] = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            p = groups[cmd[0]].add_parser(cmd[1], help=help_text, description=help_text)
+        if not chosen:
+            continue
+        if extra:
+            # Its options are unknown here: main() refuses the command before parsing them.
+            continue
+        mod = importlib.import_module(module)
+        adder = getattr(mod, f"add_arguments_{cmd[-1].replace('-', '_')}", None) or mod.add_arguments
         adder(p)
-        runner = getattr(mod, f"main_{words[-1].replace('-', '_')}", None) or mod.main
+        runner = getattr(mod, f"main_{cmd[-1].replace('-', '_')}", None) or mod.main
         p.set_defaults(_main=runner)
     return parser
+
+
+def lacking_toolchain(argv: list[str]) -> str | None:
+    """The one-line refusal for a toolchain command this install cannot run, or None."""
+    words = _command_words(argv)
+    for cmd, module, _ in COMMANDS:
+        if list(cmd) == words[:len(cmd)] and len(words) >= len(cmd):
+            extra = missing_extra(module)
+            if extra:
+                return (f"doorguard {' '.join(cmd)} is part of the workstation toolchain: "
+                        f"pip install 'doorguard[{extra}]' (not needed on the Pi)")
+    return None
 
 
 def _quiet_toolchain(args: argparse.Namespace):
@@ -86,15 +145,19 @@ def _quiet_toolchain(args: argparse.Namespace):
 
     if not getattr(args._main, "__module__", "").startswith("convert."):
         return contextlib.nullcontext()
-    from convert.tflog import quiet
-
+    # By name, like the command's own module: edge never imports the toolchain itself.
+    quiet = importlib.import_module("convert.tflog").quiet
     level = getattr(logging, str(args.log_level).upper(), logging.INFO)
     return quiet(verbose=isinstance(level, int) and level <= logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doorguard`` console script."""
-    parser = build_parser()
+    refusal = lacking_toolchain(sys.argv[1:] if argv is None else argv)
+    if refusal:
+        print(f"doorguard: error: {refusal}", file=sys.stderr)
+        return UsageError.exit_code
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

@@ -24,7 +24,7 @@ def test_project_error_is_one_line(monkeypatch, capsys):
         raise ModelError("model file x.tflite does not match its manifest")
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda argv=None: parser)
     sub = parser._subparsers._group_actions[0]
     p = sub.add_parser("boom")
     p.set_defaults(_main=boom)
@@ -39,3 +39,41 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "edge.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0
     assert "doorguard" in r.stdout
+
+
+def test_help_lists_every_command_without_importing_their_modules():
+    code = ("import sys; from edge import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('convert', 'tensorflow'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for words, _, _ in cli.COMMANDS:
+        assert words[0] in r.stdout
+    assert "LOADED []" in r.stdout
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import sys; from edge import cli\n"
+            "p = cli.build_parser(['check-config', 'x.toml'])\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('convert', 'tensorflow'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout
+
+
+def test_command_words_skip_global_options():
+    assert cli._command_words(["--log-level", "DEBUG", "convert", "darknet", "--cfg", "x"]) == ["convert", "darknet"]
+    assert cli._command_words(["--debug", "run", "--source", "demo"]) == ["run"]
+    assert cli._command_words(["--help"]) == []
+
+
+def test_toolchain_commands_without_their_extra_are_hidden_and_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "missing_extra", lambda m: "workstation" if m.startswith("convert.") else None)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "check-config" in out and "pip install 'doorguard[workstation]'" in out
+    assert "\n    eval " not in out and "train" not in out.split("workstation commands")[0]
+    assert cli.main(["convert", "darknet", "--cfg", "a.cfg"]) == 2
+    err = capsys.readouterr().err
+    assert "doorguard convert darknet is part of the workstation toolchain" in err and err.count("\n") == 1
