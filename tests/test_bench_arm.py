@@ -92,6 +92,7 @@ def _fake_run(scale: float) -> dict:
             {**base, "kind": "settled", "frames": 10, "classified": 2 * faces,
              "count": int(10 * (60e6 + 6e6 * faces) * scale)},
             {**base, "kind": "det_pre", "count": int(10e6 * scale)},
+            {**base, "kind": "det_pre_lores", "size": "448x336", "count": int(4e6 * scale)},
             {**base, "kind": "det_infer", "count": int(48e6 * scale)},
             {**base, "kind": "det_post", "count": int(2e6 * scale)},
             {"group": "pipeline", "backend": "tflite_runtime", "faces": faces, "kind": "new",
@@ -153,6 +154,8 @@ def test_idle_rows_give_the_gated_cost_and_the_periodic_check_amortized():
     assert row["amortized_5fps"] == pytest.approx((24 * 2e6 + 64e6) / 25)
     md = bench_arm.render_markdown(summary, {"pi4": _fake_run(1.0), "pi5": _fake_run(0.5)}, {})
     assert "| pi4 | 2.00 | 64.0 | 0.03x | 5 of 5 | 4.48 / 0.07x | 2.83 / 0.04x |" in md
+    # the lores path's preprocess beside today's letterbox
+    assert "| pi4 | 0 | 10.0 | 4.0 | 48.0 |" in md
 
 
 def test_driver_refuses_unknown_profiles_before_running_anything(monkeypatch, capsys):

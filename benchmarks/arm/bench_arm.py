@@ -170,7 +170,7 @@ def summarize(runs: dict[str, dict[str, Any]], repeat: dict[str, Any] | None = N
                 "baseline_found": None if base is None else base.get("found"),
                 "baseline_persons": None if base is None else base.get("persons"),
                 "stages": {k: p.count(group="pipeline", backend="litert", faces=faces, kind=k)
-                           for k in ("det_pre", "det_infer", "det_post")},
+                           for k in ("det_pre", "det_pre_lores", "det_infer", "det_post")},
                 "classify_per_face": _mean([s["count"] for s in p.segments
                                             if s.get("group") == "pipeline" and s.get("faces") == faces
                                             and s.get("kind") == "crop_classify" and s.get("count")]),
@@ -291,12 +291,17 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
 
     add("### Stages (M instructions, new tracks)")
     add("")
-    add("| profile | faces | detector preprocess | detector invoke | decode + NMS | crop + classify, per face | "
-        "pipeline, new | pipeline with tflite-runtime, new | tflite-runtime / litert |")
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("*detector preprocess*: letterbox + quantize of the 640x480 RGB frame; *from lores*: the same "
+        "from picamera2's lores stream (YUV420 at `edge.sources.lores_size`, converted to RGB first; the "
+        "camera's ISP does the scaling).")
+    add("")
+    add("| profile | faces | detector preprocess | detector preprocess from lores | detector invoke | decode + NMS "
+        "| crop + classify, per face | pipeline, new | pipeline with tflite-runtime, new | tflite-runtime / litert |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     for r in summary["pipeline"]:
         st = r["stages"]
-        add(f"| {r['profile']} | {r['faces']} | {_m(st.get('det_pre'))} | {_m(st.get('det_infer'))} "
+        add(f"| {r['profile']} | {r['faces']} | {_m(st.get('det_pre'))} | {_m(st.get('det_pre_lores'))} "
+            f"| {_m(st.get('det_infer'))} "
             f"| {_m(st.get('det_post'), 2)} | {_m(r['classify_per_face'])} | {_m(r['new'])} "
             f"| {_m(r['tflite_runtime_new'])} | {_ratio(r['tflite_runtime_new'], r['new'])} |")
     add("")

@@ -175,6 +175,7 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
     from edge import config
     from edge.pipeline import Pipeline
     from edge.preprocess import crop_with_margin
+    from edge.sources import yuv420_to_rgb
     from edge.types import Frame
 
     cfg = config.load()
@@ -206,6 +207,12 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
             det, clf = base.detector, base.classifier
             with seg.segment(**common, faces=faces, kind="det_pre"):
                 tensor, tf = det.preprocess(image)
+            # The lores path (picamera2's ISP scales; here made before counting): YUV420 -> RGB
+            # at the lores size, then the same letterbox and quantization (edge/sources.py).
+            yuv = lores_yuv(image, det.manifest.input)
+            lw, lh = yuv.shape[1], yuv.shape[0] * 2 // 3
+            with seg.segment(**common, faces=faces, kind="det_pre_lores", size=f"{lw}x{lh}"):
+                det.preprocess(yuv420_to_rgb(yuv, lw, lh))
             with seg.segment(**common, faces=faces, kind="det_infer"):
                 heads = det.infer(tensor)
             with seg.segment(**common, faces=faces, kind="det_post"):
@@ -213,6 +220,17 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
             for k, d in enumerate(dets[:faces]):
                 with seg.segment(**common, faces=faces, kind="crop_classify", face=k):
                     clf.classify(crop_with_margin(image, d.box, pipe.margin))
+
+
+def lores_yuv(image, spec):
+    """The frame as picamera2's lores stream would deliver it: YUV420 at ``lores_size``."""
+    import cv2
+
+    from edge.sources import lores_size
+
+    lw, lh = lores_size(spec.width, spec.height, image.shape[1], image.shape[0])
+    small = cv2.resize(image, (lw, lh), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2YUV_I420)
 
 
 def bench_idle(seg: Segments, repo: Path, image, backend: str) -> None:
