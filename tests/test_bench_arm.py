@@ -126,7 +126,7 @@ def test_summary_and_markdown_from_fake_counts(tmp_path):
     assert row["new"] == 150e6 and row["settled"] == pytest.approx(78e6) and row["found"] == 3
     assert row["baseline"] == 600_000_000 and row["classify_per_face"] == 30e6
     assert summary["within_run"]["pi4"]["max_ppm"] == pytest.approx(10.0, rel=1e-2)  # baseline 6000 / 600 M
-    assert summary["across_runs"]["segments"] == 22 and summary["across_runs"]["max_ppm"] < 1
+    assert summary["across_runs"]["segments"] == 25 and summary["across_runs"]["max_ppm"] < 1
     assert set(summary["across_runs"]["max_ppm_by_kind"]) >= {"pipeline new", "pipeline settled"}
     assert summary["marker_overhead"] == {"pi4": 10_000, "pi5": 10_000}
 
