@@ -42,7 +42,8 @@ DETECTOR = "yoloface-500k-v2-facemask"
 DETECTOR_INPUT = "416x320"
 DETECTOR_EPOCHS = 30
 # The issue-15 recipes (teacher, copy-paste) were trained for 24 epochs (about the same wall time).
-RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS, "d": DETECTOR_EPOCHS}
+RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS, "d": DETECTOR_EPOCHS,
+                 "e": DETECTOR_EPOCHS}
 # Photos per unlabelled source (teacher-labelled) in the detector's training set.
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
@@ -214,8 +215,18 @@ def detector_recipe_d(shared: Path, work: Path) -> list[str]:
             "--exclude", *map(str, validation_sets(shared))]
 
 
+def detector_recipe_e(shared: Path, work: Path) -> list[str]:
+    """Issue-15 recipe E: recipe d plus the teacher on the labelled photos only (no pasted
+    faces, no unlabelled photos): teacher faces (YuNet n 640 + UltraFace RFB-640-masked)
+    scoring >= 0.8 that match no label become labels (the faces annotators of crowded
+    photos left out, which plain training learns as background), 0.5-0.8 ignore regions."""
+    return detector_recipe_d(shared, work) + [
+        "--teacher-peers", str(shared / "models" / "peers"), "--teacher-cache", str(work / "teacher.json"),
+        "--teacher-ignore-score", "0.5", "--teacher-add-score", "0.8"]
+
+
 RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b, "c": detector_recipe_c,
-           "d": detector_recipe_d}
+           "d": detector_recipe_d, "e": detector_recipe_e}
 
 
 def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default", size: str = DETECTOR_INPUT) -> Path:

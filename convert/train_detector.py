@@ -155,6 +155,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-ignore-score", type=float, default=0.8,
                    help="on labelled photos, teacher boxes scoring at least this that match no label become "
                         "ignore regions (default 0.8: lower ones are too often not faces)")
+    p.add_argument("--teacher-add-score", type=float, metavar="S",
+                   help="teacher boxes scoring at least S that match no label become labels (faces the "
+                        "annotators left out, e.g. in crowds); those between --teacher-ignore-score and S "
+                        "stay ignore regions (default: none added)")
     p.add_argument("--unlabelled", nargs="+", default=[], metavar="[KIND=]LIST",
                    help="photos without labels (folders or list files), labelled by the teacher; KIND "
                         "(mask, no_mask, ...) is the kind of their faces, for --min-unmasked")
@@ -237,7 +241,7 @@ def _split_kind(spec: str) -> tuple[str, Path]:
 def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: int | None = None,
                   seed: int = 0, progress: bool = True,
                   exclude: list[Path] | None = None, teacher: Any = None,
-                  ignore_score: float = 0.0) -> tuple[list[Example], dict[str, Any]]:
+                  ignore_score: float = 0.0, add_score: float | None = None) -> tuple[list[Example], dict[str, Any]]:
     """Read labelled images, downscaled so their longer side is at most ``max_side``.
 
     Images without a label file are skipped (and counted); so are boxes of
@@ -245,7 +249,9 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
     images that are near-duplicates of an ``exclude`` image (the data sets
     overlap: most facemask853 photos are also in adityap27). With a
     ``teacher`` (``convert.teacher.TeacherCache``), its boxes scoring at least
-    ``ignore_score`` that match no label become the image's ignore regions.
+    ``ignore_score`` that match no label become the image's ignore regions; with
+    ``add_score``, those scoring at least that become labels (kind ``face``) instead:
+    the faces annotators of crowded photos left out are then faces, not background.
 
     Raises:
         DataError: a missing list/folder, a bad label file, or no usable image.
@@ -292,14 +298,23 @@ def load_examples(sources: list[Path], labels: list[str], max_side: int, limit: 
             gt, _ = detect_report.read_labels(label, labels, (img.shape[1], img.shape[0]))
             boxes = gt.boxes.astype(np.float32)
             kinds = box_kinds(label, len(boxes)) if len(labels) == 1 else [labels[int(c)] for c in gt.class_ids]
+            ids = gt.class_ids.astype(np.int64)
             ignore = np.zeros((0, 4), np.float32)
             if teacher is not None:
                 from .teacher import unmatched
 
-                ignore = unmatched(teacher.get(path, img).split(ignore_score)[0], boxes)
+                found = teacher.get(path, img)
+                if add_score is not None:
+                    extra = unmatched(found.split(add_score)[0], boxes)
+                    if len(extra):
+                        boxes = np.concatenate([boxes, extra.astype(np.float32)])
+                        kinds = list(kinds) + ["face"] * len(extra)
+                        ids = np.concatenate([ids, np.zeros(len(extra), np.int64)])
+                        stats["teacher_added_boxes"] = stats.get("teacher_added_boxes", 0) + len(extra)
+                ignore = unmatched(found.split(ignore_score)[0], boxes)
                 stats["teacher_ignore_regions"] += len(ignore)
             img, s = _resize_keep(img, max_side)
-            examples.append(Example(img, boxes * s, gt.class_ids.astype(np.int64), str(path), kinds,
+            examples.append(Example(img, boxes * s, ids, str(path), kinds,
                                     (ignore * s).astype(np.float32)))
             boxes0 += len(boxes)
         stats["sources"][str(src)] = {"images": len(examples) - n0, "boxes": boxes0}
@@ -842,6 +857,7 @@ class Extras:
     teacher_cache: Path | None = None
     teacher_label_score: float = 0.8
     teacher_ignore_score: float = 0.8
+    teacher_add_score: float | None = None
     unlabelled: list[str] = field(default_factory=list)
     unlabelled_limit: int | None = None
     paste: list[str] = field(default_factory=list)
@@ -943,7 +959,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     elif extras.unlabelled:
         raise UsageError("--unlabelled needs --teacher-peers (the teacher labels those photos)")
     examples, stats = load_examples(sources, labels, keep_side, limit, seed, progress, exclude, teacher,
-                                    extras.teacher_ignore_score)
+                                    extras.teacher_ignore_score, extras.teacher_add_score)
     if extras.unlabelled:
         if len(labels) != 1:
             raise UsageError("--unlabelled needs a one-class detector (teacher boxes are faces)")
@@ -1004,7 +1020,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                  "batch": batch, "lr": lr, "seed": seed, "images": len(examples), "boxes": n_boxes,
                  "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night,
                  "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled),
-                 "oversample_unmasked": extras.oversample_unmasked, "crop_min": extras.crop_min}
+                 "oversample_unmasked": extras.oversample_unmasked, "crop_min": extras.crop_min,
+                 "teacher_add_score": extras.teacher_add_score}
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -1067,7 +1084,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         "data": {**stats, "images": len(examples), "boxes": n_boxes, "teacher_ignore_regions": n_ignore},
         "extras": {"teacher_peers": str(extras.teacher_peers) if extras.teacher_peers else None,
                    "teacher_label_score": extras.teacher_label_score,
-                   "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": extras.unlabelled,
+                   "teacher_ignore_score": extras.teacher_ignore_score,
+                   "teacher_add_score": extras.teacher_add_score, "unlabelled": extras.unlabelled,
                    "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
                    "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
                    "night_aug": extras.night, "oversample_unmasked": extras.oversample_unmasked,
@@ -1104,6 +1122,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--oversample-unmasked must be within [0, 1), got {args.oversample_unmasked}")
     if not 0.1 <= args.crop_min <= 1.0:
         raise UsageError(f"--crop-min must be within [0.1, 1], got {args.crop_min}")
+    if args.teacher_add_score is not None:
+        if args.teacher_peers is None:
+            raise UsageError("--teacher-add-score needs --teacher-peers")
+        if not args.teacher_ignore_score <= args.teacher_add_score <= 1.0:
+            raise UsageError(f"--teacher-add-score must be within [--teacher-ignore-score, 1], "
+                             f"got {args.teacher_add_score}")
     if not 0.0 <= args.teacher_ignore_score <= 1.0:
         raise UsageError(f"--teacher-ignore-score must be within [0, 1], got {args.teacher_ignore_score}")
     if not 0.0 < args.teacher_label_score <= 1.0:
@@ -1119,10 +1143,12 @@ def main(args: argparse.Namespace) -> int:
             raise DataError(f"{label} file not found: {path}")
     if args.teacher_peers is not None and not args.teacher_peers.is_dir():
         raise DataError(f"--teacher-peers folder not found: {args.teacher_peers}")
-    extras = Extras(args.teacher_peers, args.teacher_cache, args.teacher_label_score, args.teacher_ignore_score,
-                    list(args.unlabelled),
-                    args.unlabelled_limit, list(args.paste), args.paste_prob, args.paste_max, (lo, hi),
-                    args.min_unmasked, args.night_aug, args.oversample_unmasked, args.crop_min)
+    extras = Extras(teacher_peers=args.teacher_peers, teacher_cache=args.teacher_cache,
+                    teacher_label_score=args.teacher_label_score, teacher_ignore_score=args.teacher_ignore_score,
+                    teacher_add_score=args.teacher_add_score, unlabelled=list(args.unlabelled),
+                    unlabelled_limit=args.unlabelled_limit, paste=list(args.paste), paste_prob=args.paste_prob,
+                    paste_max=args.paste_max, paste_px=(lo, hi), min_unmasked=args.min_unmasked,
+                    night=args.night_aug, oversample_unmasked=args.oversample_unmasked, crop_min=args.crop_min)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
           progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)

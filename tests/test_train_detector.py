@@ -249,6 +249,33 @@ def test_teacher_boxes_that_match_no_label_become_ignore_regions(tmp_path):
     assert stats["teacher_ignore_regions"] == 1 and teacher.saved == 1
 
 
+def test_confident_teacher_boxes_become_labels_and_the_unsure_ones_ignore_regions(tmp_path):
+    listfile = _make_set(tmp_path / "data", n=1, seed=5)
+    ex0, _ = td.load_examples([listfile], ["face"], 200, progress=False)
+    labelled = ex0[0].boxes
+    teacher = FakeTeacherCache({"img0.jpg": [(*labelled[0], 0.95), (60, 2, 80, 20, 0.9), (2, 40, 14, 52, 0.6)]})
+    ex, stats = td.load_examples([listfile], ["face"], 200, progress=False, teacher=teacher, ignore_score=0.5,
+                                 add_score=0.8)
+    e = ex[0]
+    assert len(e.boxes) == len(labelled) + 1 and len(e.classes) == len(e.boxes) == len(e.kinds)
+    np.testing.assert_allclose(e.boxes[-1], [60, 2, 80, 20])  # the face the annotator left out
+    assert e.kinds[-1] == "face" and e.classes[-1] == 0
+    np.testing.assert_allclose(e.ignore, [[2, 40, 14, 52]])  # unsure: no label, no penalty
+    assert stats["teacher_added_boxes"] == 1 and stats["teacher_ignore_regions"] == 1
+
+
+def test_teacher_add_score_needs_the_teacher(tmp_path, capsys):
+    lst = _make_set(tmp_path / "d", n=1)
+    (tmp_path / "n").write_text("face\n")
+    (tmp_path / "c.cfg").write_text(TINY_CFG)
+    (tmp_path / "w").write_bytes(b"")
+    code = cli(["train", "detector", "--cfg", str(tmp_path / "c.cfg"), "--weights", str(tmp_path / "w"),
+                "--names", str(tmp_path / "n"), "--train", str(lst), "--out", str(tmp_path / "o.weights"),
+                "--teacher-add-score", "0.8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--teacher-add-score needs --teacher-peers" in err
+
+
 def test_ignore_regions_join_the_ignore_mask_without_targets():
     heads = [td.HeadMeta((6, 8), np.array([[8, 8], [16, 16]], np.float32), [0, 1], 1)]
     from edge.manifest import InputSpec
