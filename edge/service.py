@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import config as config_mod
 from .errors import DoorguardError, ModelRuntimeError, UsageError
@@ -108,6 +108,7 @@ class Runner:
         pin_factory: gpiozero pin factory for the actuators (None: gpiozero's default).
         actuators / notifier: ready-made objects (tests pass fakes).
         detector_interpreter / classifier_interpreter / hand_interpreter: interpreter stubs.
+        extra_interpreters: interpreter stubs for ``models.extra_classifiers``, in order.
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
@@ -119,7 +120,7 @@ class Runner:
                  annotate: str | None = None, *, source: Any = None, pin_factory: Any = None,
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
                  classifier_interpreter: Any = None, hand_interpreter: Any = None,
-                 clock: Callable[[], float] = time.monotonic,
+                 extra_interpreters: Sequence[Any] = (), clock: Callable[[], float] = time.monotonic,
                  drain_outputs: bool = False, allow_failed_gate: bool = False):
         self.cfg = cfg
         self.allow_failed_gate = allow_failed_gate or cfg.models.allow_failed_gate
@@ -132,6 +133,7 @@ class Runner:
         self._actuators = actuators
         self._notifier = notifier
         self._interps = (detector_interpreter, classifier_interpreter, hand_interpreter)
+        self._extra_interps = tuple(extra_interpreters)
         self.clock = clock
         # End of a clip or --max-frames: let a started LED/buzzer pattern finish
         # before switching everything off (a signal stops at once).
@@ -168,7 +170,8 @@ class Runner:
         state_dir = cfg.state_dir()
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
-        pipeline = Pipeline.from_config(cfg, *self._interps)
+        extra = {"extra_interpreters": self._extra_interps} if self._extra_interps else {}
+        pipeline = Pipeline.from_config(cfg, *self._interps, **extra)
         self._check_gates(pipeline)
         self.per_image = cfg.source.per_image if cfg.source.per_image is not None else \
             bool(getattr(source, "per_image", False))
