@@ -118,9 +118,12 @@ class CoralEmbedder:
         self.model = TfliteModel(path, num_threads)
         shape = [int(v) for v in self.model.input["shape"]]
         scale, zp = self.model.input["quantization"]
-        # Coral's MobileNet: real = pixel / 128 - 1, stored as uint8 with scale 1/128, zero point 128.
-        self.spec = InputSpec(width=shape[2], height=shape[1], resize="stretch", scale=1 / 128,
-                              mean=[1.0, 1.0, 1.0], dtype=np.dtype(self.model.input["dtype"]).name,
+        # Coral's uint8 MobileNet: real = pixel / 128 - 1 (scale 1/128, zero point 128); the
+        # int8 ones made here (identity_embedder, train classifier): pixel / 127.5 - 1.
+        dtype = np.dtype(self.model.input["dtype"]).name
+        self.spec = InputSpec(width=shape[2], height=shape[1], resize="stretch",
+                              scale=1 / 128 if dtype == "uint8" else 1 / 127.5,
+                              mean=[1.0, 1.0, 1.0], dtype=dtype,
                               quant=QuantParams(scale=float(scale), zero_point=int(zp)))
         (self.out_name,) = self.model.outputs
 
