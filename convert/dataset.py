@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from edge.errors import DataError, UsageError
+from edge.imagehash import dhash  # noqa: F401 - re-exported: convert.dataset.dhash is public
 from edge.preprocess import crop_with_margin
 from edge.types import Box
 
@@ -349,14 +350,6 @@ def dataroots_items(csv_path: Path | str, root: Path | str | None = None,
             raise DataError(f"{csv_path}: malformed row {row}") from e
         per_image.setdefault(root / rel, []).append(LabeledBox(Box(x, y, x + w, y + h), names.get(cls, cls)))
     return sorted(per_image.items(), key=lambda kv: kv[0].name)
-
-
-def dhash(image: np.ndarray, bits: int = 8) -> int:
-    """64-bit difference hash of an RGB image (near-duplicate screening)."""
-    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(g, (bits + 1, bits), interpolation=cv2.INTER_AREA)
-    diff = small[:, 1:] > small[:, :-1]
-    return int(sum(1 << i for i, v in enumerate(diff.reshape(-1)) if v))
 
 
 def near_duplicates(candidates: list[Path], references: list[Path], max_distance: int = 10) -> set[Path]:

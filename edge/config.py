@@ -194,6 +194,10 @@ class RulesConfig(_Section):
         0.5, ge=0.0, le=0.99, description="Votes below this classifier/detector score are ignored (1 would "
         "ignore every vote: int8 probabilities stop at 0.996)"
     )
+    compliant_needs_all_classifiers: bool = Field(
+        True, description="With several classifiers (mask + identity): green only once every classifier of "
+        "the face has settled and none is a violation (me + mask: green; me + no_mask, not_me: alert only)",
+    )
     track_cooldown_s: float = Field(
         30.0, ge=0.0, le=86400.0, description="A track in violation alerts again at most this often"
     )

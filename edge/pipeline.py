@@ -371,8 +371,10 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, cfg: Config, detector_interpreter: Any = None, classifier_interpreter: Any = None,
-                    hand_interpreter: Any = None) -> "Pipeline":
+                    hand_interpreter: Any = None, extra_interpreters: Sequence[Any] = ()) -> "Pipeline":
         """Build every stage from the manifests the config names (once).
+
+        ``extra_interpreters`` are stubs for ``models.extra_classifiers``, in order (tests).
 
         Raises:
             ModelError: missing/corrupt model or manifest, hash mismatch, no interpreter.
@@ -388,7 +390,9 @@ class Pipeline:
         if m.classifier:
             clf = Classifier(cfg.resolve(m.classifier), m.num_threads, interpreter=classifier_interpreter,
                              backend=backend)
-            extra = [Classifier(cfg.resolve(p), m.num_threads, backend=backend) for p in m.extra_classifiers]
+            stubs = list(extra_interpreters) + [None] * len(m.extra_classifiers)
+            extra = [Classifier(cfg.resolve(p), m.num_threads, interpreter=stubs[i], backend=backend)
+                     for i, p in enumerate(m.extra_classifiers)]
         hands = None
         if cfg.facetouch.enabled:
             hands = SsdDetector(cfg.resolve(cfg.facetouch.hand_detector), m.num_threads,

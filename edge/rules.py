@@ -39,7 +39,11 @@ class Rules:
     or ``cooldowns[source]``: the face-touch check has its own). No alert follows
     another within ``global_cooldown_s``; a suppressed alert is still an event
     (``alerted=False``), so nothing goes unrecorded. A compliant verdict is an
-    event (green LED) when the channel settles on it.
+    event (green LED) when the channel settles on it; with several classifiers
+    (mask and identity), ``compliant_needs_all_classifiers`` holds it back until
+    every classifier channel of the track has settled and no channel is in
+    violation, so ``me`` + ``mask`` is green, ``me`` + ``no_mask`` and ``not_me``
+    + ``mask`` alert and are never green (one green event per track and frame).
 
     Args:
         cfg: the [rules] section.
@@ -95,14 +99,37 @@ class Rules:
         """
         events: list[Event] = []
         for t in tracks:
+            green = False
             for name, ch in t.channels.items():
                 if not ch.settled:
                     continue
                 src = (source_of or {}).get(t.id, ch.source) if name == MAIN else ch.source
+                if self.cfg.compliant_needs_all_classifiers and not self._may_be_green(t, name, ch, src):
+                    continue  # not yet: its state stays as it was, so it is a new verdict when clear
                 ev = self._channel_event(t, name, ch, src, now, frame_index)
+                if ev is not None and ev.verdict == Verdict.COMPLIANT and self.cfg.compliant_needs_all_classifiers:
+                    if green:
+                        continue  # one green per track and frame (mask and me settling together)
+                    green = True
                 if ev is not None:
                     events.append(ev)
         return events
+
+    def _may_be_green(self, t: Track, name: str, ch: Votes, src: str) -> bool:
+        """False when this channel is compliant while another classifier channel of the track
+        has not settled, or any settled channel is a violation."""
+        if self.verdict_of(ch.label, src) != Verdict.COMPLIANT:
+            return True
+        for other_name, other in t.channels.items():
+            if other_name == name:
+                continue
+            if not other.settled:
+                if other.source == "classifier":
+                    return False
+                continue
+            if self.verdict_of(other.label, other.source) == Verdict.VIOLATION:
+                return False
+        return True
 
     def _channel_event(self, t: Track, name: str, ch: Votes, src: str, now: float,
                        frame_index: int) -> Event | None:

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import config as config_mod
 from .errors import DoorguardError, ModelRuntimeError, UsageError
@@ -118,6 +118,7 @@ class Runner:
         detector_interpreter / classifier_interpreter / hand_interpreter: interpreter stubs.
         arming_clock / arming_tz: wall clock and time zone of the arming schedules and mutes
             (tests pass a fake clock and UTC).
+        extra_interpreters: interpreter stubs for ``models.extra_classifiers``, in order.
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
@@ -131,7 +132,7 @@ class Runner:
                  annotate: str | None = None, *, source: Any = None, pin_factory: Any = None,
                  actuators: Any = None, notifier: Any = None, detector_interpreter: Any = None,
                  classifier_interpreter: Any = None, hand_interpreter: Any = None,
-                 clock: Callable[[], float] = time.monotonic,
+                 extra_interpreters: Sequence[Any] = (), clock: Callable[[], float] = time.monotonic,
                  arming_clock: Callable[[], float] = time.time, arming_tz: Any = None,
                  drain_outputs: bool = False, allow_failed_gate: bool = False,
                  config_path: str | Path | None = None):
@@ -152,6 +153,7 @@ class Runner:
         self._actuators = actuators
         self._notifier = notifier
         self._interps = (detector_interpreter, classifier_interpreter, hand_interpreter)
+        self._extra_interps = tuple(extra_interpreters)
         self.clock = clock
         self._arming_clock, self._arming_tz = arming_clock, arming_tz
         # End of a clip or --max-frames: let a started LED/buzzer pattern finish
@@ -189,7 +191,8 @@ class Runner:
         state_dir = cfg.state_dir()
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
-        pipeline = Pipeline.from_config(cfg, *self._interps)
+        extra = {"extra_interpreters": self._extra_interps} if self._extra_interps else {}
+        pipeline = Pipeline.from_config(cfg, *self._interps, **extra)
         self._check_gates(pipeline)
         if cfg.source.lores and hasattr(source, "set_lores"):
             from .sources import lores_size
