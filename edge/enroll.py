@@ -172,6 +172,8 @@ class Enroller:
         self.s = settings
         self.clock = clock
         self.tally = Tally()
+        #: What became of each face of the last frame offered: (detection, "saved" or why not).
+        self.last: list[tuple[Detection, str]] = []
         self._faces = {lab.casefold() for lab in settings.face_labels}
         self._hashes: list[int] = []
         for p in sorted(folder.glob("*.jpg")):
@@ -188,11 +190,13 @@ class Enroller:
         self.tally.frames += 1
         faces = self.faces(image)
         skipped = self.tally.skipped
+        self.last = []
         if not faces:
             skipped["no_face"] += 1
             return []
         if len(faces) > 1 and not self.s.all_faces:
             skipped["several_faces"] += 1
+            self.last = [(d, "several faces") for d in faces]
             return []
         written = []
         for d in faces:
@@ -201,8 +205,10 @@ class Enroller:
             why = self._judge(image, d)
             if isinstance(why, str):
                 skipped[why] += 1
+                self.last.append((d, why))
                 continue
             written.append(self._save(*why))
+            self.last.append((d, "saved"))
         return written
 
     def _judge(self, image: np.ndarray, d: Detection) -> str | tuple[np.ndarray, int]:
@@ -286,6 +292,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
 
 
+def preview_overlays(faces: list[tuple[Detection, str]]) -> list:
+    """Live-view boxes for the faces of one frame: green when its crop was saved, else neutral
+    with the reason it was skipped (blurred, tiny, duplicate, several faces)."""
+    from .web import Overlay
+
+    return [Overlay((d.box.x1, d.box.y1, d.box.x2, d.box.y2), what, d.score,
+                    "compliant" if what == "saved" else None) for d, what in faces]
+
+
 def _margin(cfg) -> float:
     """The crop margin ``doorguard run`` uses: config, else the classifier manifest's, else 0.15."""
     if cfg.models.crop_margin is not None:
@@ -359,12 +374,25 @@ def main(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     log.info("enroll %s into %s (crop margin %.2f): %s", label, folder, settings.margin,
              "everyone who passes" if args.others else "one face per frame; stand alone in front of the camera")
+    web = live = None
+    if cfg.web.enabled:
+        # The live view while enrolling: each face boxed with what became of it (the page's
+        # login, CSRF and rate limits as for doorguard run).
+        from .web import LiveFrame, WebServer
+
+        live = LiveFrame()
+        web = WebServer(cfg.web, lambda: {"source": getattr(source, "name", ""), "frames": enroller.tally.frames,
+                                          "enroll": enroller.tally.line(label, args.count)},
+                        live.get, lambda: None, state_dir=cfg.state_dir()).start()
+        log.info("enroll: live preview on %s", web.url)
     source.open()
     interrupted = False
     try:
         for image in _frames(source, interval, args.max_frames):
             before = enroller.tally.saved
             enroller.offer(image, args.count)
+            if live is not None:
+                live.put(image, preview_overlays(enroller.last))
             t = enroller.tally
             if tty:
                 print("\r" + t.line(label, args.count), end="", file=sys.stderr, flush=True)
@@ -376,6 +404,8 @@ def main(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         source.close()
+        if web is not None:
+            web.close()
         if tty:
             print(file=sys.stderr)
     t = enroller.tally

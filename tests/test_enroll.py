@@ -128,3 +128,44 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, code, words):
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
     assert (tmp_path / "NOTDS" / "notes.txt").exists()
     assert not (tmp_path / "NOTDS" / MARKER).exists()
+
+
+def test_live_preview_on_the_web_page_while_enrolling(tmp_path, monkeypatch, capsys):
+    """With [web] on, each frame goes to the page with its faces boxed by what became of them."""
+    from edge import web
+
+    seen = {}
+
+    class FakeWeb:
+        url = "http://127.0.0.1:8080/"
+
+        def __init__(self, cfg, status, latest_frame, test_outputs, state_dir=None, **kw):
+            seen["status"], seen["latest"] = status, latest_frame
+            seen["frames"] = []
+
+        def start(self):
+            return self
+
+        def close(self):
+            item = seen["latest"]()
+            seen["closed_with"] = (item, seen["status"]())
+
+    monkeypatch.setattr(web, "WebServer", FakeWeb)
+    cfg = tmp_path / "door.toml"
+    cfg.write_text(f'[web]\nenabled = true\n[events]\nstate_dir = "{tmp_path / "state"}"\n')
+    out = tmp_path / "faces"
+    assert cli.main(["enroll", "--label", "me", "--out", str(out), "--source", "demo", "--count", "3",
+                     "--config", str(cfg)]) == 0
+    (image, overlays), status = seen["closed_with"]
+    assert image.ndim == 3 and overlays and {o.label for o in overlays} <= {
+        "saved", "duplicate", "blurred", "tiny", "several faces"}
+    assert status["enroll"].startswith("enroll me: 3/3 saved")
+
+
+def test_preview_boxes_are_green_only_for_saved_crops():
+    from edge.enroll import preview_overlays
+
+    d = Detection(Box(1, 2, 30, 40), 0.9, 0, "face")
+    got = preview_overlays([(d, "saved"), (d, "blurred")])
+    assert [(o.label, o.verdict) for o in got] == [("saved", "compliant"), ("blurred", None)]
+    assert got[0].box == (1, 2, 30, 40)
