@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 import tomllib
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge import config, web
+from edge.errors import ConfigError
 from edge.web import LiveFrame, WebConfig, WebServer
 from edge.zone_editor import ZoneEditor, replace_polygons
 
@@ -37,7 +39,7 @@ points = [[0, 0], [64, 0], [64, 48]]
 
 
 class Editor:
-    def __init__(self, tmp_path, text=CONFIG, path=True):
+    def __init__(self, tmp_path, text=CONFIG, path=True, overlay=True):
         self.path = tmp_path / "door.toml"
         self.path.write_text(text)
         self.path.chmod(0o640)
@@ -46,12 +48,18 @@ class Editor:
         self.live.put(np.zeros((96, 128, 3), np.uint8))
         pw = tmp_path / "web-password"
         web.write_password_file(pw, web.hash_password(PASSWORD, n=2**10))
+        self.saved_to = []
+        self.overlay = tmp_path / "state" / "zones.toml"
         self.editor = ZoneEditor(self.path if path else None, lambda: (128, 96), lambda: ([], []),
-                                 self.saved.append)
+                                 self.on_saved, self.overlay if overlay else None)
         self.server = WebServer(WebConfig(port=0), status=lambda: {}, latest_frame=self.live.get,
                                 test_outputs=lambda: None, password_file=pw, sys_root=tmp_path / "nosys",
                                 zone_editor=self.editor)
         self.client = self.server.app.test_client()
+
+    def on_saved(self, cfg, saved_to):
+        self.saved.append(cfg)
+        self.saved_to.append(saved_to)
 
     def login(self):
         r = self.client.post("/login", data={"password": PASSWORD, "next": "/zones"})
@@ -93,7 +101,7 @@ def test_save_round_trip_keeps_the_rest_of_the_file(ed):
     polys["zones"].append({"name": "door", "points": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]],
                            "inside": "overlap", "min_face_px": 24})
     r = ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps(polys)})
-    assert r.status_code == 302 and r.headers["Location"].endswith("/zones?saved=1")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/zones?saved=config")
     text = ed.path.read_text()
     for kept in ("# my door", "num_threads = 2   # two cores", "# comment about rules, kept",
                  "global_cooldown_s = 1.0", "blur_other_faces = true"):
@@ -106,7 +114,8 @@ def test_save_round_trip_keeps_the_rest_of_the_file(ed):
     assert (ed.path.stat().st_mode & 0o777) == 0o640
     assert [len(c.zones) for c in ed.saved] == [2]  # the runner was told
     assert config.all_errors(text) == []
-    assert "Saved to" in ed.client.get("/zones?saved=1").get_data(as_text=True)
+    assert "Saved to" in ed.client.get("/zones?saved=config").get_data(as_text=True)
+    assert ed.saved_to == [ed.path] and not ed.overlay.exists()
     assert not list(ed.path.parent.glob(".door.toml.*"))  # no temp file left
     # saving again with nothing changed gives the same file (no growing blank lines)
     _, csrf, polys = ed.page()
@@ -179,3 +188,148 @@ def test_replace_polygons_text():
     assert raw["zones"] == [{"points": [[0, 0], [1, 0], [1, 1]]}] and "masks" not in raw["privacy"]
     assert raw["rules"] == {"global_cooldown_s": 1.0} and "# comment about rules, kept" in new
     assert replace_polygons("[models]\nnum_threads = 2\n", [], []) == "[models]\nnum_threads = 2\n"
+
+
+# ---- a read-only config (the shipped unit): the overlay in the state directory ---------------------
+
+def read_only(monkeypatch, folder):
+    """Make ``folder`` read-only to edge.atomic, as ProtectSystem=strict makes /etc/doorguard
+    (the tests run as root, whom a chmod does not stop)."""
+    import errno
+
+    from edge import atomic
+
+    real = atomic.write_atomic
+
+    def write(path, *a, **k):
+        if Path(path).parent.resolve() == Path(folder).resolve():
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(atomic, "write_atomic", write)
+
+
+NEW = {"zones": [{"name": "door", "points": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]}],
+       "masks": [{"name": "street", "points": [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]}]}
+
+
+def test_read_only_config_saves_to_the_overlay_which_run_and_check_config_load(ed, monkeypatch, capsys):
+    from edge import cli, zone_overlay
+
+    ed.login()
+    _, csrf, _ = ed.page()
+    before = ed.path.read_text()
+    read_only(monkeypatch, ed.path.parent)
+    r = ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps(NEW)})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/zones?saved=overlay")
+    assert ed.path.read_text() == before  # the config file is untouched
+    assert ed.saved_to == [ed.overlay] and [z.name for z in ed.saved[0].zones] == ["door"]
+    assert (ed.overlay.stat().st_mode & 0o777) == 0o600
+    assert not list(ed.overlay.parent.glob(".zones.toml.*"))
+    text = ed.client.get("/zones?saved=overlay").get_data(as_text=True)
+    assert f"Saved to {ed.overlay}" in text and "read-only" in text and "doorguard zones --reset" in text
+    _, _, shown = ed.page()  # the page now shows what the overlay holds
+    assert [z["name"] for z in shown["zones"]] == ["door"] and [m["name"] for m in shown["masks"]] == ["street"]
+    # what run and check-config get: the file's settings, the overlay's polygons
+    cfg, used = zone_overlay.apply(config.load(ed.path), ed.overlay)
+    assert used == ed.overlay and [z.name for z in cfg.zones] == ["door"]
+    assert [m.name for m in cfg.privacy.masks] == ["street"] and cfg.privacy.blur_other_faces
+    assert cfg.rules.global_cooldown_s == 1.0 and cfg.models.num_threads == 2
+    monkeypatch.setenv("STATE_DIRECTORY", str(ed.overlay.parent))
+    assert cli.main(["check-config", str(ed.path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"ok (zones and privacy masks from {ed.overlay})")
+    # saving an empty set keeps "none" (not "the file's")
+    _, csrf, _ = ed.page()
+    ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps({"zones": [], "masks": []})})
+    cfg, used = zone_overlay.apply(config.load(ed.path), ed.overlay)
+    assert used == ed.overlay and cfg.zones == [] and cfg.privacy.masks == []
+    # the config file writable again: the save goes there and the overlay goes away
+    monkeypatch.undo()
+    _, csrf, _ = ed.page()
+    r = ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps(NEW)})
+    assert r.headers["Location"].endswith("/zones?saved=config") and not ed.overlay.exists()
+    assert [z.name for z in config.load(ed.path).zones] == ["door"] and "# comment about rules, kept" in \
+        ed.path.read_text()
+
+
+def test_neither_config_nor_state_dir_writable_is_one_line(ed, monkeypatch):
+    ed.login()
+    _, csrf, _ = ed.page()
+    read_only(monkeypatch, ed.path.parent)
+    ed.overlay.parent.mkdir()
+    read_only(monkeypatch, ed.overlay.parent)  # both folders (the second patch wraps the first)
+    r = ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps(NEW)})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and "cannot write config" in page and "Read-only file system" in page
+    assert f"cannot write the zones overlay {ed.overlay}" in page and ed.saved == []
+
+
+def test_without_an_overlay_path_a_read_only_config_is_the_old_error(tmp_path, monkeypatch):
+    ed = Editor(tmp_path, overlay=False)
+    ed.login()
+    _, csrf, _ = ed.page()
+    read_only(monkeypatch, ed.path.parent)
+    r = ed.client.post("/zones", data={"csrf": csrf, "polygons": json.dumps(NEW)})
+    assert r.status_code == 400 and "Read-only file system" in r.get_data(as_text=True)
+
+
+BAD_OVERLAYS = [
+    ("[[zones]]\npoints = [[0, 0], [1, 1], [1, 0], [0, 1]]\n", "zones.0.points (line 2)", "self-intersecting"),
+    ("[[zones]]\npoints = [[0, 0], [1, 0]]\n", "zones.0.points (line 2)", "at least 3"),
+    ("[privacy]\nblur_other_faces = true\n", "privacy.blur_other_faces (line 2)", "unknown key"),
+    ("[models]\nnum_threads = 4\n", "models (line 1)", "unknown key"),
+    ("[[zones]\n", "not valid TOML", ""),
+]
+
+
+@pytest.mark.parametrize("text,key,why", BAD_OVERLAYS)
+def test_a_bad_overlay_is_one_line_naming_the_file_and_key(tmp_path, monkeypatch, capsys, text, key, why):
+    from edge import cli, service
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "zones.toml").write_text(text)
+    conf = tmp_path / "door.toml"
+    conf.write_text(f'[events]\nstate_dir = "{state}"\n')
+    assert cli.main(["check-config", str(conf)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"{state / 'zones.toml'}: ") and key in err
+    assert why in err and "Traceback" not in err and "doorguard zones --reset" in err
+    with pytest.raises(ConfigError, match="zones.toml"):
+        service.Runner(config.load(conf), config_path=conf)
+    assert cli.main(["run", "--config", str(conf), "--max-frames", "1"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("doorguard: error: ") and key in err and len(err.splitlines()) == 1
+    # the page shows it too, in one line
+    (tmp_path / "page").mkdir()
+    ed = Editor(tmp_path / "page")
+    ed.editor.overlay_path = state / "zones.toml"
+    ed.login()
+    page = ed.client.get("/zones").get_data(as_text=True)
+    assert 'id="error"' in page and key in page
+
+
+def test_doorguard_zones_says_where_they_come_from_and_reset_removes_the_overlay(tmp_path, capsys):
+    from edge import cli
+
+    state = tmp_path / "state"
+    conf = tmp_path / "door.toml"
+    conf.write_text(f'[events]\nstate_dir = "{state}"\n[[zones]]\nname = "file"\npoints = {LEFT}\n')
+    assert cli.main(["zones", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert f"from {conf}" in out and "zone 0 'file': 4 corners" in out
+    state.mkdir()
+    (state / "zones.toml").write_text("zones = []\n[[privacy.masks]]\nname = \"street\"\n"
+                                      "points = [[0, 0.5], [1, 0.5], [1, 1]]\n")
+    assert cli.main(["zones", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert f"from {state / 'zones.toml'} (saved on the web page" in out and "mask 0 'street'" in out
+    assert "zone 0" not in out
+    assert cli.main(["zones", "--config", str(conf), "--reset"]) == 0
+    assert f"removed {state / 'zones.toml'}" in capsys.readouterr().out and not (state / "zones.toml").exists()
+    assert cli.main(["zones", "--config", str(conf), "--reset"]) == 0
+    assert "no zones overlay" in capsys.readouterr().out
+    assert cli.main(["zones", "--config", str(conf), "--state-dir", str(tmp_path)]) == 0  # --state-dir wins
+
+
+LEFT = "[[0, 0], [0.5, 0], [0.5, 1], [0, 1]]"
