@@ -3,7 +3,7 @@
 ``GET /zones`` shows the newest frame with the zones (green) and masks (red) of the config
 file drawn over it; a click adds a corner, "Close polygon" makes it a zone or a mask,
 "Delete" removes one, "Save" posts them all (CSRF token, same-origin) to ``POST /zones``.
-The script (``/zones.js``, about 60 lines, no library) only collects points; everything is
+The script (``/zones.js``, about 70 lines, no library) only collects points; everything is
 checked here:
 
 * the new ``[[zones]]`` / ``[[privacy.masks]]`` tables replace the old ones in the file's
@@ -71,7 +71,9 @@ def polygon_tables(kind: str, entries: Sequence[dict]) -> str:
         if not isinstance(e, dict):
             raise ConfigError(f"{kind} {n}: not a table")
         lines = [header]
-        for k, v in e.items():
+        # name and units first, the corners last: the order a person writes them in
+        keys = sorted(e, key=lambda k: {"name": 0, "units": 1, "points": 3}.get(k, 2) if isinstance(k, str) else 2)
+        for k, v in ((k, e[k]) for k in keys):
             if v is None:
                 continue
             if not isinstance(k, str) or not _BARE_KEY.match(k):
@@ -182,6 +184,22 @@ class ZoneEditor:
             return cfg, None
         return zone_overlay.apply(cfg, self.overlay_path)
 
+    def fingerprint(self) -> str:
+        """A short hash of the zones and masks a page would start from now (file + overlay).
+
+        The page sends it back with its save: a save whose page could not show the polygons
+        (an invalid file, pixel corners before the first frame) or that started from older
+        ones (another tab, a hand edit) would silently drop what it never showed.
+
+        Raises:
+            ConfigError: as :meth:`polygons`.
+        """
+        import hashlib
+
+        cfg, _ = self._current()
+        dump = [[p.model_dump(mode="json") for p in cfg.zones], [p.model_dump(mode="json") for p in cfg.privacy.masks]]
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
+
     def source(self) -> str:
         """Where the polygons the page shows come from (a file name), for the page."""
         if self.config_path is None:
@@ -215,12 +233,14 @@ class ZoneEditor:
                 out[kind].append(d)
         return out
 
-    def save(self, payload: str) -> tuple[Any, Path]:
+    def save(self, payload: str, base: str | None = None) -> tuple[Any, Path]:
         """Check the page's polygons like check-config does and write them to the config file,
         or to the overlay where the file cannot be written.
 
         Args:
             payload: JSON ``{"zones": [{"points": [[x, y], ...], ...}], "masks": [...]}``, corners 0..1.
+            base: the :meth:`fingerprint` the page was given (None: not checked); another one:
+                the polygons changed since, the save is refused.
 
         Returns:
             (the saved Config, the file written: the config file or the overlay).
@@ -235,6 +255,9 @@ class ZoneEditor:
         if self.config_path is None:
             raise ConfigError("doorguard was started without --config: there is no file to save zones to")
         path = Path(self.config_path)
+        if base is not None and base != self.fingerprint():
+            raise ConfigError("the zones and masks changed since this page was loaded, or it could not show them: "
+                              "reload the page and draw again (nothing was saved)")
         try:
             data = json.loads(payload)
         except ValueError:
@@ -332,21 +355,25 @@ class ZoneEditor:
 
         @app.get("/zones")
         def zones():
-            error = None
+            error, base = None, ""
             polys: dict = {"zones": [], "masks": []}
             try:
                 polys = self.polygons()
+                if self.config_path is not None:
+                    base = self.fingerprint()
             except ConfigError as e:
                 error = str(e)
+            # A page that could not show the polygons offers no Save: it would drop them.
             return page("Zones", _ZONES, polygons=json.dumps(polys), error=error, saved=request.args.get("saved"),
-                        can_save=self.config_path is not None, path=str(self.config_path or ""),
-                        shown_from=self.source(), overlay=str(self.overlay_path or ""))
+                        can_save=self.config_path is not None, loaded=error is None, base=base,
+                        path=str(self.config_path or ""), shown_from=self.source(),
+                        overlay=str(self.overlay_path or ""))
 
         @app.post("/zones")
         def zones_save():
             check_csrf()
             try:
-                _, saved_to = self.save(request.form.get("polygons", ""))
+                _, saved_to = self.save(request.form.get("polygons", ""), request.form.get("base", ""))
             except ConfigError as e:
                 log.warning("web: zones not saved: %s", e)
                 try:
@@ -354,7 +381,8 @@ class ZoneEditor:
                 except ValueError:
                     polys = {"zones": [], "masks": []}
                 return page("Zones", _ZONES, polygons=json.dumps(polys), error=str(e), saved=None,
-                            can_save=self.config_path is not None, path=str(self.config_path or ""),
+                            can_save=self.config_path is not None, loaded=True,
+                            base=request.form.get("base", ""), path=str(self.config_path or ""),
                             shown_from=self.source(), overlay=str(self.overlay_path or "")), 400
             kind = "overlay" if saved_to != self.config_path else "config"
             return redirect(url_for("zones", saved=kind))
@@ -372,14 +400,17 @@ goes back to the config file's.</p>
 <p>Click the corners of an area, then <b>Close polygon</b>. <span class="ok">Zones</span> (green): only faces
 in them count. <span class="bad">Masks</span> (red): blacked out before anything sees the frame.</p>
 <div style="position:relative;display:inline-block">
-<img class="live" id="zimg" src="/frame.jpg" alt="newest frame">
+<img class="live" id="zimg" src="/frame.jpg" alt="no frame yet: waiting for the camera">
 <canvas id="zcanvas" data-polygons="{{ polygons }}" style="position:absolute;left:0;top:0;cursor:crosshair">
 </canvas></div>
 <p><select id="zkind"><option value="zones">zone</option><option value="masks">mask</option></select>
 <input id="zname" placeholder="name (optional)" maxlength="64">
 <button type="button" id="zclose">Close polygon</button> <button type="button" id="zundo">Undo corner</button></p>
 <ul id="zlist"></ul>
-{% if can_save %}<form method="post" action="/zones" id="zform"><input type="hidden" name="csrf" value="{{ csrf_token }}">
+{% if can_save and not loaded %}<p class="msg bad" id="noload">The zones and masks in use cannot be shown (above):
+saving from this page would drop them. Reload it once that is solved.</p>
+{% elif can_save %}<form method="post" action="/zones" id="zform"><input type="hidden" name="csrf" value="{{ csrf_token }}">
+<input type="hidden" name="base" value="{{ base }}">
 <input type="hidden" name="polygons" id="zpolygons" value="{{ polygons }}">
 <button type="submit" id="zsave">Save</button> <small id="zsource">(shown: from {{ shown_from }})</small></form>
 {% else %}<p class="msg">Started without <code>--config</code>: zones cannot be saved from here.</p>{% endif %}
@@ -421,7 +452,10 @@ _ZONES_JS = r""""use strict";
     const out = $("zpolygons");
     if (out) out.value = JSON.stringify(data);
   }
-  function fit() { cv.width = img.clientWidth; cv.height = img.clientHeight; draw(); }
+  function fit() {
+    if (!img.naturalWidth) return;  // no frame (yet): keep the canvas until one loads
+    cv.width = img.clientWidth; cv.height = img.clientHeight; draw();
+  }
   cv.addEventListener("click", (e) => {
     const r = cv.getBoundingClientRect();
     const x = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
@@ -437,8 +471,12 @@ _ZONES_JS = r""""use strict";
     draft = []; $("zname").value = ""; draw();
   };
   $("zundo").onclick = () => { draft.pop(); draw(); };
+  // 503 while the camera starts: try again each second (a new URL, or the browser keeps the error)
+  const retry = () => setTimeout(() => { img.src = "/frame.jpg?t=" + Date.now(); }, 1000);
   img.addEventListener("load", fit);
+  img.addEventListener("error", retry);
   window.addEventListener("resize", fit);
-  if (img.complete) fit();
+  draw();
+  if (img.complete) { if (img.naturalWidth) fit(); else retry(); }  // loaded or failed before this ran
 })();
 """
