@@ -612,7 +612,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate a config file and what it names: print every problem, exit 0 when valid, else 1."""
+    """Validate a config file and what it names: print every problem, exit 0 when valid, else 1.
+
+    The zones the web page saved to the state directory (``<state dir>/zones.toml``,
+    edge/zone_overlay.py) replace the file's zones and masks, as in ``run``, and are checked too.
+    """
     p = Path(args.path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -620,15 +624,26 @@ def main(args: argparse.Namespace) -> int:
         print(f"doorguard: error: cannot read config {p}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     errors = all_errors(text, str(p))
+    overlay = None
     if not errors:
+        from . import zone_overlay
+
         cfg = parse(text, str(p), p.resolve().parent)
-        for problem in zone_problems(cfg) + model_problems(cfg):
-            key = problem.split(":", 1)[0]
-            line = _line_of(text, tuple(key.split(".")))
-            errors.append(f"{p}: {key}{f' (line {line})' if line else ''}:{problem.split(':', 1)[1]}")
+        try:
+            cfg, overlay = zone_overlay.apply(cfg)
+        except ConfigError as e:
+            errors.append(str(e))
+        else:
+            # Zone problems are in the overlay when there is one: name it and its line.
+            zones_at = (overlay, overlay.read_text(encoding="utf-8")) if overlay is not None else (p, text)
+            for where, src, problems in (zones_at + (zone_problems(cfg),), (p, text, model_problems(cfg))):
+                for problem in problems:
+                    key = problem.split(":", 1)[0]
+                    line = _line_of(src, tuple(key.split(".")))
+                    errors.append(f"{where}: {key}{f' (line {line})' if line else ''}:{problem.split(':', 1)[1]}")
     if errors:
         for line in errors:
             print(line, file=sys.stderr)
         return 1
-    print(f"{p}: ok")
+    print(f"{p}: ok" + (f" (zones and privacy masks from {overlay})" if overlay is not None else ""))
     return 0

@@ -5,7 +5,7 @@ found and what to do. The exit status is 1 when any check fails.
 
 Checks: config, camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
 group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* and
-group gpio, configured pins busy), interpreter backend, models (manifest +
+group gpio, configured pins busy: [gpio] and the [door] relay), interpreter backend, models (manifest +
 sha256 + loads + a passed accuracy gate), rules (every rule label is one the models output), the MQTT
 password file's mode, state directory writable, and on a Raspberry Pi the CPU
 temperature and ``vcgencmd get_throttled`` decoded into words.
@@ -239,11 +239,19 @@ class Doctor:
                                       "(`sudo apt install rpicam-apps` to let doctor check the cable).")]
 
     def _gpio_pins(self) -> dict[str, int]:
+        """Every configured pin by role: the [gpio] outputs and button, and the [door] relay (edge/door.py)."""
         gpio = getattr(self.cfg, "gpio", None)
-        if gpio is None:
-            return {}
-        return {k: v for k in ("red_led", "green_led", "buzzer", "mute_button")
-                if (v := getattr(gpio, k, None)) is not None}
+        pins = {} if gpio is None else {k: v for k in ("red_led", "green_led", "buzzer", "mute_button")
+                                        if (v := getattr(gpio, k, None)) is not None}
+        relay = getattr(getattr(self.cfg, "door", None), "relay_pin", None)
+        if relay is not None:
+            pins["door_relay"] = relay
+        return pins
+
+    @staticmethod
+    def _pin_key(name: str) -> str:
+        """Where the pin of a role is set: ``[gpio] buzzer``, ``[door] relay_pin``."""
+        return "[door] relay_pin" if name == "door_relay" else f"[gpio] {name}"
 
     def check_gpio(self) -> list[Check]:
         factory = self.host.env.get("GPIOZERO_PIN_FACTORY", "")
@@ -285,7 +293,7 @@ class Doctor:
                 text = f"{type(e).__name__}: {e}"
                 if "busy" in text.lower() or "in use" in text.lower():
                     out.append(Check("gpio", FAIL, f"GPIO{pin} ({name}) is in use by another program: stop "
-                                                   "it, or choose a free pin for " + name + " in [gpio]."))
+                                                   f"it, or choose a free pin for {self._pin_key(name)}."))
                 else:
                     out.append(Check("gpio", FAIL, f"cannot claim GPIO{pin} ({name}): {text}."))
         if not any(c.status != OK for c in out):

@@ -124,8 +124,13 @@ class Runner:
             (the command line does; a signal always stops at once).
         allow_failed_gate: run models whose manifest records a failed accuracy gate
             (``--allow-failed-gate``; ``models.allow_failed_gate`` does the same).
-        config_path: the file ``cfg`` came from; the web page's zone editor saves to it
-            (None: the embedded default, nothing to save to).
+        config_path: the file ``cfg`` came from; the web page's zone editor saves to it, or
+            where it is read-only to the service to ``<state dir>/zones.toml``, which replaces
+            the file's zones and masks when present (edge/zone_overlay.py; None: the embedded
+            default, no overlay, nothing to save to).
+
+    Raises:
+        ConfigError: the zones overlay is invalid (one line naming it and the key path).
     """
 
     def __init__(self, cfg: config_mod.Config, source_spec: str | None = None, max_frames: int | None = None,
@@ -136,10 +141,16 @@ class Runner:
                  arming_clock: Callable[[], float] = time.time, arming_tz: Any = None,
                  drain_outputs: bool = False, allow_failed_gate: bool = False,
                  config_path: str | Path | None = None):
+        from . import zone_overlay
         from .zones import Privacy
 
-        self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
+        overlay = None
+        if self.config_path is not None:
+            cfg, overlay = zone_overlay.apply(cfg)
+        self.cfg = cfg
+        #: Where the zones and masks in use came from (the log, the status page).
+        self.zones_from = zone_overlay.origin(self.config_path, overlay)
         #: What pictures leaving the loop may show (zones, masks, blurring; edge/zones.py).
         self.privacy = Privacy(cfg.privacy, bool(cfg.zones))
         self._polygons = (cfg.zones, cfg.privacy.masks)
@@ -278,6 +289,7 @@ class Runner:
         log.info("state: %s", f"{p.state_dir} (events {'on' if store else 'off'}, snapshots "
                  f"{'on' if store and store.snapshots_on else 'off'})")
         log.info("privacy: %s", self.privacy.describe(self.cfg.zones))
+        log.info("zones: from %s", self.zones_from)
         if self.cfg.mqtt.enabled:
             from .mqtt import MqttPublisher
 
@@ -357,16 +369,23 @@ class Runner:
 
     def _zone_editor(self, p: "RunParts"):
         from .zone_editor import ZoneEditor
+        from .zone_overlay import overlay_path
 
         def frame_size():
             item = p.live.get()
             return None if item is None else (item[0].shape[1], item[0].shape[0])
 
-        return ZoneEditor(self.config_path, frame_size, lambda: self._polygons, self.use_polygons)
+        return ZoneEditor(self.config_path, frame_size, lambda: self._polygons, self.use_polygons,
+                          overlay_path(self.cfg) if self.config_path is not None else None)
 
-    def use_polygons(self, cfg: config_mod.Config) -> None:
+    def use_polygons(self, cfg: config_mod.Config, saved_to: Path | None = None) -> None:
         """Switch to the zones and privacy masks of ``cfg`` from the next frame on (the zone
-        editor's save, from the web page's thread: reference assignments only)."""
+        editor's save, from the web page's thread: reference assignments only).
+
+        Args:
+            saved_to: the file the polygons were saved to (the config file or the overlay).
+        """
+        from . import zone_overlay
         from .zones import Privacy
 
         pipeline = getattr(self, "_pipeline", None)
@@ -374,7 +393,10 @@ class Runner:
             pipeline.set_polygons(cfg.zones, cfg.privacy.masks)
         self.privacy = Privacy(cfg.privacy, bool(cfg.zones))
         self._polygons = (cfg.zones, cfg.privacy.masks)
-        log.info("privacy: %s", self.privacy.describe(cfg.zones))
+        if saved_to is not None:
+            overlay = None if self.config_path is not None and Path(saved_to) == self.config_path else Path(saved_to)
+            self.zones_from = zone_overlay.origin(self.config_path, overlay)
+        log.info("privacy: %s; zones from %s", self.privacy.describe(cfg.zones), self.zones_from)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -586,7 +608,7 @@ class Runner:
                "models": [{"name": str(p), "sha256": self._pipeline.model_hashes().get(k, "")}
                           for k, p in self._pipeline.model_paths().items()],
                "snapshots": bool(self._store and self._store.snapshots_on),
-               "privacy": self.privacy.describe(self._polygons[0])}
+               "privacy": self.privacy.describe(self._polygons[0]), "zones_from": self.zones_from}
         arming = getattr(self, "_arming", None)
         if arming is not None:
             out["arming"] = {**arming.snapshot(), "history": arming.history(5)}

@@ -3,7 +3,7 @@
 ``GET /zones`` shows the newest frame with the zones (green) and masks (red) of the config
 file drawn over it; a click adds a corner, "Close polygon" makes it a zone or a mask,
 "Delete" removes one, "Save" posts them all (CSRF token, same-origin) to ``POST /zones``.
-The script (``/zones.js``, about 60 lines, no library) only collects points; everything is
+The script (``/zones.js``, about 70 lines, no library) only collects points; everything is
 checked here:
 
 * the new ``[[zones]]`` / ``[[privacy.masks]]`` tables replace the old ones in the file's
@@ -13,11 +13,14 @@ checked here:
   :func:`edge.config.zone_problems` (what ``doorguard check-config`` runs) and must parse to
   the same settings as before apart from the zones and masks;
 * it is written atomically (a temporary file in the same folder, fsync, rename) with the
-  old file's mode, and the running loop uses the new polygons from the next frame on.
+  old file's mode, and the running loop uses the new polygons from the next frame on;
+* where the config file cannot be written (the shipped unit's ``ProtectSystem=strict`` keeps
+  ``/etc/doorguard`` read-only), the polygons go to the overlay ``<state dir>/zones.toml``
+  instead (edge/zone_overlay.py), which ``run`` and ``check-config`` load on top of the file.
+  A later save that can write the file removes the overlay.
 
 The page works in relative coordinates (0..1 of the frame); a polygon the file gives in
-pixels is shown scaled and written back in pixels. The service must be able to write the
-config file and its folder (README "Zones and privacy masks").
+pixels is shown scaled and written back in pixels.
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ def polygon_tables(kind: str, entries: Sequence[dict]) -> str:
         if not isinstance(e, dict):
             raise ConfigError(f"{kind} {n}: not a table")
         lines = [header]
-        for k, v in e.items():
+        # name and units first, the corners last: the order a person writes them in
+        keys = sorted(e, key=lambda k: {"name": 0, "units": 1, "points": 3}.get(k, 2) if isinstance(k, str) else 2)
+        for k, v in ((k, e[k]) for k in keys):
             if v is None:
                 continue
             if not isinstance(k, str) or not _BARE_KEY.match(k):
@@ -157,25 +162,60 @@ class ZoneEditor:
             page shows the polygons but cannot save).
         frame_size: the newest frame's ``(width, height)``, None before the first frame.
         active: the zones and masks in use now (``(cfg.zones, cfg.privacy.masks)``).
-        on_saved: called with the saved Config (the runner switches to its polygons).
+        on_saved: called with the saved Config and the file the polygons went to (the runner
+            switches to them).
+        overlay_path: where the polygons go when the config file cannot be written
+            (``<state dir>/zones.toml``; None: nowhere, the save fails).
     """
 
     config_path: Path | None
     frame_size: Callable[[], "tuple[int, int] | None"]
     active: Callable[[], tuple[Sequence[Any], Sequence[Any]]]
-    on_saved: Callable[[Any], None] | None = None
+    on_saved: Callable[[Any, Path], None] | None = None
+    overlay_path: Path | None = None
+
+    def _current(self) -> tuple[Any, Path | None]:
+        """The config file's Config with the overlay applied, and the overlay when there is one."""
+        from . import config as config_mod
+        from . import zone_overlay
+
+        cfg = config_mod.load(self.config_path)
+        if self.overlay_path is None:
+            return cfg, None
+        return zone_overlay.apply(cfg, self.overlay_path)
+
+    def fingerprint(self) -> str:
+        """A short hash of the zones and masks a page would start from now (file + overlay).
+
+        The page sends it back with its save: a save whose page could not show the polygons
+        (an invalid file, pixel corners before the first frame) or that started from older
+        ones (another tab, a hand edit) would silently drop what it never showed.
+
+        Raises:
+            ConfigError: as :meth:`polygons`.
+        """
+        import hashlib
+
+        cfg, _ = self._current()
+        dump = [[p.model_dump(mode="json") for p in cfg.zones], [p.model_dump(mode="json") for p in cfg.privacy.masks]]
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
+
+    def source(self) -> str:
+        """Where the polygons the page shows come from (a file name), for the page."""
+        if self.config_path is None:
+            return ""
+        return str(self.overlay_path if self.overlay_path is not None and self.overlay_path.exists()
+                   else self.config_path)
 
     def polygons(self) -> dict:
         """The file's zones and masks for the page: ``{"zones": [...], "masks": [...]}``, corners 0..1.
 
         Raises:
-            ConfigError: the file does not load (the page shows the line), or pixel polygons
-                and no frame yet to scale them by.
+            ConfigError: the file or the overlay does not load (the page shows the line), or
+                pixel polygons and no frame yet to scale them by.
         """
-        from . import config as config_mod
-
         if self.config_path is not None:
-            cfg = config_mod.load(self.config_path)
+            cfg, _ = self._current()
             zones, masks = cfg.zones, cfg.privacy.masks
         else:
             zones, masks = self.active()
@@ -193,24 +233,31 @@ class ZoneEditor:
                 out[kind].append(d)
         return out
 
-    def save(self, payload: str) -> Any:
-        """Check the page's polygons like check-config does and write them to the config file.
+    def save(self, payload: str, base: str | None = None) -> tuple[Any, Path]:
+        """Check the page's polygons like check-config does and write them to the config file,
+        or to the overlay where the file cannot be written.
 
         Args:
             payload: JSON ``{"zones": [{"points": [[x, y], ...], ...}], "masks": [...]}``, corners 0..1.
+            base: the :meth:`fingerprint` the page was given (None: not checked); another one:
+                the polygons changed since, the save is refused.
 
         Returns:
-            The saved Config.
+            (the saved Config, the file written: the config file or the overlay).
 
         Raises:
             ConfigError: one line: started without --config, bad JSON, a polygon or the file
-                invalid (key path), other settings would change, or the file cannot be written.
+                invalid (key path), other settings would change, or neither the file nor the
+                overlay can be written.
         """
         from . import config as config_mod
 
         if self.config_path is None:
             raise ConfigError("doorguard was started without --config: there is no file to save zones to")
         path = Path(self.config_path)
+        if base is not None and base != self.fingerprint():
+            raise ConfigError("the zones and masks changed since this page was loaded, or it could not show them: "
+                              "reload the page and draw again (nothing was saved)")
         try:
             data = json.loads(payload)
         except ValueError:
@@ -256,12 +303,51 @@ class ZoneEditor:
         if not same:
             raise ConfigError(f"{where}: its zones or masks are written in a way the page cannot replace "
                               "(e.g. an inline zones = [...]): edit the file by hand")
-        write_atomic(path, new)
+        try:
+            write_atomic(path, new)
+            saved_to = path
+        except ConfigError as e:
+            if self.overlay_path is None:
+                raise
+            self._write_overlay(entries, f"{e} and ")
+            saved_to = self.overlay_path
+            log.info("web: %s is not writable to the service (%s): the polygons go to %s", path,
+                     getattr(e.__cause__, "strerror", None) or e.__cause__, saved_to)
+        else:
+            self._drop_overlay(entries)
         log.info("web: %d zone(s) and %d privacy mask(s) saved to %s", len(cfg.zones), len(cfg.privacy.masks),
-                 path)
+                 saved_to)
         if self.on_saved is not None:
-            self.on_saved(cfg)
-        return cfg
+            self.on_saved(cfg, saved_to)
+        return cfg, saved_to
+
+    def _write_overlay(self, entries: dict[str, list[dict]], why: str = "") -> None:
+        """Write the overlay; it must load back as ``run`` will load it.
+
+        Raises:
+            ConfigError: it cannot be written (``why``: the config file's reason, said first).
+        """
+        from . import zone_overlay
+
+        text = zone_overlay.overlay_text(entries["zones"], entries["masks"], self.config_path)
+        assert self.overlay_path is not None
+        try:
+            zone_overlay.write_overlay(self.overlay_path, text)
+        except OSError as e:
+            raise ConfigError(f"{why}cannot write the zones overlay {self.overlay_path}: {e.strerror or e}") from e
+        zone_overlay.read_overlay(self.overlay_path)
+
+    def _drop_overlay(self, entries: dict[str, list[dict]]) -> None:
+        """The config file holds the polygons now: an old overlay would override them at the next start."""
+        if self.overlay_path is None or not self.overlay_path.exists():
+            return
+        try:
+            self.overlay_path.unlink()
+            log.info("web: removed %s (the config file holds the zones now)", self.overlay_path)
+        except OSError as e:
+            log.warning("web: cannot remove %s (%s): writing the same polygons there", self.overlay_path,
+                        e.strerror or e)
+            self._write_overlay(entries)
 
     def register(self, app: Any, page: Callable[..., str], check_csrf: Callable[[], None]) -> None:
         """Add ``/zones`` (GET page, POST save) and ``/zones.js`` to the web page's Flask app."""
@@ -269,20 +355,25 @@ class ZoneEditor:
 
         @app.get("/zones")
         def zones():
-            error = None
+            error, base = None, ""
             polys: dict = {"zones": [], "masks": []}
             try:
                 polys = self.polygons()
+                if self.config_path is not None:
+                    base = self.fingerprint()
             except ConfigError as e:
                 error = str(e)
+            # A page that could not show the polygons offers no Save: it would drop them.
             return page("Zones", _ZONES, polygons=json.dumps(polys), error=error, saved=request.args.get("saved"),
-                        can_save=self.config_path is not None, path=str(self.config_path or ""))
+                        can_save=self.config_path is not None, loaded=error is None, base=base,
+                        path=str(self.config_path or ""), shown_from=self.source(),
+                        overlay=str(self.overlay_path or ""))
 
         @app.post("/zones")
         def zones_save():
             check_csrf()
             try:
-                self.save(request.form.get("polygons", ""))
+                _, saved_to = self.save(request.form.get("polygons", ""), request.form.get("base", ""))
             except ConfigError as e:
                 log.warning("web: zones not saved: %s", e)
                 try:
@@ -290,29 +381,38 @@ class ZoneEditor:
                 except ValueError:
                     polys = {"zones": [], "masks": []}
                 return page("Zones", _ZONES, polygons=json.dumps(polys), error=str(e), saved=None,
-                            can_save=True, path=str(self.config_path)), 400
-            return redirect(url_for("zones", saved="1"))
+                            can_save=self.config_path is not None, loaded=True,
+                            base=request.form.get("base", ""), path=str(self.config_path or ""),
+                            shown_from=self.source(), overlay=str(self.overlay_path or "")), 400
+            kind = "overlay" if saved_to != self.config_path else "config"
+            return redirect(url_for("zones", saved=kind))
 
         @app.get("/zones.js")
         def zones_js():
             return Response(_ZONES_JS, mimetype="text/javascript")
 
 
-_ZONES = """{% if saved %}<p class="msg ok" id="saved">Saved to {{ path }}; in use from the next frame.</p>{% endif %}
+_ZONES = """{% if saved == "overlay" %}<p class="msg ok" id="saved">Saved to {{ overlay }} (the config file {{ path }}
+is read-only to the service); in use from the next frame and after a restart. <code>doorguard zones --reset</code>
+goes back to the config file's.</p>
+{% elif saved %}<p class="msg ok" id="saved">Saved to {{ path }}; in use from the next frame.</p>{% endif %}
 {% if error %}<p class="msg bad" id="error">{{ error }}</p>{% endif %}
 <p>Click the corners of an area, then <b>Close polygon</b>. <span class="ok">Zones</span> (green): only faces
 in them count. <span class="bad">Masks</span> (red): blacked out before anything sees the frame.</p>
 <div style="position:relative;display:inline-block">
-<img class="live" id="zimg" src="/frame.jpg" alt="newest frame">
+<img class="live" id="zimg" src="/frame.jpg" alt="no frame yet: waiting for the camera">
 <canvas id="zcanvas" data-polygons="{{ polygons }}" style="position:absolute;left:0;top:0;cursor:crosshair">
 </canvas></div>
 <p><select id="zkind"><option value="zones">zone</option><option value="masks">mask</option></select>
 <input id="zname" placeholder="name (optional)" maxlength="64">
 <button type="button" id="zclose">Close polygon</button> <button type="button" id="zundo">Undo corner</button></p>
 <ul id="zlist"></ul>
-{% if can_save %}<form method="post" action="/zones" id="zform"><input type="hidden" name="csrf" value="{{ csrf_token }}">
+{% if can_save and not loaded %}<p class="msg bad" id="noload">The zones and masks in use cannot be shown (above):
+saving from this page would drop them. Reload it once that is solved.</p>
+{% elif can_save %}<form method="post" action="/zones" id="zform"><input type="hidden" name="csrf" value="{{ csrf_token }}">
+<input type="hidden" name="base" value="{{ base }}">
 <input type="hidden" name="polygons" id="zpolygons" value="{{ polygons }}">
-<button type="submit" id="zsave">Save to {{ path }}</button></form>
+<button type="submit" id="zsave">Save</button> <small id="zsource">(shown: from {{ shown_from }})</small></form>
 {% else %}<p class="msg">Started without <code>--config</code>: zones cannot be saved from here.</p>{% endif %}
 <script src="/zones.js"></script>
 """
@@ -352,7 +452,10 @@ _ZONES_JS = r""""use strict";
     const out = $("zpolygons");
     if (out) out.value = JSON.stringify(data);
   }
-  function fit() { cv.width = img.clientWidth; cv.height = img.clientHeight; draw(); }
+  function fit() {
+    if (!img.naturalWidth) return;  // no frame (yet): keep the canvas until one loads
+    cv.width = img.clientWidth; cv.height = img.clientHeight; draw();
+  }
   cv.addEventListener("click", (e) => {
     const r = cv.getBoundingClientRect();
     const x = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
@@ -368,8 +471,12 @@ _ZONES_JS = r""""use strict";
     draft = []; $("zname").value = ""; draw();
   };
   $("zundo").onclick = () => { draft.pop(); draw(); };
+  // 503 while the camera starts: try again each second (a new URL, or the browser keeps the error)
+  const retry = () => setTimeout(() => { img.src = "/frame.jpg?t=" + Date.now(); }, 1000);
   img.addEventListener("load", fit);
+  img.addEventListener("error", retry);
   window.addEventListener("resize", fit);
-  if (img.complete) fit();
+  draw();
+  if (img.complete) { if (img.naturalWidth) fit(); else retry(); }  // loaded or failed before this ran
 })();
 """

@@ -181,6 +181,22 @@ def test_gpio_busy_names_the_pin_and_role(pi):
     assert "GPIO22 (buzzer) is in use by another program" in gpio[0][1]
 
 
+def test_door_relay_pin_is_checked_and_listed_with_the_others(pi):
+    fake, cfg = pi
+    cfg = cfg.model_copy(update={"door": cfg.door.model_copy(update={"relay_pin": 23})})
+    results = Doctor(cfg, fake.host()).run_all()
+    assert fake.claimed == [17, 27, 22, 5, 23]
+    assert "mute_button=GPIO5, door_relay=GPIO23." in " | ".join(m for _, m in statuses(results, "gpio"))
+    fake.claimed.clear()
+    fake.busy.add(23)
+    gpio = statuses(Doctor(cfg, fake.host()).run_all(), "gpio")
+    assert gpio == [(FAIL, gpio[0][1])]
+    assert "GPIO23 (door_relay) is in use by another program" in gpio[0][1] and "[door] relay_pin" in gpio[0][1]
+    fake.outputs["systemctl"] = (0, "active\n")
+    gpio = statuses(Doctor(cfg, fake.host()).run_all(), "gpio")
+    assert gpio[0][0] == OK and "door_relay=GPIO23" in gpio[0][1]
+
+
 def test_running_service_holds_the_pins(pi):
     fake, cfg = pi
     fake.outputs["systemctl"] = (0, "active\n")

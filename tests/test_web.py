@@ -21,6 +21,10 @@ from edge import cli, web
 from edge.errors import ConfigError, UsageError
 from edge.web import LiveFrame, Overlay, WebConfig, WebServer
 
+from web_browser import SKIP_REASON, DevTools
+from web_browser import chromium as _chromium
+
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
 
@@ -851,132 +855,6 @@ def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
 
 # ---- end to end in headless Chromium ----------------------------------------------------------------
 
-def _chromium() -> str | None:
-    import shutil
-
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-class DevTools:
-    """Chrome DevTools Protocol over --remote-debugging-pipe (fd 3 in, fd 4 out, NUL-separated JSON).
-
-    No websocket and no Node: the browser is a child process with two pipes.
-    """
-
-    def __init__(self, binary: str, user_data_dir: Path) -> None:
-        import subprocess
-
-        cmd_r, self._cmd_w = os.pipe()
-        self._res_r, res_w = os.pipe()
-        # Move the child's ends above 4, so that "3<&N 4>&M" cannot overwrite one with the other.
-        cmd_r, res_w = (self._high(fd) for fd in (cmd_r, res_w))
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1000,900",
-                 f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"]
-        # bash puts the pipes on fds 3 and 4 where Chromium expects them (no preexec_fn: threads
-        # run here; dash refuses fd numbers above 9).
-        self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', binary, *flags],
-            pass_fds=(cmd_r, res_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.close(cmd_r)
-        os.close(res_w)
-        self._next = 0
-        self._replies: dict[int, dict] = {}
-        self.events: list[dict] = []
-        self._cv = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    @staticmethod
-    def _high(fd: int) -> int:
-        import fcntl
-
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
-        os.close(fd)
-        return high
-
-    def _read(self) -> None:
-        buf = b""
-        while True:
-            chunk = os.read(self._res_r, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                with self._cv:
-                    if "id" in msg:
-                        self._replies[msg["id"]] = msg
-                    else:
-                        self.events.append(msg)
-                    self._cv.notify_all()
-        with self._cv:
-            self._cv.notify_all()
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 20.0) -> dict:
-        with self._cv:
-            self._next += 1
-            i = self._next
-        msg = {"id": i, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        try:
-            os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
-        except BrokenPipeError:
-            raise RuntimeError(f"chromium exited ({self.proc.wait(5)}): {self.stderr_tail()}") from None
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while i not in self._replies:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise TimeoutError(f"no reply to {method}")
-                self._cv.wait(left)
-            reply = self._replies.pop(i)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply.get("result", {})
-
-    def stderr_tail(self) -> str:
-        """Chromium's last meaningful stderr lines (once it has exited)."""
-        if self.proc.poll() is None:
-            return ""
-        lines = self.proc.stderr.read().decode(errors="replace").splitlines()
-        return " | ".join([ln for ln in lines if "dbus" not in ln][-5:])
-
-    def wait_event(self, method: str, after: int, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                for ev in self.events[after:]:
-                    if ev.get("method") == method:
-                        return ev
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {method} event")
-                self._cv.wait(left)
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=5)
-        except Exception:  # noqa: BLE001 - the browser may be gone already
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        os.close(self._cmd_w)
-        self._reader.join(timeout=5)
-        os.close(self._res_r)
-
-
 def demo_frames():
     """(RGB frame, overlays) from the built-in demo source, else synthetic frames."""
     try:
@@ -1019,7 +897,7 @@ def demo_frames():
 def test_chromium_end_to_end(harness, tmp_path):
     binary = _chromium()
     if binary is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium; scripts/sysdeps.sh test)")
+        pytest.skip(SKIP_REASON)
     h = harness(live_fps=5)
     frame = demo_frames()
     stop = threading.Event()

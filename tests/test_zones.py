@@ -276,3 +276,28 @@ def test_privacy_config_defaults():
     assert p.masks == [] and p.blur_other_faces is False
     cfg = config.load()
     assert cfg.zones == [] and cfg.events.snapshots.content == "face"
+
+
+def test_a_restart_runs_with_the_overlay_the_web_page_saved_and_reset_goes_back(tmp_path, capsys, caplog):
+    """The unit's config is read-only, so the page saved the zone to <state dir>/zones.toml; the
+    next `doorguard run` uses it, and `doorguard zones --reset` returns to the file's (none)."""
+    from edge import cli
+
+    state = tmp_path / "state"
+    state.mkdir()
+    overlay = state / "zones.toml"
+    overlay.write_text(f"[[zones]]\nname = 'door'\npoints = {LEFT_HALF}\n")
+    frames = [scene([(85, 30, RED)])] * 10  # an unmasked face, right half only: outside the overlay's zone
+    caplog.set_level("INFO", logger="doorguard")
+    r, pins, clf = run_folder(tmp_path, frames)
+    assert f"zones: from {overlay} (saved on the web page" in caplog.text
+    assert events(tmp_path) == [] and clf.invocations == 0 and not any(pins["buzzer"])
+    st = r._status()
+    assert "1 zone(s)" in st["privacy"] and st["zones_from"].startswith(f"{overlay} (saved on the web page")
+    assert cli.main(["zones", "--config", str(tmp_path / "doorguard.toml"), "--reset"]) == 0
+    assert not overlay.exists()
+    capsys.readouterr()
+    (tmp_path / "frames").rename(tmp_path / "frames-1")
+    r, pins, _ = run_folder(tmp_path, frames)
+    assert [e[:2] for e in events(tmp_path)] == [("violation", "no_mask")] and any(pins["buzzer"])
+    assert r._status()["zones_from"] == str(tmp_path / "doorguard.toml")
