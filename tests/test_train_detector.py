@@ -273,7 +273,7 @@ def test_paste_faces_adds_exact_boxes_that_overlap_nothing():
                                       px=(20, 40), count=4, want_unmasked=True, avoid=ignore)
     assert len(b) > 1 and len(b) == len(c) == len(kinds) and kinds[0] == "mask"
     assert kinds[1] == "no_mask"  # asked for unmasked first
-    from convert.detect_report import iou_matrix
+    from convert.metrics import iou_matrix
 
     new = b[1:]
     assert iou_matrix(new, np.concatenate([boxes, ignore])).max() == 0
@@ -358,7 +358,7 @@ def test_teacher_finds_the_face_in_a_real_photo():
     rgb = read_rgb(photo)
     tb = Teacher(shared / "models" / "peers")(rgb)
     # validation_metadata.csv: a masked face at x 549, y 319, 253 x 301
-    from convert.detect_report import iou_matrix
+    from convert.metrics import iou_matrix
 
     assert len(tb.boxes) >= 1
     assert iou_matrix(np.array([[549, 319, 802, 620]], np.float32), tb.boxes).max() > 0.5
