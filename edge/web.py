@@ -62,6 +62,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, StateError, UsageError
+from .jsonable import jsonable
 
 log = logging.getLogger("doorguard.web")
 
@@ -1147,7 +1148,7 @@ class WebServer:
             # File paths stay on the device (copies: the dicts belong to the runner).
             st["events"] = [{k: v for k, v in e.items() if k != "snapshot"}
                             for e in st.get("events") or [] if isinstance(e, dict)]
-            return jsonify(_jsonable(st))
+            return jsonify(jsonable(st))
 
         @app.get("/thumb/<int:event_id>")
         def thumb(event_id: int):
@@ -1262,18 +1263,6 @@ def _event_row(e: dict) -> dict:
         score = "" if score is None else str(score)
     return {"id": e.get("id"), "when": when, "track_id": e.get("track_id", ""), "verdict": e.get("verdict", ""),
             "label": e.get("label", ""), "score": score, "has_snapshot": bool(e.get("snapshot"))}
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)
 
 
 _LAYOUT = """<!doctype html>
