@@ -30,15 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
+from .pi_health import decode_throttled
 
-#: vcgencmd get_throttled bits -> words (bit 0-3: now, 16-19: since boot).
-THROTTLE_BITS = {
-    0: "under-voltage",
-    1: "ARM frequency capped",
-    2: "throttled",
-    3: "soft temperature limit",
-}
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
 TEMP_WARN_C = 70.0
 TEMP_FAIL_C = 80.0  # the Pi 4/5 firmware starts throttling at 80-85 C
@@ -122,13 +116,6 @@ def pi_model(host: Host) -> str | None:
         if model.startswith("Raspberry Pi"):
             return model
     return None
-
-
-def decode_throttled(value: int) -> tuple[list[str], list[str]]:
-    """``get_throttled`` bits -> (conditions now, conditions since boot), in words."""
-    now = [w for b, w in THROTTLE_BITS.items() if value & (1 << b)]
-    past = [w for b, w in THROTTLE_BITS.items() if value & (1 << (b + 16))]
-    return now, past
 
 
 class Doctor:

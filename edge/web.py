@@ -63,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, StateError, UsageError
 from .jsonable import jsonable
+from .pi_health import decode_throttled
 
 log = logging.getLogger("doorguard.web")
 
@@ -532,14 +533,6 @@ def read_recent_events(db_path: str | os.PathLike, snapshot_dir: str | os.PathLi
 
 # ---- Pi health ----------------------------------------------------------------------------------
 
-# get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
-_THROTTLE_BITS = {
-    0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
-    16: "under-voltage occurred", 17: "frequency capping occurred", 18: "throttling occurred",
-    19: "soft temperature limit occurred",
-}
-
-
 def read_pi_health(sys_root: str | os.PathLike = "/sys") -> dict[str, Any]:
     """CPU temperature (thermal zones) and Raspberry Pi throttling flags from sysfs.
 
@@ -572,7 +565,8 @@ def read_pi_health(sys_root: str | os.PathLike = "/sys") -> dict[str, Any]:
                 continue
         if throttled is not None:
             break
-    flags = [name for bit, name in _THROTTLE_BITS.items() if throttled is not None and throttled >> bit & 1]
+    now, past = decode_throttled(throttled) if throttled is not None else ([], [])
+    flags = [f"{w} now" for w in now] + [f"{w} since boot" for w in past]
     return {"temperatures_c": temps, "throttled": throttled, "throttled_flags": flags}
 
 

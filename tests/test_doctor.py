@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import doctor
+from edge import doctor, pi_health
 from edge.config import parse
 from edge.doctor import FAIL, OK, WARN, Doctor, Host, decode_throttled
 from edge.manifest import sha256_file
@@ -215,7 +215,7 @@ def test_throttling_decoded_into_words(pi):
 def test_decode_throttled():
     assert decode_throttled(0) == ([], [])
     assert decode_throttled(0x50005) == (["under-voltage", "throttled"], ["under-voltage", "throttled"])
-    assert decode_throttled(0xF000F) == ([*doctor.THROTTLE_BITS.values()], [*doctor.THROTTLE_BITS.values()])
+    assert decode_throttled(0xF000F) == ([*pi_health.THROTTLE_BITS.values()], [*pi_health.THROTTLE_BITS.values()])
 
 
 @pytest.mark.parametrize("milli,status", [(69_999, OK), (72_500, WARN), (83_000, FAIL)])

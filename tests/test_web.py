@@ -659,8 +659,8 @@ def test_pi_health_reads_sysfs(tmp_path):
     got = web.read_pi_health(tmp_path)
     assert got["temperatures_c"] == {"cpu-thermal": pytest.approx(61.234)}
     assert got["throttled"] == 0x50005
-    assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage occurred",
-                                      "throttling occurred"]
+    assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage since boot",
+                                      "throttled since boot"]
     assert web.read_pi_health(tmp_path / "absent") == {"temperatures_c": {}, "throttled": None,
                                                        "throttled_flags": []}
 
