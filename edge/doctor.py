@@ -162,20 +162,23 @@ class Doctor:
                                       "the Pi-only checks are skipped.")]
 
     def check_camera(self) -> list[Check]:
+        from .sources import parse_source_spec
+
         spec = self._source_spec()
+        src = parse_source_spec(spec)
         out: list[Check] = []
-        if spec.startswith("/dev/video") or spec.isdigit():
-            node = self.host.path(spec if spec.startswith("/dev/") else f"/dev/video{spec}")
+        if src.kind == "camera":
+            node = self.host.path(src.target if isinstance(src.target, str) else f"/dev/video{src.target}")
             shown = "/" + str(node.relative_to(self.host.root))
             if not node.exists():
                 return [Check("camera", FAIL, f"{shown} does not exist: plug the USB camera in (check with "
                                               "`ls /dev/video*`) or change [source] spec in the config.")]
             bad = self._devices_access("camera", [node], "video", "USB camera")
             return [bad] if bad else [Check("camera", OK, f"{shown} is present and can be opened.")]
-        if spec not in ("auto", "picamera"):
+        if src.kind not in ("auto", "picamera"):
             return [Check("camera", OK, f"source is {spec!r} (not a camera): no camera needed.")]
         if not self.pi:
-            if spec == "picamera":
+            if src.kind == "picamera":
                 return [Check("camera", FAIL, "source is picamera but this is not a Raspberry Pi: use a "
                                               "/dev/videoN, file or demo source here.")]
             nodes = self.host.glob("/dev/video*")

@@ -316,6 +316,19 @@ def test_usb_camera_spec(pi):
         (OK, "/dev/video0 is present and can be opened.")]
 
 
+@pytest.mark.parametrize("alias", ["picam", "picamera2", " picamera "])
+def test_camera_check_reads_the_spec_as_the_run_does(pi, tmp_path, alias):
+    # doctor reads the spec with edge.sources.parse_source_spec (issue 23): it used to take
+    # picam/picamera2, which `doorguard run` opens as the Pi camera, for "not a camera".
+    fake, cfg = pi
+    cfg.source.spec = alias
+    cam = statuses(Doctor(cfg, fake.host()).run_all(), "camera")
+    assert cam == [(OK, cam[0][1])] and "found by libcamera" in cam[0][1]
+    not_pi = parse(f'[source]\nspec = "{alias}"\n')
+    cam = statuses(Doctor(not_pi, FakePi(tmp_path / "x").host()).run_all(), "camera")
+    assert cam[0][0] == FAIL and "not a Raspberry Pi" in cam[0][1]
+
+
 def test_main_prints_lines_and_exits_nonzero_on_fail(pi, tmp_path, capsys):
     fake, cfg = pi
     bad = tmp_path / "bad.toml"
