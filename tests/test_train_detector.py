@@ -14,77 +14,7 @@ from edge.cli import main as cli
 pytest.importorskip("tensorflow")
 
 from convert import darknet, train_detector as td  # noqa: E402
-from darknet_fixtures import ALL_LAYERS_CFG, write_model  # noqa: E402
-
-# One class, two heads (stride 8 and 16), BN convs: a tiny yoloface-like net.
-TINY_CFG = """\
-[net]
-width=64
-height=48
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-groups=8
-stride=2
-pad=1
-activation=relu
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=12
-activation=linear
-
-[yolo]
-mask = 0,1
-anchors = 8,8,  16,16,  24,24,  40,40
-classes=1
-num=4
-
-[route]
-layers = -3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=12
-activation=linear
-
-[yolo]
-mask = 2,3
-anchors = 8,8,  16,16,  24,24,  40,40
-classes=1
-num=4
-"""
+from darknet_fixtures import ALL_LAYERS_CFG, TINY_CFG, write_model  # noqa: E402
 
 
 def _heads(model, x):
