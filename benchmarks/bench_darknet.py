@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge.errors import DoorguardError  # noqa: E402
+from edge.errors import DoorguardError, run_main  # noqa: E402
 
 WARMUP = 3
 
@@ -133,16 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args(argv)
-    try:
-        results = [run(mp, args.images, args.frames, args.threads) for mp in args.manifest]
-    except DoorguardError as e:
-        print(f"bench_darknet: error: {e}", file=sys.stderr)
-        return e.exit_code
+    return run_main("bench_darknet", lambda: bench(args))
+
+
+def bench(args: argparse.Namespace) -> None:
+    """Benchmark the manifests ``main`` parsed; print (and write) the results."""
+    results = [run(mp, args.images, args.frames, args.threads) for mp in args.manifest]
     for r in results:
         print(table(r) + "\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,9 +24,41 @@ if str(ROOT) not in sys.path:
 from convert.evaluate import (  # noqa: E402
     System, compare, doorguard_systems, load_classifier, load_voc, pipeline_for, standard_sets, table,
 )
-from edge.errors import DoorguardError  # noqa: E402
+from edge.errors import run_main  # noqa: E402
 
 from convert import peers  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> None:
+    """Measure the systems ``main`` parsed and write the results."""
+    from edge.config import load
+
+    cfg = load(args.config)
+    det = cfg.resolve(cfg.models.detector)
+    cls_path = cfg.resolve(cfg.models.classifier) if cfg.models.classifier else None
+    classifier = load_classifier(cls_path, cfg) if cls_path and cls_path.is_file() else None
+    if classifier is None:
+        logging.warning("no classifier at %s: peers run as detectors with their own classes only", cls_path)
+    systems = []
+    if not args.no_doorguard and det.is_file():
+        systems += doorguard_systems(cfg, det, cls_path if classifier else None)
+    systems += peers.systems(Path(args.shared) / "models" / "peers", classifier, cfg)
+    if args.only:
+        keep = set(args.only.split(","))
+        systems = [s for s in systems if s.name in keep]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = standard_sets(args.shared, tmp)
+        samples = {k: load_voc(*v) for k, v in sets.items()}
+        tune = None if args.default_thresholds else samples.pop("facemask853-train")
+        samples.pop("facemask853-train", None)
+        violating = set(cfg.rules.alert_on_classifier)
+        results = compare(systems, samples, violating, tune_on=tune, progress=not args.quiet)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(table(results))
+    print(table(results))
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
 
 
 def main(argv=None) -> int:
@@ -41,39 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from edge.config import load
-
-        cfg = load(args.config)
-        det = cfg.resolve(cfg.models.detector)
-        cls_path = cfg.resolve(cfg.models.classifier) if cfg.models.classifier else None
-        classifier = load_classifier(cls_path, cfg) if cls_path and cls_path.is_file() else None
-        if classifier is None:
-            logging.warning("no classifier at %s: peers run as detectors with their own classes only", cls_path)
-        systems = []
-        if not args.no_doorguard and det.is_file():
-            systems += doorguard_systems(cfg, det, cls_path if classifier else None)
-        systems += peers.systems(Path(args.shared) / "models" / "peers", classifier, cfg)
-        if args.only:
-            keep = set(args.only.split(","))
-            systems = [s for s in systems if s.name in keep]
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            sets = standard_sets(args.shared, tmp)
-            samples = {k: load_voc(*v) for k, v in sets.items()}
-            tune = None if args.default_thresholds else samples.pop("facemask853-train")
-            samples.pop("facemask853-train", None)
-            violating = set(cfg.rules.alert_on_classifier)
-            results = compare(systems, samples, violating, tune_on=tune, progress=not args.quiet)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "results.md").write_text(table(results))
-        print(table(results))
-        print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    except DoorguardError as e:
-        print(f"run_peers: error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_main("run_peers", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.errors import DataError, DoorguardError, UsageError
+from edge.jsonable import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -895,7 +896,7 @@ class Bench:
         self.r["machine"]["load_end"] = os.getloadavg()
         self.r["elapsed_s"] = time.monotonic() - self.t0
         self.plots()
-        (self.out / "bench.json").write_text(json.dumps(_jsonable(self.r), indent=1))
+        (self.out / "bench.json").write_text(json.dumps(jsonable(self.r), indent=1))
         (self.out / "bench.md").write_text(render(self.r))
         self.step(f"wrote {self.out / 'bench.md'}")
         return 0
@@ -1245,18 +1246,6 @@ def summarize_doorguard(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "events": runs[-1]["events"], "backend": runs[0]["backend"], "threads": runs[0]["threads"],
         "runner_latency_last": runs[-1]["runner_latency"],
     }
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
 
 
 # ---- the report ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.errors import DataError, DoorguardError, UsageError
+from edge.errors import DataError, DoorguardError, UsageError, run_main
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +578,85 @@ def write_card(manifest_path: Path, section: str) -> Path:
     return card
 
 
+def run_steps(args: argparse.Namespace) -> None:
+    """Run the steps ``main`` parsed (the work of ``make models``)."""
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        raise UsageError(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
+    shared, out = Path(args.shared), Path(args.out)
+    check_shared(shared)
+    out.mkdir(parents=True, exist_ok=True)
+    from edge.config import load
+
+    cfg = load(args.config)
+    t0 = time.monotonic()
+    n = len(steps)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for i, step in enumerate(steps, 1):
+        if step == "detector":
+            _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
+            build_detector(shared, out, work, args.detector_recipe, args.detector_input)
+        elif step == "sizes":
+            _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
+            build_size_variants(shared, out, work)
+        elif step == "threshold":
+            _step(i, n, "face detectors: choosing the score threshold on facemask853 train", t0)
+            for name in (BASE_DETECTOR, *map(size_variant, DETECTOR_SIZES)):
+                if not (out / f"{name}.json").is_file():
+                    continue
+                c = tune_threshold(out / f"{name}.json", shared, cfg, not args.quiet)
+                print(f"  {name}: threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
+                      f"precision {c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false "
+                      f"detections per 135 images", flush=True)
+        elif step == "classifier":
+            _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
+            build_classifier(shared, out)
+        elif step == "conditions":
+            _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
+            res = measure_conditions(shared, out, cfg, not args.quiet)
+            (out / "conditions.json").write_text(json.dumps(res, indent=2) + "\n")
+            print(f"  wrote {out / 'conditions.json'}", flush=True)
+        elif step in ("eval", "cards"):
+            if step == "eval":
+                _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
+                            "and dataroots validation", t0)
+                only = [o for o in (args.only or "").split(",") if o]
+                known = None
+                if args.reuse_peer_thresholds and (out / "eval.json").is_file():
+                    old = json.loads((out / "eval.json").read_text())
+                    known = {k: next(iter(v.values()))["threshold_choice"] for k, v in old.items()
+                             if not k.startswith("doorguard")
+                             and "threshold_choice" in next(iter(v.values()))}
+                results = measure(shared, out, cfg, not args.quiet, only or None, known)
+                if only and (out / "eval.json").is_file():
+                    # Re-measured systems replace their rows; the others are kept.
+                    results = {**json.loads((out / "eval.json").read_text()), **results}
+                (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+            else:
+                _step(i, n, f"model cards from {out / 'eval.json'}", t0)
+                try:
+                    results = json.loads((out / "eval.json").read_text())
+                except (OSError, ValueError) as e:
+                    raise DataError(f"cannot read {out / 'eval.json'}: run the eval step first") from e
+            counts = arm_counts(Path("bench-out/arm/bench-arm.json")) or arm_counts(
+                Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench-arm.json")
+            extra = tradeoff_section(results, out, counts)
+            if (out / "conditions.json").is_file():
+                before = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "conditions-before-issue15.json"
+                extra += "\n" + conditions_section(json.loads((out / "conditions.json").read_text()),
+                                                    json.loads(before.read_text()) if before.is_file() else None)
+            section = metrics_section(results, extra)
+            for name in (DETECTOR, CLASSIFIER):
+                if (out / f"{name}.json").is_file():
+                    print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
+            from .evaluate import table
+
+            print(table(results), flush=True)
+    _step(n, n, "done", t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convert.build_models", description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default="../shared", help="the shared folder (source weights and data)")
@@ -602,86 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    try:
-        steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-        bad = [s for s in steps if s not in STEPS]
-        if bad:
-            raise UsageError(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
-        shared, out = Path(args.shared), Path(args.out)
-        check_shared(shared)
-        out.mkdir(parents=True, exist_ok=True)
-        from edge.config import load
-
-        cfg = load(args.config)
-        t0 = time.monotonic()
-        n = len(steps)
-        work = Path(args.work)
-        work.mkdir(parents=True, exist_ok=True)
-        for i, step in enumerate(steps, 1):
-            if step == "detector":
-                _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
-                build_detector(shared, out, work, args.detector_recipe, args.detector_input)
-            elif step == "sizes":
-                _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
-                build_size_variants(shared, out, work)
-            elif step == "threshold":
-                _step(i, n, "face detectors: choosing the score threshold on facemask853 train", t0)
-                for name in (BASE_DETECTOR, *map(size_variant, DETECTOR_SIZES)):
-                    if not (out / f"{name}.json").is_file():
-                        continue
-                    c = tune_threshold(out / f"{name}.json", shared, cfg, not args.quiet)
-                    print(f"  {name}: threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
-                          f"precision {c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false "
-                          f"detections per 135 images", flush=True)
-            elif step == "classifier":
-                _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
-                build_classifier(shared, out)
-            elif step == "conditions":
-                _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
-                res = measure_conditions(shared, out, cfg, not args.quiet)
-                (out / "conditions.json").write_text(json.dumps(res, indent=2) + "\n")
-                print(f"  wrote {out / 'conditions.json'}", flush=True)
-            elif step in ("eval", "cards"):
-                if step == "eval":
-                    _step(i, n, "measuring doorguard (int8, float) and the peers on facemask853 val "
-                                "and dataroots validation", t0)
-                    only = [o for o in (args.only or "").split(",") if o]
-                    known = None
-                    if args.reuse_peer_thresholds and (out / "eval.json").is_file():
-                        old = json.loads((out / "eval.json").read_text())
-                        known = {k: next(iter(v.values()))["threshold_choice"] for k, v in old.items()
-                                 if not k.startswith("doorguard")
-                                 and "threshold_choice" in next(iter(v.values()))}
-                    results = measure(shared, out, cfg, not args.quiet, only or None, known)
-                    if only and (out / "eval.json").is_file():
-                        # Re-measured systems replace their rows; the others are kept.
-                        results = {**json.loads((out / "eval.json").read_text()), **results}
-                    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-                else:
-                    _step(i, n, f"model cards from {out / 'eval.json'}", t0)
-                    try:
-                        results = json.loads((out / "eval.json").read_text())
-                    except (OSError, ValueError) as e:
-                        raise DataError(f"cannot read {out / 'eval.json'}: run the eval step first") from e
-                counts = arm_counts(Path("bench-out/arm/bench-arm.json")) or arm_counts(
-                    Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench-arm.json")
-                extra = tradeoff_section(results, out, counts)
-                if (out / "conditions.json").is_file():
-                    before = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "conditions-before-issue15.json"
-                    extra += "\n" + conditions_section(json.loads((out / "conditions.json").read_text()),
-                                                        json.loads(before.read_text()) if before.is_file() else None)
-                section = metrics_section(results, extra)
-                for name in (DETECTOR, CLASSIFIER):
-                    if (out / f"{name}.json").is_file():
-                        print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
-                from .evaluate import table
-
-                print(table(results), flush=True)
-        _step(n, n, "done", t0)
-    except DoorguardError as e:
-        print(f"make models: error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_main("make models", lambda: run_steps(args))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from edge.preprocess import prepare
 
 from . import quantize
 from .images import IMAGE_SUFFIXES, Unreadable, list_images, load_images
+from .metrics import auc, roc_curve
 from .outputs import Staging, output_name
 
 log = logging.getLogger(__name__)
@@ -138,23 +139,6 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarr
     return cm
 
 
-def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """ROC of a binary problem: (fpr, tpr, auc). AUC is NaN when a class is absent."""
-    y = np.asarray(y, dtype=bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return np.array([0.0, 1.0]), np.array([0.0, 1.0]), float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    s, yy = score[order], y[order]
-    # One point per distinct threshold, so ties do not make a staircase artefact.
-    distinct = np.r_[np.where(np.diff(s))[0], len(s) - 1]
-    tps = np.cumsum(yy)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0.0, tps / pos]
-    fpr = np.r_[0.0, fps / neg]
-    return fpr, tpr, float(np.trapezoid(tpr, fpr))
-
-
 def class_metrics(cm: np.ndarray, labels: list[str]) -> dict[str, dict[str, float | int | None]]:
     """Per-class precision, recall and support from a confusion matrix (None where undefined)."""
     out = {}
@@ -199,8 +183,9 @@ class Evaluation:
             "roc_auc": {},
         }
         for i, lab in enumerate(self.labels):
-            _, _, auc = roc_curve(self.y_true == i, self.probs[:, i])
-            out["roc_auc"][lab] = None if np.isnan(auc) else round(auc, 4)
+            fpr, tpr, _ = roc_curve(self.y_true == i, self.probs[:, i])
+            area = auc(fpr, tpr)
+            out["roc_auc"][lab] = None if area is None else round(area, 4)
         return out
 
 
@@ -245,8 +230,8 @@ def _plot_roc(ev_float: Evaluation, ev_int8: Evaluation, title: str, path: Path)
             yi = ev.y_true == i
             if yi.all() or not yi.any():
                 continue
-            fpr, tpr, auc = roc_curve(yi, ev.probs[:, i])
-            ax.plot(fpr, tpr, style, lw=1.2, label=f"{labels[i]} {kind} AUC {auc:.3f}")
+            fpr, tpr, _ = roc_curve(yi, ev.probs[:, i])
+            ax.plot(fpr, tpr, style, lw=1.2, label=f"{labels[i]} {kind} AUC {auc(fpr, tpr):.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

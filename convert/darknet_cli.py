@@ -103,17 +103,12 @@ def _stage(msg: str, t0: float) -> None:
     print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
 
 
-def _map_outputs(details: list[dict], shapes: list[list[int]], what: str) -> list[dict]:
-    """TFLite output details in head order, matched by shape (then by ':N' suffix)."""
-    out = []
-    for k, shape in enumerate(shapes):
-        same = [d for d in details if list(d["shape"]) == shape]
-        if len(same) > 1:
-            same = [d for d in same if d["name"].endswith(f":{k}")]
-        if len(same) != 1:
-            raise ModelError(f"{what}: cannot identify the output for head {k} with shape {shape}")
-        out.append(same[0])
-    return out
+def _head_details(details: list[dict], shapes: list[list[int]], what: str) -> list[dict]:
+    """TFLite output details in head order, matched by shape (``edge.models.map_outputs``)."""
+    from edge.models import map_outputs
+
+    by_name = {d["name"]: d for d in details}
+    return [by_name[n] for n in map_outputs(by_name, [(None, shape) for shape in shapes], what)]
 
 
 def head_names(strides: list[int]) -> list[str]:
@@ -128,7 +123,7 @@ def name_heads(data: bytes, net: Any, shapes: list[list[int]], what: str) -> byt
     from . import quantize
 
     _, details = quantize.io_details(data)
-    mapped = _map_outputs(details, shapes, what)
+    mapped = _head_details(details, shapes, what)
     names = head_names([h.stride for h in net.heads])
     return quantize.rename_outputs(data, {d["name"]: n for d, n in zip(mapped, names)})
 
@@ -206,7 +201,7 @@ def convert(cfg: Path, weights: Path, names: Path, calib: Path, out: Path,
                f"({len(int8_bytes) / 1024:.0f} KiB int8 vs {len(float_bytes) / 1024:.0f} KiB float32)", t0)
 
         in_detail, out_details = quantize.io_details(int8_bytes)
-        heads_detail = _map_outputs(out_details, shapes, str(tflite_path))
+        heads_detail = _head_details(out_details, shapes, str(tflite_path))
         spec = spec.model_copy(update={"name": in_detail["name"], "dtype": quantize.dtype_name(in_detail),
                                        "quant": quantize.quant_params(in_detail)})
         outputs = [

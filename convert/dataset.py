@@ -94,17 +94,20 @@ def parse_pairs(text: str | None, flag: str, allow_empty: bool = False) -> dict[
     return out
 
 
-def parse_label_map(text: str | None) -> dict[str, str]:
-    """``"with_mask=mask,without_mask=no_mask"`` -> dict; None/"" -> the default map.
+def parse_label_map(text: str | None, allow_drop: bool = True) -> dict[str, str]:
+    """The default map (``DEFAULT_LABEL_MAP``) updated by ``"a=b,c=d"`` entries.
 
-    A name mapped to an empty string (``"mask_weared_incorrect="``) drops that class.
+    The one parser of every ``--label-map`` flag (``dataset crops``, ``eval``).
+
+    Args:
+        text: the flag's value; None/"" gives the default map.
+        allow_drop: accept ``NAME=`` (maps the class to "", which ``write_crops``
+            skips); the evaluation passes False, a ground-truth face cannot be dropped.
 
     Raises:
         UsageError: malformed entry.
     """
-    if not text:
-        return dict(DEFAULT_LABEL_MAP)
-    return parse_pairs(text, "--label-map", allow_empty=True)
+    return {**DEFAULT_LABEL_MAP, **parse_pairs(text, "--label-map", allow_empty=allow_drop)}
 
 
 def parse_voc(xml_path: Path) -> tuple[str | None, list[LabeledBox]]:
@@ -300,8 +303,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 0.15)")
     p.add_argument("--split", type=Path, help="file of image stems to use (e.g. train.txt)")
     p.add_argument("--label-map", default=None,
-                   help="NAME=LABEL,... (default with_mask=mask,without_mask=no_mask,"
-                        "mask_weared_incorrect=mask_incorrect); NAME= drops a class")
+                   help="NAME=LABEL,... on top of with_mask=mask,without_mask=no_mask,"
+                        "mask_weared_incorrect=mask_incorrect; NAME= drops a class")
     p.add_argument("--min-size", type=float, default=1.0,
                    help="skip boxes whose shorter side is below this many pixels (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -25,6 +25,8 @@ import numpy as np
 
 from edge.errors import DataError
 
+from .metrics import iou_matrix
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -189,20 +191,13 @@ def _empty_gt() -> Boxes:
 # Metrics
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of N x 4 and M x 4 boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def _match(pred: Boxes, truth: Boxes, iou: float) -> tuple[np.ndarray, np.ndarray]:
     """Greedy VOC matching, best score first, same class.
+
+    VOC's own protocol, which mAP needs, and not ``convert.metrics.match_greedy``
+    (the evaluation's, by decreasing IoU): each prediction takes its best-IoU truth
+    box, and one already taken makes it a false positive (a duplicate) instead of
+    falling back to the next box.
 
     Returns:
         (per prediction: 1 TP, 0 FP, -1 ignored (matched a difficult box),

@@ -27,7 +27,7 @@ from edge.errors import DataError, UsageError
 from edge.types import Box, Detection
 
 # VOC class names -> classifier labels (issue 5), shared with ``doorguard dataset crops``.
-from .dataset import DEFAULT_LABEL_MAP, parse_pairs
+from .dataset import DEFAULT_LABEL_MAP, parse_label_map
 from .metrics import MISSED, UNCLASSIFIED, EvalAccumulator, Prediction, Truth, flag_roc
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,6 @@ class Sample:
 
     path: Path
     truths: list[Truth]
-
-
-def parse_label_map(text: str | None) -> dict[str, str]:
-    """The default VOC -> classifier map updated by ``a=b,c=d`` entries.
-
-    Raises:
-        UsageError: an entry that is not NAME=LABEL.
-    """
-    return {**DEFAULT_LABEL_MAP, **parse_pairs(text, "--label-map")}
 
 
 def load_voc(directory: Path | str, split: Path | str | None = None,
@@ -749,7 +740,7 @@ def main(args: argparse.Namespace) -> int:
         return facetouch_main(args)
     if not args.voc:
         raise UsageError("doorguard eval needs --voc DIR (or --facetouch LABELS.csv)")
-    label_map = parse_label_map(args.label_map)
+    label_map = parse_label_map(args.label_map, allow_drop=False)
     samples = load_voc(args.voc, args.split, label_map)
     pipe, meta = build_pipeline(args)
     det = meta["detector"]

@@ -146,7 +146,7 @@ def unmatched(teacher: np.ndarray, truth: np.ndarray, iou: float = 0.3) -> np.nd
     """Teacher boxes that overlap no true box by ``iou`` or more (faces the annotators left out)."""
     if len(teacher) == 0 or len(truth) == 0:
         return teacher
-    from .detect_report import iou_matrix
+    from .metrics import iou_matrix
 
     m = iou_matrix(teacher, truth)
     return teacher[m.max(axis=1) < iou]

@@ -441,7 +441,7 @@ def paste_faces(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, kinds: 
         (image with the faces, boxes + the pasted boxes, classes, kinds); a pasted box
         overlapping another box is not pasted.
     """
-    from .detect_report import iou_matrix
+    from .metrics import iou_matrix
 
     kinds_avail = pool.kinds()
     if not kinds_avail or count < 1:

@@ -19,7 +19,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import DoorguardError, UsageError
+from .errors import UsageError, run_main
 
 # (command words, module, one-line help)
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
@@ -170,14 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("DOORGUARD_DEBUG") == "1"
-    try:
+
+    def command() -> int | None:
         with _quiet_toolchain(args):
-            return int(args._main(args) or 0)
-    except DoorguardError as e:
-        if debug:
-            raise
-        print(f"doorguard: error: {e}", file=sys.stderr)
-        return e.exit_code
+            return args._main(args)
+
+    try:
+        return run_main("doorguard", command, debug=debug)
     except KeyboardInterrupt:
         print("doorguard: interrupted", file=sys.stderr)
         return 130

@@ -30,15 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
+from .pi_health import decode_throttled
 
-#: vcgencmd get_throttled bits -> words (bit 0-3: now, 16-19: since boot).
-THROTTLE_BITS = {
-    0: "under-voltage",
-    1: "ARM frequency capped",
-    2: "throttled",
-    3: "soft temperature limit",
-}
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
 TEMP_WARN_C = 70.0
 TEMP_FAIL_C = 80.0  # the Pi 4/5 firmware starts throttling at 80-85 C
@@ -124,13 +118,6 @@ def pi_model(host: Host) -> str | None:
     return None
 
 
-def decode_throttled(value: int) -> tuple[list[str], list[str]]:
-    """``get_throttled`` bits -> (conditions now, conditions since boot), in words."""
-    now = [w for b, w in THROTTLE_BITS.items() if value & (1 << b)]
-    past = [w for b, w in THROTTLE_BITS.items() if value & (1 << (b + 16))]
-    return now, past
-
-
 class Doctor:
     """Runs the checks against one config and one host."""
 
@@ -175,20 +162,23 @@ class Doctor:
                                       "the Pi-only checks are skipped.")]
 
     def check_camera(self) -> list[Check]:
+        from .sources import parse_source_spec
+
         spec = self._source_spec()
+        src = parse_source_spec(spec)
         out: list[Check] = []
-        if spec.startswith("/dev/video") or spec.isdigit():
-            node = self.host.path(spec if spec.startswith("/dev/") else f"/dev/video{spec}")
+        if src.kind == "camera":
+            node = self.host.path(src.target if isinstance(src.target, str) else f"/dev/video{src.target}")
             shown = "/" + str(node.relative_to(self.host.root))
             if not node.exists():
                 return [Check("camera", FAIL, f"{shown} does not exist: plug the USB camera in (check with "
                                               "`ls /dev/video*`) or change [source] spec in the config.")]
             bad = self._devices_access("camera", [node], "video", "USB camera")
             return [bad] if bad else [Check("camera", OK, f"{shown} is present and can be opened.")]
-        if spec not in ("auto", "picamera"):
+        if src.kind not in ("auto", "picamera"):
             return [Check("camera", OK, f"source is {spec!r} (not a camera): no camera needed.")]
         if not self.pi:
-            if spec == "picamera":
+            if src.kind == "picamera":
                 return [Check("camera", FAIL, "source is picamera but this is not a Raspberry Pi: use a "
                                               "/dev/videoN, file or demo source here.")]
             nodes = self.host.glob("/dev/video*")

@@ -7,6 +7,9 @@ config from a broken model from a missing camera.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class DoorguardError(Exception):
     """Base of every error doorguard reports as one line and a non-zero exit."""
@@ -70,3 +73,26 @@ class AccuracyGateError(DoorguardError):
     """A conversion or training run fell below its accuracy gate (report written)."""
 
     exit_code = 9
+
+
+def run_main(prog: str, body: Callable[[], int | None], debug: bool = False) -> int:
+    """Run a command's body; a project error becomes one line and its exit code.
+
+    The one tail of every ``main()`` (``doorguard``, ``make models``, the benchmarks):
+    ``{prog}: error: {message}`` on stderr, never a traceback.
+
+    Args:
+        prog: the command's name, the line's prefix.
+        body: the command; its return value (None meaning 0) is the exit code.
+        debug: re-raise instead, for the traceback.
+
+    Returns:
+        The exit code: the body's, or the error's ``exit_code``.
+    """
+    try:
+        return int(body() or 0)
+    except DoorguardError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code

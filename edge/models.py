@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,28 +53,52 @@ def _shown(q: tuple[float, int] | None) -> str:
     return "none (float)" if q is None else f"scale {q[0]:.9g}, zero point {q[1]}"
 
 
-def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dict[str, str]:
-    """Manifest output name -> interpreter tensor name, by name, else by unique shape."""
-    mapping: dict[str, str] = {}
-    for spec in specs:
-        if spec.name in model.outputs:
-            # Found by name: the model must still have the shape the manifest promises, or
-            # labels/anchors would be read off the wrong channels (a half-working loop).
-            got = [int(v) for v in model.outputs[spec.name]["shape"]]
-            if got != list(spec.shape):
-                raise ModelError(f"{where}: output {spec.name} has shape {got} in the model, "
-                                 f"but the manifest says {spec.shape}")
-            mapping[spec.name] = spec.name
+def map_outputs(outputs: dict[str, dict], wanted: Sequence[tuple[str | None, Sequence[int]]],
+                where: str) -> list[str]:
+    """The interpreter tensor name of each wanted output: by name, else by unique shape.
+
+    The one output mapping of the runtime (manifest -> model) and of the converters
+    (a fresh TFLite's outputs -> heads), so both read the same tensors.
+
+    Args:
+        outputs: the model's output details keyed by tensor name (``TfliteModel.outputs``).
+        wanted: (name, shape) of each output, in order. A name found in the model must
+            have the shape, or labels/anchors would be read off the wrong channels (a
+            half-working loop). Name None: an output the converter has not named yet
+            (``StatefulPartitionedCall:N``), where a same-shape tie goes to the tensor
+            whose name ends in ``:index``.
+        where: the model, for the error message.
+
+    Returns:
+        Tensor names, one per wanted output.
+
+    Raises:
+        ModelError: a named output with another shape, or no single tensor of the shape.
+    """
+    names: list[str] = []
+    for k, (name, shape) in enumerate(wanted):
+        shape = [int(v) for v in shape]
+        if name is not None and name in outputs:
+            got = [int(v) for v in outputs[name]["shape"]]
+            if got != shape:
+                raise ModelError(f"{where}: output {name} has shape {got} in the model, "
+                                 f"but the manifest says {shape}")
+            names.append(name)
             continue
-        same = [n for n, d in model.outputs.items() if list(d["shape"]) == list(spec.shape)]
+        same = [n for n, d in outputs.items() if [int(v) for v in d["shape"]] == shape]
+        if name is None and len(same) > 1:
+            same = [n for n in same if n.endswith(f":{k}")]
         if len(same) != 1:
-            have = ", ".join(f"{n}{list(d['shape'])}" for n, d in model.outputs.items())
-            raise ModelError(
-                f"{where}: cannot find output {spec.name} with shape {spec.shape} in the model "
-                f"(outputs: {have})"
-            )
-        mapping[spec.name] = same[0]
-    return mapping
+            have = ", ".join(f"{n}{[int(v) for v in d['shape']]}" for n, d in outputs.items())
+            what = f"output {name}" if name is not None else f"the output of head {k}"
+            raise ModelError(f"{where}: cannot find {what} with shape {shape} in the model (outputs: {have})")
+        names.append(same[0])
+    return names
+
+
+def _map_outputs(model: TfliteModel, specs: list[OutputSpec], where: str) -> dict[str, str]:
+    """Manifest output name -> interpreter tensor name (``map_outputs``)."""
+    return dict(zip([s.name for s in specs], map_outputs(model.outputs, [(s.name, s.shape) for s in specs], where)))
 
 
 def _check_outputs(model: TfliteModel, specs: list[OutputSpec], names: dict[str, str], where: str) -> None:

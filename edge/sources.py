@@ -9,7 +9,7 @@ order, and the end of the input ends the run).
 
 Sources (``make_source`` spec):
 
-    picamera              the Pi camera through picamera2 (libcamera)
+    picamera              the Pi camera through picamera2 (libcamera); also picamera2, picam
     /dev/video0, 0        a V4L2/USB camera through OpenCV
     rtsp://..., http://   a network stream through OpenCV (live)
     clip.mp4              a video file through OpenCV
@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -352,6 +353,43 @@ class FolderSource:
 
 # ---- factory -----------------------------------------------------------------------------
 
+#: Spellings of the Pi camera source.
+PICAMERA_ALIASES = ("picamera", "picamera2", "picam")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a source spec names, read off its text alone (no file or camera is opened).
+
+    Attributes:
+        kind: ``demo``, ``auto`` (picamera or /dev/video0, decided when opened),
+            ``picamera``, ``camera`` (V4L2), ``stream`` (a URL) or ``path`` (a
+            file or folder, which may not exist).
+        target: the camera's index (int) or device path, the URL, or the path; None
+            for demo, auto and picamera.
+    """
+
+    kind: str
+    target: int | str | Path | None = None
+
+
+def parse_source_spec(spec: str) -> SourceSpec:
+    """Classify a source spec (see the module docstring): the one reading of a spec, for
+    ``make_source`` and for ``doorguard doctor``'s camera check."""
+    s = spec.strip()
+    if s in ("demo", "auto"):
+        return SourceSpec(s)
+    if s in PICAMERA_ALIASES:
+        return SourceSpec("picamera")
+    if s.isdigit():
+        return SourceSpec("camera", int(s))
+    if s.startswith("/dev/video"):
+        return SourceSpec("camera", s)
+    if s.lower().startswith(STREAM_PREFIXES):
+        return SourceSpec("stream", s)
+    return SourceSpec("path", Path(s).expanduser())
+
+
 def make_source(spec: str, cfg: SourceConfig | None = None) -> FrameSource:
     """Build the source a spec names (see the module docstring).
 
@@ -359,28 +397,24 @@ def make_source(spec: str, cfg: SourceConfig | None = None) -> FrameSource:
         UsageError: the spec names no known kind of source (exit 2).
     """
     cfg = cfg or SourceConfig()
-    s = spec.strip()
-    if s == "demo":
+    sp = parse_source_spec(spec)
+    if sp.kind == "demo":
         from .demo import DemoSource
 
         return DemoSource(loop=cfg.loop)
-    if s == "auto":
+    if sp.kind == "auto":
         try:
             import picamera2  # type: ignore[import-not-found] # noqa: F401
 
-            s = "picamera"
+            sp = SourceSpec("picamera")
         except ImportError:
-            s = "/dev/video0"
-            log.info("source auto: picamera2 not importable, using %s", s)
-    if s in ("picamera", "picamera2", "picam"):
+            sp = parse_source_spec("/dev/video0")
+            log.info("source auto: picamera2 not importable, using %s", sp.target)
+    if sp.kind == "picamera":
         return PicameraSource(cfg.width, cfg.height, cfg.fps)
-    if s.isdigit():
-        return OpenCVSource(int(s), True, cfg.width, cfg.height, cfg.fps)
-    if s.startswith("/dev/video"):
-        return OpenCVSource(s, True, cfg.width, cfg.height, cfg.fps)
-    if s.lower().startswith(STREAM_PREFIXES):
-        return OpenCVSource(s, True, cfg.width, cfg.height, cfg.fps)
-    p = Path(s).expanduser()
+    if sp.kind in ("camera", "stream"):
+        return OpenCVSource(sp.target, True, cfg.width, cfg.height, cfg.fps)
+    p = sp.target
     if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         return FolderSource(p, loop=cfg.loop)
     if p.is_file():

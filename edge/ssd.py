@@ -93,14 +93,8 @@ class SsdDetector(DetectorStages):
 
     Same interface as ``edge.models.Detector`` (``preprocess`` / ``infer`` /
     ``postprocess`` / ``detect``), built from a manifest with ``ssd`` options and
-    one ``ssd_boxes`` and one ``ssd_scores`` output.
-
-    Args:
-        manifest_path: models/NAME.json (the .tflite next to it is checked by sha256).
-        num_threads: interpreter threads.
-        score_threshold, nms_iou: override the manifest's defaults.
-        interpreter: a stub interpreter for tests (skips loading the file).
-        use_float: run the float32 reference model named in the manifest instead.
+    one ``ssd_boxes`` and one ``ssd_scores`` output. Its arguments are ``Detector``'s
+    (manifest path, threads, threshold overrides, stub interpreter, float reference, backend).
 
     Raises:
         ModelError: not an SSD manifest, anchors that do not match the outputs, or what

@@ -62,6 +62,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, StateError, UsageError
+from .jsonable import jsonable
+from .pi_health import decode_throttled
 
 log = logging.getLogger("doorguard.web")
 
@@ -531,14 +533,6 @@ def read_recent_events(db_path: str | os.PathLike, snapshot_dir: str | os.PathLi
 
 # ---- Pi health ----------------------------------------------------------------------------------
 
-# get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
-_THROTTLE_BITS = {
-    0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
-    16: "under-voltage occurred", 17: "frequency capping occurred", 18: "throttling occurred",
-    19: "soft temperature limit occurred",
-}
-
-
 def read_pi_health(sys_root: str | os.PathLike = "/sys") -> dict[str, Any]:
     """CPU temperature (thermal zones) and Raspberry Pi throttling flags from sysfs.
 
@@ -571,7 +565,8 @@ def read_pi_health(sys_root: str | os.PathLike = "/sys") -> dict[str, Any]:
                 continue
         if throttled is not None:
             break
-    flags = [name for bit, name in _THROTTLE_BITS.items() if throttled is not None and throttled >> bit & 1]
+    now, past = decode_throttled(throttled) if throttled is not None else ([], [])
+    flags = [f"{w} now" for w in now] + [f"{w} since boot" for w in past]
     return {"temperatures_c": temps, "throttled": throttled, "throttled_flags": flags}
 
 
@@ -1147,7 +1142,7 @@ class WebServer:
             # File paths stay on the device (copies: the dicts belong to the runner).
             st["events"] = [{k: v for k, v in e.items() if k != "snapshot"}
                             for e in st.get("events") or [] if isinstance(e, dict)]
-            return jsonify(_jsonable(st))
+            return jsonify(jsonable(st))
 
         @app.get("/thumb/<int:event_id>")
         def thumb(event_id: int):
@@ -1262,18 +1257,6 @@ def _event_row(e: dict) -> dict:
         score = "" if score is None else str(score)
     return {"id": e.get("id"), "when": when, "track_id": e.get("track_id", ""), "verdict": e.get("verdict", ""),
             "label": e.get("label", ""), "score": score, "has_snapshot": bool(e.get("snapshot"))}
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)
 
 
 _LAYOUT = """<!doctype html>

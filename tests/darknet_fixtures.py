@@ -174,6 +174,29 @@ num=2
 """
 
 
+def conv_section(filters: int, size: int = 1, stride: int = 1, act: str = "leaky", bn: bool = True,
+                 groups: int | None = None) -> str:
+    """One ``[convolutional]`` section (pad=1)."""
+    return (f"[convolutional]\n{'batch_normalize=1' if bn else ''}\nfilters={filters}\nsize={size}\n"
+            + (f"groups={groups}\n" if groups else "") + f"stride={stride}\npad=1\nactivation={act}\n")
+
+
+def yolo_section(mask: str, anchors: str, classes: int, num: int, extra: str = "") -> str:
+    """One ``[yolo]`` head section."""
+    return f"[yolo]\nmask = {mask}\nanchors = {anchors}\nclasses={classes}\nnum={num}\n{extra}"
+
+
+# One class, two heads (stride 8 and 16), BN convs: a tiny yoloface-like net.
+_TINY_ANCHORS = "8,8,  16,16,  24,24,  40,40"
+TINY_CFG = "\n".join([
+    "[net]\nwidth=64\nheight=48\nchannels=3\n",
+    conv_section(8, 3, 2), conv_section(8, 3, 2, "relu", groups=8), conv_section(16, 3, 2),
+    conv_section(12, act="linear", bn=False), yolo_section("0,1", _TINY_ANCHORS, 1, 4),
+    "[route]\nlayers = -3\n",
+    conv_section(16, 3, 2), conv_section(12, act="linear", bn=False), yolo_section("2,3", _TINY_ANCHORS, 1, 4),
+])
+
+
 def write_model(tmp_path: Path, cfg_text: str, seed: int = 0, version=(0, 2, 0), name: str = "m"):
     """Write cfg + random weights; returns (cfg path, weights path, network, weights)."""
     cfg = tmp_path / f"{name}.cfg"
@@ -198,8 +221,7 @@ def yolov3_style_cfg(width: int = 64, height: int = 64, classes: int = 2) -> str
         return n - 1
 
     def conv(f: int, size: int = 1, stride: int = 1, act: str = "leaky", bn: bool = True) -> int:
-        return add(f"[convolutional]\n{'batch_normalize=1' if bn else ''}\nfilters={f}\nsize={size}\n"
-                   f"stride={stride}\npad=1\nactivation={act}\n")
+        return add(conv_section(f, size, stride, act, bn))
 
     conv(4, 3)
     skips = []
@@ -224,6 +246,5 @@ def yolov3_style_cfg(width: int = 64, height: int = 64, classes: int = 2) -> str
         conv(8, 1)
         conv(16, 3)
         conv(heads, 1, act="linear", bn=False)
-        add(f"[yolo]\nmask = {mask[k]}\nanchors = {anchors}\nclasses={classes}\nnum=9\njitter=.3\n"
-            "ignore_thresh = .7\ntruth_thresh = 1\nrandom=1\n")
+        add(yolo_section(mask[k], anchors, classes, 9, "jitter=.3\nignore_thresh = .7\ntruth_thresh = 1\nrandom=1\n"))
     return "\n".join(out)

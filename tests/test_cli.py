@@ -77,3 +77,17 @@ def test_toolchain_commands_without_their_extra_are_hidden_and_refused_in_one_li
     assert cli.main(["convert", "darknet", "--cfg", "a.cfg"]) == 2
     err = capsys.readouterr().err
     assert "doorguard convert darknet is part of the workstation toolchain" in err and err.count("\n") == 1
+
+
+def test_run_main_is_the_one_error_tail(capsys):
+    # doorguard, make models and the benchmarks end the same way (issue 23).
+    from edge.errors import run_main
+
+    def broken():
+        raise ModelError("models/x.json: no such manifest")
+
+    assert run_main("make models", broken) == ModelError.exit_code
+    assert capsys.readouterr().err == "make models: error: models/x.json: no such manifest\n"
+    assert run_main("p", lambda: None) == 0 and run_main("p", lambda: 3) == 3
+    with pytest.raises(ModelError):
+        run_main("p", broken, debug=True)

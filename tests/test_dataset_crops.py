@@ -75,6 +75,17 @@ def test_split_label_map_and_errors(tmp_path):
     assert dataset.parse_label_map("a=b, c=")["c"] == ""
 
 
+def test_label_map_is_the_default_map_updated():
+    # One parser for `dataset crops` and `eval` (issue 23). `eval`'s rule is kept: entries
+    # update the default map (crops used to replace it, so remapping one class silently
+    # skipped the others); crops' NAME= drops a class, which eval still refuses.
+    assert dataset.parse_label_map(None) == dataset.DEFAULT_LABEL_MAP
+    assert dataset.parse_label_map("with_mask=masked") == {**dataset.DEFAULT_LABEL_MAP, "with_mask": "masked"}
+    assert dataset.parse_label_map("without_mask=")["without_mask"] == ""
+    with pytest.raises(UsageError):
+        dataset.parse_label_map("without_mask=", allow_drop=False)
+
+
 def test_unreadable_image_is_skipped_and_counted(tmp_path):
     voc = _voc(tmp_path, {"a": [("with_mask", (10, 10, 30, 40))], "b": [("with_mask", (10, 10, 30, 40))]})
     (voc / "images" / "b.png").write_bytes(b"not an image")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import doctor
+from edge import doctor, pi_health
 from edge.config import parse
 from edge.doctor import FAIL, OK, WARN, Doctor, Host, decode_throttled
 from edge.manifest import sha256_file
@@ -231,7 +231,7 @@ def test_throttling_decoded_into_words(pi):
 def test_decode_throttled():
     assert decode_throttled(0) == ([], [])
     assert decode_throttled(0x50005) == (["under-voltage", "throttled"], ["under-voltage", "throttled"])
-    assert decode_throttled(0xF000F) == ([*doctor.THROTTLE_BITS.values()], [*doctor.THROTTLE_BITS.values()])
+    assert decode_throttled(0xF000F) == ([*pi_health.THROTTLE_BITS.values()], [*pi_health.THROTTLE_BITS.values()])
 
 
 @pytest.mark.parametrize("milli,status", [(69_999, OK), (72_500, WARN), (83_000, FAIL)])
@@ -330,6 +330,19 @@ def test_usb_camera_spec(pi):
     cfg.source.spec = "0"
     assert statuses(Doctor(cfg, fake.host()).run_all(), "camera") == [
         (OK, "/dev/video0 is present and can be opened.")]
+
+
+@pytest.mark.parametrize("alias", ["picam", "picamera2", " picamera "])
+def test_camera_check_reads_the_spec_as_the_run_does(pi, tmp_path, alias):
+    # doctor reads the spec with edge.sources.parse_source_spec (issue 23): it used to take
+    # picam/picamera2, which `doorguard run` opens as the Pi camera, for "not a camera".
+    fake, cfg = pi
+    cfg.source.spec = alias
+    cam = statuses(Doctor(cfg, fake.host()).run_all(), "camera")
+    assert cam == [(OK, cam[0][1])] and "found by libcamera" in cam[0][1]
+    not_pi = parse(f'[source]\nspec = "{alias}"\n')
+    cam = statuses(Doctor(not_pi, FakePi(tmp_path / "x").host()).run_all(), "camera")
+    assert cam[0][0] == FAIL and "not a Raspberry Pi" in cam[0][1]
 
 
 def test_main_prints_lines_and_exits_nonzero_on_fail(pi, tmp_path, capsys):

@@ -11,7 +11,7 @@ from edge import yolo
 from edge.errors import ModelError
 from edge.manifest import (FORMAT_VERSION, InputSpec, Manifest, OutputSpec, load_manifest, manifest_paths,
                            sha256_file, write_manifest)
-from edge.models import Classifier, Detector
+from edge.models import Classifier, Detector, map_outputs
 from edge.preprocess import crop_with_margin, letterbox, prepare
 from edge.types import Box
 
@@ -272,3 +272,18 @@ def test_detector_head_quant_must_be_the_models(tmp_path):
     stub = StubInterpreter([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.2, 0))})
     with pytest.raises(ModelError, match="output head0 quantization is scale 0.2, zero point 0 in the model"):
         Detector(path, interpreter=stub)
+
+
+def test_map_outputs_by_name_then_by_shape():
+    # One mapping for the runtime (manifest names) and the darknet converter (unnamed heads,
+    # issue 23): a named output never falls back to the ':index' guess, an unnamed one does.
+    outs = {"call:0": {"shape": np.array([1, 6, 8, 18])}, "call:1": {"shape": [1, 6, 8, 18]},
+            "small": {"shape": [1, 3, 4, 18]}}
+    assert map_outputs(outs, [("small", [1, 3, 4, 18]), ("renamed", [1, 3, 4, 18])], "m") == ["small", "small"]
+    with pytest.raises(ModelError, match="has shape"):
+        map_outputs(outs, [("small", [1, 6, 8, 18])], "m")
+    with pytest.raises(ModelError, match=r"cannot find output renamed with shape \[1, 6, 8, 18\]"):
+        map_outputs(outs, [("renamed", [1, 6, 8, 18])], "m")
+    assert map_outputs(outs, [(None, [1, 6, 8, 18]), (None, [1, 6, 8, 18])], "m") == ["call:0", "call:1"]
+    with pytest.raises(ModelError, match="the output of head 0"):
+        map_outputs(outs, [(None, [1, 9, 9, 18])], "m")

@@ -11,7 +11,9 @@ from convert.metrics import (
     Prediction,
     Truth,
     auc,
+    box_array,
     flag_roc,
+    iou_matrix,
     match_greedy,
     roc_curve,
 )
@@ -135,6 +137,19 @@ def test_empty_set_gives_none_ratios():
     s = EvalAccumulator(violating=VIOL).summary()
     assert s["faces"] == 0
     assert s["detector_recall"] is None and s["seconds_per_image"] is None
+
+
+def test_iou_matrix_is_box_iou():
+    # One IoU matrix for the evaluation (Box.iou per pair before) and the quantization
+    # report (arrays, union floored at 1e-9 before): it keeps Box.iou's figures, 0 for an empty union.
+    a = [B(0, 0, 10, 10), B(5, 5, 5, 5)]
+    b = [B(5, 0, 15, 10), B(5, 5, 5, 5), B(20, 20, 30, 30)]
+    m = iou_matrix(box_array(a), box_array(b))
+    assert m.dtype == np.float64
+    assert m.tolist() == [[x.iou(y) for y in b] for x in a]
+    assert m[0, 0] == pytest.approx(1 / 3) and m[1, 1] == 0.0
+    assert iou_matrix(np.zeros((0, 4), np.float32), box_array(b)).shape == (0, 3)
+    assert iou_matrix(np.array([[0, 0, 2, 2]]), np.array([[1, 1, 3, 3]]))[0, 0] == pytest.approx(1 / 7)
 
 
 def test_roc_hand_computed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -201,6 +202,17 @@ def test_make_source_specs(tmp_path):
     assert isinstance(make_source(str(img)), FolderSource)
     with pytest.raises(UsageError, match="unknown source"):
         make_source("no/such/thing.mp4")
+
+
+def test_parse_source_spec_reads_the_text_only():
+    from edge.sources import SourceSpec, parse_source_spec
+
+    assert [parse_source_spec(s).kind for s in ("demo", " auto ", "picamera", "picamera2", "picam")] == [
+        "demo", "auto", "picamera", "picamera", "picamera"]
+    assert parse_source_spec("2") == SourceSpec("camera", 2)
+    assert parse_source_spec("/dev/video1") == SourceSpec("camera", "/dev/video1")
+    assert parse_source_spec("RTSP://cam/s") == SourceSpec("stream", "RTSP://cam/s")
+    assert parse_source_spec("no/such/thing.mp4") == SourceSpec("path", Path("no/such/thing.mp4"))
 
 
 # ---- capture thread ----------------------------------------------------------------------

@@ -15,7 +15,8 @@ from edge.errors import DataError, ModelError, UsageError
 pytest.importorskip("tensorflow")
 
 from convert import train  # noqa: E402
-from convert.classifier import LabeledFiles, folder_set, roc_curve  # noqa: E402
+from convert.classifier import Evaluation, LabeledFiles, folder_set  # noqa: E402
+from convert.metrics import auc, roc_curve  # noqa: E402
 from convert.images import read_rgb  # noqa: E402
 
 
@@ -220,10 +221,21 @@ def test_split_weights_and_augment():
 
 
 def test_roc_curve_hand_computed():
-    fpr, tpr, auc = roc_curve(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]))
-    assert auc == pytest.approx(0.75)
+    fpr, tpr, _ = roc_curve(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]))
+    assert auc(fpr, tpr) == pytest.approx(0.75)
     assert tpr[-1] == 1 and fpr[-1] == 1
-    assert np.isnan(roc_curve(np.array([1, 1]), np.array([0.2, 0.3]))[2])
+    fpr, tpr, _ = roc_curve(np.array([1, 1]), np.array([0.2, 0.3]))
+    assert auc(fpr, tpr) is None
+
+
+def test_report_auc_is_none_for_an_absent_class():
+    # The classifier report uses convert.metrics' ROC (its old copy returned NaN for a
+    # one-class set and the report turned NaN into None): the report is unchanged.
+    both = Evaluation(["mask", "no_mask"], np.array([0, 0, 1, 1]),
+                      np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.1, 0.9]]), 0)
+    assert both.summary()["roc_auc"] == {"mask": 0.75, "no_mask": 0.75}
+    one = Evaluation(["mask", "no_mask"], np.array([0, 0]), np.array([[0.8, 0.2], [0.7, 0.3]]), 0)
+    assert one.summary()["roc_auc"] == {"mask": None, "no_mask": None}
 
 
 @pytest.mark.shared

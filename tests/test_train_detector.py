@@ -14,77 +14,7 @@ from edge.cli import main as cli
 pytest.importorskip("tensorflow")
 
 from convert import darknet, train_detector as td  # noqa: E402
-from darknet_fixtures import ALL_LAYERS_CFG, write_model  # noqa: E402
-
-# One class, two heads (stride 8 and 16), BN convs: a tiny yoloface-like net.
-TINY_CFG = """\
-[net]
-width=64
-height=48
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-groups=8
-stride=2
-pad=1
-activation=relu
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=12
-activation=linear
-
-[yolo]
-mask = 0,1
-anchors = 8,8,  16,16,  24,24,  40,40
-classes=1
-num=4
-
-[route]
-layers = -3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=12
-activation=linear
-
-[yolo]
-mask = 2,3
-anchors = 8,8,  16,16,  24,24,  40,40
-classes=1
-num=4
-"""
+from darknet_fixtures import ALL_LAYERS_CFG, TINY_CFG, write_model  # noqa: E402
 
 
 def _heads(model, x):
@@ -300,7 +230,7 @@ def test_paste_faces_adds_exact_boxes_that_overlap_nothing():
                                       px=(20, 40), count=4, want_unmasked=True, avoid=ignore)
     assert len(b) > 1 and len(b) == len(c) == len(kinds) and kinds[0] == "mask"
     assert kinds[1] == "no_mask"  # asked for unmasked first
-    from convert.detect_report import iou_matrix
+    from convert.metrics import iou_matrix
 
     new = b[1:]
     assert iou_matrix(new, np.concatenate([boxes, ignore])).max() == 0
@@ -385,7 +315,7 @@ def test_teacher_finds_the_face_in_a_real_photo():
     rgb = read_rgb(photo)
     tb = Teacher(shared / "models" / "peers")(rgb)
     # validation_metadata.csv: a masked face at x 549, y 319, 253 x 301
-    from convert.detect_report import iou_matrix
+    from convert.metrics import iou_matrix
 
     assert len(tb.boxes) >= 1
     assert iou_matrix(np.array([[549, 319, 802, 620]], np.float32), tb.boxes).max() > 0.5

@@ -635,6 +635,23 @@ def test_overlays_from_tracks():
     assert jpeg[:2] == b"\xff\xd8"
 
 
+def test_jsonable_web_and_bench_alike():
+    # One helper for the status page and the bench report (issue 23). The web's rule is kept:
+    # any other object becomes its str (the bench's copy passed it on and json.dumps refused it).
+    from edge.jsonable import jsonable
+
+    class Odd:
+        def __str__(self):
+            return "odd"
+
+    got = jsonable({1: (np.float32(0.5), np.int64(3), np.bool_(True)), "p": Path("/x/y"), "o": Odd(),
+                    "n": None, "nan": float("nan")})
+    assert got["1"] == [0.5, 3, True] and type(got["1"][2]) is bool
+    assert (got["p"], got["o"], got["n"]) == ("/x/y", "odd", None)
+    assert got["nan"] != got["nan"]
+    json.dumps(got)
+
+
 def test_pi_health_reads_sysfs(tmp_path):
     zone = tmp_path / "class/thermal/thermal_zone0"
     zone.mkdir(parents=True)
@@ -646,8 +663,8 @@ def test_pi_health_reads_sysfs(tmp_path):
     got = web.read_pi_health(tmp_path)
     assert got["temperatures_c"] == {"cpu-thermal": pytest.approx(61.234)}
     assert got["throttled"] == 0x50005
-    assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage occurred",
-                                      "throttling occurred"]
+    assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage since boot",
+                                      "throttled since boot"]
     assert web.read_pi_health(tmp_path / "absent") == {"temperatures_c": {}, "throttled": None,
                                                        "throttled_flags": []}
 
