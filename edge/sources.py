@@ -160,10 +160,17 @@ class PicameraSource:
         try:
             cam = factory()
             controls = {"FrameRate": float(self.fps)} if self.fps else {}
-            extra = {"lores": {"size": tuple(self.lores), "format": "YUV420"}} if self.lores else {}
-            conf = cam.create_video_configuration(
-                main={"size": (self.width, self.height), "format": "RGB888"}, controls=controls, **extra)
-            cam.configure(conf)
+            main = {"size": (self.width, self.height), "format": "RGB888"}
+            if self.lores:
+                try:
+                    cam.configure(cam.create_video_configuration(
+                        main=main, controls=controls, lores={"size": tuple(self.lores), "format": "YUV420"}))
+                except Exception as e:  # a camera/ISP that refuses the second stream: main only
+                    log.warning("picamera: no lores stream %dx%d (%s: %s): the detector takes the main stream",
+                                *self.lores, type(e).__name__, e)
+                    self.lores = None
+            if not self.lores:
+                cam.configure(cam.create_video_configuration(main=main, controls=controls))
             cam.start()
         except SourceError:
             raise

@@ -465,6 +465,20 @@ def test_capture_puts_the_lores_image_into_the_frame():
         cap.stop()
 
 
+def test_picamera_that_refuses_the_lores_stream_runs_on_the_main_one(caplog):
+    class NoLores(FakePicamera2):
+        def configure(self, conf):
+            if conf.get("lores"):
+                raise RuntimeError("Failed to configure stream")
+            super().configure(conf)
+
+    src = PicameraSource(64, 48, 0, factory=NoLores, lores=(64, 48))
+    src.open()
+    assert src.lores is None and "no lores stream" in caplog.text
+    assert src.read().shape == (48, 64, 3) and src.take_lores() is None
+    src.close()
+
+
 def test_picamera_without_lores_asks_for_none():
     src = PicameraSource(64, 48, 0, factory=FakePicamera2)
     src.open()
