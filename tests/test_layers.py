@@ -157,3 +157,14 @@ def test_importing_the_config_loads_no_runtime_module():
     others = sorted(m for m in loaded - {"edge", "edge.config", "edge.errors", "edge.types"}
                     if not m.startswith("edge.settings"))
     assert others == [], others
+
+
+def test_every_package_is_in_the_install():
+    # pyproject lists packages by hand: a subpackage left out imports in a checkout and an
+    # editable install, and is missing from the Pi's `pip install` (systemd/install.sh).
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("edge", "convert")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set()
