@@ -2,8 +2,10 @@
 
 Every section forbids unknown keys (a typo is an error, not a silently ignored
 setting) and every field carries a description, which is also what the
-commented example ``config.example.toml`` says. ``load(path)`` returns a
-:class:`Config`; errors name the key path and, where it can be found, the line.
+commented example ``config.example.toml`` says. The sections are in edge/settings/ (one
+module each, importing nothing of the runtime); this module puts them together in
+:class:`Config`. ``load(path)`` returns a :class:`Config`; errors name the key path and,
+where it can be found, the line.
 
 ``doorguard check-config PATH`` validates a file and what it names (every model
 loads, every rule label is one a configured model can output, the MQTT password
@@ -20,256 +22,33 @@ import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator  # noqa: F401 - BaseModel: config.BaseModel
 
 from .errors import ConfigError
 
-from .actuators import GpioConfig
-from .arming import ArmingConfig
-from .door import DoorConfig
-from .facetouch import FACETOUCH, FaceTouchConfig
-from .mqtt import MqttConfig
-from .web import WebConfig
-from .zones import MAX_POLYGONS, PrivacyConfig, ZoneConfig, check_frame, known_frame_size
+# Every section lives in edge/settings/ (which imports nothing of the runtime); each is also
+# importable from here under its old name (``from edge.config import MotionConfig``).
+from .settings.arming import ArmingConfig, ScheduleWindow  # noqa: F401
+from .settings.base import _Section
+from .settings.door import DoorConfig
+from .settings.events import EventsConfig, SnapshotConfig  # noqa: F401
+from .settings.facetouch import FACETOUCH, FaceTouchConfig
+from .settings.gpio import GpioConfig
+from .settings.models import ModelsConfig
+from .settings.motion import MotionConfig
+from .settings.mqtt import MqttConfig, MqttTlsConfig  # noqa: F401
+from .settings.rules import RulesConfig
+from .settings.source import SourceConfig
+from .settings.tracking import TrackingConfig
+from .settings.web import WebConfig
+from .settings.zones import (MAX_POLYGONS, MaskConfig, Polygon, PrivacyConfig, ZoneConfig,  # noqa: F401
+                             check_frame, known_frame_size)
 
 #: Project root (the directory holding edge/ and models/): relative paths in the
 #: embedded default config resolve against it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Section(BaseModel):
-    # nan/inf pass a `gt=0` bound (inf) or every bound (nan): never a sane setting here.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class ModelsConfig(_Section):
-    """Which models run and how the interpreter is set up."""
-
-    detector: str = Field(
-        "models/yoloface-500k-v2-facemask.json",
-        description="Manifest of the face/object detector (relative paths: see Config.base_dir)",
-    )
-    classifier: str | None = Field(
-        "models/mask-classifier.json",
-        description="Manifest of the face classifier; empty or absent runs the detector alone",
-    )
-    num_threads: int = Field(2, ge=1, le=16, description="CPU threads for each TFLite interpreter")
-    backend: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = Field(
-        "auto", description="Interpreter backend; auto tries litert, then tflite_runtime, then tf.lite"
-    )
-    # Scores reach 1.0 only in theory (int8: 0.996 at most): a threshold of 1 detects nothing.
-    score_threshold: float | None = Field(
-        None, ge=0.0, le=0.99, description="Detector score threshold; absent uses the manifest's"
-    )
-    nms_iou: float | None = Field(
-        None, ge=0.0, le=1.0, description="Detector NMS IoU threshold; absent uses the manifest's"
-    )
-    classify_labels: list[str] = Field(
-        default_factory=lambda: ["face"],
-        description="Detector labels whose boxes are cropped and passed to the classifier",
-    )
-    min_face_px: int = Field(
-        12, ge=1, le=4096, description="Boxes narrower or shorter than this many pixels are ignored"
-    )
-    crop_margin: float | None = Field(
-        None, ge=0.0, le=2.0,
-        description="Margin around a face box for the classifier crop; absent uses the manifest's",
-    )
-    extra_classifiers: list[str] = Field(
-        default_factory=list, max_length=8,
-        description="Manifests of more classifiers run on every face crop (e.g. identity), each voting on "
-        "its own; their labels are judged by the same rules.alert_on_classifier / compliant_on_classifier",
-    )
-
-    allow_failed_gate: bool = Field(
-        False, description="Run a model whose manifest records a failed accuracy gate (run and doctor "
-        "refuse it otherwise; same as run --allow-failed-gate)",
-    )
-
-    @model_validator(mode="after")
-    def _empty_classifier(self) -> "ModelsConfig":
-        if self.classifier is not None and not self.classifier.strip():
-            self.classifier = None
-        return self
-
-
-class SourceConfig(_Section):
-    """Where frames come from."""
-
-    spec: str = Field(
-        "auto",
-        description=(
-            "picamera | /dev/videoN | N (camera index) | video file | rtsp://... | image folder | "
-            "demo | auto (picamera if picamera2 imports, else /dev/video0)"
-        ),
-    )
-    width: int = Field(640, ge=32, le=4096, description="Requested capture width (cameras)")
-    height: int = Field(480, ge=32, le=4096, description="Requested capture height (cameras)")
-    fps: float = Field(
-        0.0, ge=0.0, le=120.0,
-        description="Frame rate: requested from cameras; for files/folders/demo, pacing (0 = as fast as possible)",
-    )
-    loop: bool = Field(False, description="Files, folders and demo: start again at the end instead of stopping")
-    lores: bool = Field(
-        True, description="picamera: also take picamera2's low-resolution stream (YUV420, scaled by the camera's "
-        "ISP to about the detector's input size) for the detector and the motion gate; faces are cropped from "
-        "the main stream")
-    per_image: bool | None = Field(
-        None, description="Judge each image on its own: no track continues from the previous image, every "
-        "face is classified and one vote settles its verdict (absent: on for an image folder or a single "
-        "image, off for cameras, video files and demo)",
-    )
-    open_timeout_s: float = Field(
-        10.0, ge=0.1, le=3600.0, description="How long a camera may take to open before the run fails"
-    )
-    reconnect_initial_s: float = Field(
-        0.5, ge=0.01, le=60.0, description="First wait before reopening a camera that stopped delivering frames"
-    )
-    # Short on purpose: a camera that comes back is in use within this long (the issue's
-    # 5 s goal); trying to open an absent camera every few seconds costs a Pi nothing.
-    reconnect_max_s: float = Field(
-        4.0, ge=0.01, le=3600.0, description="Longest wait between reopen attempts (a camera that comes back "
-        "is in use again within about this long)"
-    )
-    give_up_after_s: float = Field(
-        0.0, ge=0.0, le=30 * 86400.0,
-        description="Stop with an error when the camera stays lost this long (0 = keep trying forever)",
-    )
-    read_timeout_s: float = Field(
-        5.0, ge=0.1, le=3600.0, description="A live camera delivering no frame for this long counts as lost"
-    )
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> "SourceConfig":
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s:g}) must be >= reconnect_initial_s "
-                             f"({self.reconnect_initial_s:g})")
-        return self
-
-
-class TrackingConfig(_Section):
-    """IoU tracker and N-of-M voting."""
-
-    # Near 1 no box of a moving face overlaps its last one enough: no track lives to N votes.
-    iou_threshold: float = Field(0.3, ge=0.01, le=0.9, description="Minimum IoU to continue a track")
-    max_missed: int = Field(8, ge=0, le=300, description="Frames a track survives without a matching box")
-    # Small on purpose: N of M frames is a fraction of a second to a few seconds of video;
-    # votes_needed = window = 1e9 passed before and no face ever settled (no alarm at all).
-    votes_needed: int = Field(3, ge=1, le=50, description="N: a label needs N votes ...")
-    window: int = Field(5, ge=1, le=50, description="... among the last M classifications to settle a verdict")
-    reclassify_every: int = Field(
-        5, ge=1, le=300,
-        description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
-    )
-
-    @model_validator(mode="after")
-    def _n_le_m(self) -> "TrackingConfig":
-        if self.votes_needed > self.window:
-            raise ValueError(f"votes_needed ({self.votes_needed}) must be <= window ({self.window})")
-        return self
-
-
-class RulesConfig(_Section):
-    """Which labels alert, which count as compliant, and the cooldowns."""
-
-    # The defaults are labels the default models output: a label no configured model can
-    # output is an error in check-config (see rule_label_problems).
-    alert_on_classifier: list[str] = Field(
-        default_factory=lambda: ["no_mask", "mask_incorrect"],
-        description="Classifier labels that are a violation (buzzer + red LED), e.g. not_me for a me/not_me "
-        "classifier",
-    )
-    alert_on_detector: list[str] = Field(
-        default_factory=list,
-        description="Detector labels that are a violation by themselves (no classifier needed), e.g. "
-        "facetouch for a face-touch detector",
-    )
-    compliant_on_classifier: list[str] = Field(
-        default_factory=lambda: ["mask"],
-        description="Classifier labels that are compliant (green LED), e.g. me",
-    )
-    min_score: float = Field(
-        0.5, ge=0.0, le=0.99, description="Votes below this classifier/detector score are ignored (1 would "
-        "ignore every vote: int8 probabilities stop at 0.996)"
-    )
-    compliant_needs_all_classifiers: bool = Field(
-        True, description="With several classifiers (mask + identity): green only once every classifier of "
-        "the face has settled and none is a violation (me + mask: green; me + no_mask, not_me: alert only)",
-    )
-    track_cooldown_s: float = Field(
-        30.0, ge=0.0, le=86400.0, description="A track in violation alerts again at most this often"
-    )
-    global_cooldown_s: float = Field(
-        3.0, ge=0.0, le=3600.0, description="No two alerts closer than this, whatever the track"
-    )
-
-    @model_validator(mode="after")
-    def _alert_or_compliant(self) -> "RulesConfig":
-        both = {lab.casefold() for lab in self.alert_on_classifier} & {
-            lab.casefold() for lab in self.compliant_on_classifier}
-        if both:
-            raise ValueError(f"{', '.join(sorted(both))} both alerts (alert_on_classifier) and is compliant "
-                             "(compliant_on_classifier)")
-        return self
-
-
-class SnapshotConfig(_Section):
-    """Optional JPEG snapshots of alerting frames. Faces are personal data: off by default."""
-
-    enabled: bool = Field(False, description="Save a JPEG for each alert (a violation that sounded the alarm)")
-    content: Literal["face", "frame"] = Field(
-        "face", description="face: only the violating face, cut out with face_margin around it; frame: the "
-        "whole frame (other faces pixelated with privacy.blur_other_faces; faces outside the zones always)")
-    face_margin: float = Field(
-        0.5, ge=0.0, le=2.0, description="content = \"face\": margin around the face box, as a share of its "
-        "width and height on every side")
-    max_count: int = Field(
-        200, ge=1, le=1_000_000, description="Keep at most this many snapshots (oldest deleted first)")
-    max_age_days: float = Field(7.0, gt=0.0, le=3650.0, description="Delete snapshots older than this")
-    max_bytes: int = Field(
-        100_000_000, ge=10_000, le=10**12, description="Keep snapshots under this many bytes in total")
-    min_free_bytes: int = Field(
-        100_000_000, ge=0, le=10**12,
-        description="No snapshot is written while the disk has less than this free (after the write): "
-        "events keep being recorded on a nearly full disk; 0 turns the floor off",
-    )
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots")
-
-
-class MotionConfig(_Section):
-    """Motion gate (edge/motion.py): the detector runs only on frames with motion, or while a track lives."""
-
-    enabled: bool = Field(
-        True, description="Skip the detector on frames without motion while no track is alive (video "
-        "sources; photos judged one by one always run it)")
-    width: int = Field(160, ge=32, le=640, description="Width of the small greyscale frame compared (pixels)")
-    threshold: float = Field(
-        18.0, ge=2.0, le=128.0, description="A pixel has changed when it differs from the background by more "
-        "than this many grey levels (0-255)")
-    min_changed: float = Field(
-        0.002, ge=0.0001, le=0.5, description="A frame has motion when at least this share of its small-frame "
-        "pixels changed")
-    learning_rate: float = Field(
-        0.05, ge=0.001, le=0.5, description="How fast the background follows the scene (share of each frame "
-        "blended in)")
-    recheck_s: float = Field(
-        5.0, ge=0.1, le=3600.0, description="The detector runs at least this often even without motion "
-        "(seconds)")
-
-
-class EventsConfig(_Section):
-    """The SQLite event store."""
-
-    enabled: bool = Field(True, description="Record events in SQLite under the state directory")
-    state_dir: str | None = Field(
-        None, description="State directory; absent: $STATE_DIRECTORY (systemd), else ./state"
-    )
-    database: str = Field("events.sqlite3", description="Database file name inside the state directory")
-    keep_days: float = Field(
-        90.0, gt=0.0, le=36500.0, description="Events older than this are deleted at start-up and hourly")
-    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig, description="Snapshot settings")
 
 
 class Config(_Section):

@@ -17,34 +17,10 @@ import logging
 import threading
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from .errors import HardwareError
+from .settings.door import DoorConfig
 
 log = logging.getLogger("doorguard.door")
-
-
-class DoorConfig(BaseModel):
-    """The ``[door]`` section: the optional relay that opens the door for a compliant face."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    relay_pin: int | None = Field(
-        None, ge=0, le=53, description="BCM pin of the door relay; \"none\" (the default) leaves it out")
-    active_high: bool = Field(
-        True, description="true: the pin goes high to close the relay; false: low (many relay boards)")
-    open_seconds: float = Field(3.0, ge=0.2, le=120.0, description="How long the relay stays closed per opening")
-    open_on: list[str] = Field(
-        default_factory=list,
-        description="Compliant labels that open the door (e.g. [\"me\"]); empty: every label in "
-        "rules.compliant_on_classifier")
-
-    @field_validator("relay_pin", mode="before")
-    @classmethod
-    def _pin_off(cls, v: Any) -> Any:
-        if v is False or (isinstance(v, str) and v.strip().lower() in ("none", "off", "")):
-            return None
-        return v
 
 
 class DoorRelay:

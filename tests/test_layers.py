@@ -3,7 +3,11 @@
 - no module of edge/ imports convert or benchmarks, at any depth of the file (lazy imports
   inside functions included: a Pi-only install has neither);
 - `doorguard run` on the demo, as the Pi runs it, loads no convert, tensorflow, keras or
-  benchmarks module (checked with ``python -X importtime``, which lists every module loaded).
+  benchmarks module (checked with ``python -X importtime``, which lists every module loaded);
+- the config sections (edge/settings/) and edge/config.py import no runtime module: of edge, only
+  edge.settings, edge.errors and edge.types (edge/settings/ at any depth; edge/config.py at module
+  level, since ``check-config`` loads the models and the zone overlay it checks), and
+  ``import edge.config`` loads nothing else of edge.
 """
 
 from __future__ import annotations
@@ -70,3 +74,97 @@ def test_doorguard_run_loads_no_toolchain_module(tmp_path):
     assert "edge.pipeline" in names  # it did run the pipeline
     heavy = sorted(n for n in names if n.split(".")[0] in HEAVY)
     assert heavy == [], heavy
+
+
+# ---- config sections: no runtime imports --------------------------------------------------------
+
+SETTINGS_MAY_IMPORT = ("edge.settings", "edge.errors", "edge.types")
+
+
+def edge_imports(path: Path, module: str, top_level_only: bool = False) -> list[tuple[int, str]]:
+    """(line, module) of every import of an edge module in a file, relative ones resolved.
+
+    Args:
+        path: the file; module: its dotted name (``edge.settings.zones``), for relative imports.
+        top_level_only: only imports run when the module is imported (not those inside functions).
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    if top_level_only:
+        nodes = []
+        todo = list(tree.body)
+        while todo:
+            node = todo.pop()
+            nodes.append(node)
+            if isinstance(node, (ast.If, ast.Try)):  # run at import time too
+                todo += [*node.body, *node.orelse, *getattr(node, "finalbody", []),
+                         *(s for h in getattr(node, "handlers", []) for s in h.body)]
+    else:
+        nodes = list(ast.walk(tree))
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            name = ".".join(p for p in (base, node.module) if p)
+            if node.module is None:  # from . import x: each x is a module
+                out += [(node.lineno, f"{name}.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, name))
+    return sorted((line, m) for line, m in out if m == "edge" or m.startswith("edge."))
+
+
+def runtime_imports(path: Path, module: str, top_level_only: bool = False) -> list[str]:
+    return [f"{path.relative_to(ROOT)}:{line} imports {m}"
+            for line, m in edge_imports(path, module, top_level_only)
+            if not any(m == ok or m.startswith(ok + ".") for ok in SETTINGS_MAY_IMPORT)]
+
+
+def test_config_sections_import_no_runtime_module():
+    files = sorted((ROOT / "edge" / "settings").rglob("*.py"))
+    assert len(files) > 5  # the package is there
+    bad = []
+    for p in files:
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        bad += runtime_imports(p, ".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    bad += runtime_imports(ROOT / "edge" / "config.py", "edge.config", top_level_only=True)
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_section_check_resolves_relative_imports(tmp_path):
+    f = tmp_path / "zones.py"
+    f.write_text("from .base import _Section\nfrom ..errors import ConfigError\nfrom .. import zones\n"
+                 "from ..web import WebConfig\nimport edge.pipeline\nimport numpy\n"
+                 "def f():\n    from ..mqtt import MqttConfig\n")
+    assert [m for _, m in edge_imports(f, "edge.settings.zones")] == [
+        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline", "edge.mqtt"]
+    assert [m for _, m in edge_imports(f, "edge.settings.zones", top_level_only=True)] == [
+        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline"]
+
+
+def test_importing_the_config_loads_no_runtime_module():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", "import sys, edge.config\n"
+                        "print(' '.join(sorted(m for m in sys.modules if m.startswith('edge'))))"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = set(r.stdout.split())
+    assert "edge.settings.zones" in loaded  # it did load the sections
+    runtime = {f"edge.{m}" for m in ("actuators", "web", "mqtt", "arming", "door", "facetouch", "zones",
+                                     "pipeline", "models", "sources", "service")}
+    assert loaded & runtime == set()
+    others = sorted(m for m in loaded - {"edge", "edge.config", "edge.errors", "edge.types"}
+                    if not m.startswith("edge.settings"))
+    assert others == [], others
+
+
+def test_every_package_is_in_the_install():
+    # pyproject lists packages by hand: a subpackage left out imports in a checkout and an
+    # editable install, and is missing from the Pi's `pip install` (systemd/install.sh).
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("edge", "convert")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set()

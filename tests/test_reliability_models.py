@@ -233,8 +233,10 @@ def _stub_runner(tmp_path, frames, fail_on):
 
     det, clf = write_detector_manifest(tmp_path), write_classifier_manifest(tmp_path)
     p = tmp_path / "c.toml"
+    # The motion gate off: these empty frames must each reach the (failing) detector. How a
+    # failing detector is retried on every frame with the gate on: tests/test_motion.py.
     p.write_text(f'[models]\ndetector = "{det}"\nclassifier = "{clf}"\n'
-                 f'[events]\nstate_dir = "{tmp_path / "state"}"\n')
+                 f'[events]\nstate_dir = "{tmp_path / "state"}"\n[motion]\nenabled = false\n')
     act = FakeActuators()
     r = service.Runner(config.load(p), source=ListSource(frames), actuators=act, notifier=FakeNotifier(),
                        detector_interpreter=FlakyDetector(fail_on),
