@@ -125,6 +125,11 @@ if [[ ${#manifests[@]} -eq 0 ]]; then
   say "WARNING: no models in $SRC/models (run 'make models' on a workstation first)"
 fi
 for m in "${manifests[@]}"; do
+  # Other JSON beside the models (eval.json, conditions.json: measurements) names no model file.
+  if ! grep -q '"tflite"' "$m"; then
+    say "skipping ${m#"$SRC"/}: not a model manifest (no \"tflite\")"
+    continue
+  fi
   tfl=$(sed -n 's/.*"tflite": *"\([^"]*\)".*/\1/p' "$m" | head -n1)
   if [[ -z $tfl || ! -f $SRC/models/$tfl ]]; then
     echo "install.sh: $m names model file '${tfl:-?}' which is missing in $SRC/models" >&2
