@@ -3,7 +3,8 @@
 Each check prints ``OK``, ``WARN`` or ``FAIL`` with one sentence saying what was
 found and what to do. The exit status is 1 when any check fails.
 
-Checks: config, camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
+Checks: config, OS release (Raspberry Pi OS Bookworm or Trixie, with the numpy and OpenCV
+that fit it), camera (picamera2, /dev/video*, /dev/media*, /dev/dma_heap and
 group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* and
 group gpio, configured pins busy: [gpio] and the [door] relay), interpreter backend, models (manifest +
 sha256 + loads + a passed accuracy gate), rules (every rule label is one the models output), the MQTT
@@ -25,6 +26,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,15 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 TEMP_WARN_C = 70.0
 TEMP_FAIL_C = 80.0  # the Pi 4/5 firmware starts throttling at 80-85 C
 MIN_FREE_BYTES = 200 * 1024 * 1024
+
+#: The releases systemd/install.sh installs on and `make test-arm` runs (VERSION_CODENAME ->
+#: name, apt's Python, apt's numpy major version). OpenCV >= 4.12 needs numpy 2, so Bookworm's
+#: venv has OpenCV 4.11 and Trixie's a later one (pyproject.toml's markers on python_version).
+RELEASES = {
+    "bookworm": ("Bookworm (Debian 12)", (3, 11), 1),
+    "trixie": ("Trixie (Debian 13)", (3, 13), 2),
+}
+OPENCV_NEEDS_NUMPY2 = (4, 12)
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Host:
     claim_pin: Callable[[int], None] = _claim_input_pin
     load_model: Callable[[Path, str | None], str] = _load_model
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    python: tuple[int, int] = (sys.version_info.major, sys.version_info.minor)
 
     def path(self, absolute: str) -> Path:
         """A system path (/sys/..., /dev/...) under the root."""
@@ -116,6 +128,32 @@ def pi_model(host: Host) -> str | None:
         if model.startswith("Raspberry Pi"):
             return model
     return None
+
+
+def os_release(host: Host) -> dict[str, str]:
+    """The fields of /etc/os-release (else /usr/lib/os-release); empty when neither can be read."""
+    for p in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            text = host.path(p).read_text(errors="replace")
+        except OSError:
+            continue
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() and not key.lstrip().startswith("#"):
+                fields[key.strip()] = value.strip().strip("\"'")
+        return fields
+    return {}
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in version.split("."):
+        digits = p[:len(p) - len(p.lstrip("0123456789"))]
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 class Doctor:
@@ -160,6 +198,51 @@ class Doctor:
             return [Check("platform", OK, f"{self.pi}; running as {self.user}.")]
         return [Check("platform", OK, f"not a Raspberry Pi (no device-tree model); running as {self.user}: "
                                       "the Pi-only checks are skipped.")]
+
+    def check_os(self) -> list[Check]:
+        """The OS release, and whether the venv's Python, numpy and OpenCV are the ones that fit it."""
+        rel = os_release(self.host)
+        py = "%d.%d" % tuple(self.host.python)
+        if not rel:
+            return [Check("os", OK, f"release not checked: no /etc/os-release here; Python {py}.")]
+        name = rel.get("PRETTY_NAME") or rel.get("NAME") or "unknown"
+        codename = rel.get("VERSION_CODENAME", "")
+        versions: dict[str, str | None] = {}
+        for label, module in (("numpy", "numpy"), ("OpenCV", "cv2")):
+            try:
+                versions[label] = getattr(self.host.import_module(module), "__version__", None)
+            except Exception as e:  # noqa: BLE001 - OpenCV built for numpy 2 fails to import under 1.x
+                fix = ("run `sudo apt install python3-numpy`, then `sudo ./systemd/install.sh` again"
+                       if module == "numpy" else
+                       "run `sudo ./systemd/install.sh` again: it installs the OpenCV that fits this "
+                       "release's numpy (below 4.12 for numpy 1.x)")
+                return [Check("os", FAIL, f"{name}, Python {py}: {label} cannot be imported "
+                                          f"({type(e).__name__}: {e}): {fix}.")]
+        stack = ", ".join([f"Python {py}"] + [f"{k} {v}" for k, v in versions.items() if v])
+        if codename not in RELEASES:
+            known = " or ".join(f"Raspberry Pi OS {n}" for n, _, _ in RELEASES.values())
+            return [Check("os", WARN if self.pi else OK,
+                          f"{name} ({stack}) is neither {known}, the releases doorguard is installed on "
+                          "and tested for: it may work, but install.sh's numpy and OpenCV choice is "
+                          "untested here (OpenCV 4.12 and later need numpy 2).")]
+        release, want_py, want_np = RELEASES[codename]
+        if not self.pi:
+            # A workstation: pip chose numpy and OpenCV together; apt's numpy matters for picamera2 only.
+            return [Check("os", OK, f"{name}: {stack} (not a Raspberry Pi: numpy and OpenCV as pip chose them).")]
+        problems = []
+        if tuple(self.host.python) != want_py:
+            problems.append(f"{release} has Python {want_py[0]}.{want_py[1]} but the venv runs {py} "
+                            "(make it with the system python3: `sudo ./systemd/install.sh`)")
+        np_v, cv_v = versions.get("numpy"), versions.get("OpenCV")
+        if np_v and _version_tuple(np_v)[:1] != (want_np,):
+            problems.append(f"numpy {np_v} is not apt's {want_np}.x (picamera2 is built against apt's numpy; "
+                            "`sudo ./systemd/install.sh` pins the venv to it)")
+        if np_v and cv_v and _version_tuple(cv_v)[:2] >= OPENCV_NEEDS_NUMPY2 and _version_tuple(np_v)[:1] < (2,):
+            problems.append(f"OpenCV {cv_v} needs numpy 2 but numpy {np_v} is here "
+                            "(`sudo ./systemd/install.sh` picks OpenCV below 4.12 on Bookworm)")
+        if problems:
+            return [Check("os", WARN, f"{name} ({stack}): " + "; ".join(problems) + ".")]
+        return [Check("os", OK, f"{name}: {stack}, the combination doorguard is tested with on {release}.")]
 
     def check_camera(self) -> list[Check]:
         from .sources import parse_source_spec
@@ -496,7 +579,7 @@ class Doctor:
         results: list[Check] = []
         if self.config_note:
             results.append(self.config_note)
-        for check in (self.check_platform, self.check_camera, self.check_gpio, self.check_interpreter,
+        for check in (self.check_platform, self.check_os, self.check_camera, self.check_gpio, self.check_interpreter,
                       self.check_models, self.check_rules, self.check_mqtt, self.check_state_dir,
                       self.check_temperature, self.check_throttling):
             try:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# An emulated Raspberry Pi OS Bookworm userland (arm64, Python 3.11, apt's numpy 1.24)
-# under QEMU user mode, for `make test-arm` and `make bench-arm`.
+# An emulated Raspberry Pi OS userland (arm64 Debian: Bookworm with Python 3.11 and apt's
+# numpy 1.24, or Trixie with Python 3.13 and apt's numpy 2.2) under QEMU user mode, for
+# `make test-arm` and `make bench-arm`. DOORGUARD_ARM_SUITE picks it: bookworm (default) | trixie.
 #
 #   scripts/arm64.sh setup             rootfs (cached) + doorguard installed in it as on a Pi
 #   scripts/arm64.sh exec PROFILE CMD  run CMD (guest paths) on a Pi CPU profile: pi4 | pi5
@@ -8,11 +9,16 @@
 #                                      markers into OUT (needs the plugin: benchmarks/arm/)
 #   scripts/arm64.sh mode              print how guests run here: chroot | direct
 #   scripts/arm64.sh rootfs            print the rootfs path (after setup)
+#   scripts/arm64.sh suites            print the suites this script can make: bookworm trixie
+#   scripts/arm64.sh stack             one line: the suite's Python, numpy, OpenCV, runtimes (after setup)
+#   scripts/arm64.sh backends          the TFLite runtimes installed for the checks: litert [tflite_runtime]
 #
-# The rootfs is made once by debootstrap (about 4 minutes) and cached outside the
-# repository in $DOORGUARD_ARM_CACHE (default ~/.cache/doorguard/arm64); the venv in it
-# (/opt/doorguard/venv, --system-site-packages, numpy pinned to apt's, as
-# systemd/install.sh makes it on a Pi) is refreshed from this checkout at every setup.
+# Each suite's rootfs is made once by debootstrap (about 4 minutes) and cached outside the
+# repository: Bookworm's in $DOORGUARD_ARM_CACHE (default ~/.cache/doorguard/arm64), another
+# suite's beside it ($DOORGUARD_ARM_CACHE-trixie). The venv in it (/opt/doorguard/venv,
+# --system-site-packages, numpy pinned to apt's, as systemd/install.sh makes it on a Pi) is
+# refreshed from this checkout at every setup. The suites share one pip cache
+# ($DOORGUARD_ARM_CACHE-pip: the pure-Python wheels are the same for both).
 #
 # binfmt_misc with QEMU's qemu-aarch64 handler lets the kernel run arm64 programs. Making
 # the rootfs needs it (debootstrap's second stage runs the new system's dpkg and maintainer
@@ -30,16 +36,29 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=$(cd "$REPO/.." && pwd)/shared
-CACHE=${DOORGUARD_ARM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/doorguard/arm64}
+# The suites make test-arm knows, in its default order (scripts/test-arm.sh reads this list).
+SUITES=(bookworm trixie)
+SUITE=${DOORGUARD_ARM_SUITE:-bookworm}
+CACHE_BASE=${DOORGUARD_ARM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/doorguard/arm64}
+case $SUITE in
+  # Bookworm's cache stays where it was before there were two suites.
+  bookworm) CACHE=$CACHE_BASE ;;
+  trixie) CACHE=$CACHE_BASE-$SUITE ;;
+  *) echo "arm64: unknown suite '$SUITE' (DOORGUARD_ARM_SUITE: ${SUITES[*]})" >&2; exit 2 ;;
+esac
 ROOTFS=$CACHE/rootfs
-SUITE=bookworm
+PIP_CACHE=$CACHE_BASE-pip
 MIRROR=${DOORGUARD_ARM_MIRROR:-http://deb.debian.org/debian}
 INCLUDE=python3,python3-venv,python3-numpy,ca-certificates
 ROOTFS_KEY="$SUITE minbase $INCLUDE v1"
 GUEST_VENV=/opt/doorguard/venv
 GUEST_SRC=/opt/doorguard/src
-# The fallback runtime compared against ai-edge-litert (last release with cp311 aarch64 wheels).
-TFLITE_RUNTIME=tflite-runtime==2.14.0
+# The fallback runtime compared against ai-edge-litert: its last release (2.14, 2023) has
+# aarch64 wheels up to cp311, so Bookworm only; Trixie's Python 3.13 has none.
+case $SUITE in
+  bookworm) TFLITE_RUNTIME=tflite-runtime==2.14.0 ;;
+  *) TFLITE_RUNTIME= ;;
+esac
 
 die() { echo "arm64: $*" >&2; exit 1; }
 say() { echo "arm64: $*" >&2; }
@@ -169,7 +188,7 @@ detect_mode() {
 guest_env() {
   local e=("PATH=$GUEST_VENV/bin:/usr/local/bin:/usr/bin:/bin" HOME=/root LANG=C.UTF-8
            PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_CERT=/etc/doorguard-host-ca.crt
-           PYTHONDONTWRITEBYTECODE=1 "DOORGUARD_SHARED=$SHARED")
+           PYTHONDONTWRITEBYTECODE=1 "DOORGUARD_SHARED=$SHARED" "PIP_CACHE_DIR=$PIP_CACHE")
   for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY DOORGUARD_ARM_PROFILE GPIOZERO_PIN_FACTORY; do
     [[ -n ${!v:-} ]] && e+=("$v=${!v}")
   done
@@ -186,21 +205,23 @@ run_guest() {
   write_cpuinfo "$profile" "$cpuinfo"
   mapfile -t env_args < <(DOORGUARD_ARM_PROFILE=$profile guest_env)
   if [[ $MODE == chroot && -z $PLUGIN ]]; then
+    mkdir -p "$PIP_CACHE"
     # unshare -m: every mount below vanishes with the command, even on kill.
     # shellcheck disable=SC2016  # the inner script expands its own positional arguments
     unshare --mount --propagation private -- bash -euo pipefail -c '
-      R=$1 REPO=$2 SHARED=$3 CPUINFO=$4; shift 4
+      R=$1 REPO=$2 SHARED=$3 CPUINFO=$4 PIPC=$5; shift 5
       mount -t proc proc "$R/proc"
       mount --bind "$CPUINFO" "$R/proc/cpuinfo"
       mount --rbind /sys "$R/sys"
       mount --rbind /dev "$R/dev"
-      mkdir -p "$R$REPO" "$R$SHARED"
+      mkdir -p "$R$REPO" "$R$SHARED" "$R$PIPC"
       mount --bind "$REPO" "$R$REPO"
+      mount --bind "$PIPC" "$R$PIPC"
       if [[ -d $SHARED ]]; then mount --bind -o ro "$SHARED" "$R$SHARED"; fi
-      exec chroot "$R" "$@"' _ "$ROOTFS" "$REPO" "$SHARED" "$cpuinfo" \
+      exec chroot "$R" "$@"' _ "$ROOTFS" "$REPO" "$SHARED" "$cpuinfo" "$PIP_CACHE" \
       env -i -C "$REPO" QEMU_CPU="$cpu" "${env_args[@]}" "$@" || rc=$?
     # The mount points, empty again, would hide the host's folders from direct mode.
-    for d in "$REPO" "$SHARED"; do
+    for d in "$REPO" "$SHARED" "$PIP_CACHE"; do
       [[ -d $ROOTFS$d ]] && rmdir -p --ignore-fail-on-non-empty "$ROOTFS$d"
     done
     return "${rc:-0}"
@@ -208,7 +229,8 @@ run_guest() {
     # -L maps guest paths to $ROOTFS first, then the host's: the repo and ../shared are seen
     # at their host paths. /proc/cpuinfo is looked up in $ROOTFS/proc, which is empty here.
     # The chroot mode's (empty, unmounted here) mount points would hide the host's folders.
-    for d in "$REPO" "$SHARED"; do
+    mkdir -p "$PIP_CACHE"
+    for d in "$REPO" "$SHARED" "$PIP_CACHE"; do
       [[ -d $ROOTFS$d ]] && rmdir -p --ignore-fail-on-non-empty "$ROOTFS$d"
     done
     install -m 0644 "$cpuinfo" "$ROOTFS/proc/cpuinfo"
@@ -283,14 +305,50 @@ install_doorguard() {
   local numpy
   numpy=$(run_guest pi4 "$py" -c 'import numpy; print(numpy.__version__)')
   echo "numpy==$numpy" > "$ROOTFS/opt/doorguard/constraints.txt"
-  say "pip install doorguard (numpy==$numpy from apt), pytest, $TFLITE_RUNTIME into $GUEST_VENV ($MODE mode)"
-  local try
+  local checks=(pytest hypothesis pyyaml ${TFLITE_RUNTIME:+"$TFLITE_RUNTIME"})
+  say "pip install doorguard (numpy==$numpy from apt), ${checks[*]} into $GUEST_VENV ($SUITE, $MODE mode)"
+  local try ok=
   for try in 1 2; do
     run_guest pi4 "$venv/bin/python" -m pip install -q --upgrade "${only[@]}" \
-      --constraint "$opt/constraints.txt" "$what" pytest hypothesis pyyaml "$TFLITE_RUNTIME" && return 0
+      --constraint "$opt/constraints.txt" "$what" "${checks[@]}" && { ok=1; break; }
     say "pip install into the arm64 venv failed (try $try of 2)"
   done
-  die "pip install into the arm64 venv failed twice (needs PyPI; see above)"
+  [[ -n $ok ]] || die "pip install into the arm64 venv failed twice (needs PyPI; see above)"
+  # What the suite runs, for test-arm's report (read by `stack` and `backends`).
+  run_guest pi4 "$venv/bin/python" -c "$STACK_PY" "$SUITE" > "$CACHE/stack.txt" ||
+    die "the arm64 venv's python cannot report its packages"
+  say "stack: $(head -n 1 "$CACHE/stack.txt")"
+}
+
+# One line (Python, numpy, OpenCV, runtimes as installed in the venv), then the TFLite
+# runtimes there, by doorguard's backend names. Metadata only: importing cv2 under the
+# emulator takes seconds.
+STACK_PY='
+import platform, sys
+from importlib import metadata
+def v(d):
+    try:
+        return metadata.version(d)
+    except metadata.PackageNotFoundError:
+        return None
+pkgs = [("numpy", "numpy"), ("OpenCV", "opencv-python-headless"), ("ai-edge-litert", "ai-edge-litert"),
+        ("tflite-runtime", "tflite-runtime")]
+print(", ".join([f"{sys.argv[1]}: Python {platform.python_version()}"] +
+                [f"{n} {v(d)}" for n, d in pkgs if v(d)]))
+print(" ".join(b for b, d in (("litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")) if v(d)))
+'
+
+
+# What setup needs of the machine itself, not of a suite (apt's host packages, binfmt_misc):
+# one setup at a time, so suites set up side by side (test-arm) do not race apt or the mount.
+# enable_binfmt's answer stays for make_rootfs and detect_mode, which say why it matters.
+prepare_host() {
+  mkdir -p "$(dirname "$CACHE_BASE")"
+  exec 8> "$CACHE_BASE.host-lock"
+  flock 8
+  host_packages
+  enable_binfmt || true
+  exec 8>&-
 }
 
 # One guest at a time per rootfs: a run changes $ROOTFS/proc/cpuinfo (direct mode) and
@@ -307,7 +365,7 @@ main() {
   cmd=${1:-}
   case $cmd in
     setup)
-      need_root; lock; host_packages; make_rootfs; detect_mode; install_doorguard
+      need_root; prepare_host; lock; make_rootfs; detect_mode; install_doorguard
       say "ready: $ROOTFS ($MODE mode)" ;;
     exec)
       [[ $# -ge 3 ]] || die "usage: $0 exec pi4|pi5 CMD [ARG...]"
@@ -328,7 +386,11 @@ main() {
       PLUGIN="$lib,out=$out" MODE=direct run_guest "$profile" "$@" ;;
     mode) need_root; detect_mode; echo "$MODE" ;;
     rootfs) echo "$ROOTFS" ;;
-    *) sed -n '2,/arm64.sh rootfs/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    suites) echo "${SUITES[*]}" ;;
+    stack|backends)
+      [[ -s $CACHE/stack.txt ]] || die "no $CACHE/stack.txt: run '$0 setup' first"
+      if [[ $cmd == stack ]]; then sed -n 1p "$CACHE/stack.txt"; else sed -n 2p "$CACHE/stack.txt"; fi ;;
+    *) sed -n '2,/arm64.sh backends/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

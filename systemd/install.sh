@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install doorguard as a systemd service on Raspberry Pi OS Bookworm (or Debian 12).
+# Install doorguard as a systemd service on Raspberry Pi OS Bookworm or Trixie (or Debian 12/13).
 # Idempotent: run it again after an update; /etc/doorguard/config.toml is kept.
 #
 #   sudo ./systemd/install.sh [--dry-run] [--no-start] [--root DIR]
@@ -10,7 +10,8 @@
 #               apt, users, venv/pip and systemctl are then listed, not run
 #
 # Environment: PREFIX (default /opt/doorguard), DOORGUARD_PYTHON (default python3),
-# DOORGUARD_SRC (project to install, default this checkout).
+# DOORGUARD_SRC (project to install, default this checkout), DOORGUARD_OS_RELEASE (the
+# os-release file that names the release, default /etc/os-release).
 set -euo pipefail
 
 SRC=${DOORGUARD_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -21,11 +22,16 @@ DRY_RUN=0
 START=1
 SERVICE_USER=doorguard
 GROUPS_NEEDED=(video gpio audio)
-# picamera2/libcamera and lgpio only come from apt; the venv sees them via --system-site-packages.
-# numpy comes from apt too (1.24 on Bookworm); pyproject pins opencv<4.12 on ARM to match it.
+# picamera2/libcamera and lgpio only come from apt, on both releases; the venv sees them via
+# --system-site-packages. numpy comes from apt too, and the venv is pinned to it: 1.24 on
+# Bookworm (Python 3.11), 2.x on Trixie (Python 3.13). OpenCV >= 4.12 needs numpy 2, so
+# pyproject.toml's markers on python_version pick OpenCV below 4.12 on Bookworm's ARM and 4.12
+# or later on Trixie's.
 APT_PACKAGES=(python3-venv python3-pip python3-numpy alsa-utils)
-# Only in the Raspberry Pi OS archive (vcgencmd is in libraspberrypi-bin): skipped with a warning elsewhere.
-APT_PI_PACKAGES=(python3-picamera2 python3-lgpio libraspberrypi-bin)
+# Only in the Raspberry Pi OS archive: skipped with a warning elsewhere. vcgencmd (doctor's
+# throttling check) is added per release below.
+APT_PI_PACKAGES=(python3-picamera2 python3-lgpio)
+OS_RELEASE=${DOORGUARD_OS_RELEASE:-/etc/os-release}
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -62,6 +68,26 @@ if [[ $DRY_RUN -eq 0 && -z $DESTDIR && $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# 0. The release: decides nothing silently, says which stack the venv will get.
+release_field() { if [[ -r $OS_RELEASE ]]; then sed -n "s/^$1=//p" "$OS_RELEASE" | head -n 1 | tr -d "\"'"; fi; }
+codename=$(release_field VERSION_CODENAME)
+os_name=$(release_field PRETTY_NAME)
+os_name=${os_name:-${codename:-unknown (no $OS_RELEASE)}}
+case $codename in
+  bookworm)
+    say "$os_name: Bookworm stack (Python 3.11, apt's numpy 1.24, OpenCV below 4.12)"
+    # vcgencmd: libraspberrypi-bin on Bookworm (a transitional package for raspi-utils on newer images).
+    VCGENCMD_PACKAGES=(libraspberrypi-bin) ;;
+  trixie)
+    say "$os_name: Trixie stack (Python 3.13, apt's numpy 2.x, OpenCV 4.12 or later)"
+    VCGENCMD_PACKAGES=(raspi-utils-core libraspberrypi-bin) ;;
+  *)
+    say "WARNING: $os_name is neither Raspberry Pi OS Bookworm nor Trixie (Debian 12 or 13), the releases" \
+        "doorguard is installed on and tested for: going on with this release's python3 and numpy and the" \
+        "OpenCV pip picks for them (OpenCV 4.12 and later need numpy 2)"
+    VCGENCMD_PACKAGES=(libraspberrypi-bin) ;;
+esac
+
 D=$DESTDIR
 UNIT_DIR=/etc/systemd/system
 CONF_DIR=/etc/doorguard
@@ -78,8 +104,16 @@ if grep -rqs "archive.raspberrypi" /etc/apt/sources.list /etc/apt/sources.list.d
   for p in "${APT_PI_PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
   done
+  # The first vcgencmd package apt knows (package names moved between releases).
+  if ! command -v vcgencmd >/dev/null; then
+    pick=${VCGENCMD_PACKAGES[0]}
+    for p in "${VCGENCMD_PACKAGES[@]}"; do
+      if apt-cache show "$p" >/dev/null 2>&1; then pick=$p; break; fi
+    done
+    installed "$pick" || missing+=("$pick")
+  fi
 else
-  say "WARNING: not Raspberry Pi OS (no archive.raspberrypi.* apt source): skipping ${APT_PI_PACKAGES[*]}"
+  say "WARNING: not Raspberry Pi OS (no archive.raspberrypi.* apt source): skipping ${APT_PI_PACKAGES[*]} ${VCGENCMD_PACKAGES[*]}"
 fi
 if [[ ${#missing[@]} -gt 0 ]]; then
   sys apt-get update -q
@@ -104,8 +138,9 @@ if [[ ! -x $VENV/bin/python ]]; then
   sys "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
 # Runtime extras only (EXTRAS none): the workstation toolchain (tensorflow) never goes on the Pi.
-# Pin numpy to apt's (1.24 on Bookworm): picamera2's compiled helpers (simplejpeg, libcamera)
-# are built against it, and an unpinned resolve could pull numpy 2 into the venv over it.
+# Pin numpy to apt's (1.24 on Bookworm, 2.x on Trixie): picamera2's compiled helpers (simplejpeg,
+# libcamera) are built against it, and an unpinned resolve could pull another numpy into the
+# venv over it (numpy 2 on Bookworm, a newer 2.x on Trixie).
 pip_args=(install --quiet --disable-pip-version-check --upgrade)
 sys_numpy=$("$PYTHON" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
 if [[ -n $sys_numpy ]]; then
@@ -125,6 +160,11 @@ if [[ ${#manifests[@]} -eq 0 ]]; then
   say "WARNING: no models in $SRC/models (run 'make models' on a workstation first)"
 fi
 for m in "${manifests[@]}"; do
+  # Other JSON beside the models (eval.json, conditions.json: measurements) names no model file.
+  if ! grep -q '"tflite"' "$m"; then
+    say "skipping ${m#"$SRC"/}: not a model manifest (no \"tflite\")"
+    continue
+  fi
   tfl=$(sed -n 's/.*"tflite": *"\([^"]*\)".*/\1/p' "$m" | head -n1)
   if [[ -z $tfl || ! -f $SRC/models/$tfl ]]; then
     echo "install.sh: $m names model file '${tfl:-?}' which is missing in $SRC/models" >&2
