@@ -713,7 +713,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   backbone_weights: Path | str | None = None, seed: int = 0,
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
                                   fine_tune_epochs: int = 5, batch: int = 64,
-                                  min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0):
+                                  min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
+                                  synth: bool | dict[str, int] = False):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -727,6 +728,10 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
         shared: the ../shared folder.
         out: models folder.
         work: scratch folder for generated crops (default: a temporary folder, removed after).
+        synth: add synthetic crops (``convert.masksynth``): True for ``masksynth.DEFAULT_COUNTS``
+            (1200 mask_incorrect with the mask below the nose or on the chin, 600 dark and 600
+            patterned masks, all on dataroots ``train/not_masked`` placed by YuNet landmarks),
+            or a dict of those counts. Cached under ``work``.
 
     Returns:
         The manifest written.
@@ -745,6 +750,20 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
         tmp = work = Path(tempfile.mkdtemp(prefix="doorguard-mask-"))
     try:
         pool, evals, notes = mask_classifier_data(shared, work)
+        if synth:
+            from . import masksynth
+
+            counts = dict(masksynth.DEFAULT_COUNTS) if synth is True else dict(synth)
+            sy = masksynth.default_synth(shared, work, counts, seed=seed)
+            for lab, fs in sorted(sy["files"].items()):
+                pool.files += list(fs)
+                pool.targets += [MASK_LABELS.index(lab)] * len(fs)
+            notes["synthetic"] = {"counts": counts, "made": sy["made"],
+                                  "no_face_sources_skipped": sy["no_face_sources_skipped"],
+                                  "placements_rejected": sy["placements_rejected"],
+                                  "source": "dataroots train/not_masked x mask-templates, YuNet landmarks "
+                                            f"(convert.masksynth v{masksynth.VERSION}, seed {seed})"}
+            notes["pool"] = pool.counts()
         train, holdout = stratified_split(pool, 0.1, seed)
         notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
         manifest = train_classifier(train, Path(out) / name, val=holdout, backbone=backbone,
