@@ -419,3 +419,135 @@ def default_synth(shared: Path | str, work: Path | str, counts: dict[str, int] |
     templates = sorted((dr / "mask-templates").glob("*.png"))
     return synthesize(sources, templates, Path(work), counts=counts, seed=seed,
                       landmark_model=yunet_path(shared))
+
+
+# ---------------------------------------------------------------- before/after measurement
+
+
+def _set_items(shared: Path) -> dict[str, list]:
+    from . import dataset
+
+    fm = shared / "data" / "facemask853"
+    dr = shared / "data" / "dataroots"
+    return {"facemask853_val": dataset.voc_items(fm, fm / "val.txt"),
+            "dataroots_real_val": dataset.dataroots_items(dr / "validation_metadata.csv")}
+
+
+def classifier_figures(y: list[str], pred: list[str], colour: list[str | None]) -> dict:
+    """accuracy, tnr/fnr (violation = no_mask or mask_incorrect), per-class recall and precision,
+    and recall / fnr of masked faces per mask colour group."""
+    viol = {"no_mask", "mask_incorrect"}
+    n = len(y)
+    out: dict = {"faces": n, "accuracy": round(sum(a == b for a, b in zip(y, pred)) / max(n, 1), 4)}
+    bad = [p in viol for t, p in zip(y, pred) if t in viol]
+    good = [p in viol for t, p in zip(y, pred) if t == "mask"]
+    out["tnr"] = round(sum(bad) / len(bad), 4) if bad else None
+    out["fnr"] = round(sum(good) / len(good), 4) if good else None
+    for lab in ("mask", "no_mask", "mask_incorrect"):
+        tp = sum(t == lab and p == lab for t, p in zip(y, pred))
+        nt, npred = sum(t == lab for t in y), sum(p == lab for p in pred)
+        out[f"recall_{lab}"] = round(tp / nt, 4) if nt else None
+        out[f"precision_{lab}"] = round(tp / npred, 4) if npred else None
+        out[f"support_{lab}"] = nt
+    for group in ("dark", "light", "colourful"):
+        g = [p in viol for t, p, c in zip(y, pred, colour) if t == "mask" and c == group]
+        out[f"masked_{group}"] = len(g)
+        out[f"fnr_{group}"] = round(sum(g) / len(g), 4) if g else None
+    return out
+
+
+def compare_classifiers(manifests: dict[str, Path | str], shared: Path | str,
+                        conditions: Sequence[str] | None = None, threads: int = 2) -> list[dict]:
+    """Classifier-only figures of each model on the card's sets, clean and under each doorway condition.
+
+    Every true face box of facemask853 ``val.txt`` and of the dataroots real
+    validation photos is cut from the (transformed) photo with the runtime's
+    ``crop_with_margin`` and classified through ``edge.models.Classifier``
+    (int8, argmax: no threshold anywhere); mask colour groups by
+    ``convert.conditions.mask_colour`` on the clean photo.
+
+    Returns:
+        One row per (model, set, condition) with ``classifier_figures``.
+    """
+    from edge.models import Classifier
+    from edge.types import Box
+
+    from . import conditions as cond
+    from .dataset import DEFAULT_LABEL_MAP
+    from .images import read_rgb
+
+    shared = Path(shared)
+    names = ["clean", *(conditions if conditions is not None else cond.CONDITIONS)]
+    models = {k: Classifier(v, num_threads=threads) for k, v in manifests.items()}
+    rows = []
+    for set_name, items in _set_items(shared).items():
+        acc = {(m, c): ([], [], []) for m in models for c in names}
+        for path, lboxes in items:
+            lboxes = [lb for lb in lboxes if DEFAULT_LABEL_MAP.get(lb.name)]
+            if not lboxes:
+                continue
+            rgb = read_rgb(path)
+            colours = [cond.mask_colour(rgb, lb.box) if DEFAULT_LABEL_MAP[lb.name] == "mask" else None
+                       for lb in lboxes]
+            for c in names:
+                if c == "clean":
+                    img, s = rgb, 1.0
+                else:
+                    fn, s = cond.CONDITIONS[c]
+                    img = fn(rgb, [lb.box for lb in lboxes], path.name)
+                for lb, colour in zip(lboxes, colours):
+                    b = lb.box
+                    box = Box(b.x1 * s, b.y1 * s, b.x2 * s, b.y2 * s)
+                    if box.width < 1 or box.height < 1:
+                        continue
+                    for m, clf in models.items():
+                        crop = clf.crop(img, box)
+                        if crop.size == 0:
+                            continue
+                        ys, ps, cs = acc[(m, c)]
+                        ys.append(DEFAULT_LABEL_MAP[lb.name])
+                        ps.append(clf.classify(crop).label)
+                        cs.append(colour)
+        for (m, c), (ys, ps, cs) in acc.items():
+            rows.append({"model": m, "set": set_name, "condition": c, **classifier_figures(ys, ps, cs)})
+    return rows
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """Markdown table of ``compare_classifiers`` rows, models side by side per set and condition."""
+    cols = ["accuracy", "tnr", "fnr", "recall_mask_incorrect", "precision_mask_incorrect", "masked_dark", "fnr_dark",
+            "fnr_colourful", "recall_no_mask"]
+    lines = ["| set | condition | model | faces | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['condition']} | {r['model']} | {r['faces']} | "
+                     + " | ".join(_fmt(r.get(k)) for k in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m convert.masksynth compare NAME=M.json ... --json OUT`` (before/after table)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m convert.masksynth")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="classifier-only figures of models on the card's sets and conditions")
+    c.add_argument("models", nargs="+", metavar="NAME=M.json")
+    c.add_argument("--shared", default="../shared")
+    c.add_argument("--json", required=True)
+    c.add_argument("--conditions", help="comma-separated (default: all of convert.conditions)")
+    a = p.parse_args(argv)
+    manifests = dict(m.split("=", 1) for m in a.models)
+    conds = a.conditions.split(",") if a.conditions else None
+    rows = compare_classifiers(manifests, a.shared, conds)
+    Path(a.json).write_text(json.dumps(rows, indent=1))
+    print(comparison_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -157,3 +157,17 @@ def test_yunet_landmarks_on_a_real_training_crop(shared):
         assert (lm[:, 0] > -0.1 * w).all() and (lm[:, 0] < 1.1 * w).all()
         assert lm[0, 1] < lm[2, 1] < lm[3, 1] and lm[1, 1] < lm[2, 1] < lm[4, 1]  # eyes, nose, mouth
     assert found >= 4
+
+
+def test_classifier_figures_tnr_fnr_and_colour_groups():
+    y = ["mask", "mask", "mask", "no_mask", "mask_incorrect", "mask_incorrect"]
+    p = ["mask", "mask_incorrect", "mask", "no_mask", "mask_incorrect", "no_mask"]
+    c = ["dark", "dark", "light", None, None, None]
+    f = ms.classifier_figures(y, p, c)
+    assert f["accuracy"] == round(4 / 6, 4)
+    assert f["fnr"] == round(1 / 3, 4) and f["tnr"] == 1.0            # mask_incorrect -> no_mask still alarms
+    assert f["recall_mask_incorrect"] == 0.5 and f["precision_mask_incorrect"] == 0.5
+    assert f["fnr_dark"] == 0.5 and f["masked_dark"] == 2 and f["fnr_light"] == 0.0
+    assert f["fnr_colourful"] is None
+    table = ms.comparison_table([{"model": "a", "set": "s", "condition": "clean", **f}])
+    assert "| s | clean | a | 6 | 0.667 | 1.000 | 0.333 | 0.500 | 0.500 | 2 | 0.500 |" in table
