@@ -9,7 +9,10 @@ group video, the camera seen by libcamera), GPIO (pin factory, /dev/gpiochip* an
 group gpio, configured pins busy: [gpio] and the [door] relay), interpreter backend, models (manifest +
 sha256 + loads + a passed accuracy gate), rules (every rule label is one the models output), the MQTT
 password file's mode, state directory writable, and on a Raspberry Pi the CPU
-temperature and ``vcgencmd get_throttled`` decoded into words.
+temperature and ``vcgencmd get_throttled`` decoded into words. When the camera
+checks pass, a few frames are grabbed from the configured camera and a night
+hint is given when they are all very dark or near-greyscale (an IR-lit or
+unlit doorway), saying what to do.
 
 Everything the checks touch goes through :class:`Host` (a root directory for
 /proc, /sys, /dev, a command runner, the user's groups, importing, opening
@@ -48,6 +51,10 @@ RELEASES = {
     "trixie": ("Trixie (Debian 13)", (3, 13), 2),
 }
 OPENCV_NEEDS_NUMPY2 = (4, 12)
+#: night hint: frames grabbed, and the limits under which every one of them counts as dark / grey.
+NIGHT_FRAMES = 5
+DARK_MEAN_LUMA = 40.0      # of 255: a lit doorway gives 80-160; faces under 40 are mostly missed
+GREY_MEAN_CHROMA = 6.0     # mean max(R,G,B) - min(R,G,B): a colour scene gives 20+, an IR-lit one 0-4
 
 
 @dataclass
@@ -86,6 +93,37 @@ def _claim_input_pin(pin: int) -> None:
     InputDevice(pin, pull_up=None, active_state=True).close()
 
 
+def _grab_frames(spec: str, source_cfg: Any, n: int) -> list[Any]:
+    """Up to ``n`` RGB frames from the configured source (after two warm-up frames: auto exposure)."""
+    from .sources import make_source
+
+    src = make_source(spec, source_cfg)
+    src.open()
+    try:
+        frames = []
+        for _ in range(n + 2):
+            f = src.read()
+            if f is not None:
+                frames.append(f)
+        return frames[2:] if len(frames) > n else frames
+    finally:
+        src.close()
+
+
+def frame_light(rgb: Any) -> tuple[float, float]:
+    """(mean luminance, mean chroma) of an RGB uint8 frame, both 0..255.
+
+    Luminance is Rec. 601 Y; chroma is max(R,G,B) - min(R,G,B) per pixel (the
+    colour saturation that survives in the dark, unlike HSV's S), averaged.
+    Measured on a 4x-subsampled copy: a doctor check, not an exposure meter.
+    """
+    import numpy as np
+
+    x = np.asarray(rgb)[::4, ::4, :3].astype(np.float32)
+    y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    return float(y.mean()), float((x.max(axis=2) - x.min(axis=2)).mean())
+
+
 def _load_model(path: Path, backend: str | None) -> str:
     from .runtime import load_interpreter
 
@@ -104,6 +142,7 @@ class Host:
     can_open: Callable[[Path], bool] = lambda p: os.access(p, os.R_OK | os.W_OK)
     claim_pin: Callable[[int], None] = _claim_input_pin
     load_model: Callable[[Path, str | None], str] = _load_model
+    grab_frames: Callable[[str, Any, int], list[Any]] = _grab_frames
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     python: tuple[int, int] = (sys.version_info.major, sys.version_info.minor)
 
@@ -245,6 +284,52 @@ class Doctor:
         return [Check("os", OK, f"{name}: {stack}, the combination doorguard is tested with on {release}.")]
 
     def check_camera(self) -> list[Check]:
+        out = self._camera_access()
+        if any(c.status == FAIL for c in out) or not self._is_camera():
+            return out
+        return out + self._night_hint()
+
+    def _is_camera(self) -> bool:
+        from .sources import parse_source_spec
+
+        src = parse_source_spec(self._source_spec())
+        if src.kind in ("camera", "picamera"):
+            return True
+        return src.kind == "auto" and (bool(self.pi) or bool(self.host.glob("/dev/video*")))
+
+    def _night_hint(self) -> list[Check]:
+        """Grab a few frames; warn when all are very dark or near-greyscale, and say what to do."""
+        try:
+            frames = self.host.grab_frames(self._source_spec(), getattr(self.cfg, "source", None), NIGHT_FRAMES)
+        except Exception as e:  # noqa: BLE001 - a busy or broken camera is reported above, not here
+            return [Check("camera light", WARN, f"could not grab frames to check the light ({type(e).__name__}: "
+                                                f"{e}); if the doorguard service holds the camera, stop it "
+                                                "(`sudo systemctl stop doorguard`) and run doctor again.")]
+        if not frames:
+            return [Check("camera light", WARN, "the camera opened but gave no frames to check the light.")]
+        light = [frame_light(f) for f in frames]
+        luma = max(v[0] for v in light)
+        chroma = max(v[1] for v in light)
+        n = len(frames)
+        if luma < DARK_MEAN_LUMA:
+            return [Check("camera light", WARN,
+                          f"all {n} frames are very dark (mean brightness at most {luma:.0f}/255): faces will be "
+                          "missed. Light the doorway, or add an 850 nm IR illuminator with a NoIR camera; "
+                          "raise the exposure (picamera2: AeExposureMode long, a higher AnalogueGain / "
+                          "ExposureTime; USB: `v4l2-ctl -d /dev/video0 -l` for exposure and gain), and keep "
+                          "the shutter at or under 1/fps.")]
+        if chroma < GREY_MEAN_CHROMA:
+            return [Check("camera light", WARN,
+                          f"all {n} frames are near-greyscale (mean colour {chroma:.1f}/255): an IR-lit or "
+                          "monochrome picture. Mask colours are lost and the mask classifier errs more (see "
+                          "the 'ir' rows of models/mask-classifier.md): light the doorway with visible light "
+                          "where you can, or use a camera with a switchable IR-cut filter so it sees colour "
+                          "whenever there is light; check the camera is not set to greyscale "
+                          "(picamera2 Saturation > 0).")]
+        return [Check("camera light", OK, f"{n} frames: brightness up to {luma:.0f}/255, colour up to "
+                                          f"{chroma:.0f}/255.")]
+
+    def _camera_access(self) -> list[Check]:
         from .sources import parse_source_spec
 
         spec = self._source_spec()

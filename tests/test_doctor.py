@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge import doctor, pi_health
@@ -86,6 +87,9 @@ class FakePi:
         self.claimed: list[int] = []
         self.bad_models: set[str] = set()
         self.commands: list[list[str]] = []
+        # What the configured camera gives doctor's light check: a lit, coloured doorway.
+        self.frames = [normal_frame(i) for i in range(5)]
+        self.grabbed: list[str] = []
 
     def run(self, cmd):
         self.commands.append(cmd)
@@ -113,10 +117,40 @@ class FakePi:
             raise RuntimeError("Model provided has model identifier 'xxxx', should be 'TFL3'")
         return "litert"
 
+    def grab(self, spec, source_cfg, n):
+        self.grabbed.append(spec)
+        if isinstance(self.frames, Exception):
+            raise self.frames
+        return list(self.frames[:n])
+
     def host(self, **env) -> Host:
         return Host(root=self.root, run=self.run, identity=lambda: (self.user, set(self.groups)),
                     import_module=self.import_module, can_open=self.can_open, claim_pin=self.claim,
-                    load_model=self.load_model, env=dict(env))
+                    load_model=self.load_model, grab_frames=self.grab, env=dict(env))
+
+
+def normal_frame(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
+    """A daylight doorway: mid brightness, clearly coloured (a warm wall, a blue door)."""
+    rng = np.random.default_rng(seed)
+    f = np.empty((h, w, 3), np.uint8)
+    f[:, : w // 2] = (170, 120, 90)
+    f[:, w // 2:] = (60, 90, 150)
+    return np.clip(f + rng.normal(0, 6, f.shape), 0, 255).astype(np.uint8)
+
+
+def dark_frame(seed: int) -> np.ndarray:
+    """Night without light: the same scene at a tenth of the light, plus sensor noise."""
+    rng = np.random.default_rng(seed)
+    f = normal_frame(seed).astype(np.float32) * 0.1 + rng.normal(0, 3, (120, 160, 3))
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def grey_frame(seed: int) -> np.ndarray:
+    """IR-lit (NoIR camera under an 850 nm lamp): bright enough, but the three channels almost equal."""
+    rng = np.random.default_rng(seed)
+    g = normal_frame(seed).mean(axis=2, keepdims=True)
+    f = np.repeat(g, 3, axis=2) + rng.normal(0, 1.0, (120, 160, 3))
+    return np.clip(f, 0, 255).astype(np.uint8)
 
 
 def statuses(results, name):
@@ -404,3 +438,67 @@ def test_mqtt_password_file_mode(pi, tmp_path):
     assert statuses(Doctor(cfg, fake.host()).run_all(), "mqtt")[0][0] == OK
     pw.unlink()
     assert statuses(Doctor(cfg, fake.host()).run_all(), "mqtt")[0][0] == FAIL
+
+
+def test_night_hint_normal_frames_are_ok(pi):
+    fake, cfg = pi
+    light = statuses(Doctor(cfg, fake.host()).run_all(), "camera light")
+    assert len(light) == 1 and light[0][0] == OK and "5 frames" in light[0][1]
+    assert fake.grabbed == ["picamera"]
+
+
+def test_night_hint_dark_frames_say_what_to_do(pi):
+    fake, cfg = pi
+    fake.frames = [dark_frame(i) for i in range(5)]
+    (status, msg), = statuses(Doctor(cfg, fake.host()).run_all(), "camera light")
+    assert status == WARN and "very dark" in msg
+    assert "IR illuminator" in msg and "NoIR" in msg and "exposure" in msg
+
+
+def test_night_hint_grey_frames_say_ir(pi):
+    fake, cfg = pi
+    fake.frames = [grey_frame(i) for i in range(5)]
+    (status, msg), = statuses(Doctor(cfg, fake.host()).run_all(), "camera light")
+    assert status == WARN and "near-greyscale" in msg and "IR" in msg
+
+
+def test_night_hint_needs_every_frame_dark(pi):
+    # One lit frame among dark ones (a light switched on, a car passing): not "consistently" dark.
+    fake, cfg = pi
+    fake.frames = [dark_frame(0), dark_frame(1), normal_frame(2), dark_frame(3)]
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "camera light")[0][0] == OK
+
+
+def test_night_hint_camera_that_cannot_be_read_is_a_warning_not_a_crash(pi):
+    fake, cfg = pi
+    fake.frames = RuntimeError("Device or resource busy")
+    (status, msg), = statuses(Doctor(cfg, fake.host()).run_all(), "camera light")
+    assert status == WARN and "busy" in msg and "systemctl stop doorguard" in msg
+
+
+def test_night_hint_skipped_without_a_camera_or_after_a_camera_failure(pi):
+    fake, cfg = pi
+    cfg.source.spec = "demo"
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "camera light") == []
+    cfg.source.spec = "/dev/video3"   # does not exist: FAIL above, no frames tried
+    assert statuses(Doctor(cfg, fake.host()).run_all(), "camera light") == []
+    assert fake.grabbed == []
+
+
+def test_frame_light_figures():
+    lum, chroma = doctor.frame_light(np.full((8, 8, 3), (200, 100, 0), np.uint8))
+    assert lum == pytest.approx(0.299 * 200 + 0.587 * 100, abs=0.01) and chroma == pytest.approx(200)
+    assert doctor.frame_light(np.zeros((8, 8, 3), np.uint8)) == (0.0, 0.0)
+
+
+def test_grab_frames_reads_the_configured_source_after_warm_up(tmp_path):
+    # The real seam, on an image-folder source (the same make_source a camera goes through).
+    import cv2
+
+    from edge.config import SourceConfig
+
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((24, 32, 3), 10 * i, np.uint8))
+    frames = doctor._grab_frames(str(tmp_path), SourceConfig(), 5)
+    assert len(frames) == 5 and frames[0].shape == (24, 32, 3)
+    assert int(frames[0][0, 0, 0]) == 20   # the first two frames are skipped (auto exposure settling)

@@ -250,3 +250,47 @@ def test_coral_int8_tflite_dequantizes_into_a_keras_backbone(shared):
         train.build_backbone("mobilenet_v1_0.25", 32, coral)
     with pytest.raises(ModelError, match="do not fit"):
         train.build_backbone("mobilenet_v2_1.0", 32, coral)
+
+
+def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypatch):
+    """synth=True puts convert.masksynth's crops into the pool (split as the rest); off by default."""
+    from convert import masksynth
+    from convert.classifier import LabeledFiles
+
+    def fake_data(shared, work):
+        pool = LabeledFiles(list(train.MASK_LABELS))
+        for i in range(20):
+            pool.files.append(tmp_path / f"real_{i}.jpg")
+            pool.targets.append(i % 2)
+        return pool, {}, {"pool": pool.counts()}
+
+    synth_calls = []
+
+    def fake_synth(shared, work, counts, seed=0):
+        synth_calls.append((counts, seed))
+        files = {"mask_incorrect": [tmp_path / f"inc_{i}.jpg" for i in range(10)],
+                 "mask": [tmp_path / f"dark_{i}.jpg" for i in range(4)]}
+        return {"files": files, "made": {"mask_incorrect:below_nose:as_is": 10, "mask:correct:dark": 4},
+                "no_face_sources_skipped": 1, "placements_rejected": 2}
+
+    seen = {}
+
+    def fake_train(data, out, *, val, data_notes, **kw):
+        seen["files"] = list(data.files) + list(val.files)
+        seen["targets"] = list(data.targets) + list(val.targets)
+        seen["notes"] = data_notes
+
+    monkeypatch.setattr(train, "mask_classifier_data", fake_data)
+    monkeypatch.setattr(masksynth, "default_synth", fake_synth)
+    monkeypatch.setattr(train, "train_classifier", fake_train)
+    monkeypatch.setattr(train, "write_mask_model_card", lambda *a, **k: None)
+    train.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
+    assert synth_calls == [] and "synthetic" not in seen["notes"] and len(seen["files"]) == 20
+    train.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", synth=True)
+    assert synth_calls == [(masksynth.DEFAULT_COUNTS, 0)]
+    lab = dict(zip(seen["files"], seen["targets"]))
+    assert len(lab) == 34
+    assert lab[tmp_path / "inc_3.jpg"] == train.MASK_LABELS.index("mask_incorrect")
+    assert lab[tmp_path / "dark_0.jpg"] == train.MASK_LABELS.index("mask")
+    assert seen["notes"]["synthetic"]["counts"] == masksynth.DEFAULT_COUNTS
+    assert seen["notes"]["pool"]["mask_incorrect"] == 10
