@@ -1,7 +1,11 @@
 """``doorguard run``: the doorway loop.
 
-    FrameSource (capture thread) -> Pipeline (detector, crop, classifier, tracker)
-        -> Rules -> Actuators (never block) + EventStore (SQLite) [+ --annotate video]
+    FrameSource (capture thread) -> Pipeline (privacy masks, motion gate, detector on the
+        lores view or the frame, zones, tracker, then per-track votes: crop -> classifiers,
+        hands) -> Rules -> arming (armed / muted / disarmed) -> Actuators (never block),
+        door relay, EventStore (SQLite), MQTT, web live view [+ --annotate video]
+
+(DESIGN.md has the whole flow with the module of each step.)
 
 Start-up order fails fast with distinct exit codes (edge/errors.py): config (3),
 source spec (2), state directory (6), models (4), GPIO (7), camera (5). READY
