@@ -41,24 +41,24 @@ def test_console_script_runs():
     assert "doorguard" in r.stdout
 
 
-def test_help_lists_every_command_without_importing_their_modules():
-    code = ("import sys; from edge import cli\n"
-            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('convert', 'tensorflow'))))")
+def _in_fresh_python(code: str) -> str:
+    """stdout of ``code`` in a new interpreter, then the convert/tensorflow modules it loaded."""
+    code = ("import sys; from edge import cli\n" + code +
+            "\nprint('LOADED', sorted(m for m in sys.modules if m.startswith(('convert', 'tensorflow'))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_help_lists_every_command_without_importing_their_modules():
+    out = _in_fresh_python("try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass")
     for words, _, _ in cli.COMMANDS:
-        assert words[0] in r.stdout
-    assert "LOADED []" in r.stdout
+        assert words[0] in out
+    assert "LOADED []" in out
 
 
 def test_a_command_imports_only_its_own_module():
-    code = ("import sys; from edge import cli\n"
-            "p = cli.build_parser(['check-config', 'x.toml'])\n"
-            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('convert', 'tensorflow'))))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "LOADED []" in r.stdout
+    assert "LOADED []" in _in_fresh_python("cli.build_parser(['check-config', 'x.toml'])")
 
 
 def test_command_words_skip_global_options():
