@@ -92,9 +92,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     installed is left out of the listing, with a hint at the end.
     """
     words = _command_words(sys.argv[1:] if argv is None else argv)
-    lacking = sorted({x for _, m, _ in COMMANDS for x in [missing_extra(m)] if x})
-    epilog = (f"workstation commands (convert, train, dataset, eval, bench) need more of the toolchain: "
-              f"pip install 'doorguard[{','.join(lacking)}]'" if lacking else None)
+    lacking: dict[str, list[str]] = {}
+    for cmd, module, _ in COMMANDS:
+        extra = missing_extra(module)
+        if extra:
+            lacking.setdefault(extra, []).append(" ".join(cmd))
+    epilog = ("not installed here: " + "; ".join(f"{', '.join(cmds)} (pip install 'doorguard[{extra}]')"
+                                                   for extra, cmds in lacking.items())) if lacking else None
     parser = argparse.ArgumentParser(prog="doorguard", description="Edge vision alarm for a doorway.",
                                      epilog=epilog)
     parser.add_argument("--version", action="version", version=f"doorguard {__version__}")
