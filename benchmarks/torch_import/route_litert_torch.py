@@ -84,7 +84,7 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=3)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--preprocess", choices=["mobilenet", "imagenet"], default="mobilenet",
-                    help="the normalization the model was trained with (finetune_mobilenet_v2.py: mobilenet)")
+                    help="the normalization the model was trained with (finetune.py: mobilenet)")
     ap.add_argument("--calib", type=Path, required=True)
     ap.add_argument("--val", type=Path, required=True)
     ap.add_argument("--doorguard", type=Path, help="a doorguard manifest of the same model, for comparison")

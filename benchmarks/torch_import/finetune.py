@@ -1,12 +1,21 @@
-"""Train a torchvision MobileNetV2 on the ../shared mask crops (CPU), then import it with
-``doorguard convert torch`` and report float vs int8 vs torch accuracy (issue 22).
+"""Train a torchvision classifier on the ../shared mask crops (CPU), import it with doorguard's
+converters and report float vs int8 vs the original framework's accuracy (issue 22).
+
+The two seeds' models:
+
+- ``--arch mobilenet_v2`` (seed: a torchvision MobileNetV2 state dict): imported with
+  ``doorguard convert torch --state-dict``; reference torch itself.
+- ``--arch resnet18`` (seed: a fast.ai ResNet18 exported to ONNX): exported here with
+  ``torch.onnx.export`` and imported with ``doorguard convert onnx --model``; reference
+  onnxruntime on that file.
 
 Not a timed test: a measurement of the import on a model trained on real data.
-torchvision's ImageNet weights cannot be downloaded here: the network starts
+torchvision's ImageNet weights cannot be downloaded here: MobileNetV2 starts
 from the ImageNet weights of ../shared's Coral MobileNetV2 (Apache-2.0, int8,
-dequantized; ``--init random`` starts from scratch) and trains for a CPU-time
-budget; its accuracy is that of a briefly fine-tuned model, not a tuned one.
-What matters here is int8 vs torch.
+dequantized; ``--init random`` starts from scratch); ../shared holds no ResNet18
+weights, so ResNet18 starts from random weights. Each trains for a CPU-time
+budget; its accuracy is that of a briefly trained model, not a tuned one.
+What matters here is int8 vs the framework.
 
 Training input goes through ``edge.preprocess`` with the same spec the
 manifest will carry (96x96 RGB stretch, MobileNet's [-1, 1]), so the model is
@@ -14,11 +23,14 @@ trained on exactly what the Pi feeds it.
 
 Usage (needs the torch extra, see README "Importing PyTorch and ONNX classifiers"):
 
-    nice -n 10 python benchmarks/torch_import/finetune_mobilenet_v2.py --shared ../shared \
+    nice -n 10 python benchmarks/torch_import/finetune.py --arch mobilenet_v2 --shared ../shared \
         --work /tmp/mnv2 --cpu-seconds 1200
+    nice -n 10 python benchmarks/torch_import/finetune.py --arch resnet18 --shared ../shared \
+        --work /tmp/resnet18 --cpu-seconds 2400
 
-Writes WORK/mobilenet_v2_mask.pth, WORK/models/mnv2-torch.{tflite,json,...} and
-WORK/result.json (accuracies on facemask853 val and dataroots validation).
+Writes WORK/ARCH_mask.pth (and WORK/ARCH_mask.onnx for resnet18),
+WORK/models/ARCH-torch or ARCH-onnx.{tflite,json,...} and WORK/result.json
+(accuracies on facemask853 val and dataroots validation).
 """
 
 from __future__ import annotations
@@ -37,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 LABELS = ["mask", "no_mask", "mask_incorrect"]
 SIZE = 96
+# How each architecture reaches doorguard: as the seed that used it shipped it.
+ROUTES = {"mobilenet_v2": "torch", "resnet18": "onnx"}
 
 
 def _spec():
@@ -115,12 +129,20 @@ def main() -> int:
     ap.add_argument("--cpu-seconds", type=float, default=1200.0, help="training CPU-time budget (all threads)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--init", choices=["coral", "random"], default="coral",
-                    help="ImageNet weights from ../shared's Coral MobileNetV2 (default) or random")
+    ap.add_argument("--arch", choices=sorted(ROUTES), default="mobilenet_v2",
+                    help="torchvision architecture; mobilenet_v2 goes through convert torch, resnet18 "
+                         "through an ONNX export and convert onnx (default mobilenet_v2)")
+    ap.add_argument("--init", choices=["coral", "random"],
+                    help="mobilenet_v2: ImageNet weights from ../shared's Coral MobileNetV2 (its default) "
+                         "or random; resnet18: random only (no ResNet18 weights in ../shared)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (one-cycle)")
     ap.add_argument("--max-train", type=int, default=4000,
                     help="train on a seeded sample of this many crops (every mask_incorrect crop kept)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    init = args.init or ("coral" if args.arch == "mobilenet_v2" else "random")
+    if init == "coral" and args.arch != "mobilenet_v2":
+        ap.error("--init coral: the Coral ImageNet weights are a MobileNetV2's")
 
     import torch
     import torchvision
@@ -149,21 +171,21 @@ def main() -> int:
 
     counts = np.bincount(y_train, minlength=3).astype(np.float64)
     weights = torch.tensor(np.minimum(counts.max() / np.maximum(counts, 1), 10.0), dtype=torch.float32)
-    model = torchvision.models.mobilenet_v2(num_classes=len(LABELS))
+    model = getattr(torchvision.models, args.arch)(num_classes=len(LABELS))
     coral = args.shared / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
-    if args.init == "coral":
+    if init == "coral":
         print(f"ImageNet init from {coral.name}: {coral_init(model, coral)} convolutions", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     cpu0 = time.process_time()
     history = []
     batch = 64
     steps_per_epoch = len(y_train) // batch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
     stopped = False
     for epoch in range(args.epochs):
         model.train()
-        if args.init == "coral":  # the folded ImageNet statistics stay as they are
+        if init == "coral":  # the folded ImageNet statistics stay as they are
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.eval()
@@ -195,7 +217,7 @@ def main() -> int:
         if stopped:
             break
     model.eval()
-    pth = work / "mobilenet_v2_mask.pth"
+    pth = work / f"{args.arch}_mask.pth"
     torch.save(model.state_dict(), pth)
 
     # Calibration: 300 seeded training crops; validation: facemask853 val crops (runtime margin).
@@ -204,18 +226,31 @@ def main() -> int:
                          work / "calib")
     val = _link_folder(evals["facemask853_val"], work / "facemask853_val")
     dr = _link_folder(evals["dataroots_real_val"], work / "dataroots_real_val")
-    cmd = [sys.executable, "-m", "edge.cli", "convert", "torch", "--arch", "torchvision:mobilenet_v2",
-           "--state-dict", str(pth), "--labels", ",".join(LABELS), "--input", f"{SIZE}x{SIZE}", "--preprocess", "mobilenet",
-           "--calib", str(calib), "--val", str(val), "--out", str(work / "models" / "mnv2-torch")]
+    route = ROUTES[args.arch]
+    name = f"{args.arch}-{route}"
+    common = ["--labels", ",".join(LABELS), "--input", f"{SIZE}x{SIZE}", "--preprocess", "mobilenet",
+              "--calib", str(calib), "--val", str(val), "--out", str(work / "models" / name)]
+    from convert.onnx_import import compare_with_reference, onnxruntime_reference
+    from convert.torch_import import export_onnx, torch_reference
+
+    if route == "torch":
+        cmd = [sys.executable, "-m", "edge.cli", "convert", "torch", "--arch", f"torchvision:{args.arch}",
+               "--state-dict", str(pth), *common]
+        reference = torch_reference(model)
+    else:  # the fast.ai seed's way: an ONNX file, imported as one
+        onnx_path = work / f"{args.arch}_mask.onnx"
+        export_onnx(model, SIZE, SIZE, onnx_path)
+        cmd = [sys.executable, "-m", "edge.cli", "convert", "onnx", "--model", str(onnx_path), "--layout", "nchw",
+               *common]
+        reference = onnxruntime_reference(onnx_path.read_bytes(), "image", "nchw")
     print("$ " + " ".join(cmd), flush=True)
     rc = subprocess.run(cmd).returncode
 
-    # dataroots validation too, through the runtime (int8, float32) and torch.
-    from convert.onnx_import import compare_with_reference
-    from convert.torch_import import torch_reference
-
-    manifest = work / "models" / "mnv2-torch.json"
-    result = {"history": history, "convert_exit": rc, "cpu_budget_s": args.cpu_seconds}
+    # dataroots validation too, through the runtime (int8, float32) and the framework.
+    manifest = work / "models" / f"{name}.json"
+    result = {"arch": args.arch, "route": f"convert {route}", "init": init, "history": history, "convert_exit": rc,
+              "cpu_budget_s": args.cpu_seconds, "train_crops": int(len(y_train)),
+              "params": int(sum(p.numel() for p in model.parameters()))}
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         ev = m["metrics"]["eval"]["val"]
@@ -223,7 +258,7 @@ def main() -> int:
                                      "int8_accuracy": ev["int8_accuracy"], **m["metrics"]["framework"]}
         from convert.classifier import folder_set
 
-        result["dataroots_real_val"] = compare_with_reference(manifest, torch_reference(model),
+        result["dataroots_real_val"] = compare_with_reference(manifest, reference,
                                                               folder_set(dr, LABELS), labelled=True)
         from edge.models import Classifier
         from convert.images import read_rgb
