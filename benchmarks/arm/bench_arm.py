@@ -273,7 +273,7 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
         "*new*: a fresh tracker, so every face is classified (a frame while people arrive). "
         "*settled*: mean over 10 frames after the tracks settled (each face classified every "
         "`reclassify_every` = 5 frames). Baseline = the seed projects' loop body "
-        "(`convert.bench.SeedLoop.detect`: OpenCV DNN float32 darknet yolov3-tiny, blobFromImage 416x416, "
+        "(`benchmarks.bench.seed.SeedLoop.detect`: OpenCV DNN float32 darknet yolov3-tiny, blobFromImage 416x416, "
         "forward, decode, NMSBoxes) on the same frames, same emulated CPU.")
     add("")
     add("| profile | faces in frame | doorguard found | doorguard, new (M) | doorguard, settled (M/frame) "
