@@ -28,6 +28,12 @@ def test_spread_and_fmt():
     assert stats.spread([]) is None
 
 
+def test_markdown_table_lines():
+    from benchmarks.markdown import table
+
+    assert table(("a", "b"), [(1, "x y"), ("-", "")]) == ["| a | b |", "|---|---|", "| 1 | x y |", "| - | |"]
+
+
 def test_ultraface_priors_match_the_model_outputs():
     from benchmarks.ultraface_tflite import priors
 

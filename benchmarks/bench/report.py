@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..markdown import table
 from .macs import REF_MACS, REF_MODEL, REF_PI4_MS, REF_PI5_MS, SMALL_REF_PI4_MS
 from .seed import SEED_CONF, SEED_NMS, SEED_SIZE
 from .stats import fmt
@@ -112,15 +113,12 @@ def render(r: dict[str, Any]) -> str:
             f"`tracking.reclassify_every` frames). Events in the last repeat: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(d['events'].items())) or 'none'}.")
         add("")
-        add("| stage | calls | p50 ms | p90 ms | p99 ms | p50 over repeats | ms per frame (mean) |")
-        add("|---|---|---|---|---|---|---|")
-        for st in d["stages"]:
-            if st["p50"] is None:
-                add(f"| {st['label']} | 0 | - | - | - | - | - |")
-                continue
-            add(f"| {st['label']} | {st['calls']} | {st['p50']:.3f} | {st['p90']:.3f} | {st['p99']:.3f} | "
-                f"{fmt(st['p50_spread'], 3)} | {st['per_frame_ms']:.3f}"
-                f"{' (in parallel)' if st['threaded'] else ''} |")
+        L += table(("stage", "calls", "p50 ms", "p90 ms", "p99 ms", "p50 over repeats", "ms per frame (mean)"),
+                   [(st["label"], 0, "-", "-", "-", "-", "-") if st["p50"] is None else
+                    (st["label"], st["calls"], f"{st['p50']:.3f}", f"{st['p90']:.3f}", f"{st['p99']:.3f}",
+                     fmt(st["p50_spread"], 3),
+                     f"{st['per_frame_ms']:.3f}{' (in parallel)' if st['threaded'] else ''}")
+                    for st in d["stages"]])
         add("")
         add("The detector row is `Interpreter.invoke` alone; \"tensor in/out + dequantize\" is the rest of "
             "`Detector.infer`. Capture runs in its own thread (decoding the next JPEG while the loop works); "
@@ -133,20 +131,16 @@ def render(r: dict[str, Any]) -> str:
             add("The runner's own stage timers (`Pipeline.latency`, what `doorguard run` prints in its "
                 "summary), last repeat, for comparison:")
             add("")
-            add("| runner stage | p50 ms | p90 ms | p99 ms |")
-            add("|---|---|---|---|")
-            for stage, p in own.items():
-                if p:
-                    add(f"| {stage} | {p['50']:.3f} | {p['90']:.3f} | {p['99']:.3f} |"
-                        if "50" in p else f"| {stage} | {p[50]:.3f} | {p[90]:.3f} | {p[99]:.3f} |")
+            # Percentile keys are ints in the run, strings once read back from bench.json.
+            L += table(("runner stage", "p50 ms", "p90 ms", "p99 ms"),
+                       [(stage, *(f"{p[str(q) if '50' in p else q]:.3f}" for q in (50, 90, 99)))
+                        for stage, p in own.items() if p])
             add("")
         add("### FPS vs faces in the frame")
         add("")
-        add("| faces | frames | processing ms (median, IQR) | FPS | detector stage ms |")
-        add("|---|---|---|---|---|")
-        for b in d["face_buckets"]:
-            add(f"| {b['faces']} | {b['frames']} | {b['busy_ms']:.2f} ({b['q1']:.2f}-{b['q3']:.2f}) | "
-                f"{b['fps']:.1f} | {b['detect_ms']:.2f} |")
+        L += table(("faces", "frames", "processing ms (median, IQR)", "FPS", "detector stage ms"),
+                   [(b["faces"], b["frames"], f"{b['busy_ms']:.2f} ({b['q1']:.2f}-{b['q3']:.2f})", f"{b['fps']:.1f}",
+                     f"{b['detect_ms']:.2f}") for b in d["face_buckets"]])
         add("")
         add("Processing = preprocess + detector + decode + crops + classifier + tracking + rules + "
             "actuation + event write of that frame (capture excluded). The motion gate is off here "
@@ -191,13 +185,9 @@ def render(r: dict[str, Any]) -> str:
             "Runners from `convert/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
             "`benchmarks/ultraface_tflite.py`.")
         add("")
-        add("| detector | how | ms per frame | FPS | faces found (one repeat) |")
-        add("|---|---|---|---|---|")
-        for p in r["peers"]:
-            add(f"| {p['name']} | {p['note']} | {fmt(p['ms'], 2)} | {fmt(p['fps'])} | {p['faces']} |")
-        for k, v in sk.items():
-            if k.startswith("peer "):
-                add(f"| {k[5:]} | not measured: {v} | | | |")
+        L += table(("detector", "how", "ms per frame", "FPS", "faces found (one repeat)"),
+                   [(p["name"], p["note"], fmt(p["ms"], 2), fmt(p["fps"]), p["faces"]) for p in r["peers"]]
+                   + [(k[5:], f"not measured: {v}", "", "", "") for k, v in sk.items() if k.startswith("peer ")])
         add("")
         add("![peers](peers_fps.png)")
     else:
@@ -208,27 +198,22 @@ def render(r: dict[str, Any]) -> str:
     add("## 4. Float vs int8: size and host latency")
     add("")
     if mo:
-        add("| model | input | int8 size | float size | int8 / float | goal <= 0.27 |")
-        add("|---|---|---|---|---|---|")
-        for row in mo["rows"]:
-            ratio = f"{row['size_ratio']:.3f}" if row.get("size_ratio") else "-"
-            add(f"| {row['role']} {row['name']} | {row['input']} | {_mb(row['int8_bytes'])} | "
-                f"{_mb(row['float_bytes'])} | {ratio} | "
-                f"{_goal(row['size_ratio'] <= 0.27 if row.get('size_ratio') else None)} |")
+        L += table(("model", "input", "int8 size", "float size", "int8 / float", "goal <= 0.27"),
+                   [(f"{row['role']} {row['name']}", row["input"], _mb(row["int8_bytes"]), _mb(row["float_bytes"]),
+                     f"{row['size_ratio']:.3f}" if row.get("size_ratio") else "-",
+                     _goal(row["size_ratio"] <= 0.27 if row.get("size_ratio") else None)) for row in mo["rows"]])
         add("")
         add(f"Host latency: invoke only, random input of the model's shape, after 3 warm-ups; "
             f"{mo['runs']} invokes with ai-edge-litert, {mo.get('trt_runs', mo['runs'])} with tflite-runtime; "
             f"median per repeat, then median (min-max) over repeats. The runner uses "
             f"{mo['threads']} thread(s).")
         add("")
-        add("| model | threads | int8 litert ms | float litert ms | int8 tflite-runtime ms | "
-            "float tflite-runtime ms |")
-        add("|---|---|---|---|---|---|")
-        for row in mo["rows"]:
-            for th in mo.get("thread_counts", [mo["threads"]]):
-                add(f"| {row['role']} {row['name']} | {th} | {fmt(row.get(f'int8_litert_ms_{th}'), 2)} | "
-                    f"{fmt(row.get(f'float_litert_ms_{th}'), 2)} | {fmt(row.get(f'int8_trt_ms_{th}'), 2)} | "
-                    f"{fmt(row.get(f'float_trt_ms_{th}'), 2)} |")
+        L += table(("model", "threads", "int8 litert ms", "float litert ms", "int8 tflite-runtime ms",
+                    "float tflite-runtime ms"),
+                   [(f"{row['role']} {row['name']}", th,
+                     *(fmt(row.get(f"{kind}_ms_{th}"), 2) for kind in ("int8_litert", "float_litert", "int8_trt",
+                                                                       "float_trt")))
+                    for row in mo["rows"] for th in mo.get("thread_counts", [mo["threads"]])])
         add("")
         for row in mo["rows"]:
             if row.get("float_missing"):
@@ -254,15 +239,13 @@ def render(r: dict[str, Any]) -> str:
             "`invoke` only, the three runtimes taking turns frame by frame; median ms per repeat, then "
             "median (min-max) over repeats.")
         add("")
-        add("| model | input | frames | darknet weights | int8 | float32 | int8 / float | litert int8 ms | "
-            "litert float32 ms | OpenCV DNN darknet float32 ms |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
-        for row in dk["rows"]:
-            sz = row["sizes"]
-            add(f"| {row['model']} | {row['input']} | {row['frames']} | {_mb(sz.get('darknet_weights'))} | "
-                f"{_mb(sz.get('int8_tflite'))} | {_mb(sz.get('float32_tflite'))} | {row['size_ratio']:.3f} | "
-                f"{fmt(row['ms'].get('litert_int8'), 2)} | {fmt(row['ms'].get('litert_float32'), 2)} | "
-                f"{fmt(row['ms'].get('opencv_dnn_float32'), 2)} |")
+        L += table(("model", "input", "frames", "darknet weights", "int8", "float32", "int8 / float", "litert int8 ms",
+                    "litert float32 ms", "OpenCV DNN darknet float32 ms"),
+                   [(row["model"], row["input"], row["frames"],
+                     *(_mb(row["sizes"].get(k)) for k in ("darknet_weights", "int8_tflite", "float32_tflite")),
+                     f"{row['size_ratio']:.3f}",
+                     *(fmt(row["ms"].get(k), 2) for k in ("litert_int8", "litert_float32", "opencv_dnn_float32")))
+                    for row in dk["rows"]])
     else:
         add(f"Not measured: {sk.get('darknet', 'no result')}")
     for k, v in sk.items():
@@ -318,21 +301,18 @@ def render(r: dict[str, Any]) -> str:
         def sm(v):
             return f"{v:.1f}" if v else "-"
 
-        add("| model | MACs | host x86 ms (measured here) | projected Pi 5 ms | projected Pi 4 ms | "
-            "projected Pi 4 ms (small-model ref) |")
-        add("|---|---|---|---|---|---|")
-        for row in pr["rows"]:
-            hm = f"{row['host_ms']:.2f}" if row.get("host_ms") else "-"
-            add(f"| {row['name']} | {row['macs'] / 1e6:.1f} M | {hm} | {row['pi5_ms']:.2f} | {row['pi4_ms']:.1f} | "
-                f"{sm(row.get('pi4_small_ms'))} |")
+        def projected(row):
+            return f"{row['pi5_ms']:.2f}", f"{row['pi4_ms']:.1f}", sm(row.get("pi4_small_ms"))
+
+        L += table(("model", "MACs", "host x86 ms (measured here)", "projected Pi 5 ms", "projected Pi 4 ms",
+                    "projected Pi 4 ms (small-model ref)"),
+                   [(row["name"], f"{row['macs'] / 1e6:.1f} M", f"{row['host_ms']:.2f}" if row.get("host_ms") else "-",
+                     *projected(row)) for row in pr["rows"]])
         if pr.get("frames"):
             add("")
-            add("| doorguard frame (detector + one classifier run per face) | MACs | projected Pi 5 ms | "
-                "projected Pi 4 ms | projected Pi 4 ms (small-model ref) |")
-            add("|---|---|---|---|---|")
-            for f in pr["frames"]:
-                add(f"| {f['faces']} face(s) | {f['macs'] / 1e6:.1f} M | {f['pi5_ms']:.2f} | {f['pi4_ms']:.1f} | "
-                    f"{sm(f.get('pi4_small_ms'))} |")
+            L += table(("doorguard frame (detector + one classifier run per face)", "MACs", "projected Pi 5 ms",
+                        "projected Pi 4 ms", "projected Pi 4 ms (small-model ref)"),
+                       [(f"{f['faces']} face(s)", f"{f['macs'] / 1e6:.1f} M", *projected(f)) for f in pr["frames"]])
         add("")
         add("Why this is only a projection: it assumes the same runtime efficiency per MAC as the "
             "reference. Small models are dominated by fixed per-invoke and per-op costs, depthwise "
