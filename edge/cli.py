@@ -38,7 +38,9 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("dataset", "crops"), "convert.dataset", "VOC boxes -> folder of face crops"),
     (("dataset", "voc"), "convert.dataset_voc", "dataroots CSV -> VOC xml folder"),
     (("eval",), "convert.evaluate", "evaluate the full pipeline on a VOC set"),
+    (("models",), "convert.build_models", "rebuild the default models in models/ from ../shared (make models)"),
     (("bench",), "benchmarks.bench.command", "benchmarks: speed, size, memory, peers"),
+    (("bench-arm",), "benchmarks.arm.bench_arm", "guest instructions per frame on an emulated Pi 4 / Pi 5 (root)"),
 ]
 
 log = logging.getLogger("doorguard")

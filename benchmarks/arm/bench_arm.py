@@ -1,6 +1,8 @@
-"""``make bench-arm``: guest instructions per frame on an emulated Pi 4 (Cortex-A72) and Pi 5 (A76).
+"""``doorguard bench-arm`` (``make bench-arm``): guest instructions per frame on an emulated Pi 4
+(Cortex-A72) and Pi 5 (A76).
 
-Runs on the host (root, x86_64) with the standard library only:
+Runs on the host (root, x86_64) with the standard library only (guest.py, which needs numpy,
+runs inside the guest):
 
 1. ``scripts/arm64.sh setup``: the arm64 Bookworm rootfs with doorguard installed as on a Pi.
 2. ``benchmarks/arm/build_plugin.sh``: the instruction-count QEMU plugin (cached).
@@ -13,7 +15,7 @@ The figures are instruction counts of the emulated CPU, not time: QEMU models no
 pipeline, caches or memory. Milliseconds appear only in one table, labelled as a
 projection from an assumed IPC and clock (``PROJECTION``). See benchmarks/arm/README.md.
 
-    .venv/bin/python benchmarks/arm/bench_arm.py [--out bench-out/arm] [--no-setup]
+    sudo .venv/bin/doorguard bench-arm [--out bench-out/arm] [--no-setup]
 """
 
 from __future__ import annotations
@@ -445,15 +447,18 @@ def run_guest(profile: str, out_dir: Path, parts: str, label: str) -> dict[str, 
     return {**result, "segments": segments, "wall_s": wall, "parts": parts, "profile": profile}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard bench-arm``."""
     p.add_argument("--out", type=Path, default=ROOT / "bench-out" / "arm", help="output folder")
     p.add_argument("--profiles", default="pi4,pi5", help="comma list of pi4, pi5")
     p.add_argument("--parts", default=FULL_PARTS, help="what the guest measures (guest.py --parts)")
     p.add_argument("--repeat-parts", default=REPEAT_PARTS,
                    help="parts counted a second time on the first profile for the run-to-run spread ('' = none)")
     p.add_argument("--no-setup", action="store_true", help="skip scripts/arm64.sh setup (rootfs already current)")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``doorguard bench-arm``."""
     if os.geteuid() != 0:
         print("bench-arm: needs root (chroot, mounts, debootstrap): run it with sudo", file=sys.stderr)
         return 2
@@ -492,5 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old way in: python benchmarks/arm/bench_arm.py
+    from edge.cli import main as doorguard
+
+    sys.exit(doorguard(["bench-arm", *sys.argv[1:]]))
