@@ -52,8 +52,7 @@ test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi
 
 models: ## Rebuild the default models in models/ from ../shared
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
-	$(VENV)/bin/python -m convert.build_models --shared $(SHARED) --out models
-	$(VENV)/bin/python -m convert.hands --shared $(SHARED) --out models --work build/hands
+	$(VENV)/bin/doorguard models --shared $(SHARED) --out models
 
 bench: ## Benchmarks (needs ../shared): writes bench-out/bench.md and plots
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
@@ -61,7 +60,7 @@ bench: ## Benchmarks (needs ../shared): writes bench-out/bench.md and plots
 
 bench-arm: ## Guest instructions per frame on an emulated Pi 4 / Pi 5, writes bench-out/arm/ (root)
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
-	$(VENV)/bin/python benchmarks/arm/bench_arm.py --out bench-out/arm
+	$(VENV)/bin/doorguard bench-arm --out bench-out/arm
 
 install: ## On a Pi: install doorguard as a systemd service (idempotent)
 	sudo ./systemd/install.sh

@@ -1,6 +1,6 @@
-"""``make models``: rebuild the default models in models/ from ../shared, then measure them.
+"""``doorguard models`` (``make models``): rebuild the default models in models/ from ../shared, then measure them.
 
-    python -m convert.build_models --shared ../shared --out models [--steps detector,classifier,eval]
+    doorguard models --shared ../shared --out models [--steps detector,classifier,eval]
 
 Steps (each prints a progress line):
 
@@ -18,6 +18,8 @@ Steps (each prints a progress line):
 4. eval: the full pipeline (int8 and float) and the peers, with the same eval
    code, on facemask853 val and dataroots validation; writes models/eval.json
    and each model card's metrics section (models/NAME.md).
+5. hands: the palm detector for the face-touch check (``convert.hands.build``: the
+   mediapipe wheel's model -> int8 TFLite, manifest and card).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.errors import DataError, DoorguardError, UsageError, run_main
+from edge.errors import DataError, DoorguardError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ CLASSIFIER = "mask-classifier"
 # Input sizes measured as a trade-off (issue 15): the same fine-tuned weights converted at each
 # (YOLO is fully convolutional); the first is the default's (DETECTOR_INPUT).
 DETECTOR_SIZES = ("416x320", "512x384", "640x480")
-STEPS = ("detector", "sizes", "threshold", "classifier", "eval", "conditions", "cards")
+STEPS = ("detector", "sizes", "threshold", "classifier", "eval", "conditions", "cards", "hands")
 GOALS = {"detector_recall": (">=", 0.97), "tnr": (">=", 0.95), "fnr": ("<=", 0.02),
          "classifier_accuracy": (">=", 0.95), "false_detections_per_135_images": ("<=", 10.0)}
 BEGIN, END = "<!-- eval:begin (written by make models) -->", "<!-- eval:end -->"
@@ -549,7 +551,7 @@ def metrics_section(results: dict, tradeoff: str = "") -> str:
         "", table(results), tradeoff,
         "Goals (issue 5): detector_recall >= 0.97, tnr >= 0.95, fnr <= 0.02, classifier_accuracy >= 0.95, "
         "<= 10 false detections per 135 images.", "", *goal_lines(results), "",
-        "Reproduce: `make models` (all steps) or `python -m convert.build_models --shared ../shared "
+        "Reproduce: `make models` (all steps) or `doorguard models --shared ../shared "
         "--out models --steps eval`; one set: `doorguard eval --voc ../shared/data/facemask853 --split "
         "../shared/data/facemask853/val.txt --json out.json --plots plots/`.",
         END, ""])
@@ -586,7 +588,7 @@ def write_card(manifest_path: Path, section: str) -> Path:
 
 
 def run_steps(args: argparse.Namespace) -> None:
-    """Run the steps ``main`` parsed (the work of ``make models``)."""
+    """Run the steps ``doorguard models`` parsed (the work of ``make models``)."""
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     bad = [s for s in steps if s not in STEPS]
     if bad:
@@ -617,6 +619,11 @@ def run_steps(args: argparse.Namespace) -> None:
                 print(f"  {name}: threshold {c['threshold']:.3f}: train recall {c['recall']:.3f}, "
                       f"precision {c['precision']:.3f}, {c['false_per_image'] * 135:.1f} false "
                       f"detections per 135 images", flush=True)
+        elif step == "hands":
+            _step(i, n, f"hand detector: MediaPipe's palm model -> int8 -> {out}", t0)
+            from .hands import build as build_hands
+
+            print(f"  wrote {build_hands(shared, out, Path(args.hands_work))}", flush=True)
         elif step == "classifier":
             _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
             build_classifier(shared, out)
@@ -664,32 +671,56 @@ def run_steps(args: argparse.Namespace) -> None:
     _step(n, n, "done", t0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.build_models", description=__doc__.splitlines()[0])
+#: The options that tune one step each, listed under it in ``doorguard models --help``:
+#: step -> (flag, add_argument keywords).
+STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "detector": [
+        ("--detector-recipe", {"choices": sorted(RECIPES), "default": "default",
+                               "help": "the shipped recipe (default) or issue 15's measured recipes a-f (teacher, "
+                                       "copy-paste, unmasked oversampling, learning rate; see the detector's card)"}),
+        ("--detector-input", {"default": DETECTOR_INPUT, "choices": DETECTOR_SIZES,
+                              "help": f"train and convert at this input size (default {DETECTOR_INPUT}; another "
+                                      "size is written as the -WxH variant, trained at that size)"}),
+    ],
+    "eval": [
+        ("--only", {"metavar": "PREFIX,...",
+                    "help": "re-measure only systems whose name starts with one of these (e.g. doorguard) "
+                            "and keep the other rows of models/eval.json"}),
+        ("--reuse-peer-thresholds", {"action": "store_true",
+                                     "help": "keep the peers' thresholds chosen on facemask853 train in the "
+                                             "previous models/eval.json (their detectors do not change) instead "
+                                             "of sweeping again"}),
+    ],
+    "hands": [
+        ("--hands-work", {"default": "build/hands",
+                          "help": "work folder holding the installed mediapipe wheel (default build/hands)"}),
+    ],
+}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard models``: the run's, then each step's (:data:`STEP_OPTIONS`)."""
     ap.add_argument("--shared", default="../shared", help="the shared folder (source weights and data)")
     ap.add_argument("--out", default="models", help="models folder")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     ap.add_argument("--config", help="doorguard config whose rules the eval uses (default: embedded)")
-    ap.add_argument("--only", metavar="PREFIX,...",
-                    help="eval step: re-measure only systems whose name starts with one of these "
-                         "(e.g. doorguard) and keep the other rows of models/eval.json")
-    ap.add_argument("--reuse-peer-thresholds", action="store_true",
-                    help="eval step: keep the peers' thresholds chosen on facemask853 train in the previous "
-                         "models/eval.json (their detectors do not change) instead of sweeping again")
-    ap.add_argument("--detector-recipe", choices=sorted(RECIPES), default="default",
-                    help="detector step: the shipped recipe (default) or issue 15's measured recipes a-f "
-                         "(teacher, copy-paste, unmasked oversampling, learning rate; see the detector's card)")
-    ap.add_argument("--detector-input", default=DETECTOR_INPUT, choices=DETECTOR_SIZES,
-                    help=f"detector step: train and convert at this input size (default {DETECTOR_INPUT}; "
-                         "another size is written as the -WxH variant, trained at that size)")
     ap.add_argument("--work", default="build/models-work",
                     help="work folder kept between runs: fine-tuned weights, training checkpoints (a stopped "
                          "training resumes), teacher boxes cache (default build/models-work)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    return run_main("make models", lambda: run_steps(args))
+    for step, options in STEP_OPTIONS.items():
+        group = ap.add_argument_group(f"{step} step")
+        for flag, keywords in options:
+            group.add_argument(flag, **keywords)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(args: argparse.Namespace) -> int:
+    """``doorguard models``."""
+    run_steps(args)
+    return 0
+
+
+if __name__ == "__main__":  # the old way in: python -m convert.build_models
+    from edge.cli import main as doorguard
+
+    sys.exit(doorguard(["models", *sys.argv[1:]]))

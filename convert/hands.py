@@ -1,6 +1,6 @@
 """The hand model: MediaPipe's palm detector from the mediapipe wheel -> int8 TFLite + manifest.
 
-``make models`` runs :func:`build`:
+``doorguard models`` (``make models``) runs :func:`build` as its ``hands`` step:
 
 1. :func:`palm_model` installs the pinned ``mediapipe`` wheel from PyPI with
    ``pip --no-deps --target`` into the work folder and takes
@@ -553,7 +553,7 @@ def quantize_clamped(float_model: bytes, calibration: Sequence[np.ndarray], scor
 CARD = """# {name}: MediaPipe palm detector (hand boxes for the face-touch check)
 
 - **Source:** `{path}` inside the `{wheel}` wheel on PyPI (sha256 of the float16 model
-  `{src_sha}`). Taken from the installed wheel by `make models` (`python -m convert.hands`);
+  `{src_sha}`). Taken from the installed wheel by `make models` (`doorguard models --steps hands`);
   never downloaded at run time.
 - **Licence:** {license} (MediaPipe, Copyright Google LLC). doorguard's conversion changes
   only the number format: float16 constants folded to float32, then int8.
@@ -674,21 +674,3 @@ def facetouch_figures(labels: Path, shared: Path, manifest: Path, cfg: Any, face
         r.pop("wrong")
         out[prec] = r
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="MediaPipe palm detector -> int8 TFLite + manifest (make models)")
-    ap.add_argument("--shared", default="../shared", help="the shared data folder")
-    ap.add_argument("--out", default="models", help="where the model files and manifest go")
-    ap.add_argument("--work", default="build/hands", help="work folder (the installed wheel)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    path = build(Path(args.shared), Path(args.out), Path(args.work))
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -38,7 +38,9 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("dataset", "crops"), "convert.dataset", "VOC boxes -> folder of face crops"),
     (("dataset", "voc"), "convert.dataset_voc", "dataroots CSV -> VOC xml folder"),
     (("eval",), "convert.evaluate", "evaluate the full pipeline on a VOC set"),
-    (("bench",), "convert.bench", "benchmarks: speed, size, memory, peers"),
+    (("models",), "convert.build_models", "rebuild the default models in models/ from ../shared (make models)"),
+    (("bench",), "benchmarks.bench.command", "benchmarks: speed, size, memory, peers"),
+    (("bench-arm",), "benchmarks.arm.bench_arm", "guest instructions per frame on an emulated Pi 4 / Pi 5 (root)"),
 ]
 
 log = logging.getLogger("doorguard")
@@ -46,8 +48,10 @@ log = logging.getLogger("doorguard")
 
 #: Global options that take a value (skipped when finding the command in argv).
 _VALUE_OPTIONS = ("--log-level",)
+#: The packages of the workstation toolchain: their commands need the workstation extra.
+_TOOLCHAIN = ("convert.", "benchmarks.")
 #: What a toolchain command needs beyond the Pi install, found without importing it:
-#: every convert.* command needs the workstation extra (TensorFlow); some one more.
+#: every convert.* and benchmarks.* command needs the workstation extra (TensorFlow); some one more.
 _EXTRA_NEEDS = {"convert.onnx_import": ("onnx", "onnxruntime"), "convert.torch_import": ("torch", "onnx")}
 _EXTRAS = {"tensorflow": "workstation", "onnx": "onnx", "onnxruntime": "onnx", "torch": "torch"}
 
@@ -60,7 +64,7 @@ def missing_extra(module: str) -> str | None:
     """
     import importlib.util
 
-    if not module.startswith("convert."):
+    if not module.startswith(_TOOLCHAIN):
         return None
     for dist in ("tensorflow", *_EXTRA_NEEDS.get(module, ())):
         if importlib.util.find_spec(dist) is None:
@@ -145,11 +149,11 @@ def lacking_toolchain(argv: list[str]) -> str | None:
 
 
 def _quiet_toolchain(args: argparse.Namespace):
-    """Workstation commands (convert.*) run with TensorFlow's own logging silenced unless
-    ``--log-level DEBUG``; edge commands never import it, so they run as they are."""
+    """Workstation commands (convert.*, benchmarks.*) run with TensorFlow's own logging silenced
+    unless ``--log-level DEBUG``; edge commands never import it, so they run as they are."""
     import contextlib
 
-    if not getattr(args._main, "__module__", "").startswith("convert."):
+    if not getattr(args._main, "__module__", "").startswith(_TOOLCHAIN):
         return contextlib.nullcontext()
     # By name, like the command's own module: edge never imports the toolchain itself.
     quiet = importlib.import_module("convert.tflog").quiet

@@ -270,7 +270,7 @@ install_doorguard() {
   rm -rf "$ROOTFS$GUEST_SRC"
   mkdir -p "$ROOTFS$GUEST_SRC"
   # The tracked files of this checkout (what a clone has), not its .venv or build outputs.
-  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md LICENSE* edge convert |
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md LICENSE* edge convert benchmarks |
      tar --null -T - -cf -) | tar -C "$ROOTFS$GUEST_SRC" -xf -
   local py=/usr/bin/python3 venv=$GUEST_VENV what=$GUEST_SRC opt=/opt/doorguard only=()
   detect_mode

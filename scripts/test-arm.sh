@@ -120,8 +120,8 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
   step "x86 reference, once for ${suites[*]}: input tensors, int8 outputs, demo run"
   local tx x86_s
   tx=$(date +%s)
-  hostpy tests/arm_check.py inputs --out "$OUT/inputs.npz"
-  hostpy tests/arm_check.py run --backend litert --inputs "$OUT/inputs.npz" --out "$OUT/out-x86-litert.npz" \
+  hostpy benchmarks/arm/arm_check.py inputs --out "$OUT/inputs.npz"
+  hostpy benchmarks/arm/arm_check.py run --backend litert --inputs "$OUT/inputs.npz" --out "$OUT/out-x86-litert.npz" \
     --label host 2>/dev/null
   GPIOZERO_PIN_FACTORY=mock hostpy -m edge.cli run --config "$(config x86 "$OUT")" --source demo \
     > "$OUT/run-x86.log" 2>&1 || { tail -n 20 "$OUT/run-x86.log" >&2; wait; exit 1; }
@@ -178,9 +178,9 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
       junit=$S/edge-$p.xml
       if arm exec "$p" "$GUESTPY" -m pytest -p no:cacheprovider -q -rfE \
           --junitxml="$junit" -o junit_family=xunit1 "${ARM_TESTS[@]}" "${deselect[@]}"; then
-        entries+=("ok|edge tests $(hostpy tests/arm_check.py junit "$junit" 2>&1)$note")
+        entries+=("ok|edge tests $(hostpy benchmarks/arm/arm_check.py junit "$junit" 2>&1)$note")
       else
-        summary=$(hostpy tests/arm_check.py junit "$junit" 2>&1) || summary="pytest wrote no results: $summary"
+        summary=$(hostpy benchmarks/arm/arm_check.py junit "$junit" 2>&1) || summary="pytest wrote no results: $summary"
         fail "$suite $p: edge tests ($summary)"
         entries+=("FAILED|edge tests FAILED ($summary)$note")
       fi
@@ -189,7 +189,7 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
       # The venv's console script, run by path: `edge` comes from the installed package.
       if GPIOZERO_PIN_FACTORY=mock arm exec "$p" "$GUESTPY" /opt/doorguard/venv/bin/doorguard \
           run --config "$(config "$p" "$S")" --source demo > "$S/run-$p.log" 2>&1; then
-        if hostpy tests/arm_check.py events --ref "$OUT/state-x86" "$S/state-$p" > "$S/events-$p.txt"; then
+        if hostpy benchmarks/arm/arm_check.py events --ref "$OUT/state-x86" "$S/state-$p" > "$S/events-$p.txt"; then
           n=$(sed -n 's/.*same as x86 (\([0-9]*\))$/\1/p' "$S/events-$p.txt")
           entries+=("ok|demo run: events same as x86 (${n:-?})")
         else
@@ -210,7 +210,7 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
           continue
         fi
         step "$suite $p: shipped int8 models on the x86 input tensors ($b)"
-        if ! arm exec "$p" "$GUESTPY" tests/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
+        if ! arm exec "$p" "$GUESTPY" benchmarks/arm/arm_check.py run --backend "$b" --inputs "$OUT/inputs.npz" \
             --out "$S/out-$p-$b.npz" --label "$suite $p" 2>/dev/null; then
           fail "$suite $p: int8 outputs ($b)"
           entries+=("FAILED|int8 models ($b) FAILED to run")
@@ -219,7 +219,7 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
       if [[ -f $S/out-$p-litert.npz ]]; then
         fb=()
         [[ -f $S/out-$p-tflite_runtime.npz ]] && fb=("$S/out-$p-tflite_runtime.npz")
-        if hostpy tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "$S/out-$p-litert.npz" \
+        if hostpy benchmarks/arm/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "$S/out-$p-litert.npz" \
             --fallback "${fb[@]}" --report "$S/outputs-$p.md" > /dev/null 2>&1; then
           entries+=("ok|int8 outputs (ai-edge-litert) within policy: $(sed -n 's/^- preferred runtime ([^)]*) on [^:]*: //p' "$S/outputs-$p.md")")
         else
@@ -238,11 +238,11 @@ print(f"detector = \"{c.resolve(c.models.detector)}\"\nclassifier = \"{c.resolve
     done
     # The suite's section of the report: its profiles' outputs side by side, and the events.
     if [[ ${#preferred[@]} -gt 0 ]]; then
-      hostpy tests/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
+      hostpy benchmarks/arm/arm_check.py compare --ref "$OUT/out-x86-litert.npz" --preferred "${preferred[@]}" \
         --fallback "${fallback[@]}" --report "$S/outputs.md" || true
     fi
     if [[ ${#states[@]} -gt 0 ]]; then
-      hostpy tests/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$S/events.txt" || true
+      hostpy benchmarks/arm/arm_check.py events --ref "$OUT/state-x86" "${states[@]}" > "$S/events.txt" || true
       cat "$S/events.txt"
     fi
   done

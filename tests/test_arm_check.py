@@ -1,4 +1,4 @@
-"""tests/arm_check.py, the judge of `make test-arm`: what counts as the same int8 output and events.
+"""benchmarks/arm/arm_check.py, the judge of `make test-arm`: what counts as the same int8 output and events.
 
 Runs on the host: the x86 side for real (shipped models through ai-edge-litert), the
 "ARM" side as edited copies, so the policy is checked without an emulator.
@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-import arm_check
+from benchmarks.arm import arm_check
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +180,18 @@ def test_junit_unreadable_file_is_one_line(tmp_path, capsys):
     assert arm_check.main(["junit", str(tmp_path / "missing.xml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("arm_check: cannot read the test results ") for line in err)
+
+
+def test_runs_by_path_from_the_checkout_as_test_arm_runs_it(tmp_path):
+    """scripts/test-arm.sh runs it by path from the repository root; in the guest with no PYTHONPATH."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "benchmarks/arm/arm_check.py", "junit", str(tmp_path / "missing.xml")],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("arm_check: cannot read the test results ") and r.stderr.count("\n") == 1

@@ -13,19 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert import bench
+from benchmarks.bench import end_to_end, macs, report, stats
 from edge import cli, config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_spread_and_fmt():
-    s = bench.spread([3.0, 1.0, 2.0, None, float("nan")])
+    s = stats.spread([3.0, 1.0, 2.0, None, float("nan")])
     assert s == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
-    assert bench.fmt(s, 1, "ms") == "2.0 ms (1.0-3.0)"
-    assert bench.fmt(bench.spread([4.0]), 2) == "4.00"
-    assert bench.fmt(None) == "not measured"
-    assert bench.spread([]) is None
+    assert stats.fmt(s, 1, "ms") == "2.0 ms (1.0-3.0)"
+    assert stats.fmt(stats.spread([4.0]), 2) == "4.00"
+    assert stats.fmt(None) == "not measured"
+    assert stats.spread([]) is None
+
+
+def test_markdown_table_lines():
+    from benchmarks.markdown import table
+
+    assert table(("a", "b"), [(1, "x y"), ("-", "")]) == ["| a | b |", "|---|---|", "| 1 | x y |", "| - | |"]
 
 
 def test_ultraface_priors_match_the_model_outputs():
@@ -39,7 +45,7 @@ def test_ultraface_priors_match_the_model_outputs():
 
 
 def test_stage_timer_per_frame_records():
-    t = bench.StageTimer()
+    t = end_to_end.StageTimer()
 
     class R:
         detections = [1, 2]
@@ -64,7 +70,7 @@ def test_stage_timer_per_frame_records():
 def test_face_buckets():
     frames = [{"faces": k, "busy": 2.0 + k, "preprocess": 1.0, "infer": 1.0, "decode+nms": 0.1}
               for k in (0, 0, 1, 2, 4, 5, 12)]
-    b = bench.face_buckets(frames)
+    b = end_to_end.face_buckets(frames)
     assert [x["faces"] for x in b] == ["0", "1", "2", "4-5", "10+"]
     assert b[0]["frames"] == 2 and b[0]["fps"] == pytest.approx(500.0)
 
@@ -73,7 +79,7 @@ def test_render_without_measurements_says_why():
     r = {"machine": {"cpu": "x", "cores": 2, "load_start": (1.0, 1.0, 1.0), "date_utc": "d", "commit": "c",
                      "python": "3", "numpy": "2", "opencv": "4", "ai_edge_litert": "2"},
          "repeats": 1, "quick": True, "skipped": {"doorguard": "ModelError: no model", "seed": "needs ../shared"}}
-    md = bench.render(r)
+    md = report.render(r)
     assert "not measured: ModelError: no model" in md and "Not measured: needs ../shared" in md
     assert md.count("\n## ") >= 7
 
@@ -121,6 +127,6 @@ def test_macs_of_known_graphs(shared):
 
     d = shared / "models" / "yolov3-tiny"
     net = cv2.dnn.readNetFromDarknet(str(d / "yolov3-tiny.cfg"), str(d / "yolov3-tiny.weights"))
-    assert bench.cv2_macs(net, (1, 3, 416, 416)) == pytest.approx(2.78e9, rel=0.01)
-    aizoo = bench.tflite_macs(shared / "models" / "peers" / "face_mask_detection.tflite")
+    assert macs.cv2_macs(net, (1, 3, 416, 416)) == pytest.approx(2.78e9, rel=0.01)
+    aizoo = macs.tflite_macs(shared / "models" / "peers" / "face_mask_detection.tflite")
     assert 1e8 < aizoo < 2e9

@@ -9,18 +9,19 @@ from pathlib import Path
 import pytest
 
 from convert import build_models
+from edge import cli
 from edge.errors import DataError
 
 
 def test_missing_shared_is_one_line(tmp_path, capsys):
-    rc = build_models.main(["--shared", str(tmp_path / "nope"), "--out", str(tmp_path / "models")])
+    rc = cli.main(["models", "--shared", str(tmp_path / "nope"), "--out", str(tmp_path / "models")])
     assert rc == DataError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs ../shared" in err
 
 
 def test_unknown_step_is_refused(tmp_path, capsys):
-    assert build_models.main(["--shared", str(tmp_path), "--steps", "detector,fly"]) == 2
+    assert cli.main(["models", "--shared", str(tmp_path), "--steps", "detector,fly"]) == 2
     assert "unknown step(s) fly" in capsys.readouterr().err
 
 
@@ -34,11 +35,11 @@ def test_card_refresh_replaces_only_the_eval_section(tmp_path):
     assert text.count(build_models.BEGIN) == 1
 
 
-def test_module_runs_as_make_models_calls_it(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "convert.build_models", "--shared", str(tmp_path / "x")],
-                       capture_output=True, text=True)
-    assert r.returncode == DataError.exit_code
-    assert "Traceback" not in r.stderr
+def test_command_runs_as_make_models_calls_it(tmp_path):
+    for how in (["-m", "edge.cli", "models"], ["-m", "convert.build_models"]):  # doorguard models; the old way
+        r = subprocess.run([sys.executable, *how, "--shared", str(tmp_path / "x")], capture_output=True, text=True)
+        assert r.returncode == DataError.exit_code, how
+        assert "Traceback" not in r.stderr and "needs ../shared" in r.stderr, how
 
 
 def _manifest(path, name, threshold, f1):

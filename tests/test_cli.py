@@ -68,7 +68,8 @@ def test_command_words_skip_global_options():
 
 
 def test_toolchain_commands_without_their_extra_are_hidden_and_refused_in_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "missing_extra", lambda m: "workstation" if m.startswith("convert.") else None)
+    monkeypatch.setattr(cli, "missing_extra",
+                        lambda m: "workstation" if m.startswith(("convert.", "benchmarks.")) else None)
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
@@ -77,6 +78,18 @@ def test_toolchain_commands_without_their_extra_are_hidden_and_refused_in_one_li
     assert cli.main(["convert", "darknet", "--cfg", "a.cfg"]) == 2
     err = capsys.readouterr().err
     assert "doorguard convert darknet is part of the workstation toolchain" in err and err.count("\n") == 1
+
+
+def test_benchmark_commands_need_the_workstation_extra_like_the_converters(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else object())
+    modules = {words: module for words, module, _ in cli.COMMANDS}
+    assert modules[("bench",)].startswith("benchmarks.")
+    for words in (("bench",), ("eval",)):
+        assert cli.missing_extra(modules[words]) == "workstation", words
+    assert cli.missing_extra(modules[("run",)]) is None
+    assert "doorguard bench is part of the workstation toolchain" in cli.lacking_toolchain(["bench", "--quick"])
 
 
 def test_run_main_is_the_one_error_tail(capsys):

@@ -99,12 +99,9 @@ def test_shipped_palm_model_loads_and_agrees_with_its_float_reference():
 def test_arm_check_reads_the_palm_model():
     """test-arm: the shipped palm model is all int8 (no float island, so bit-identical is
     required of it) and its same-decision check decodes SSD outputs."""
-    import sys
-
     from ai_edge_litert.interpreter import Interpreter
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import arm_check
+    from benchmarks.arm import arm_check
 
     it = Interpreter(str(SHIPPED.parent / json.loads(SHIPPED.read_text())["tflite"]))
     it.allocate_tensors()

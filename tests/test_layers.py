@@ -2,6 +2,7 @@
 
 - no module of edge/ imports convert or benchmarks, at any depth of the file (lazy imports
   inside functions included: a Pi-only install has neither);
+- no module of convert/ imports benchmarks: the benchmarks sit on top, and nothing imports them;
 - `doorguard run` on the demo, as the Pi runs it, loads no convert, tensorflow, keras or
   benchmarks module (checked with ``python -X importtime``, which lists every module loaded);
 - the config sections (edge/settings/) and edge/config.py import no runtime module: of edge, only
@@ -39,10 +40,20 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return out
 
 
+def imports_of(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """'file:line imports X' for every import of a ``forbidden`` package in ``package``'s files."""
+    return [f"{p.relative_to(ROOT)}:{line} imports {mod}"
+            for p in sorted((ROOT / package).rglob("*.py"))
+            for line, mod in imported_modules(p) if mod in forbidden]
+
+
 def test_edge_never_imports_the_toolchain():
-    bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}"
-           for p in sorted((ROOT / "edge").rglob("*.py"))
-           for line, mod in imported_modules(p) if mod in TOOLCHAIN]
+    bad = imports_of("edge", TOOLCHAIN)
+    assert bad == [], "\n".join(bad)
+
+
+def test_convert_never_imports_the_benchmarks():
+    bad = imports_of("convert", ("benchmarks",))
     assert bad == [], "\n".join(bad)
 
 
@@ -165,6 +176,6 @@ def test_every_package_is_in_the_install():
     import tomllib
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("edge", "convert")
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("edge", "convert", "benchmarks")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found - listed == set()

@@ -1,6 +1,8 @@
-"""``make bench-arm``: guest instructions per frame on an emulated Pi 4 (Cortex-A72) and Pi 5 (A76).
+"""``doorguard bench-arm`` (``make bench-arm``): guest instructions per frame on an emulated Pi 4
+(Cortex-A72) and Pi 5 (A76).
 
-Runs on the host (root, x86_64) with the standard library only:
+Runs on the host (root, x86_64) with the standard library only (guest.py, which needs numpy,
+runs inside the guest):
 
 1. ``scripts/arm64.sh setup``: the arm64 Bookworm rootfs with doorguard installed as on a Pi.
 2. ``benchmarks/arm/build_plugin.sh``: the instruction-count QEMU plugin (cached).
@@ -13,7 +15,7 @@ The figures are instruction counts of the emulated CPU, not time: QEMU models no
 pipeline, caches or memory. Milliseconds appear only in one table, labelled as a
 projection from an assumed IPC and clock (``PROJECTION``). See benchmarks/arm/README.md.
 
-    .venv/bin/python benchmarks/arm/bench_arm.py [--out bench-out/arm] [--no-setup]
+    sudo .venv/bin/doorguard bench-arm [--out bench-out/arm] [--no-setup]
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from benchmarks.markdown import table
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST = ROOT / "benchmarks" / "arm" / "guest.py"
@@ -273,16 +277,15 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
         "*new*: a fresh tracker, so every face is classified (a frame while people arrive). "
         "*settled*: mean over 10 frames after the tracks settled (each face classified every "
         "`reclassify_every` = 5 frames). Baseline = the seed projects' loop body "
-        "(`convert.bench.SeedLoop.detect`: OpenCV DNN float32 darknet yolov3-tiny, blobFromImage 416x416, "
+        "(`benchmarks.bench.seed.SeedLoop.detect`: OpenCV DNN float32 darknet yolov3-tiny, blobFromImage 416x416, "
         "forward, decode, NMSBoxes) on the same frames, same emulated CPU.")
     add("")
-    add("| profile | faces in frame | doorguard found | doorguard, new (M) | doorguard, settled (M/frame) "
-        "| baseline (M) | baseline / doorguard new | baseline / doorguard settled | baseline detections (persons) |")
-    add("|---|---|---|---|---|---|---|---|---|")
-    for r in summary["pipeline"]:
-        add(f"| {r['profile']} | {r['faces']} | {r['found']} | {_m(r['new'])} | {_m(r['settled'])} "
-            f"| {_m(r['baseline'])} | {_ratio(r['baseline'], r['new'])} | {_ratio(r['baseline'], r['settled'])} "
-            f"| {r['baseline_found']} ({r['baseline_persons']}) |")
+    L += table(("profile", "faces in frame", "doorguard found", "doorguard, new (M)", "doorguard, settled (M/frame)",
+                "baseline (M)", "baseline / doorguard new", "baseline / doorguard settled",
+                "baseline detections (persons)"),
+               [(r["profile"], r["faces"], r["found"], _m(r["new"]), _m(r["settled"]), _m(r["baseline"]),
+                 _ratio(r["baseline"], r["new"]), _ratio(r["baseline"], r["settled"]),
+                 f"{r['baseline_found']} ({r['baseline_persons']})") for r in summary["pipeline"]])
     add("")
     add("Frames (640x480, letterboxed from facemask853 val photos): "
         + "; ".join(f"{k} faces: {v['image']}" + (f" cropped to {tuple(v['crop'])}" if v.get("crop") else "")
@@ -295,15 +298,12 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
         "from picamera2's lores stream (YUV420 at `edge.sources.lores_size`, converted to RGB first; the "
         "camera's ISP does the scaling).")
     add("")
-    add("| profile | faces | detector preprocess | detector preprocess from lores | detector invoke | decode + NMS "
-        "| crop + classify, per face | pipeline, new | pipeline with tflite-runtime, new | tflite-runtime / litert |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
-    for r in summary["pipeline"]:
-        st = r["stages"]
-        add(f"| {r['profile']} | {r['faces']} | {_m(st.get('det_pre'))} | {_m(st.get('det_pre_lores'))} "
-            f"| {_m(st.get('det_infer'))} "
-            f"| {_m(st.get('det_post'), 2)} | {_m(r['classify_per_face'])} | {_m(r['new'])} "
-            f"| {_m(r['tflite_runtime_new'])} | {_ratio(r['tflite_runtime_new'], r['new'])} |")
+    L += table(("profile", "faces", "detector preprocess", "detector preprocess from lores", "detector invoke",
+                "decode + NMS", "crop + classify, per face", "pipeline, new", "pipeline with tflite-runtime, new",
+                "tflite-runtime / litert"),
+               [(r["profile"], r["faces"], *(_m(r["stages"].get(k)) for k in ("det_pre", "det_pre_lores", "det_infer")),
+                 _m(r["stages"].get("det_post"), 2), _m(r["classify_per_face"]), _m(r["new"]),
+                 _m(r["tflite_runtime_new"]), _ratio(r["tflite_runtime_new"], r["new"])) for r in summary["pipeline"]])
     add("")
 
     if summary.get("idle"):
@@ -314,14 +314,12 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
             "(what each idle frame cost before). The gate lets a frame through to the detector at least every "
             "`recheck_s` seconds: *amortized* counts that frame in, at the frame rates given.")
         add("")
-        add("| profile | idle frame, gated (M) | idle frame, no gate (M) | gated / no gate | skipped | "
-            + " | ".join(f"amortized at {f} fps (M) / ratio" for f in IDLE_FPS) + " |")
-        add("|---|---|---|---|---|" + "---|" * len(IDLE_FPS))
-        for r in summary["idle"]:
-            am = " | ".join(f"{_m(r[f'amortized_{f}fps'], 2)} / {_ratio(r[f'amortized_{f}fps'], r['ungated'])}"
-                            for f in IDLE_FPS)
-            add(f"| {r['profile']} | {_m(r['gated'], 2)} | {_m(r['ungated'])} | {_ratio(r['gated'], r['ungated'])} "
-                f"| {r['skipped']} of {r['frames']} | {am} |")
+        L += table(("profile", "idle frame, gated (M)", "idle frame, no gate (M)", "gated / no gate", "skipped",
+                    *(f"amortized at {f} fps (M) / ratio" for f in IDLE_FPS)),
+                   [(r["profile"], _m(r["gated"], 2), _m(r["ungated"]), _ratio(r["gated"], r["ungated"]),
+                     f"{r['skipped']} of {r['frames']}",
+                     *(f"{_m(r[f'amortized_{f}fps'], 2)} / {_ratio(r[f'amortized_{f}fps'], r['ungated'])}"
+                       for f in IDLE_FPS)) for r in summary["idle"]])
         add("")
 
     add("## 2. Each shipped model: one invoke() (M instructions)")
@@ -331,37 +329,36 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
         "first invoke costs no more than the next). 1 thread. Input: the 1-face frame, preprocessed as the "
         "manifest says.")
     add("")
-    head = "| model | precision | runtime | " + " | ".join(f"invoke {p}" for p in profs)
-    if len(profs) == 2:
-        head += f" | A72 / A76 ({profs[0]} / {profs[1]})"
-    head += " | " + " | ".join(f"first {p}" for p in profs) + " | " + " | ".join(f"load {p}" for p in profs) + " |"
-    add(head)
-    add("|" + "---|" * (head.count("|") - 1))
-    for r in summary["models"]:
+    two = len(profs) == 2
+    head = ["model", "precision", "runtime", *(f"invoke {p}" for p in profs),
+            *([f"A72 / A76 ({profs[0]} / {profs[1]})"] if two else []),
+            *(f"first {p}" for p in profs), *(f"load {p}" for p in profs)]
+
+    def model_row(r: dict[str, Any]) -> list[str]:
         if r.get("missing"):
-            add(f"| {r['model']} | {r['precision']} | - | not built (make models) |" + " |" * (head.count("|") - 5))
-            continue
-        cells = [_m(r.get(f"invoke_{p}")) for p in profs]
-        if len(profs) == 2:
-            cells.append(_ratio(r.get(f"invoke_{profs[0]}"), r.get(f"invoke_{profs[1]}")))
-        cells += [_m(r.get(f"first_{p}")) for p in profs] + [_m(r.get(f"load_{p}")) for p in profs]
-        add(f"| {r['model']} | {r['precision']} | {BACKEND_NAMES[r['backend']]} | " + " | ".join(cells) + " |")
+            return [r["model"], r["precision"], "-", "not built (make models)", *[""] * (len(head) - 4)]
+        return [r["model"], r["precision"], BACKEND_NAMES[r["backend"]], *(_m(r.get(f"invoke_{p}")) for p in profs),
+                *([_ratio(r.get(f"invoke_{profs[0]}"), r.get(f"invoke_{profs[1]}"))] if two else []),
+                *(_m(r.get(f"first_{p}")) for p in profs), *(_m(r.get(f"load_{p}")) for p in profs)]
+
+    L += table(head, map(model_row, summary["models"]))
     add("")
 
     add("### Ratios of one invoke")
     add("")
-    add("| model | profile | int8 / float32, litert | int8 / float32, tflite-runtime "
-        "| tflite-runtime / litert, int8 | tflite-runtime / litert, float32 |")
-    add("|---|---|---|---|---|---|")
     rows = {(r["model"], r["precision"], r["backend"]): r for r in summary["models"] if not r.get("missing")}
-    for model in dict.fromkeys(r["model"] for r in summary["models"]):
-        for p in profs:
-            def c(prec: str, be: str) -> int | None:
-                return (rows.get((model, prec, be)) or {}).get(f"invoke_{p}")
-            add(f"| {model} | {p} | {_ratio(c('int8', 'litert'), c('float32', 'litert'))} "
-                f"| {_ratio(c('int8', 'tflite_runtime'), c('float32', 'tflite_runtime'))} "
-                f"| {_ratio(c('int8', 'tflite_runtime'), c('int8', 'litert'))} "
-                f"| {_ratio(c('float32', 'tflite_runtime'), c('float32', 'litert'))} |")
+
+    def ratio(model: str, p: str, a: tuple[str, str], b: tuple[str, str]) -> str:
+        """invoke count of (precision, backend) a over that of b, on profile p."""
+        return _ratio(*((rows.get((model, *k)) or {}).get(f"invoke_{p}") for k in (a, b)))
+
+    L += table(("model", "profile", "int8 / float32, litert", "int8 / float32, tflite-runtime",
+                "tflite-runtime / litert, int8", "tflite-runtime / litert, float32"),
+               [(model, p, ratio(model, p, ("int8", "litert"), ("float32", "litert")),
+                 ratio(model, p, ("int8", "tflite_runtime"), ("float32", "tflite_runtime")),
+                 ratio(model, p, ("int8", "tflite_runtime"), ("int8", "litert")),
+                 ratio(model, p, ("float32", "tflite_runtime"), ("float32", "litert")))
+                for model in dict.fromkeys(r["model"] for r in summary["models"]) for p in profs])
     add("")
 
     add("## 3. Projection to milliseconds (an estimate, not a measurement)")
@@ -373,12 +370,9 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
           "bandwidth, thermal throttling and the second interpreter thread of the default config "
           "(`num_threads = 2`) are not in it. Only the ratios in sections 1-2 are measured.")
     add("")
-    add("| profile | faces | doorguard new (ms) | doorguard settled (ms/frame) | baseline (ms) |")
-    add("|---|---|---|---|---|")
-    for r in summary["pipeline"]:
-        if r["profile"] in PROJECTION:
-            add(f"| {r['profile']} | {r['faces']} | {project_ms(r['new'], r['profile'])} "
-                f"| {project_ms(r['settled'], r['profile'])} | {project_ms(r['baseline'], r['profile'])} |")
+    L += table(("profile", "faces", "doorguard new (ms)", "doorguard settled (ms/frame)", "baseline (ms)"),
+               [(r["profile"], r["faces"], *(project_ms(r[k], r["profile"]) for k in ("new", "settled", "baseline")))
+                for r in summary["pipeline"] if r["profile"] in PROJECTION])
     add("")
 
     add("## 4. Repeatability")
@@ -453,15 +447,18 @@ def run_guest(profile: str, out_dir: Path, parts: str, label: str) -> dict[str, 
     return {**result, "segments": segments, "wall_s": wall, "parts": parts, "profile": profile}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``doorguard bench-arm``."""
     p.add_argument("--out", type=Path, default=ROOT / "bench-out" / "arm", help="output folder")
     p.add_argument("--profiles", default="pi4,pi5", help="comma list of pi4, pi5")
     p.add_argument("--parts", default=FULL_PARTS, help="what the guest measures (guest.py --parts)")
     p.add_argument("--repeat-parts", default=REPEAT_PARTS,
                    help="parts counted a second time on the first profile for the run-to-run spread ('' = none)")
     p.add_argument("--no-setup", action="store_true", help="skip scripts/arm64.sh setup (rootfs already current)")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``doorguard bench-arm``."""
     if os.geteuid() != 0:
         print("bench-arm: needs root (chroot, mounts, debootstrap): run it with sudo", file=sys.stderr)
         return 2
@@ -500,5 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old way in: python benchmarks/arm/bench_arm.py
+    from edge.cli import main as doorguard
+
+    sys.exit(doorguard(["bench-arm", *sys.argv[1:]]))

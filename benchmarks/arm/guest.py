@@ -24,7 +24,7 @@ exact for a single-threaded guest; see README.md):
 - ``idle``: an empty doorway (the 0-face frame with fresh sensor noise each frame) through
   ``Pipeline.process`` with the motion gate (edge/motion.py) once its background is learnt,
   against the same frames without the gate (what every idle frame cost before).
-- ``baseline``: the seed projects' loop body (convert.bench.SeedLoop.detect: OpenCV
+- ``baseline``: the seed projects' loop body (benchmarks.bench.seed.SeedLoop.detect: OpenCV
   DNN float yolov3-tiny, blobFromImage 416, forward, decode, NMSBoxes) on the same frames.
 """
 
@@ -268,10 +268,10 @@ def bench_idle(seg: Segments, repo: Path, image, backend: str) -> None:
 
 
 def bench_baseline(seg: Segments, shared: Path, frames: dict, reps: int) -> None:
-    """The seed-style detector (convert.bench.SeedLoop.detect) on the same frames."""
+    """The seed-style detector (benchmarks.bench.seed.SeedLoop.detect) on the same frames."""
     import cv2
 
-    from convert.bench import SeedLoop
+    from benchmarks.bench.seed import SeedLoop
 
     cv2.setNumThreads(1)
     seed = SeedLoop(shared)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, parts: set[str]) -> int:
-    # The repository's own packages (convert.bench for the seed loop), after the venv's edge.
+    # The repository's own packages (benchmarks.bench.seed for the seed loop), after the venv's.
     if str(args.repo) not in sys.path:
         sys.path.append(str(args.repo))
 

@@ -5,7 +5,7 @@ a plain script under another Python: tflite-runtime 2.14 needs numpy < 2 and
 cannot be installed beside this venv's numpy 2, so the bench runs this file
 with a separate interpreter (``--tflite-runtime-python``)::
 
-    python convert/bench_invoke.py tflite_runtime THREADS RUNS MODEL.tflite [...]
+    python benchmarks/bench/invoke.py tflite_runtime THREADS RUNS MODEL.tflite [...]
 
 prints one JSON object: {"backend": ..., "numpy": ..., "results": {path: [ms, ...]}}.
 """

@@ -3,11 +3,11 @@
 Run by scripts/test-arm.sh, with the host's .venv python for ``inputs`` and
 ``compare`` and with the emulated Pi's venv python for ``run``:
 
-    python tests/arm_check.py inputs  --out build/arm/inputs.npz
-    python tests/arm_check.py run     --inputs build/arm/inputs.npz --backend litert --out OUT.npz
-    python tests/arm_check.py compare --ref X86.npz --preferred A.npz [A.npz ...] --fallback B.npz [...]
-    python tests/arm_check.py events  --ref X86_STATE_DIR STATE_DIR [...]
-    python tests/arm_check.py junit   JUNIT.xml   (one line: counts and the failing tests' ids)
+    python benchmarks/arm/arm_check.py inputs  --out build/arm/inputs.npz
+    python benchmarks/arm/arm_check.py run     --inputs build/arm/inputs.npz --backend litert --out OUT.npz
+    python benchmarks/arm/arm_check.py compare --ref X86.npz --preferred A.npz [A.npz ...] --fallback B.npz [...]
+    python benchmarks/arm/arm_check.py events  --ref X86_STATE_DIR STATE_DIR [...]
+    python benchmarks/arm/arm_check.py junit   JUNIT.xml   (one line: counts and the failing tests' ids)
 
 The input tensors are made once, on the host, by doorguard's own preprocessing
 (edge.preprocess through Detector/Classifier), and every platform runs those
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script (by path, as test-arm.sh does, also in the guest)
     sys.path.insert(0, str(ROOT))
 
 from edge import demo  # noqa: E402
