@@ -62,7 +62,7 @@ class Config(_Section):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="[motion] section (edge/motion.py)")
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt.py), off by default")
-    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")
+    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web/), off by default")
     facetouch: FaceTouchConfig = Field(
         default_factory=FaceTouchConfig, description="[facetouch] section (edge/facetouch.py), off by default")
     arming: ArmingConfig = Field(
