@@ -295,7 +295,7 @@ class Runner:
         log.info("privacy: %s", self.privacy.describe(self.cfg.zones))
         log.info("zones: from %s", self.zones_from)
         if self.cfg.mqtt.enabled:
-            from .mqtt import MqttPublisher
+            from .mqtt.publisher import MqttPublisher
 
             from .hass import HomeAssistantLink
 
