@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.mqtt import MqttConfig, MqttPublisher
+from edge.mqtt.publisher import MqttPublisher
+from edge.settings.mqtt import MqttConfig
 from edge.types import Box, Event
 
 
@@ -43,7 +44,7 @@ def one_round(n: int, autocheckpoint: bool) -> list[float]:
         cfg = MqttConfig(enabled=True, host="127.0.0.1", port=_closed_port(), device_name="bench")
         pub = MqttPublisher(cfg, Path(d) / "events.sqlite3").start()
         if autocheckpoint:
-            pub._db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
+            pub.outbox._db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
         out = []
         for i in range(n):
             ev = Event(1.7e9 + i, i, "violation", "no_mask", 0.9, Box(10, 20, 110, 140), True)

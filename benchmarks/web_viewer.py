@@ -3,7 +3,7 @@
 A frame loop (the real ``edge.pipeline.Pipeline`` when the default models are
 in models/, else the yoloface-500k-v2 darknet detector from ../shared through
 ``cv2.dnn`` as a stand-in of the same kind) runs on the built-in demo clip and
-hands each frame to ``edge.web.LiveFrame``, exactly as the runner does. A
+hands each frame to ``edge.web.handover.LiveFrame``, exactly as the runner does. A
 logged-in HTTP client reads ``/stream.mjpg`` during every other segment. The
 segments alternate (none, one, none, one, ...) so that drift in machine load
 hits both conditions alike; the figure is the ratio of the median FPS.
@@ -35,8 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import web
+from edge.settings.web import WebConfig
 from edge.types import Box, Detection
+from edge.web.handover import LiveFrame, Overlay
+from edge.web.passwords import hash_password, write_password_file
+from edge.web.render import render_frame
+from edge.web.server import WebServer
+from edge.web.sessions import SESSION_COOKIE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -95,7 +100,7 @@ class Viewer:
 
     def _run(self) -> None:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        c.request("GET", "/stream.mjpg", headers={"Cookie": f"{web.SESSION_COOKIE}={self.cookie}"})
+        c.request("GET", "/stream.mjpg", headers={"Cookie": f"{SESSION_COOKIE}={self.cookie}"})
         r = c.getresponse()
         while not self.stop.is_set():
             chunk = r.read1(65536)
@@ -127,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp())
     pw = tmp / "pw"
-    web.write_password_file(pw, web.hash_password("bench-password", n=2**10))
-    live = web.LiveFrame()
-    server = web.WebServer(web.WebConfig(port=0, live_fps=args.live_fps, live_width=args.live_width),
-                           status=lambda: {"fps": 0.0}, latest_frame=live.get, test_outputs=lambda: None,
-                           password_file=pw).start()
+    write_password_file(pw, hash_password("bench-password", n=2**10))
+    live = LiveFrame()
+    server = WebServer(WebConfig(port=0, live_fps=args.live_fps, live_width=args.live_width),
+                       status=lambda: {"fps": 0.0}, latest_frame=live.get, test_outputs=lambda: None,
+                       password_file=pw).start()
     c = http.client.HTTPConnection("127.0.0.1", server.port)
     c.request("POST", "/login", body="password=bench-password",
               headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     c.close()
 
     # Hand-over and encode costs, in isolation.
-    overlays = [web.Overlay((100.0, 80.0, 260.0, 260.0), "no_mask", 0.91, "violation", 1)]
+    overlays = [Overlay((100.0, 80.0, 260.0, 260.0), "no_mask", 0.91, "violation", 1)]
     n = 20000
     t0 = time.perf_counter()
     for i in range(n):
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     enc = []
     for i in range(40):
         t0 = time.perf_counter()
-        web.render_frame(frames[i % len(frames)], overlays, args.live_width, 12.3, server.cfg.jpeg_quality)
+        render_frame(frames[i % len(frames)], overlays, args.live_width, 12.3, server.cfg.jpeg_quality)
         enc.append((time.perf_counter() - t0) * 1000)
     enc_ms = statistics.median(enc)
 

@@ -28,7 +28,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("doctor",), "edge.doctor", "check camera, GPIO, interpreter, models, state dir"),
     (("enroll",), "edge.enroll", "collect face crops for an identity model (me / not_me)"),
     (("zones",), "edge.zone_overlay", "where the zones and masks come from; --reset drops those the web page saved"),
-    (("set-password",), "edge.web", "set the password of the local web page"),
+    (("set-password",), "edge.web.set_password", "set the password of the local web page"),
     (("convert", "darknet"), "convert.darknet_cli", "darknet cfg+weights -> verified int8 TFLite"),
     (("convert", "keras"), "convert.keras", "Keras classifier -> verified int8 TFLite"),
     (("convert", "onnx"), "convert.onnx_import", "ONNX classifier -> verified int8 TFLite"),

@@ -61,8 +61,8 @@ class Config(_Section):
     events: EventsConfig = Field(default_factory=EventsConfig, description="[events] section")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="[motion] section (edge/motion.py)")
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt.py), off by default")
-    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web.py), off by default")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt/), off by default")
+    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web/), off by default")
     facetouch: FaceTouchConfig = Field(
         default_factory=FaceTouchConfig, description="[facetouch] section (edge/facetouch.py), off by default")
     arming: ArmingConfig = Field(
@@ -334,7 +334,7 @@ def model_problems(cfg: Config) -> list[str]:
         out += rule_label_problems(cfg, loaded["models.detector"][0].manifest.labels,
                                    [lab for c in classifiers for lab in c.manifest.labels] if classifiers else None)
     if cfg.mqtt.enabled and cfg.mqtt.password_file:
-        from .mqtt import password_file_problem
+        from .mqtt.client import password_file_problem
 
         problem = password_file_problem(Path(cfg.mqtt.password_file).expanduser())
         if problem is not None and problem[0] == "error":

@@ -567,7 +567,7 @@ class Doctor:
         mqtt = getattr(self.cfg, "mqtt", None)
         if mqtt is None or not mqtt.enabled or not mqtt.password_file:
             return []
-        from .mqtt import password_file_problem
+        from .mqtt.client import password_file_problem
 
         path = Path(mqtt.password_file).expanduser()
         if not path.is_file():

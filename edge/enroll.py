@@ -295,7 +295,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def preview_overlays(faces: list[tuple[Detection, str]]) -> list:
     """Live-view boxes for the faces of one frame: green when its crop was saved, else neutral
     with the reason it was skipped (blurred, tiny, duplicate, several faces)."""
-    from .web import Overlay
+    from .web.handover import Overlay
 
     return [Overlay((d.box.x1, d.box.y1, d.box.x2, d.box.y2), what, d.score,
                     "compliant" if what == "saved" else None) for d, what in faces]
@@ -378,7 +378,8 @@ def main(args: argparse.Namespace) -> int:
     if cfg.web.enabled:
         # The live view while enrolling: each face boxed with what became of it (the page's
         # login, CSRF and rate limits as for doorguard run).
-        from .web import LiveFrame, WebServer
+        from .web.handover import LiveFrame
+        from .web.server import WebServer
 
         live = LiveFrame()
         web = WebServer(cfg.web, lambda: {"source": getattr(source, "name", ""), "frames": enroller.tally.frames,

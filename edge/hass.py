@@ -1,6 +1,6 @@
 """Home Assistant, the way it expects: arming controls, a violation event, the last face.
 
-Built on the MQTT publisher's hooks (edge/mqtt.py: ``add_command``, ``set_retained``,
+Built on the MQTT publisher's hooks (edge/mqtt/publisher.py: ``add_command``, ``set_retained``,
 ``add_discovery``); all on the one doorguard device, with the availability topic of
 the other entities. The discovery payloads follow Home Assistant's documented MQTT
 schemas (home-assistant.io/integrations/<platform>.mqtt/):
@@ -38,7 +38,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .mqtt import discovery_common
+from .mqtt.discovery import discovery_common
 
 log = logging.getLogger("doorguard.hass")
 
@@ -63,7 +63,7 @@ def entity_configs(node: str, device_name: str, prefix: str, discovery_prefix: s
     """Discovery configs {config topic: payload or None (remove)} of this module's entities.
 
     Args:
-        node, device_name, prefix, discovery_prefix: as for ``edge.mqtt.discovery_configs``.
+        node, device_name, prefix, discovery_prefix: as for ``edge.mqtt.discovery.discovery_configs``.
         event_types: the violation labels (``rules.alert_on_classifier`` + ``alert_on_detector``).
         commands: the switch, select and buttons (``[arming] mqtt_commands``); False removes them.
         snapshots: the image entity (``[events.snapshots] enabled``); False removes it.
@@ -123,7 +123,7 @@ class HomeAssistantLink:
     when ``[mqtt] enabled``).
 
     Args:
-        publisher: a not yet started ``edge.mqtt.MqttPublisher``.
+        publisher: a not yet started ``edge.mqtt.publisher.MqttPublisher``.
         arming: the ``edge.arming.Arming`` (None: no arming entities).
         event_types: violation labels for the event entity.
         snapshots: snapshots are on (the image entity).
@@ -168,10 +168,10 @@ class HomeAssistantLink:
         except OSError as e:
             log.warning("snapshot %s not published: %s", snapshot, e.strerror or e)
             return False
-        from .mqtt import _iso
+        from .mqtt.payloads import iso_utc
 
         info = {"label": event.label, "score": round(float(event.score), 4), "track": event.track_id,
-                "time": _iso(wall_time), "store_id": store_id}
+                "time": iso_utc(wall_time), "store_id": store_id}
         self.publisher.set_retained(SNAPSHOT_INFO_SUFFIX, json.dumps(info))
         self.publisher.set_retained(SNAPSHOT_SUFFIX, data)
         return True

@@ -295,7 +295,7 @@ class Runner:
         log.info("privacy: %s", self.privacy.describe(self.cfg.zones))
         log.info("zones: from %s", self.zones_from)
         if self.cfg.mqtt.enabled:
-            from .mqtt import MqttPublisher
+            from .mqtt.publisher import MqttPublisher
 
             from .hass import HomeAssistantLink
 
@@ -306,7 +306,8 @@ class Runner:
                                        snapshots=bool(store and store.snapshots_on))
             p.publisher.start()
         if self.cfg.web.enabled:
-            from .web import LiveFrame, WebServer
+            from .web.handover import LiveFrame
+            from .web.server import WebServer
 
             p.live = LiveFrame()
             p.web = WebServer(self.cfg.web, self._status, p.live.get, p.actuators.alert,
@@ -559,7 +560,7 @@ class Runner:
             p.writer.write(draw(replace(result, frame=replace(frame, image=shown)), verdicts,
                                 f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
         if p.live is not None:
-            from .web import overlays_from_tracks
+            from .web.handover import overlays_from_tracks
 
             p.live.put(shown, overlays_from_tracks(result.tracks, verdicts))
         self.frames += 1

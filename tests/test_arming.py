@@ -9,9 +9,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from edge import cli, config, service, web
+from edge import cli, config, service
 from edge.arming import Arming, ArmingConfig
 from edge.errors import ConfigError
+from edge.settings.web import WebConfig
+from edge.web.passwords import hash_password, write_password_file
+from edge.web.server import WebServer
 
 from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                            FakeNotifier, ListSource, frame_with, write_classifier_manifest,
@@ -273,12 +276,12 @@ def test_gpio_mute_button_mutes_through_arming(tmp_path):
 @pytest.fixture
 def page(tmp_path):
     pw = tmp_path / "web-password"
-    web.write_password_file(pw, web.hash_password("correct horse", n=2**10))
+    write_password_file(pw, hash_password("correct horse", n=2**10))
     a, _ = make(tmp_path, text="")
-    server = web.WebServer(web.WebConfig(port=0), status=lambda: {"arming": {**a.snapshot(), "history": a.history()}},
-                           latest_frame=lambda: None, test_outputs=lambda: None, password_file=pw,
-                           sys_root=tmp_path / "nosys",
-                           arming=lambda action, who: a.command(action, by=f"web ({who})"))
+    server = WebServer(WebConfig(port=0), status=lambda: {"arming": {**a.snapshot(), "history": a.history()}},
+                       latest_frame=lambda: None, test_outputs=lambda: None, password_file=pw,
+                       sys_root=tmp_path / "nosys",
+                       arming=lambda action, who: a.command(action, by=f"web ({who})"))
     client = server.app.test_client()
     yield client, a
     a.close()

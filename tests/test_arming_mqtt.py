@@ -10,7 +10,7 @@ import jinja2
 
 from edge.arming import Arming, ArmingConfig
 from edge.hass import EVENT_TEMPLATE, HomeAssistantLink
-from edge.mqtt import MqttPublisher
+from edge.mqtt.publisher import MqttPublisher
 
 from test_arming import Clock, UTC, runner
 from test_mqtt import DEVICE, PREFIX, Subscriber, broker, cfg_for, mqtt, wait_until  # noqa: F401 - fixture

@@ -132,7 +132,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, code, words):
 
 def test_live_preview_on_the_web_page_while_enrolling(tmp_path, monkeypatch, capsys):
     """With [web] on, each frame goes to the page with its faces boxed by what became of them."""
-    from edge import web
+    from edge.web import server as web_server
 
     seen = {}
 
@@ -150,7 +150,7 @@ def test_live_preview_on_the_web_page_while_enrolling(tmp_path, monkeypatch, cap
             item = seen["latest"]()
             seen["closed_with"] = (item, seen["status"]())
 
-    monkeypatch.setattr(web, "WebServer", FakeWeb)
+    monkeypatch.setattr(web_server, "WebServer", FakeWeb)
     cfg = tmp_path / "door.toml"
     cfg.write_text(f'[web]\nenabled = true\n[events]\nstate_dir = "{tmp_path / "state"}"\n')
     out = tmp_path / "faces"

@@ -467,17 +467,19 @@ def test_fuzz_config_absurd_numbers(text):
 
 @pytest.fixture(scope="module")
 def web_app(tmp_path_factory):
-    from edge import web
+    from edge.settings.web import WebConfig
+    from edge.web.passwords import hash_password, write_password_file
+    from edge.web.server import WebServer
 
     d = tmp_path_factory.mktemp("web")
     pw = d / "pw"
-    web.write_password_file(pw, web.hash_password("correct horse battery", n=2**4))
+    write_password_file(pw, hash_password("correct horse battery", n=2**4))
     import itertools
 
     # Each reading of the clock is a minute later: hundreds of logins never meet the rate limits.
     minutes = itertools.count(0.0, 61.0)
-    server = web.WebServer(web.WebConfig(allowed_hosts=["door.example.lan"]), dict, lambda: None, lambda: None,
-                           password_file=pw, clock=lambda: next(minutes))
+    server = WebServer(WebConfig(allowed_hosts=["door.example.lan"]), dict, lambda: None, lambda: None,
+                       password_file=pw, clock=lambda: next(minutes))
     return server.app.test_client(), server
 
 
@@ -521,7 +523,7 @@ host_text = st.one_of(
 @given(host_text)
 def test_fuzz_host_header(web_app, host):
     """Any Host header: 200 exactly for this device's names and IP addresses, else 400; never a 500."""
-    from edge import web
+    from edge.web import guards
 
     client, server = web_app
     CASES["web_host"] += 1
@@ -529,8 +531,8 @@ def test_fuzz_host_header(web_app, host):
 
     resp = client.get("/login", headers={"Host": host})
     seen = get_host("http", host, ("127.0.0.1", 80))  # werkzeug's request.host: "" when malformed
-    allowed = web.host_allowed(seen, server.allowed_hosts)
+    allowed = guards.host_allowed(seen, server.allowed_hosts)
     assert resp.status_code == (200 if allowed else 400), (host, seen, resp.status_code)
-    name = web._split_host(host) or ""
+    name = guards._split_host(host) or ""
     if "evil" in name or name.endswith(".nip.io"):
         assert resp.status_code == 400, host

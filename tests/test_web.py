@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import os
+import secrets
 import stat
 import threading
 import time
@@ -17,9 +18,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge import cli, web
+from edge import cli
 from edge.errors import ConfigError, UsageError
-from edge.web import LiveFrame, Overlay, WebConfig, WebServer
+from edge.settings.web import WebConfig
+from edge.web import events, health, passwords, render, sessions, set_password, stream
+from edge.web.handover import LiveFrame, Overlay, overlays_from_tracks
+from edge.web.server import WebServer
 
 from web_browser import SKIP_REASON, DevTools
 from web_browser import chromium as _chromium
@@ -43,7 +47,7 @@ class FakeClock:
 def pw_file(tmp_path) -> Path:
     p = tmp_path / "web-password"
     # Cheap scrypt parameters keep the tests fast; they are stored in the file and used to verify.
-    web.write_password_file(p, web.hash_password(PASSWORD, n=2**10))
+    passwords.write_password_file(p, passwords.hash_password(PASSWORD, n=2**10))
     return p
 
 
@@ -86,7 +90,7 @@ class Harness:
             data = urlencode(body)
             h["Content-Type"] = "application/x-www-form-urlencoded"
         if cookie:
-            h["Cookie"] = f"{web.SESSION_COOKIE}={cookie}"
+            h["Cookie"] = f"{sessions.SESSION_COOKIE}={cookie}"
         try:
             c.request(method, path, body=data, headers=h)
             r = c.getresponse()
@@ -215,7 +219,7 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
     caplog.set_level(logging.INFO)
     lock = threading.Lock()
     seen = {"running": 0, "peak": 0, "calls": 0}
-    real = web.verify_password
+    real = passwords.verify_password
 
     def slow_verify(password, stored):
         with lock:
@@ -229,7 +233,7 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
             with lock:
                 seen["running"] -= 1
 
-    monkeypatch.setattr(web, "verify_password", slow_verify)
+    monkeypatch.setattr(sessions, "verify_password", slow_verify)
     h = harness(login_failures_per_minute=5)
     n = 40
     start = threading.Barrier(n)
@@ -250,7 +254,7 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
     # at most 5 got anything but 429.
     assert counts.get(401, 0) + counts.get(503, 0) <= 5 and seen["calls"] <= 5, (counts, seen)
     assert counts.get(429, 0) >= n - 5, counts
-    assert seen["peak"] <= web.MAX_PASSWORD_CHECKS, seen
+    assert seen["peak"] <= sessions.MAX_PASSWORD_CHECKS, seen
     # The limit is used up: even the right password is not tried now.
     assert h.request("POST", "/login", {"password": PASSWORD})[0] == 429
     # The flood is not a log flood: a line per checked attempt and one per kind of refusal.
@@ -262,14 +266,14 @@ def test_password_checks_per_minute_are_capped_for_all_addresses(harness):
     """Many addresses, each under its own limit: only MAX_PASSWORD_CHECKS_PER_MINUTE checks a minute."""
     clock = FakeClock()
     h = harness(clock=clock, login_failures_per_minute=5)
-    n = web.MAX_PASSWORD_CHECKS_PER_MINUTE + 10
+    n = sessions.MAX_PASSWORD_CHECKS_PER_MINUTE + 10
     codes = []
     for i in range(n):  # one wrong login each from 127.0.0.2, 127.0.0.3, ...
         c = http.client.HTTPConnection("127.0.0.1", h.server.port, timeout=10, source_address=(f"127.0.0.{i + 2}", 0))
         c.request("POST", "/login", body="password=wrong", headers={"Content-Type": "application/x-www-form-urlencoded"})
         codes.append(c.getresponse().status)
         c.close()
-    assert codes == [401] * web.MAX_PASSWORD_CHECKS_PER_MINUTE + [503] * 10
+    assert codes == [401] * sessions.MAX_PASSWORD_CHECKS_PER_MINUTE + [503] * 10
     clock.t += 61.0
     assert h.login()  # a minute later the right password works again
 
@@ -277,7 +281,7 @@ def test_password_checks_per_minute_are_capped_for_all_addresses(harness):
 def test_login_flood_memory_stays_bounded(harness, tmp_path):
     """Real scrypt (32 MiB each): the process grows by a few checks' worth, not 40 (was +1 GB)."""
     real_pw = tmp_path / "real-password"
-    web.write_password_file(real_pw, web.hash_password(PASSWORD))  # the default cost
+    passwords.write_password_file(real_pw, passwords.hash_password(PASSWORD))  # the default cost
     h = Harness(real_pw, tmp_path, login_failures_per_minute=5)
     try:
         def rss() -> int:
@@ -582,7 +586,7 @@ def test_mjpeg_delivers_frames_and_frees_the_viewer(harness):
                               "track_id": 1}])
     token = h.login()
     c = http.client.HTTPConnection("127.0.0.1", h.server.port, timeout=10)
-    c.request("GET", "/stream.mjpg", headers={"Cookie": f"{web.SESSION_COOKIE}={token}"})
+    c.request("GET", "/stream.mjpg", headers={"Cookie": f"{sessions.SESSION_COOKIE}={token}"})
     r = c.getresponse()
     assert r.status == 200 and r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
     parts = MjpegReader(r)
@@ -608,8 +612,8 @@ def test_mjpeg_delivers_frames_and_frees_the_viewer(harness):
 
 def test_no_encode_without_a_viewer(harness, monkeypatch):
     calls = []
-    real = web.render_frame
-    monkeypatch.setattr(web, "render_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = render.render_frame
+    monkeypatch.setattr(stream, "render_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
     h = harness()
     frames = [red_frame() for _ in range(3)]
     for f in frames * 10:
@@ -628,10 +632,10 @@ def test_overlays_from_tracks():
     voting = Track(id=5, box=Box(50, 60, 90, 99), detector_label="face", detector_score=0.8, window=5)
     gone = Track(id=6, box=Box(0, 0, 9, 9), detector_label="face", detector_score=0.8, window=5)
     gone.missed = 2
-    out = web.overlays_from_tracks([settled, voting, gone], {4: "violation"})
+    out = overlays_from_tracks([settled, voting, gone], {4: "violation"})
     assert out == [Overlay((1.0, 2.0, 30.0, 40.0), "no_mask", 0.87, "violation", 4),
                    Overlay((50.0, 60.0, 90.0, 99.0), "face voting 0/5", None, None, 5)]
-    jpeg = web.render_frame(red_frame(), out, 640, 9.5, 70)
+    jpeg = render.render_frame(red_frame(), out, 640, 9.5, 70)
     assert jpeg[:2] == b"\xff\xd8"
 
 
@@ -660,12 +664,12 @@ def test_pi_health_reads_sysfs(tmp_path):
     fw = tmp_path / "devices/platform/soc/soc:firmware"
     fw.mkdir(parents=True)
     (fw / "get_throttled").write_text("0x50005\n")
-    got = web.read_pi_health(tmp_path)
+    got = health.read_pi_health(tmp_path)
     assert got["temperatures_c"] == {"cpu-thermal": pytest.approx(61.234)}
     assert got["throttled"] == 0x50005
     assert got["throttled_flags"] == ["under-voltage now", "throttled now", "under-voltage since boot",
                                       "throttled since boot"]
-    assert web.read_pi_health(tmp_path / "absent") == {"temperatures_c": {}, "throttled": None,
+    assert health.read_pi_health(tmp_path / "absent") == {"temperatures_c": {}, "throttled": None,
                                                        "throttled_flags": []}
 
 
@@ -682,14 +686,14 @@ def test_recent_events_from_the_event_store(tmp_path):
         store.add(ev, red_frame(), wall_time=1.7e9)
         store.add(Event(time=6.0, track_id=4, verdict="compliant", label="mask", score=0.8,
                         box=Box(0, 0, 50, 50), alerted=False), red_frame(), wall_time=1.7e9 + 1)
-        got = web.read_recent_events(store.path, store.snap_dir)  # while the store's connection is open
+        got = events.read_recent_events(store.path, store.snap_dir)  # while the store's connection is open
     finally:
         store.close()
     assert [(e["track_id"], e["verdict"], e["label"]) for e in got] == [(4, "compliant", "mask"),
                                                                         (3, "violation", "no_mask")]
     assert got[0]["snapshot"] is None and Path(got[1]["snapshot"]).is_file()
     assert got[1]["time"] == 1.7e9 and got[1]["alerted"] is True
-    assert web.read_recent_events(tmp_path / "none.sqlite3") == []
+    assert events.read_recent_events(tmp_path / "none.sqlite3") == []
 
 
 class LoopSource:
@@ -722,7 +726,7 @@ def test_runner_serves_its_live_frames_and_status(tmp_path, monkeypatch):
     from edge import config, service
 
     state = tmp_path / "state"
-    web.write_password_file(state / web.DEFAULT_PASSWORD_FILE, web.hash_password(PASSWORD, n=2**10))
+    passwords.write_password_file(state / passwords.DEFAULT_PASSWORD_FILE, passwords.hash_password(PASSWORD, n=2**10))
     conf = tmp_path / "doorguard.toml"
     conf.write_text(f'[models]\ndetector = "{write_detector_manifest(tmp_path)}"\n'
                     f'classifier = "{write_classifier_manifest(tmp_path)}"\n'
@@ -745,13 +749,13 @@ def test_runner_serves_its_live_frames_and_status(tmp_path, monkeypatch):
             time.sleep(0.1)
         server = servers[0]
         port = server.port
-        assert port and server.password_file == state / web.DEFAULT_PASSWORD_FILE
+        assert port and server.password_file == state / passwords.DEFAULT_PASSWORD_FILE
 
         def request(method, path, body=None, cookie=None):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             h = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
             if cookie:
-                h["Cookie"] = f"{web.SESSION_COOKIE}={cookie}"
+                h["Cookie"] = f"{sessions.SESSION_COOKIE}={cookie}"
             c.request(method, path, body=urlencode(body) if body is not None else None, headers=h)
             resp = c.getresponse()
             out = resp.status, resp.headers, resp.read()
@@ -794,8 +798,8 @@ def test_set_password_writes_0600_scrypt_hash(tmp_path, monkeypatch, capsys):
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     stored = target.read_text().strip()
     assert stored.startswith("scrypt$32768$8$1$")
-    assert web.verify_password("a long passphrase", stored)
-    assert not web.verify_password("a long passphrase ", stored)
+    assert passwords.verify_password("a long passphrase", stored)
+    assert not passwords.verify_password("a long passphrase ", stored)
     assert str(target) in capsys.readouterr().out
     # Too short: one-line usage error, file unchanged.
     monkeypatch.setattr("sys.stdin", FakeStdin("short\n"))
@@ -818,25 +822,25 @@ def test_set_password_never_follows_planted_symlinks(tmp_path, monkeypatch):
     if os.geteuid() == 0:
         os.chown(state, service_uid, service_uid)
     else:  # the root-only branch still runs: fake the euid, record fchown calls
-        monkeypatch.setattr(web.os, "geteuid", lambda: 0)
-        monkeypatch.setattr(web.os, "fchown", lambda fd, uid, gid: chowned.append((os.fstat(fd).st_ino, uid, gid)))
-    monkeypatch.setattr(web.os, "chown", lambda *a, **k: pytest.fail("chown by path follows symlinks"))
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+        monkeypatch.setattr(os, "fchown", lambda fd, uid, gid: chowned.append((os.fstat(fd).st_ino, uid, gid)))
+    monkeypatch.setattr(os, "chown", lambda *a, **k: pytest.fail("chown by path follows symlinks"))
     # The old predictable temp names for the next PIDs, and the first names our draws give.
     draws = iter(["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"])
-    monkeypatch.setattr(web.secrets, "token_hex", lambda n=16: next(draws))
+    monkeypatch.setattr(secrets, "token_hex", lambda n=16: next(draws))
     for name in [f".web-password.{os.getpid() + i}.tmp" for i in range(20)] + [
             ".web-password.aaaaaaaaaaaaaaaa.tmp", ".web-password.bbbbbbbbbbbbbbbb.tmp"]:
         (state / name).symlink_to(victim)
     (state / "web-password").symlink_to(victim)  # the final name too
 
-    web.write_password_file(state / "web-password", web.hash_password(PASSWORD, n=2**10))
+    passwords.write_password_file(state / "web-password", passwords.hash_password(PASSWORD, n=2**10))
 
     after = os.stat(victim)
     assert victim.read_text() == "root's secret\n", "the planted symlink was followed"
     assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
     target = state / "web-password"
     assert not target.is_symlink() and target.is_file()
-    assert web.verify_password(PASSWORD, target.read_text())
+    assert passwords.verify_password(PASSWORD, target.read_text())
     st = os.lstat(target)
     assert stat.S_IMODE(st.st_mode) == 0o600
     if os.geteuid() == 0:
@@ -850,13 +854,13 @@ def test_set_password_never_follows_planted_symlinks(tmp_path, monkeypatch):
 
 def test_set_password_prompts_twice_on_a_tty(tmp_path, monkeypatch):
     answers = iter(["first-password", "other-password"])
-    monkeypatch.setattr(web.getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr(set_password.getpass, "getpass", lambda prompt="": next(answers))
     tty = FakeStdin()
     tty.isatty = lambda: True
     with pytest.raises(UsageError, match="differ"):
-        web._read_new_password(tty)
+        set_password._read_new_password(tty)
     answers = iter(["same-password", "same-password"])
-    assert web._read_new_password(tty) == "same-password"
+    assert set_password._read_new_password(tty) == "same-password"
 
 
 def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
@@ -865,9 +869,9 @@ def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
     conf.write_text(f'[events]\nstate_dir = "{state}"\n')
     monkeypatch.setattr("sys.stdin", FakeStdin("another passphrase\n"))
     assert cli.main(["set-password", "--config", str(conf)]) == 0
-    assert web.verify_password("another passphrase", (state / web.DEFAULT_PASSWORD_FILE).read_text())
-    assert web.password_path(WebConfig(password_file="x/pw"), state) == state / "x/pw"
-    assert web.password_path(WebConfig(password_file="/etc/pw"), state) == Path("/etc/pw")
+    assert passwords.verify_password("another passphrase", (state / passwords.DEFAULT_PASSWORD_FILE).read_text())
+    assert passwords.password_path(WebConfig(password_file="x/pw"), state) == state / "x/pw"
+    assert passwords.password_path(WebConfig(password_file="/etc/pw"), state) == Path("/etc/pw")
 
 
 # ---- end to end in headless Chromium ----------------------------------------------------------------

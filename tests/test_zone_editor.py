@@ -11,9 +11,13 @@ import tomllib
 import numpy as np
 import pytest
 
-from edge import config, web
+from edge import config
 from edge.errors import ConfigError
-from edge.web import LiveFrame, WebConfig, WebServer
+from edge.settings.web import WebConfig
+from edge.web.handover import LiveFrame
+from edge.web.passwords import hash_password, write_password_file
+from edge.web.server import WebServer
+from edge.web.sessions import SESSION_COOKIE
 from edge.zone_editor import ZoneEditor, replace_polygons
 
 PASSWORD = "correct horse battery"
@@ -49,7 +53,7 @@ class Editor:
         if frame:
             self.live.put(np.zeros((96, 128, 3), np.uint8))
         pw = tmp_path / "web-password"
-        web.write_password_file(pw, web.hash_password(PASSWORD, n=2**10))
+        write_password_file(pw, hash_password(PASSWORD, n=2**10))
         self.saved_to = []
         self.overlay = tmp_path / "state" / "zones.toml"
         self.editor = ZoneEditor(self.path if path else None, self.frame_size, lambda: ([], []),
@@ -429,7 +433,7 @@ def test_zone_editor_in_chromium_end_to_end(tmp_path, monkeypatch):
     for i in range(3):
         cv2.imwrite(str(frames / f"{i}.png"), img[..., ::-1])
     pw = tmp_path / "web-password"
-    web.write_password_file(pw, web.hash_password(PASSWORD, n=2**10))
+    write_password_file(pw, hash_password(PASSWORD, n=2**10))
     head = E2E_HEAD.format(det=write_detector_manifest(tmp_path), clf=write_classifier_manifest(tmp_path),
                            frames=frames, state=tmp_path / "state", pw=pw)
     conf = tmp_path / "door.toml"
@@ -437,8 +441,8 @@ def test_zone_editor_in_chromium_end_to_end(tmp_path, monkeypatch):
     before = config.load(conf)
 
     servers = []
-    real_start = web.WebServer.start
-    monkeypatch.setattr(web.WebServer, "start", lambda self: servers.append(self) or real_start(self))
+    real_start = WebServer.start
+    monkeypatch.setattr(WebServer, "start", lambda self: servers.append(self) or real_start(self))
     factory = MockFactory(pin_class=MockPWMPin)
     runner = service.Runner(config.load(conf), pin_factory=factory, notifier=FakeNotifier(), config_path=conf,
                             detector_interpreter=BlobDetectorInterpreter(),
@@ -461,7 +465,7 @@ def test_zone_editor_in_chromium_end_to_end(tmp_path, monkeypatch):
         def get(path: str, cookie: str) -> tuple[int, bytes]:
             c = http.client.HTTPConnection("127.0.0.1", servers[0].port, timeout=10)
             try:
-                c.request("GET", path, headers={"Cookie": f"{web.SESSION_COOKIE}={cookie}"})
+                c.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
                 r = c.getresponse()
                 return r.status, r.read()
             finally:
@@ -547,7 +551,7 @@ def test_zone_editor_in_chromium_end_to_end(tmp_path, monkeypatch):
 
         # the running loop switched: use_polygons, the status, and black under the mask in the live frame
         assert switched == [conf]
-        cookie = tab.cookie(web.SESSION_COOKIE, base)
+        cookie = tab.cookie(SESSION_COOKIE, base)
         status, body = get("/status.json", cookie)
         st = json.loads(body)
         assert status == 200 and st["privacy"].startswith("1 zone(s), 1 privacy mask(s)") and \

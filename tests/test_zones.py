@@ -259,10 +259,10 @@ def test_whole_frame_snapshot_with_other_faces_pixelated(tmp_path):
 
 
 def test_live_view_pixelates_faces_outside_the_zones(tmp_path, monkeypatch):
-    from edge import web
+    from edge.web.handover import LiveFrame
 
     shown = []
-    monkeypatch.setattr(web.LiveFrame, "put", lambda self, image, overlays=(): shown.append((image, overlays)))
+    monkeypatch.setattr(LiveFrame, "put", lambda self, image, overlays=(): shown.append((image, overlays)))
     frames = [scene([(10, 30, RED), (85, 30, BLUE)])] * 6
     run_folder(tmp_path, frames, f"[[zones]]\npoints = {LEFT_HALF}\n[web]\nenabled = true\nport = 0\n")
     image, overlays = shown[-1]

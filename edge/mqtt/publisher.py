@@ -1,295 +1,38 @@
-"""Events leave the device: MQTT publishing with a store-and-forward outbox.
+"""The MQTT publisher: a sender thread that publishes the outbox in order, and the connection's callbacks.
 
-Every event is first written to the SQLite event store (edge/events.py). The
-publisher then adds it to its own ``outbox`` table in the same database file
-(WAL) and returns at once; a sender thread publishes queued rows in order with
-QoS 1 and marks a row acknowledged only when the broker's PUBACK arrives. A
-broker that is down, a wrong password or a TLS failure never reaches the frame
-loop: events wait in the outbox (bounded by ``outbox_cap``, oldest dropped past
-it and counted) and go out in order once a connection is made, even after a
-restart of the process.
-
-Topics (``<prefix>`` defaults to ``doorguard/<device>``):
-
-    <prefix>/availability   online / offline, retained; the Last Will says offline
-    <prefix>/events         one JSON object per event (QoS 1, not retained)
-    <prefix>/state          retained JSON: fps, camera_ok, last_event_time, violations_today ...
-    homeassistant/<component>/<unique_id>/config
-                            Home Assistant MQTT discovery (retained): a violation
-                            binary_sensor, violations-today and fps sensors, a
-                            camera-problem binary_sensor and an outbox sensor,
-                            all on one device.
-
-Delivery is at least once: a PUBACK lost in a disconnect makes the event go out
-again after the reconnect (flagged DUP). Every event carries a unique ``id``;
-consumers that must not count twice dedupe on it.
+The frame loop only queues (:meth:`MqttPublisher.enqueue`, one insert into the outbox,
+edge/mqtt/outbox.py). The sender thread publishes queued rows with QoS 1 and marks a row
+acknowledged when its PUBACK arrives; it also trims the outbox past ``outbox_cap``,
+checkpoints the WAL, and publishes the retained state message. paho's own network thread
+runs the callbacks, which only flip flags and queue acknowledgements. A broker that is down,
+a wrong password or a TLS failure is logged once and retried with back-off; events wait.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-import os
 import queue
-import re
 import socket
 import sqlite3
 import ssl
-import stat
 import threading
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .settings.mqtt import MqttConfig, MqttTlsConfig  # noqa: F401 - old import path
+from ..settings.mqtt import MqttConfig
+from .client import make_client
+from .discovery import discovery_configs
+from .outbox import TRIM_BATCH, Outbox
+from .payloads import event_payload, iso_utc, json_default, node_id
 
 log = logging.getLogger("doorguard.mqtt")
 
-OUTBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- publish order
-    event_id TEXT NOT NULL UNIQUE,           -- the event store's row id (or a uuid): enqueue is idempotent
-    payload TEXT NOT NULL,                   -- the JSON published on <prefix>/events
-    verdict TEXT,
-    created REAL NOT NULL,                   -- unix time the row was queued
-    state TEXT NOT NULL DEFAULT 'queued',    -- queued | sent (handed to the client) | acked (PUBACK seen)
-    sent_at REAL,
-    acked_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, seq);
-CREATE TABLE IF NOT EXISTS outbox_meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-#: Acknowledged rows are kept this long (they feed "violations today" after a
-#: restart), then deleted; the event store keeps the events themselves.
-ACKED_KEEP_S = 2 * 86400.0
-
-#: Past outbox_cap the sender deletes the oldest unsent rows this many per transaction.
-TRIM_BATCH = 200
-
 #: The sender thread checkpoints the WAL this often (the enqueue connection never does).
 CHECKPOINT_EVERY_S = 5.0
-
-#: HA discovery and MQTT topic levels allow only these characters in ids.
-_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def password_file_problem(path: Path) -> tuple[str, str] | None:
-    """What is wrong with the MQTT password file's permissions, if anything.
-
-    Returns:
-        ``("error", why)`` when every user may read (or write) it: doorguard refuses to
-        use it; ``("warning", why)`` when a group this process is not in may read it;
-        None when it is private to the service (the README's ``0640 root:doorguard``
-        included), or absent (reading it then says so).
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o007:
-        what = "read" if mode & 0o004 else "write"
-        return ("error", f"{path} is open to every user on this machine (mode {mode:04o}: others may {what} "
-                         f"it): run `chmod o-rwx {path}` (the README's 0640, group doorguard)")
-    if mode & 0o070 and st.st_gid not in {os.getegid(), *os.getgroups()}:
-        try:
-            import grp
-
-            group = grp.getgrgid(st.st_gid).gr_name
-        except (ImportError, KeyError):
-            group = str(st.st_gid)
-        return ("warning", f"{path} is readable by group {group} (mode {mode:04o}), which doorguard does not "
-                           f"run as: `chgrp doorguard {path}` or `chmod g-rwx {path}`")
-    return None
-
-
-def node_id(name: str) -> str:
-    """A device name reduced to the characters MQTT topics and HA ids accept."""
-    return _ID_CHARS.sub("_", name).strip("_") or "doorguard"
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("doorguard")
-    except Exception:  # noqa: BLE001 - not installed (a bare checkout)
-        return "0+unknown"
-
-
-def _json_default(o: Any) -> Any:
-    # Events come from dataclasses holding numpy scalars and Box objects.
-    if hasattr(o, "as_list"):
-        return o.as_list()
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return dataclasses.asdict(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
-
-
-def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="milliseconds")
-
-
-def event_payload(event: Mapping[str, Any] | Any, device: str, *, store_id: Any = None,
-                  model_hashes: Mapping[str, str] | None = None,
-                  wall_time: float | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON object published for one event.
-
-    Args:
-        event: an ``edge.types.Event`` or a dict (keys of the event store's rows
-            are understood: ``id``, ``time``, ``track``/``track_id``, ``verdict``,
-            ``label``, ``score``, ``box`` or ``x1..y2``, ``alerted``, ``source``,
-            ``detector_sha256``/``classifier_sha256`` or ``models``).
-        device: the device name (``node_id``) put into the message.
-        store_id: the event store's row id; default ``event["id"]``.
-        model_hashes: {"detector": sha256, "classifier": sha256}; default from the event.
-        wall_time: unix time of the event; default ``event.time`` (the service's
-            Event.time is a monotonic clock, so it passes the frame's wall time here).
-        extra: more fields for the message (e.g. ``arming``); never replaces the ones above.
-
-    Returns:
-        A dict with a fresh unique ``id`` (uuid4 hex), ``store_id``, ``device``,
-        ``time`` (ISO 8601 UTC), ``timestamp`` (unix seconds), ``verdict``,
-        ``label``, ``score``, ``track``, ``box``, ``alerted``, ``source``, ``models``.
-    """
-    if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        e = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-    else:
-        e = dict(event)
-    ts = wall_time if wall_time is not None else e.get("time")
-    ts = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else time.time()
-    box = e.get("box")
-    if box is None and all(k in e for k in ("x1", "y1", "x2", "y2")):
-        box = [e["x1"], e["y1"], e["x2"], e["y2"]]
-    models = dict(model_hashes or e.get("models") or {})
-    for role in ("detector", "classifier"):
-        if e.get(f"{role}_sha256") and role not in models:
-            models[role] = e[f"{role}_sha256"]
-    track = e.get("track", e.get("track_id"))
-    score = e.get("score")
-    out = {
-        "id": uuid.uuid4().hex,
-        "store_id": store_id if store_id is not None else e.get("id"),
-        "device": device,
-        "time": _iso(ts),
-        "timestamp": round(ts, 3),
-        "verdict": e.get("verdict"),
-        "label": e.get("label"),
-        "score": round(float(score), 4) if isinstance(score, (int, float)) or hasattr(score, "item") else score,
-        "track": track,
-        "box": box,
-        "alerted": e.get("alerted"),
-        "source": e.get("source"),
-        "models": models,
-    }
-    for k, v in (extra or {}).items():
-        out.setdefault(k, v)
-    # Round-trip once so numpy scalars / Box objects become plain JSON here, not in the sender.
-    return json.loads(json.dumps(out, default=_json_default))
-
-
-def discovery_common(node: str, device_name: str, prefix: str, qos: int = 1) -> dict[str, Any]:
-    """The fields every doorguard entity's discovery config shares: availability, device, origin, qos."""
-    sw = _version()
-    device = {
-        "identifiers": [f"doorguard_{node}"],
-        "name": f"doorguard {device_name}",
-        "model": "doorguard doorway watcher",
-        "manufacturer": "doorguard",
-        "sw_version": sw,
-    }
-    return {
-        "availability_topic": f"{prefix}/availability",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "origin": {"name": "doorguard", "sw_version": sw},
-        "qos": qos,
-    }
-
-
-def discovery_configs(node: str, device_name: str, prefix: str, discovery_prefix: str,
-                      qos: int = 1) -> dict[str, dict[str, Any]]:
-    """Home Assistant MQTT discovery messages: {config topic: payload}.
-
-    One config topic per entity (``<discovery_prefix>/<component>/<unique_id>/config``,
-    HA's recommended form when entities have a unique_id), all sharing one
-    ``device`` block and the availability topic, following HA's documented
-    discovery fields (unique_id, state_topic, availability_topic,
-    payload_available/payload_not_available, value_template, payload_on/off,
-    device {identifiers, name, model, manufacturer, sw_version}, origin).
-    """
-    common = discovery_common(node, device_name, prefix, qos)
-    ents: list[tuple[str, str, dict[str, Any]]] = [
-        ("binary_sensor", "violation", {
-            "name": "Violation",
-            # Each event flips it on (violation) or off (compliant/neutral); off_delay
-            # turns it back off when no new violation arrives.
-            "state_topic": f"{prefix}/events",
-            "value_template": "{{ 'ON' if value_json.verdict == 'violation' else 'OFF' }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "off_delay": 10,
-            "device_class": "safety",
-            "json_attributes_topic": f"{prefix}/events",
-            "icon": "mdi:door-closed-lock",
-        }),
-        ("sensor", "violations_today", {
-            "name": "Violations today",
-            "state_topic": f"{prefix}/state",
-            "value_template": "{{ value_json.violations_today }}",
-            "state_class": "total_increasing",
-            "icon": "mdi:alert-octagon",
-        }),
-        ("sensor", "fps", {
-            "name": "Frame rate",
-            "state_topic": f"{prefix}/state",
-            "value_template": "{{ value_json.fps }}",  # null -> "None": HA shows unknown
-            "unit_of_measurement": "fps",
-            "state_class": "measurement",
-            "suggested_display_precision": 1,
-            "entity_category": "diagnostic",
-        }),
-        ("binary_sensor", "camera_problem", {
-            "name": "Camera problem",
-            "state_topic": f"{prefix}/state",
-            # "None" is HA's payload for unknown (no camera report yet), not a problem.
-            "value_template": "{{ 'None' if value_json.camera_ok is not defined or value_json.camera_ok is none"
-                              " else ('OFF' if value_json.camera_ok else 'ON') }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "problem",
-            "entity_category": "diagnostic",
-        }),
-        ("sensor", "outbox", {
-            "name": "Events waiting to send",
-            "state_topic": f"{prefix}/state",
-            "value_template": "{{ value_json.outbox_pending }}",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "icon": "mdi:tray-full",
-        }),
-    ]
-    out: dict[str, dict[str, Any]] = {}
-    for component, key, fields in ents:
-        uid = f"doorguard_{node}_{key}"
-        out[f"{discovery_prefix}/{component}/{uid}/config"] = {"unique_id": uid, **fields, **common}
-    return out
 
 
 def _local_day(t: float) -> str:
@@ -324,8 +67,8 @@ class MqttPublisher:
         self.topic_availability = f"{self.prefix}/availability"
         self._clock = clock
 
-        self._db_lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        #: The queue of event messages (edge/mqtt/outbox.py).
+        self.outbox = Outbox(self.db_path, clock)
         self._client = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -351,7 +94,6 @@ class MqttPublisher:
         self._retained_dirty: set[str] = set()
         self._extra_discovery: dict[str, dict[str, Any] | None] = {}
 
-        self._pending = 0
         self._trim_logged_at = -math.inf
         self.counters = {"enqueued": 0, "published": 0, "acked": 0, "dropped": 0, "republished_after_restart": 0}
 
@@ -368,7 +110,7 @@ class MqttPublisher:
         if self._started:
             return self
         self._started = True
-        self._open_db()
+        self._open_outbox()
         client = self._make_client()
         if client is not None:
             self._client = client
@@ -391,7 +133,7 @@ class MqttPublisher:
         self._closed = True
         if self._client is not None and self._connected.is_set():
             deadline = time.monotonic() + flush_timeout_s
-            while (self._pending > 0 or self._retained_dirty) and time.monotonic() < deadline \
+            while (self.outbox.pending > 0 or self._retained_dirty) and time.monotonic() < deadline \
                     and self._connected.is_set():
                 self._wake.set()
                 time.sleep(0.02)
@@ -412,12 +154,9 @@ class MqttPublisher:
         if self._started:
             s = self.counters
             log.info("MQTT: %d event(s) queued this run, %d acknowledged by the broker, %d waiting for "
-                     "the next start, %d dropped (outbox_cap)", s["enqueued"], s["acked"], self._pending,
+                     "the next start, %d dropped (outbox_cap)", s["enqueued"], s["acked"], self.outbox.pending,
                      s["dropped"])
-        if self._db is not None:
-            with self._db_lock:
-                self._db.close()
-                self._db = None
+        self.outbox.close()
 
     def __enter__(self) -> "MqttPublisher":
         return self.start()
@@ -442,7 +181,7 @@ class MqttPublisher:
             True when queued; False when it was already queued (same store id) or
             the outbox is unusable (logged; the local alarm is unaffected).
         """
-        if self._db is None:
+        if not self.outbox.is_open:
             return False
         now = self._clock()
         payload = event_payload(event, self.node, store_id=store_id, model_hashes=model_hashes,
@@ -450,17 +189,8 @@ class MqttPublisher:
         key = str(payload["store_id"]) if payload["store_id"] is not None else payload["id"]
         text = json.dumps(payload, separators=(",", ":"))
         try:
-            with self._db_lock:
-                db = self._db
-                if db is None:
-                    return False
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, payload, verdict, created) VALUES (?,?,?,?)",
-                    (key, text, payload["verdict"], now))
-                if cur.rowcount == 0:
-                    return False
-                self._pending += 1
-                db.commit()
+            if not self.outbox.add(key, text, payload["verdict"], now):
+                return False
         except sqlite3.Error as e:
             self._problem(f"cannot queue event for MQTT in {self.db_path}: {e}", logging.ERROR)
             return False
@@ -526,55 +256,20 @@ class MqttPublisher:
     def stats(self) -> dict[str, Any]:
         """Counters for logs and tests: enqueued, published, acked, dropped, pending, connected."""
         out = dict(self.counters)
-        out["pending"] = self._pending
+        out["pending"] = self.outbox.pending
         out["connected"] = self.connected
-        out["dropped_total"] = self._meta("dropped")
+        out["dropped_total"] = self.outbox.meta("dropped")
         return out
 
-    # ---- SQLite -----------------------------------------------------------------------
-    def _open_db(self) -> None:
-        from .errors import StateError
-
-        try:
-            # The state directory exists when the event store is on; with [events]
-            # off the outbox still needs it.
-            self.db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            from .events import private_file
-
-            private_file(self.db_path)  # 0600, like the event store's (the same file)
-            db = sqlite3.connect(self.db_path, timeout=5.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL: a commit survives a process crash (kill -9); only a
-            # power cut can lose the last transactions, and never corrupts the file.
-            db.execute("PRAGMA synchronous=NORMAL")
-            # A WAL checkpoint fsyncs the database (tens of ms, more on an SD card);
-            # enqueue runs on the frame loop, so this connection never checkpoints:
-            # the sender thread does, on its own connection (_checkpoint).
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            db.executescript(OUTBOX_SCHEMA)
-            now = self._clock()
-            # Rows handed to the previous process's client may or may not have
-            # reached the broker: send them again (at least once).
-            again = db.execute("UPDATE outbox SET state='queued', sent_at=NULL WHERE state='sent'").rowcount
-            self._pending = db.execute("SELECT COUNT(*) FROM outbox WHERE state!='acked'").fetchone()[0]
-            midnight = time.mktime(time.strptime(_local_day(now), "%Y-%m-%d"))
-            self._violations_today = db.execute(
-                "SELECT COUNT(*) FROM outbox WHERE verdict='violation' AND created >= ?", (midnight,)).fetchone()[0]
-            db.commit()
-        except (sqlite3.Error, OSError) as e:
-            raise StateError(f"MQTT outbox in {self.db_path} is unusable: {e}") from e
-        self._db = db
-        self._prune_acked()
+    # ---- the outbox ----------------------------------------------------------------
+    def _open_outbox(self) -> None:
+        again = self.outbox.open()
+        midnight = time.mktime(time.strptime(_local_day(self._clock()), "%Y-%m-%d"))
+        self._violations_today = self.outbox.violations_since(midnight)
+        self.outbox.prune_acked()
         self.counters["republished_after_restart"] = again
-        if self._pending:
-            log.info("MQTT outbox: %d event(s) from before the restart wait for the broker", self._pending)
-
-    def _meta(self, key: str) -> int:
-        with self._db_lock:
-            if self._db is None:
-                return 0
-            row = self._db.execute("SELECT value FROM outbox_meta WHERE key=?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+        if self.outbox.pending:
+            log.info("MQTT outbox: %d event(s) from before the restart wait for the broker", self.outbox.pending)
 
     # ---- paho client ----------------------------------------------------------------
     def _port(self) -> int:
@@ -584,59 +279,10 @@ class MqttPublisher:
         return f"{self.cfg.host}:{self._port()}"
 
     def _make_client(self):
-        """The paho client with will, credentials, TLS and back-off; None when unusable (logged)."""
-        try:
-            import paho.mqtt.client as mqtt
-        except ImportError:
-            self._problem("paho-mqtt is not installed (pip install 'paho-mqtt>=2'): events stay queued",
-                          logging.ERROR)
+        """The paho client (edge/mqtt/client.py) with this publisher's callbacks; None when unusable (logged)."""
+        client = make_client(self.cfg, self.client_id, self.topic_availability, self._problem)
+        if client is None:
             return None
-
-        class _Client(mqtt.Client):
-            # paho's on_connect_fail carries no reason: keep the exception so
-            # a TLS or DNS failure can be logged as what it is.
-            last_error: BaseException | None = None
-
-            def reconnect(self):  # noqa: D102
-                try:
-                    return super().reconnect()
-                except OSError as e:
-                    self.last_error = e
-                    raise
-
-        # clean_session: the outbox, not the broker session, is what keeps events.
-        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                         protocol=mqtt.MQTTv311, clean_session=True)
-        c = self.cfg
-        client.will_set(self.topic_availability, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
-        client.max_inflight_messages_set(c.max_inflight)
-        if c.username:
-            password = None
-            if c.password_file:
-                problem = password_file_problem(Path(c.password_file).expanduser())
-                if problem is not None and problem[0] == "error":
-                    self._problem(f"MQTT password_file {problem[1]}; not used, events stay queued", logging.ERROR)
-                    return None
-                if problem is not None:
-                    log.warning("MQTT password_file %s", problem[1])
-                try:
-                    lines = Path(c.password_file).expanduser().read_text(encoding="utf-8").splitlines()
-                    password = lines[0] if lines else ""
-                except (OSError, UnicodeDecodeError) as e:
-                    self._problem(f"cannot read MQTT password_file {c.password_file}: "
-                                  f"{getattr(e, 'strerror', None) or e}; events stay queued", logging.ERROR)
-                    return None
-            client.username_pw_set(c.username, password)
-        if c.tls.enabled:
-            try:
-                client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.certfile, keyfile=c.tls.keyfile,
-                               cert_reqs=ssl.CERT_REQUIRED)
-                client.tls_insecure_set(c.tls.insecure)
-            except (OSError, ValueError, ssl.SSLError) as e:
-                self._problem(f"MQTT TLS setup failed (ca_file/certfile/keyfile): {e}; events stay queued",
-                              logging.ERROR)
-                return None
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -663,7 +309,7 @@ class MqttPublisher:
             return
         self._last_problem = None
         log.info("MQTT connected to %s as %s (prefix %s, %d event(s) waiting)",
-                 self._where(), self.client_id, self.prefix, self._pending)
+                 self._where(), self.client_id, self.prefix, self.outbox.pending)
         client.publish(self.topic_availability, "online", qos=1, retain=True)
         if self.cfg.discovery:
             # Home Assistant announces itself on <discovery_prefix>/status; discovery
@@ -741,24 +387,19 @@ class MqttPublisher:
     def _run(self) -> None:
         next_prune = time.monotonic() + 3600.0
         next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
-        ckpt: sqlite3.Connection | None = None
         while not self._stop.is_set():
             self._wake.wait(min(0.5, self.cfg.state_interval_s))
             self._wake.clear()
             try:
                 self._drain_acks()
-                if self._pending > self.cfg.outbox_cap:
+                if self.outbox.pending > self.cfg.outbox_cap:
                     self._trim()
                 if time.monotonic() >= next_prune:  # a service runs for months: keep the table small
                     next_prune = time.monotonic() + 3600.0
-                    self._prune_acked()
+                    self.outbox.prune_acked()
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
-                    if ckpt is None:
-                        ckpt = sqlite3.connect(self.db_path, timeout=5.0)
-                    # PASSIVE: copies what it can without waiting for (or blocking) writers;
-                    # keeps the WAL short so no commit on the frame loop has to checkpoint.
-                    ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self.outbox.checkpoint()
                 if self._client is not None and self._connected.is_set():
                     self._send_some()
                     self._maybe_publish_state()
@@ -769,8 +410,7 @@ class MqttPublisher:
             except Exception as e:  # noqa: BLE001 - the sender must survive anything; the alarm is local
                 log.exception("MQTT sender error (continuing): %s", e)
                 self._stop.wait(1.0)
-        if ckpt is not None:
-            ckpt.close()
+        self.outbox.close_checkpoints()
 
     def _trim(self, batch: int = TRIM_BATCH) -> int:
         """Drop the oldest never-sent events past ``outbox_cap``, ``batch`` rows per transaction.
@@ -783,21 +423,10 @@ class MqttPublisher:
         """
         total = 0
         while not self._stop.is_set():
-            with self._db_lock:
-                db = self._db
-                excess = self._pending - self.cfg.outbox_cap
-                if db is None or excess <= 0:
-                    break
-                n = db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE state='queued'"
-                               " ORDER BY seq LIMIT ?)", (min(excess, batch),)).rowcount
-                if n:
-                    self._pending -= n
-                    self.counters["dropped"] += n
-                    db.execute("INSERT INTO outbox_meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key)"
-                               " DO UPDATE SET value = value + excluded.value", (n,))
-                db.commit()
+            n = self.outbox.drop_oldest(self.cfg.outbox_cap, batch)
             if not n:
                 break  # what is left over the cap is in flight: it goes out, then counts down
+            self.counters["dropped"] += n
             total += n
             # threading.Lock is not fair: without a pause this loop would take the lock straight
             # back, and an enqueue from the frame loop could wait behind many batches.
@@ -810,13 +439,6 @@ class MqttPublisher:
             with self._state_lock:
                 self._state_dirty = True
         return total
-
-    def _prune_acked(self) -> None:
-        with self._db_lock:
-            if self._db is not None:
-                self._db.execute("DELETE FROM outbox WHERE state='acked' AND acked_at < ?",
-                                 (self._clock() - ACKED_KEEP_S,))
-                self._db.commit()
 
     def _drain_acks(self) -> None:
         seqs = []
@@ -832,14 +454,8 @@ class MqttPublisher:
             self._resend_pending = False
         if not seqs:
             return
-        now = self._clock()
-        with self._db_lock:
-            if self._db is None:
-                return
-            self._db.executemany("UPDATE outbox SET state='acked', acked_at=? WHERE seq=? AND state='sent'",
-                                 [(now, s) for s in seqs])
-            self._db.commit()
-            self._pending = max(0, self._pending - len(seqs))
+        if not self.outbox.mark_acked(seqs):
+            return
         self.counters["acked"] += len(seqs)
         with self._state_lock:
             self._state_dirty = True
@@ -854,11 +470,7 @@ class MqttPublisher:
         room = self.cfg.max_inflight - len(self._inflight)
         if room <= 0:
             return
-        with self._db_lock:
-            if self._db is None:
-                return
-            rows = self._db.execute("SELECT seq, payload FROM outbox WHERE state='queued' ORDER BY seq LIMIT ?",
-                                    (room,)).fetchall()
+        rows = self.outbox.queued(room)
         if not rows:
             return
         sent: list[tuple[float, int]] = []
@@ -876,10 +488,7 @@ class MqttPublisher:
                 self._resend_pending = True
                 break
         if sent:
-            with self._db_lock:
-                if self._db is not None:
-                    self._db.executemany("UPDATE outbox SET state='sent', sent_at=? WHERE seq=?", sent)
-                    self._db.commit()
+            self.outbox.mark_sent(sent)
             self.counters["published"] += len(sent)
 
     def _publish_retained(self) -> None:
@@ -906,9 +515,9 @@ class MqttPublisher:
                 return
             payload = dict(self._state)
             payload["violations_today"] = self._violations_today
-            payload["outbox_pending"] = self._pending
+            payload["outbox_pending"] = self.outbox.pending
             payload["outbox_dropped"] = self.counters["dropped"]
-            payload["time"] = _iso(now)
+            payload["time"] = iso_utc(now)
             self._state_dirty = False
             self._state_sent_at = time.monotonic()
-        self._client.publish(self.topic_state, json.dumps(payload, default=_json_default), qos=1, retain=True)
+        self._client.publish(self.topic_state, json.dumps(payload, default=json_default), qos=1, retain=True)
