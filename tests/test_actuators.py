@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from edge.actuators import Actuators, GpioConfig
 from edge.errors import HardwareError
+from edge.fakes import FakeClock
 
 from virtual_time import VirtualTime
 
@@ -52,14 +53,6 @@ def vt(monkeypatch):
         getattr(t, "stopping", getattr(t, "finished", None)).set()
         v._interrupt(t)
     assert not left, f"pattern threads still running after the test: {left}"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def cfg(**kw) -> GpioConfig:
@@ -180,7 +173,7 @@ def test_alert_during_fault_then_fault_resumes(factory, vt):
 
 
 def test_mute_button_silences_buzzer_for_n_minutes(factory, vt):
-    clock = FakeClock()  # the mute's minutes (the Actuators' own clock), apart from the patterns' seconds
+    clock = FakeClock(1000.0)  # the mute's minutes (the Actuators' own clock), apart from the patterns' seconds
     c = cfg(mute_button=BTN, mute_minutes=3, alert_repeats=1)
     with Actuators(c, pin_factory=factory, clock=clock) as act:
         buz, red, btn = factory.pin(BUZ), factory.pin(RED), factory.pin(BTN)
@@ -339,7 +332,7 @@ def test_missing_sound_player_does_not_break_the_alarm(factory, vt, tmp_path, ca
 
 
 def test_muted_alert_plays_no_sound(factory, tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     calls = []
     c = cfg(sound_file=tmp_path / "x.wav", alert_repeats=1)
     with Actuators(c, pin_factory=factory, clock=clock, popen=lambda *a, **k: calls.append(a)) as act:

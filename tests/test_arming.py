@@ -12,13 +12,12 @@ import pytest
 from edge import cli, config, service
 from edge.arming import Arming, ArmingConfig
 from edge.errors import ConfigError
+from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
+                        FakeNotifier, ListSource, frame_with, write_classifier_manifest,
+                        write_detector_manifest)
 from edge.settings.web import WebConfig
 from edge.web.passwords import hash_password, write_password_file
 from edge.web.server import WebServer
-
-from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 
 UTC = timezone.utc
 NIGHT = '[[arming.schedule]]\nstate = "disarmed"\nstart = "22:00"\nend = "07:00"\n'

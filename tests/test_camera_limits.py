@@ -10,22 +10,14 @@ import pytest
 
 from edge.config import SourceConfig
 from edge.errors import SourceError
+from edge.fakes import FakeClock, ListSource
 from edge.sources import Capture
-
-from doorway_fakes import ListSource
-
-
-class _Clock:
-    """A capture clock whose waits pass at once (the count of tries is exact on any CPU)."""
-
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 class _Stop:
+    """Capture's stop event whose waits move the clock and pass at once (the count of tries is exact
+    on any CPU)."""
+
     def __init__(self, clock):
         self.clock, self.event = clock, threading.Event()
 
@@ -40,7 +32,7 @@ class _Stop:
 def test_never_opens_names_open_timeout_as_the_limit_hit():
     """It stopped at 7.5 s of 10: the message says the next retry (4 s later) would pass the
     limit, not just the two numbers (the issue: "gave up after 7.5 s, open_timeout_s = 10")."""
-    clock = _Clock()
+    clock = FakeClock()
     cfg = SourceConfig(open_timeout_s=10.0, reconnect_initial_s=0.5, reconnect_max_s=4.0)
     cap = Capture(ListSource([], live=True, fail_open=1000, name="/dev/video0"), cfg, clock=clock)
     cap._stop = _Stop(clock)

@@ -283,9 +283,8 @@ def test_check_config_refuses_missing_or_broken_models(tmp_path, capsys):
 def test_run_warns_about_rule_labels_no_model_outputs(tmp_path, caplog):
     import logging
 
-    from doorway_fakes import (BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                               FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                               write_detector_manifest)
+    from edge.fakes import (BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
+                            ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 
     from edge import service
 

@@ -104,7 +104,7 @@ def test_runner_never_opens_while_disarmed(tmp_path, factory):
 
 def test_runner_passes_faults_to_the_relay(tmp_path, factory, monkeypatch):
     """Model failures (the fault pattern) reach the relay: shut while they last, open after."""
-    from doorway_fakes import BLUE, ListSource, frame_with
+    from edge.fakes import BLUE, ListSource, frame_with
 
     seen: list[bool] = []
     orig = DoorRelay.set_fault

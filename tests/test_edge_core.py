@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge import yolo
+from edge import fakes, yolo
 from edge.errors import ModelError
 from edge.manifest import (FORMAT_VERSION, InputSpec, Manifest, OutputSpec, load_manifest, manifest_paths,
                            sha256_file, write_manifest)
@@ -39,30 +39,9 @@ def _det_manifest(tmp_path, anchors=((8.0, 8.0),), labels=("face",), name="det")
     return path
 
 
-class StubInterpreter:
-    """Stands in for a TFLite interpreter: fixed output tensors, records the input."""
-
-    def __init__(self, in_shape, in_dtype, outputs: dict[str, tuple[np.ndarray, tuple[float, int]]]):
-        self.in_shape, self.in_dtype, self._outs = in_shape, in_dtype, outputs
-        self.last_input = None
-
-    def get_input_details(self):
-        return [{"index": 0, "name": "input", "shape": np.array(self.in_shape), "dtype": self.in_dtype,
-                 "quantization": (1 / 255, -128)}]
-
-    def get_output_details(self):
-        return [{"index": i + 1, "name": n, "shape": np.array(a.shape), "dtype": a.dtype, "quantization": q}
-                for i, (n, (a, q)) in enumerate(self._outs.items())]
-
-    def set_tensor(self, index, value):
-        assert value.dtype == self.in_dtype and list(value.shape) == list(self.in_shape)
-        self.last_input = value
-
-    def invoke(self):
-        pass
-
-    def get_tensor(self, index):
-        return list(self._outs.values())[index - 1][0]
+def _stub(in_shape, in_dtype, outputs):
+    """Fixed output tensors ``{name: (array, quant)}``, an input quantized (1/255, -128)."""
+    return fakes.StubInterpreter.returning(in_shape, outputs, dtype=in_dtype, quantization=(1 / 255, -128))
 
 
 def test_manifest_hash_mismatch_is_refused(tmp_path):
@@ -177,7 +156,7 @@ def test_detector_with_stub_interpreter_maps_to_frame(tmp_path):
     path = _det_manifest(tmp_path)
     head = _head_with_one_box()
     q = np.clip(np.round(head / 0.1), -128, 127).astype(np.int8)
-    stub = StubInterpreter([1, 32, 64, 3], np.int8, {"StatefulPartitionedCall:0": (q, (0.1, 0))})
+    stub = _stub([1, 32, 64, 3], np.int8, {"StatefulPartitionedCall:0": (q, (0.1, 0))})
     det = Detector(path, interpreter=stub)
     frame = np.zeros((64, 128, 3), np.uint8)  # 2x the input: boxes scale by 2
     dets = det.detect(frame)
@@ -191,7 +170,7 @@ def test_detector_refuses_label_count_mismatch(tmp_path):
     raw = json.loads(path.read_text())
     raw["labels"] = ["face", "hand"]  # heads encode 1 class
     path.write_text(json.dumps(raw))
-    stub = StubInterpreter([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.1, 0))})
+    stub = _stub([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.1, 0))})
     with pytest.raises(ModelError, match="2 labels but the heads encode"):
         Detector(path, interpreter=stub)
 
@@ -206,7 +185,7 @@ def test_classifier_with_stub(tmp_path):
                  labels=["mask", "no_mask", "mask_incorrect"], crop_margin=0.2, source={"kind": "trained"})
     write_manifest(m, tmp_path / "cls.json")
     probs = np.array([[-128 + 26, -128 + 205, -128 + 25]], np.int8)
-    stub = StubInterpreter([1, 32, 32, 3], np.int8, {"probs": (probs, (1 / 256, -128))})
+    stub = _stub([1, 32, 32, 3], np.int8, {"probs": (probs, (1 / 256, -128))})
     c = Classifier(tmp_path / "cls.json", interpreter=stub)
     out = c.classify(np.zeros((50, 40, 3), np.uint8))
     assert out.label == "no_mask" and out.score == pytest.approx(205 / 256)
@@ -230,7 +209,7 @@ def _clf_manifest(tmp_path, **changes):
 
 
 def _clf_stub():
-    return StubInterpreter([1, 32, 32, 3], np.int8, {"probs": (np.zeros((1, 3), np.int8), (1 / 256, -128))})
+    return _stub([1, 32, 32, 3], np.int8, {"probs": (np.zeros((1, 3), np.int8), (1 / 256, -128))})
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -269,7 +248,7 @@ def test_manifest_quant_scale_zero_or_not_finite_is_invalid(tmp_path):
 
 def test_detector_head_quant_must_be_the_models(tmp_path):
     path = _det_manifest(tmp_path)
-    stub = StubInterpreter([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.2, 0))})
+    stub = _stub([1, 32, 64, 3], np.int8, {"h": (np.zeros((1, 4, 8, 6), np.int8), (0.2, 0))})
     with pytest.raises(ModelError, match="output head0 quantization is scale 0.2, zero point 0 in the model"):
         Detector(path, interpreter=stub)
 

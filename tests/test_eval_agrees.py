@@ -15,15 +15,14 @@ from hypothesis import strategies as st
 
 from convert.evaluate import pipeline_for
 from edge import config
+from edge.fakes import (BLUE, DARK, GREEN, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
+                        DarkBlobHandInterpreter, frame_with, write_classifier_manifest, write_detector_manifest,
+                        write_hand_manifest)
 from edge.models import Classifier, Detector
 from edge.pipeline import Pipeline
 from edge.ssd import SsdDetector
 from edge.tracking import MAIN
 from edge.types import Frame, Verdict
-
-from doorway_fakes import (BLUE, GREEN, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
-                           write_classifier_manifest, write_detector_manifest)
-from hand_fakes import DARK, DarkBlobHandInterpreter, write_hand_manifest
 
 COLOURS = [RED, BLUE, GREEN]
 

@@ -18,38 +18,10 @@ import pytest
 
 from edge import cli, runtime
 from edge.errors import DataError
+from edge.fakes import StubInterpreter
 from edge.manifest import sha256_file
 
 SIZE = 128  # frame side; detector input 64 (stretch), stride-32 head = one cell per quadrant
-
-
-class _StubInterpreter:
-    """The subset of the TFLite Interpreter API TfliteModel uses."""
-
-    def __init__(self, in_shape, out_name, out_shape, fn):
-        self._in = {"index": 0, "name": "input", "shape": np.array(in_shape), "dtype": np.float32,
-                    "quantization": (0.0, 0)}
-        self._out = {"index": 1, "name": out_name, "shape": np.array(out_shape), "dtype": np.float32,
-                     "quantization": (0.0, 0)}
-        self._fn = fn
-        self._x = None
-        self._y = None
-
-    def get_input_details(self):
-        return [self._in]
-
-    def get_output_details(self):
-        return [self._out]
-
-    def set_tensor(self, index, value):
-        assert value.dtype == np.float32 and list(value.shape) == list(self._in["shape"])
-        self._x = value
-
-    def invoke(self):
-        self._y = self._fn(self._x)
-
-    def get_tensor(self, index):
-        return self._y
 
 
 def _detector_fn(x):
@@ -60,13 +32,13 @@ def _detector_fn(x):
             bright = x[0, 32 * r:32 * r + 32, 32 * c:32 * c + 32].mean(axis=(0, 1)).max() > 0.3
             head[0, r, c, 4] = 10.0 if bright else -10.0
             head[0, r, c, 5] = 10.0
-    return head
+    return [head]
 
 
 def _classifier_fn(x):
     m = x[0].mean(axis=(0, 1))
     red = m[0] > m[2] + 0.2
-    return np.array([[0.9, 0.08, 0.02]] if red else [[0.05, 0.9, 0.05]], np.float32)
+    return [np.array([[0.9, 0.08, 0.02]] if red else [[0.05, 0.9, 0.05]], np.float32)]
 
 
 def _write_model(d: Path, name: str, manifest: dict) -> Path:
@@ -104,8 +76,8 @@ def stub_interpreters(monkeypatch):
     def fake_load(path, num_threads=2, backend=None):
         loaded.append(Path(path).name)
         if Path(path).name.startswith("det"):
-            return _StubInterpreter([1, 64, 64, 3], "head", [1, 2, 2, 6], _detector_fn), "stub"
-        return _StubInterpreter([1, 8, 8, 3], "probs", [1, 3], _classifier_fn), "stub"
+            return StubInterpreter([1, 64, 64, 3], [("head", [1, 2, 2, 6])], compute=_detector_fn), "stub"
+        return StubInterpreter([1, 8, 8, 3], [("probs", [1, 3])], compute=_classifier_fn), "stub"
 
     monkeypatch.setattr(runtime, "load_interpreter", fake_load)
     return loaded

@@ -11,16 +11,14 @@ import pytest
 from edge import config, service
 from edge.errors import ModelError
 from edge.facetouch import FaceTouchConfig, grow, overlap, region_around, touch_score
+from edge.fakes import (BLUE, DARK, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
+                        DarkBlobHandInterpreter, FakeActuators, FakeNotifier, ListSource, frame_with,
+                        write_classifier_manifest, write_detector_manifest, write_hand_manifest)
 from edge.manifest import SsdSpec
 from edge.models import Classifier, Detector
 from edge.pipeline import Pipeline, make_rules
 from edge.ssd import SsdDetector, anchors, decode
 from edge.types import Box, Frame
-
-from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
-from hand_fakes import DARK, DarkBlobHandInterpreter, write_hand_manifest
 
 #: MediaPipe's palm_detection_lite options (palm_detection_cpu graph).
 PALM_LITE = SsdSpec(num_layers=4, strides=[8, 16, 16, 16], min_scale=0.1484375, max_scale=0.75,

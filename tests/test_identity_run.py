@@ -2,7 +2,7 @@
 
 The runner reads a real image folder (FolderSource), the real preprocessing, YOLO decode,
 cropping, per-image tracking, rules, SQLite events and actuators on gpiozero's MockFactory
-run; only the three interpreters are stubs at the model seam (see doorway_fakes).
+run; only the three interpreters are stubs at the model seam (see edge/fakes.py).
 """
 
 from __future__ import annotations
@@ -15,24 +15,22 @@ import numpy as np
 import pytest
 
 from edge import config, service
+from edge.fakes import (BLUE, CLF_SIZE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
+                        StubInterpreter, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.rules import Rules
 from edge.tracking import MAIN
 from edge.types import Box, Verdict
 
-from doorway_fakes import (BLUE, CLF_SIZE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
-                           FakeNotifier, _StubInterpreter, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 
-
-class IdentityInterpreter(_StubInterpreter):
+class IdentityInterpreter(StubInterpreter):
     """"me" when the face crop has a white dot (the household member), else "not_me"."""
 
     def __init__(self):
         super().__init__([1, CLF_SIZE, CLF_SIZE, 3], [("identity_probs", [1, 2])])
 
-    def _compute(self):
-        me = float(self._tensors[0].min(axis=-1).max()) > 0.9  # white: every channel high
-        self._tensors[1] = np.array([[0.92, 0.08] if me else [0.1, 0.9]], np.float32)
+    def compute(self, x):
+        me = float(x.min(axis=-1).max()) > 0.9  # white: every channel high
+        return [np.array([[0.92, 0.08] if me else [0.1, 0.9]], np.float32)]
 
 
 def write_identity_manifest(folder):
@@ -117,7 +115,7 @@ def test_mask_and_identity_in_run_on_a_folder_with_mock_gpio(tmp_path, photos):
 
 def test_without_the_combination_each_classifier_greens_alone(tmp_path, photos):
     cfg = config.load(config_file(tmp_path, "compliant_needs_all_classifiers = false\n"))
-    from doorway_fakes import FakeActuators
+    from edge.fakes import FakeActuators
 
     r = service.Runner(cfg, source_spec=str(photos), actuators=FakeActuators(), notifier=FakeNotifier(),
                        detector_interpreter=BlobDetectorInterpreter(),

@@ -179,3 +179,15 @@ def test_every_package_is_in_the_install():
     found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("edge", "convert", "benchmarks")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found - listed == set()
+
+
+def test_the_fakes_import_without_the_test_suite(tmp_path):
+    # edge/fakes.py ships in the package (as gpiozero ships MockFactory): a benchmark, or the
+    # tests of a project using doorguard, import it from an install that has no tests/.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", "import sys, edge.fakes\n"
+                        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+                        "('tests', 'conftest', 'faults', 'virtual_time'))))"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == []

@@ -10,11 +10,9 @@ import pytest
 
 from edge import cli, config, service
 from edge.errors import ModelError
+from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
+                        ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.manifest import Gate, gate_check, gate_problem, load_manifest, recorded_gate
-
-from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILED = {"passed": False, "checks": [

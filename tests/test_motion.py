@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from edge import config
+from edge.fakes import (BLUE, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
+                        write_classifier_manifest, write_detector_manifest)
 from edge.models import Classifier, Detector
 from edge.motion import MotionGate
 from edge.pipeline import Pipeline
 from edge.types import Frame
-
-from doorway_fakes import (BLUE, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
-                           write_classifier_manifest, write_detector_manifest)
 
 
 def noisy(img: np.ndarray, rng: np.random.Generator, sigma: float = 3.0) -> np.ndarray:

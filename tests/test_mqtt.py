@@ -700,8 +700,8 @@ def test_tls_wrong_ca_fails_clearly_right_ca_delivers(tmp_path, caplog):
 # ---- through `doorguard run`'s loop (edge/service.py wiring) ---------------------------
 
 def _doorway_runner(tmp_path, port: int, frames, source=None, extra: str = "", **kw):
-    from doorway_fakes import (BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                               FakeNotifier, ListSource, write_classifier_manifest, write_detector_manifest)
+    from edge.fakes import (BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
+                            ListSource, write_classifier_manifest, write_detector_manifest)
 
     from edge import config, service
 
@@ -719,7 +719,7 @@ def _doorway_runner(tmp_path, port: int, frames, source=None, extra: str = "", *
 
 def test_doorway_run_publishes_the_events_it_stores(broker, tmp_path):
     """A violating then a compliant face: both stored, both published in order, outbox all acked."""
-    from doorway_fakes import BLUE, RED, frame_with
+    from edge.fakes import BLUE, RED, frame_with
 
     frames = [frame_with([])] * 3 + [frame_with([(20 + i, 30, 30, RED)]) for i in range(12)]
     frames += [frame_with([])] * 12 + [frame_with([(60 - i, 30, 30, BLUE)]) for i in range(12)]
@@ -741,7 +741,7 @@ def test_doorway_run_publishes_the_events_it_stores(broker, tmp_path):
 
 def test_doorway_run_reports_a_lost_camera_in_state(broker, tmp_path):
     """While the camera is lost no frame arrives; the retained state must still say camera_ok false."""
-    from doorway_fakes import ListSource, frame_with
+    from edge.fakes import ListSource, frame_with
 
     src = ListSource([frame_with([])] * 300, live=True)  # runs dry after ~0.6 s: lost for good
     extra = "[source]\nreconnect_initial_s = 0.05\nreconnect_max_s = 0.1\ngive_up_after_s = 1.5\n"

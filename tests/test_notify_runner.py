@@ -15,11 +15,11 @@ import threading
 import time
 
 from edge import service
+from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, frame_with,
+                        write_classifier_manifest, write_detector_manifest)
 from edge.notify import SystemdNotifier
 
 from faults import NotifyListener
-from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           frame_with, write_classifier_manifest, write_detector_manifest)
 
 WATCHDOG_USEC = 100_000  # pings at most every 50 ms
 

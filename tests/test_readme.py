@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge import config, errors, service
-
-from doorway_fakes import FakeActuators, FakeNotifier
+from edge.fakes import FakeActuators, FakeNotifier
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -22,12 +22,11 @@ import pytest
 
 from edge import config, service
 from edge.actuators import Actuators
+from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
+                        ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.notify import SystemdNotifier
 from edge.sources import Capture
 
-from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 from faults import KINDS, FaultySource, JumpyWallClock, NotifyListener, open_fds, recording_pin_class
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,12 +34,11 @@ import pytest
 from edge import config, service
 from edge.config import EventsConfig
 from edge.events import EventStore
+from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
+                        ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.types import Box, Event
 
 import faults
-from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 30

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import ModelError
-
-from doorway_fakes import BlobDetectorInterpreter
+from edge.fakes import BlobDetectorInterpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 DET, CLF = "yoloface-500k-v2", "mask-classifier"
@@ -227,8 +226,8 @@ class FlakyDetector(BlobDetectorInterpreter):
 
 
 def _stub_runner(tmp_path, frames, fail_on):
-    from doorway_fakes import (ColourClassifierInterpreter, FakeActuators, FakeNotifier, ListSource,
-                               write_classifier_manifest, write_detector_manifest)
+    from edge.fakes import (ColourClassifierInterpreter, FakeActuators, FakeNotifier, ListSource,
+                            write_classifier_manifest, write_detector_manifest)
     from edge import config, service
 
     det, clf = write_detector_manifest(tmp_path), write_classifier_manifest(tmp_path)
@@ -245,7 +244,7 @@ def _stub_runner(tmp_path, frames, fail_on):
 
 
 def test_transient_model_failures_show_the_fault_and_the_run_goes_on(tmp_path):
-    from doorway_fakes import frame_with
+    from edge.fakes import frame_with
 
     r, act = _stub_runner(tmp_path, [frame_with([])] * 60, fail_on=set(range(10, 30)))
     assert r.run() == 0
@@ -259,7 +258,7 @@ def test_persistent_model_failure_exits_with_a_code_systemd_restarts(tmp_path):
     in the unit's RestartPreventExitStatus= (2 3 4: bad usage/config/model file)."""
     import re
 
-    from doorway_fakes import frame_with
+    from edge.fakes import frame_with
     from edge.errors import ModelRuntimeError
 
     r, act = _stub_runner(tmp_path, [frame_with([])] * 60, fail_on=set(range(5, 1000)))

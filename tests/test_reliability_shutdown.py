@@ -15,10 +15,10 @@ import time
 import pytest
 
 from edge import service
+from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
+                        write_classifier_manifest, write_detector_manifest)
 from edge.notify import SystemdNotifier
 
-from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
-                           write_classifier_manifest, write_detector_manifest)
 from faults import FaultySource, NotifyListener, recording_pin_class
 
 PINS = {"red": 17, "green": 27, "buzzer": 22}

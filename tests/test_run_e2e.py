@@ -15,11 +15,10 @@ import pytest
 
 from edge import cli, config, service
 from edge.errors import ConfigError, ModelError, SourceError, StateError, UsageError
+from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
+                        FakeNotifier, ListSource, frame_with, write_classifier_manifest,
+                        write_detector_manifest)
 from edge.pipeline import Pipeline
-
-from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                           FakeNotifier, ListSource, frame_with, write_classifier_manifest,
-                           write_detector_manifest)
 
 
 def cfg_for(tmp_path, extra=""):

@@ -12,61 +12,9 @@ import pytest
 from edge.config import SourceConfig
 from edge.demo import DemoSource, draw_mask, load_photo
 from edge.errors import SourceError, UsageError
+from edge.fakes import FakeClock, FakePicamera2, ListSource
 from edge.sources import (Capture, FolderSource, FrameSource, OpenCVSource, PicameraSource, SourceLost,
                           bgr_memory_to_rgb, make_source)
-
-from doorway_fakes import ListSource
-
-
-class FakePicamera2:
-    """Mimics picamera2: "RGB888" arrays hold B, G, R per pixel."""
-
-    instances: list["FakePicamera2"] = []
-
-    def __init__(self, fmt_channels=3, fail_after=None):
-        self.config = None
-        self.started = self.closed = False
-        self.channels = fmt_channels
-        self.calls = 0
-        self.fail_after = fail_after
-        FakePicamera2.instances.append(self)
-
-    def create_video_configuration(self, main, controls=None, lores=None):
-        return {"main": main, "controls": controls, "lores": lores}
-
-    def configure(self, conf):
-        self.config = conf
-
-    def start(self):
-        self.started = True
-
-    def capture_array(self, name="main"):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise RuntimeError("Camera frontend has timed out!")
-        w, h = self.config["main"]["size"]
-        a = np.zeros((h, w, self.channels), np.uint8)
-        # A pure red scene: in memory B=0, G=0, R=255 (and X=255 for XRGB8888).
-        a[..., 2] = 255
-        if self.channels == 4:
-            a[..., 3] = 255
-        return a
-
-    def capture_arrays(self, names):
-        """Main (red scene, B,G,R in memory) and lores (YUV420 of the same red scene) of one request."""
-        import cv2
-
-        main = self.capture_array("main")
-        w, h = self.config["lores"]["size"]
-        rgb = np.zeros((h, w, 3), np.uint8)
-        rgb[..., 0] = 255
-        return [main, cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)], {"SensorTimestamp": self.calls}
-
-    def stop(self):
-        self.started = False
-
-    def close(self):
-        self.closed = True
 
 
 def test_picamera_rgb888_is_bgr_in_memory():
@@ -262,14 +210,6 @@ class RecordingStop:
 
     def __getattr__(self, name):
         return getattr(self.event, name)
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 def test_live_source_keeps_newest_and_counts_drops():

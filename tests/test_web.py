@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from edge import cli
 from edge.errors import ConfigError, UsageError
+from edge.fakes import FakeClock
 from edge.settings.web import WebConfig
 from edge.web import events, health, passwords, render, sessions, set_password, stream
 from edge.web.handover import LiveFrame, Overlay, overlays_from_tracks
@@ -31,16 +32,6 @@ from web_browser import chromium as _chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
-
-
-class FakeClock:
-    """Monotonic clock the tests move by hand (sessions and the login rate limit read it)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -197,7 +188,7 @@ def test_login_cookie_and_pages(harness):
 
 
 def test_wrong_password_is_rate_limited(harness):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     h = harness(clock=clock, login_failures_per_minute=5)
     for _ in range(5):
         status, _, body = h.request("POST", "/login", {"password": "guess"})
@@ -264,7 +255,7 @@ def test_concurrent_wrong_logins_take_their_slot_before_the_password_check(harne
 
 def test_password_checks_per_minute_are_capped_for_all_addresses(harness):
     """Many addresses, each under its own limit: only MAX_PASSWORD_CHECKS_PER_MINUTE checks a minute."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     h = harness(clock=clock, login_failures_per_minute=5)
     n = sessions.MAX_PASSWORD_CHECKS_PER_MINUTE + 10
     codes = []
@@ -320,7 +311,7 @@ def test_login_flood_memory_stays_bounded(harness, tmp_path):
 
 
 def test_session_expires(harness):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     h = harness(clock=clock, session_minutes=0.5)
     status, headers, _ = h.request("POST", "/login", {"password": PASSWORD})
     assert "Max-Age=30" in headers["Set-Cookie"]
@@ -720,8 +711,8 @@ class LoopSource:
 
 def test_runner_serves_its_live_frames_and_status(tmp_path, monkeypatch):
     """`doorguard run` with [web] on: the page shows the loop's frames, state and test button."""
-    from doorway_fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                               FakeNotifier, frame_with, write_classifier_manifest, write_detector_manifest)
+    from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
+                            FakeNotifier, frame_with, write_classifier_manifest, write_detector_manifest)
 
     from edge import config, service
 

@@ -419,8 +419,8 @@ def test_zone_editor_in_chromium_end_to_end(tmp_path, monkeypatch):
     from edge import service
     from web_browser import SKIP_REASON, DevTools, Tab, chromium
 
-    from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
-                               write_classifier_manifest, write_detector_manifest)
+    from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
+                            write_classifier_manifest, write_detector_manifest)
 
     binary = chromium()
     if binary is None:

@@ -1,7 +1,7 @@
 """Zones, privacy masks, face-only snapshots (issue 20 items 1-3): geometry, validation, the runner.
 
 The runner tests go through the real loop with a folder source, gpiozero's mock pins and the
-blob/colour interpreter stubs of doorway_fakes, so detection, zones, tracking, rules, the
+blob/colour interpreter stubs of edge/fakes.py, so detection, zones, tracking, rules, the
 event store and the annotated video are the code `doorguard run` uses.
 """
 
@@ -17,12 +17,11 @@ import pytest
 
 from edge import config, service
 from edge.errors import ConfigError
+from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
+                        frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.types import Box, Detection
 from edge.zones import (MaskConfig, MaskPainter, PrivacyConfig, ZoneConfig, ZoneFilter, pixelate,
                         polygon_problem, segments_cross)
-
-from doorway_fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
-                           frame_with, write_classifier_manifest, write_detector_manifest)
 
 LEFT_HALF = "[[0, 0], [0.5, 0], [0.5, 1], [0, 1]]"
 
