@@ -166,10 +166,13 @@ class FaceJudge:
         min_score: votes below this score are uncertain (``rules.min_score``).
         min_face_px: boxes narrower or shorter than this are ignored.
         hands: the hand stage, or None (no face-touch check).
+        clock: perf counter (seconds) that times each model call (``vote``'s ``timer``).
     """
 
     def __init__(self, classifiers: Sequence[ClassifierStage], rules: Rules, classify_labels: Iterable[str],
-                 min_score: float, min_face_px: float, hands: HandStage | None = None):
+                 min_score: float, min_face_px: float, hands: HandStage | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
         self.classifiers = list(classifiers)
         self.rules = rules
         self.classify_labels = {lab.casefold() for lab in classify_labels}
@@ -225,7 +228,7 @@ class FaceJudge:
     def vote(self, channel: str, image: np.ndarray, d_box: Box, d_label: str, d_score: float,
              timer: Callable[[str, float], None] | None = None) -> FaceVote | None:
         """One channel's vote for one face (``timer(stage, ms)`` gets each model call's time)."""
-        clock = time.perf_counter
+        clock = self.clock
         if channel == FACETOUCH_CHANNEL:
             t0 = clock()
             hands = self.hands.hands_near(image, d_box)
@@ -313,7 +316,7 @@ class Pipeline:
         classifier: built Classifier (its votes are each track's main channel), or None to
             run the detector alone.
         cfg: the whole config (models, tracking, rules, facetouch).
-        clock: perf counter (seconds), injectable.
+        clock: perf counter (seconds) of every stage timing (the runner passes its own clock).
         extra_classifiers: more built Classifiers run on every face crop, each voting in a
             channel named after its manifest (``models.extra_classifiers``).
         hand_detector: built hand detector (``edge.ssd.SsdDetector``) for the face-touch
@@ -342,7 +345,7 @@ class Pipeline:
         self.extra_classifiers = [s.classifier for s in stages[1:]]
         hands = HandStage(hand_detector, cfg.facetouch) if hand_detector is not None else None
         self.judge = FaceJudge(stages, make_rules(cfg), cfg.models.classify_labels, cfg.rules.min_score,
-                               cfg.models.min_face_px, hands)
+                               cfg.models.min_face_px, hands, clock=clock)
         self._every = {FACETOUCH_CHANNEL: cfg.facetouch.every_settled}
         self.set_polygons(cfg.zones, cfg.privacy.masks)
 
@@ -371,10 +374,12 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, cfg: Config, detector_interpreter: Any = None, classifier_interpreter: Any = None,
-                    hand_interpreter: Any = None, extra_interpreters: Sequence[Any] = ()) -> "Pipeline":
+                    hand_interpreter: Any = None, extra_interpreters: Sequence[Any] = (),
+                    clock: Callable[[], float] = time.perf_counter) -> "Pipeline":
         """Build every stage from the manifests the config names (once).
 
-        ``extra_interpreters`` are stubs for ``models.extra_classifiers``, in order (tests).
+        ``extra_interpreters`` are stubs for ``models.extra_classifiers``, in order (tests);
+        ``clock`` times the stages (as in the constructor).
 
         Raises:
             ModelError: missing/corrupt model or manifest, hash mismatch, no interpreter.
@@ -402,7 +407,7 @@ class Pipeline:
             from .motion import MotionGate
 
             motion = MotionGate(cfg.motion)
-        return cls(det, clf, cfg, extra_classifiers=extra, hand_detector=hands, motion=motion)
+        return cls(det, clf, cfg, clock, extra_classifiers=extra, hand_detector=hands, motion=motion)
 
     def _models(self) -> list[tuple[str, Any, str | None]]:
         m = self.cfg.models

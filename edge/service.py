@@ -123,6 +123,10 @@ class Runner:
         arming_clock / arming_tz: wall clock and time zone of the arming schedules and mutes
             (tests pass a fake clock and UTC).
         extra_interpreters: interpreter stubs for ``models.extra_classifiers``, in order.
+        clock: monotonic clock (seconds) of every timing in the loop: the stages' latencies,
+            FPS, the status and housekeeping intervals, the rules' cooldowns (tests pass
+            ``edge.fakes.FakeClock``). The capture thread keeps its own (``Capture(clock=)``):
+            it waits in real time.
         drain_outputs: at the end of the input or --max-frames, wait (at most 5 s) for a
             started alert/compliant pattern to finish before switching outputs off
             (the command line does; a signal always stops at once).
@@ -207,7 +211,7 @@ class Runner:
         if cfg.events.enabled:
             prepare_state_dir(state_dir)
         extra = {"extra_interpreters": self._extra_interps} if self._extra_interps else {}
-        pipeline = Pipeline.from_config(cfg, *self._interps, **extra)
+        pipeline = Pipeline.from_config(cfg, *self._interps, clock=self.clock, **extra)
         self._check_gates(pipeline)
         if cfg.source.lores and hasattr(source, "set_lores"):
             from .sources import lores_size
@@ -418,9 +422,9 @@ class Runner:
         try:
             if not self._start(p):
                 return 0
-            started = time.perf_counter()
+            started = self.clock()
             error = self._loop(p, started)
-            loop_end = time.perf_counter()
+            loop_end = self.clock()
             if self.drain_outputs and error is None and not self.stop_event.is_set():
                 wait = min(5.0, self._outputs_busy_until - self.clock())
                 if wait > 0:
@@ -435,7 +439,8 @@ class Runner:
                 log.debug("notify stopping: %s", e)
             p.close(self._log_mock_pins)
             # FPS counts the loop only, not the wait for the last pattern.
-            elapsed = ((loop_end if loop_end else time.perf_counter()) - started) if started else 0.0
+            end = loop_end if loop_end is not None else self.clock()
+            elapsed = end - started if started is not None else 0.0
             self._summary(elapsed, p.capture, p.pipeline, p.writer)
         if error is not None:
             raise error
@@ -488,7 +493,7 @@ class Runner:
                 p.store.housekeeping()
             if now - last_status >= 10.0:
                 last_status = now
-                elapsed = time.perf_counter() - started
+                elapsed = now - started
                 notifier.status(f"{self.frames} frames, {self.frames / elapsed:.1f} fps, "
                                 f"{self.alerts} alerts, dropped {capture.dropped}")
         return None
@@ -522,8 +527,7 @@ class Runner:
             self.model_failures = 0
         frame = result.frame  # privacy masks blacked out: all that follows sees only this
         privacy = self.privacy
-        r0 = time.perf_counter()
-        now = self.clock()
+        now = self.clock()  # the rules' time, and the start of "rules+io"
         events = rules.evaluate(result.tracks, now, result.sources, frame.index)
         rules.forget(t.id for t in pipeline.tracker.removed)
         for t in pipeline.tracker.removed:
@@ -547,7 +551,7 @@ class Runner:
                                     wall_time=frame.timestamp, extra={"arming": arming})
                 if p.hass is not None and ev.alerted and ev.verdict == Verdict.VIOLATION and row is not None:
                     p.hass.violation(ev, self._snapshot_of(p.store, row), frame.timestamp, row)
-        pipeline.latency.add("rules+io", (time.perf_counter() - r0) * 1000.0)
+        pipeline.latency.add("rules+io", (self.clock() - now) * 1000.0)
         # Faces outside the zones (and, with privacy.blur_other_faces, all but the alerting
         # ones) are pixelated in every picture that leaves the loop.
         shown = privacy.shown(result, verdicts) if p.writer is not None or p.live is not None else None
@@ -556,7 +560,7 @@ class Runner:
 
             from .annotate import draw
 
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock() - started
             p.writer.write(draw(replace(result, frame=replace(frame, image=shown)), verdicts,
                                 f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
         if p.live is not None:
@@ -570,8 +574,8 @@ class Runner:
             # systemd's start timeout acts on it.
             p.notifier.ready(f"watching {p.source.name}")
             # `doorguard bench` times start-up to this line (time to first inference).
-            log.info("first frame processed %.2f s after the source opened", time.perf_counter() - started)
-        self._fps = self.frames / max(time.perf_counter() - started, 1e-9)
+            log.info("first frame processed %.2f s after the source opened", self.clock() - started)
+        self._fps = self.frames / max(self.clock() - started, 1e-9)
         p.notifier.watchdog()
         return None
 

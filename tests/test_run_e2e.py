@@ -16,7 +16,7 @@ import pytest
 from edge import cli, config, service
 from edge.errors import ConfigError, ModelError, SourceError, StateError, UsageError
 from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
-                        FakeNotifier, ListSource, frame_with, write_classifier_manifest,
+                        FakeClock, FakeNotifier, ListSource, frame_with, write_classifier_manifest,
                         write_detector_manifest)
 from edge.pipeline import Pipeline
 
@@ -45,7 +45,7 @@ def runner(tmp_path, frames, extra="", **kw):
     cfg = config.load(cfg_for(tmp_path, extra))
     act, note = FakeActuators(), FakeNotifier()
     r = service.Runner(cfg, source=kw.pop("source", ListSource(frames)), actuators=act, notifier=note,
-                       detector_interpreter=BlobDetectorInterpreter(),
+                       detector_interpreter=kw.pop("detector_interpreter", BlobDetectorInterpreter()),
                        classifier_interpreter=ColourClassifierInterpreter(), **kw)
     return r, act, note
 
@@ -73,6 +73,32 @@ def test_max_frames(tmp_path):
     r, act, _ = runner(tmp_path, doorway(), max_frames=5)
     assert r.run() == 0 and r.frames == 5 and "max-frames" in r.stop_reason
     assert act.names() == ["close"]
+
+
+def test_every_timing_of_the_loop_reads_the_runners_clock(tmp_path):
+    """On a fake clock that only the detector moves (2 s per invoke), latencies, FPS, the
+    status line's 10 s pacing and the rules' cooldown come out exact, on any machine."""
+    clock = FakeClock()
+
+    class TwoSecondDetector(BlobDetectorInterpreter):
+        def invoke(self):
+            clock.advance(2.0)
+            super().invoke()
+
+    frames = [frame_with([(20, 30, 30, RED)])] * 12
+    r, act, note = runner(tmp_path, frames, "track_cooldown_s = 10.0\n[motion]\nenabled = false\n",
+                          detector_interpreter=TwoSecondDetector(), clock=clock)
+    assert r.run() == 0 and r.frames == 12 and clock() == 24.0
+    latency = r._pipeline.latency
+    for stage, ms in (("det_infer", 2000.0), ("detect", 2000.0), ("pipeline", 2000.0), ("det_pre", 0.0),
+                      ("classify", 0.0), ("rules+io", 0.0)):
+        assert latency.percentiles(stage) == {50: ms, 90: ms, 99: ms}, stage
+    assert r.summary_lines[0].startswith("summary: 12 frames in 24.0 s = 0.5 FPS")
+    # STATUS= every 10 s of the loop's clock: after frames 5 (10 s) and 10 (20 s).
+    assert [m for m in note.messages if "fps" in m] == [
+        "STATUS=5 frames, 0.5 fps, 1 alerts, dropped 0", "STATUS=10 frames, 0.5 fps, 2 alerts, dropped 0"]
+    # The face settles at frame 3 (6 s) and alerts again once 10 s have passed (16 s), not at 24 s.
+    assert act.names() == ["alert", "alert", "close"]
 
 
 def test_annotate_writes_video(tmp_path):
@@ -209,7 +235,7 @@ def test_cli_corrupt_model(tmp_path, capsys):
 
 def test_cli_camera_never_opens(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Pipeline, "from_config", classmethod(
-        lambda cls, cfg, *a: cls(*_stub_models(tmp_path), cfg)))
+        lambda cls, cfg, *a, **kw: cls(*_stub_models(tmp_path), cfg)))
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
     extra = "[source]\nopen_timeout_s = 0.3\nreconnect_initial_s = 0.05\n"
     code, err = run_cli(capsys, "--config", str(cfg_for(tmp_path, extra)), "--source", "/dev/video99")
