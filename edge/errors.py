@@ -12,67 +12,58 @@ from typing import Callable
 
 
 class DoorguardError(Exception):
-    """Base of every error doorguard reports as one line and a non-zero exit."""
+    """Base of every error doorguard reports as one line and a non-zero exit.
+
+    A subclass names its exit code in its header: ``class StateError(DoorguardError, OSError,
+    exit_code=6)``; one without inherits its parent's.
+    """
 
     exit_code = 1
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class UsageError(DoorguardError, ValueError):
+
+class UsageError(DoorguardError, ValueError, exit_code=2):
     """Bad command-line arguments or an unknown source spec."""
 
-    exit_code = 2
 
-
-class ConfigError(DoorguardError, ValueError):
+class ConfigError(DoorguardError, ValueError, exit_code=3):
     """The configuration file is missing, unreadable or invalid."""
 
-    exit_code = 3
 
-
-class ModelError(DoorguardError, ValueError):
+class ModelError(DoorguardError, ValueError, exit_code=4):
     """A model or manifest is missing, corrupt, or does not match its hash."""
 
-    exit_code = 4
 
-
-class ModelRuntimeError(ModelError):
+class ModelRuntimeError(ModelError, exit_code=10):
     """A model that loaded and verified kept failing while running (frames in a row).
 
     Not a broken file (exit 4, which systemd does not restart): the interpreter or
     the machine misbehaved (memory, a delegate glitch), and a restart may fix it.
     """
 
-    exit_code = 10
 
-
-class SourceError(DoorguardError, OSError):
+class SourceError(DoorguardError, OSError, exit_code=5):
     """The frame source (camera, file, stream) cannot be opened or read."""
 
-    exit_code = 5
 
-
-class StateError(DoorguardError, OSError):
+class StateError(DoorguardError, OSError, exit_code=6):
     """The state directory or event store is unusable."""
 
-    exit_code = 6
 
-
-class HardwareError(DoorguardError, RuntimeError):
+class HardwareError(DoorguardError, RuntimeError, exit_code=7):
     """GPIO or another device is unavailable."""
 
-    exit_code = 7
 
-
-class DataError(DoorguardError, ValueError):
+class DataError(DoorguardError, ValueError, exit_code=8):
     """Input data (images, labels, darknet cfg/weights) is unusable."""
 
-    exit_code = 8
 
-
-class AccuracyGateError(DoorguardError):
+class AccuracyGateError(DoorguardError, exit_code=9):
     """A conversion or training run fell below its accuracy gate (report written)."""
-
-    exit_code = 9
 
 
 def run_main(prog: str, body: Callable[[], int | None], debug: bool = False) -> int:
