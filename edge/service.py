@@ -96,16 +96,9 @@ class RunParts:
                 outputs_off()
         if self.capture is not None:
             self.capture.stop()
-        if self.web is not None:
-            self.web.close()
-        if self.publisher is not None:
-            self.publisher.close()
-        if self.writer is not None:
-            self.writer.close()
-        if self.store is not None:
-            self.store.close()
-        if self.arming is not None:
-            self.arming.close()
+        for part in (self.web, self.publisher, self.writer, self.store, self.arming):
+            if part is not None:
+                part.close()
 
 
 class Runner:
