@@ -610,8 +610,7 @@ class Doctor:
         return [Check("state dir", OK, f"{d} is writable, {free // 2**20} MB free.")]
 
     def check_temperature(self) -> list[Check]:
-        if not self.pi:
-            return []
+        """The SoC's temperature (on a Pi only: ``run_all``)."""
         f = self.host.path("/sys/class/thermal/thermal_zone0/temp")
         try:
             c = int(f.read_text().strip()) / 1000.0
@@ -628,8 +627,7 @@ class Doctor:
         return [Check("temperature", OK, f"CPU at {c:.1f} C.")]
 
     def check_throttling(self) -> list[Check]:
-        if not self.pi:
-            return []
+        """Under-voltage and throttling now and since boot, from ``vcgencmd get_throttled`` (on a Pi only)."""
         try:
             rc, text = self.host.run(["vcgencmd", "get_throttled"])
         except FileNotFoundError:
@@ -664,9 +662,11 @@ class Doctor:
         results: list[Check] = []
         if self.config_note:
             results.append(self.config_note)
-        for check in (self.check_platform, self.check_os, self.check_camera, self.check_gpio, self.check_interpreter,
-                      self.check_models, self.check_rules, self.check_mqtt, self.check_state_dir,
-                      self.check_temperature, self.check_throttling):
+        checks = [self.check_platform, self.check_os, self.check_camera, self.check_gpio, self.check_interpreter,
+                  self.check_models, self.check_rules, self.check_mqtt, self.check_state_dir]
+        if self.pi:  # the SoC's thermal zone and vcgencmd: only a Pi has them
+            checks += [self.check_temperature, self.check_throttling]
+        for check in checks:
             try:
                 results.extend(check())
             except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
