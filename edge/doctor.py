@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import installed
 from .pi_health import decode_throttled
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -584,8 +585,8 @@ class Doctor:
         env = self.host.env.get("STATE_DIRECTORY", "").strip()
         if env:
             return Path(env.split(":")[0])
-        installed = self.host.path("/var/lib/doorguard")
-        return installed if installed.is_dir() else Path("state")
+        unit_dir = self.host.path(str(installed.STATE_DIR))
+        return unit_dir if unit_dir.is_dir() else Path("state")
 
     def check_state_dir(self) -> list[Check]:
         d = self._state_dir().absolute()
@@ -684,8 +685,7 @@ def load_config(path: str | None, host: Host) -> tuple[Any | None, Check]:
         return None, Check("config", WARN, "edge.config is not available: checking the default models in models/.")
     from .errors import ConfigError
 
-    installed = host.path("/etc/doorguard/config.toml")
-    target = path or (str(installed) if installed.is_file() else None)
+    target = installed.config_file(path, host.path(str(installed.CONFIG)))
     try:
         cfg = config_mod.load(target)
     except ConfigError as e:
@@ -698,8 +698,7 @@ def load_config(path: str | None, host: Host) -> tuple[Any | None, Check]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doorguard doctor``."""
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: /etc/doorguard/config.toml if present, else built-in)")
+    installed.add_config_argument(parser)
     parser.add_argument("--allow-failed-gate", action="store_true",
                         help="a model whose manifest records a failed accuracy gate is a WARN, not a FAIL "
                              "(as run --allow-failed-gate)")

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import installed
 from .errors import ConfigError
 from .zones import MAX_POLYGONS, MaskConfig, ZoneConfig
 
@@ -30,8 +31,6 @@ log = logging.getLogger("doorguard.zones")
 
 #: The overlay's name inside the state directory.
 OVERLAY_FILE = "zones.toml"
-#: Where the unit keeps its state; ``doorguard zones`` looks there when run from a shell.
-INSTALLED_STATE_DIR = Path("/var/lib/doorguard")
 
 
 class _OverlayPrivacy(BaseModel):
@@ -156,8 +155,7 @@ def origin(config_path: Path | str | None, overlay: Path | None) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doorguard zones``."""
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: /etc/doorguard/config.toml if present, else built-in)")
+    installed.add_config_argument(parser)
     parser.add_argument("--state-dir", metavar="DIR",
                         help="state directory holding zones.toml (default: events.state_dir, else "
                              "$STATE_DIRECTORY, else /var/lib/doorguard when it exists, else ./state)")
@@ -174,7 +172,7 @@ def _state_dir(cfg: Any, given: str | None) -> Path:
     if cfg.events.state_dir or os.environ.get("STATE_DIRECTORY", "").strip():
         return Path(cfg.state_dir())
     # From a shell (sudo), not the unit: $STATE_DIRECTORY is unset; the unit's folder is meant.
-    return INSTALLED_STATE_DIR if INSTALLED_STATE_DIR.is_dir() else Path(cfg.state_dir())
+    return installed.STATE_DIR if installed.STATE_DIR.is_dir() else Path(cfg.state_dir())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -186,8 +184,7 @@ def main(args: argparse.Namespace) -> int:
     """
     from . import config as config_mod
 
-    installed = Path("/etc/doorguard/config.toml")
-    target = args.config or (str(installed) if installed.is_file() else None)
+    target = installed.config_file(args.config)
     cfg = config_mod.load(target)
     path = _state_dir(cfg, args.state_dir) / OVERLAY_FILE
     where = target or "the built-in default config"
