@@ -22,6 +22,9 @@ DRY_RUN=0
 START=1
 BUNDLE=
 HOST=
+SCRIPT=deploy.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -43,12 +46,6 @@ if [[ -z $HOST && -z $BUNDLE ]]; then
   echo "deploy.sh: usage: deploy.sh HOST   (e.g. pi@doorway.local), or --bundle OUT.tar.gz" >&2
   exit 2
 fi
-
-quote() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
-run() {
-  echo "+ $(quote "$@")"
-  if [[ $DRY_RUN -eq 0 ]]; then "$@"; fi
-}
 
 # Workstation-only things never travel to the Pi.
 EXCLUDES=(.git .venv venv __pycache__ '*.pyc' '*.egg-info' build dist .pytest_cache .hypothesis

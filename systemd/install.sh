@@ -32,41 +32,23 @@ APT_PACKAGES=(python3-venv python3-pip python3-numpy alsa-utils)
 # throttling check) is added per release below.
 APT_PI_PACKAGES=(python3-picamera2 python3-lgpio)
 OS_RELEASE=${DOORGUARD_OS_RELEASE:-/etc/os-release}
+SCRIPT=install.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --dry-run) DRY_RUN=1 ;;
-    --no-start) START=0 ;;
-    --root) DESTDIR=${2:?--root needs a directory}; shift ;;
-    --root=*) DESTDIR=${1#--root=} ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    --no-start) START=0; shift ;;
+    *) common_option "$@"; shift "$SHIFT" ;;
   esac
-  shift
 done
 if [[ -n $DESTDIR ]]; then
   mkdir -p "$DESTDIR"
   DESTDIR=$(cd "$DESTDIR" && pwd)
 fi
-
-say() { echo "doorguard install: $*"; }
-# run CMD...: a step that changes the system. Printed always, executed unless --dry-run.
-run() {
-  echo "+ $(quote "$@")"
-  if [[ $DRY_RUN -eq 0 ]]; then "$@"; fi
-}
-# sys CMD...: a step on the live system (apt, users, venv, systemctl): listed only with --root.
-sys() {
-  if [[ -n $DESTDIR ]]; then echo "skip (--root): $(quote "$@")"; else run "$@"; fi
-}
-quote() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
-
-if [[ $DRY_RUN -eq 0 && -z $DESTDIR && $(id -u) -ne 0 ]]; then
-  echo "install.sh: run as root: sudo $0 $*" >&2
-  exit 1
-fi
+need_root "$@"
 
 # 0. The release: decides nothing silently, says which stack the venv will get.
 release_field() { if [[ -r $OS_RELEASE ]]; then sed -n "s/^$1=//p" "$OS_RELEASE" | head -n 1 | tr -d "\"'"; fi; }

@@ -11,37 +11,21 @@ DESTDIR=${DESTDIR:-}
 PURGE=${PURGE:-0}
 DRY_RUN=0
 SERVICE_USER=doorguard
+SCRIPT=uninstall.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --dry-run) DRY_RUN=1 ;;
-    --purge) PURGE=1 ;;
-    --root) DESTDIR=${2:?--root needs a directory}; shift ;;
-    --root=*) DESTDIR=${1#--root=} ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "uninstall.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    --purge) PURGE=1; shift ;;
+    *) common_option "$@"; shift "$SHIFT" ;;
   esac
-  shift
 done
 [[ $PURGE == 1 || $PURGE == yes || $PURGE == true ]] && PURGE=1 || PURGE=0
 if [[ -n $DESTDIR ]]; then DESTDIR=$(cd "$DESTDIR" && pwd); fi
-
-say() { echo "doorguard uninstall: $*"; }
-quote() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
-run() {
-  echo "+ $(quote "$@")"
-  if [[ $DRY_RUN -eq 0 ]]; then "$@"; fi
-}
-sys() {
-  if [[ -n $DESTDIR ]]; then echo "skip (--root): $(quote "$@")"; else run "$@"; fi
-}
-
-if [[ $DRY_RUN -eq 0 && -z $DESTDIR && $(id -u) -ne 0 ]]; then
-  echo "uninstall.sh: run as root: sudo $0 $*" >&2
-  exit 1
-fi
+need_root "$@"
 
 D=$DESTDIR
 UNIT=/etc/systemd/system/doorguard.service
