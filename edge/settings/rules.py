@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .base import _Section
+from .base import Cooldown, _Section
 
 
 class RulesConfig(_Section):
@@ -34,8 +34,8 @@ class RulesConfig(_Section):
         True, description="With several classifiers (mask + identity): green only once every classifier of "
         "the face has settled and none is a violation (me + mask: green; me + no_mask, not_me: alert only)",
     )
-    track_cooldown_s: float = Field(
-        30.0, ge=0.0, le=86400.0, description="A track in violation alerts again at most this often"
+    track_cooldown_s: Cooldown = Field(
+        30.0, description="A track in violation alerts again at most this often"
     )
     global_cooldown_s: float = Field(
         3.0, ge=0.0, le=3600.0, description="No two alerts closer than this, whatever the track"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .base import _Section
+from .base import EveryFrames, _Section
 
 
 class TrackingConfig(_Section):
@@ -17,9 +17,8 @@ class TrackingConfig(_Section):
     # votes_needed = window = 1e9 passed before and no face ever settled (no alarm at all).
     votes_needed: int = Field(3, ge=1, le=50, description="N: a label needs N votes ...")
     window: int = Field(5, ge=1, le=50, description="... among the last M classifications to settle a verdict")
-    reclassify_every: int = Field(
-        5, ge=1, le=300,
-        description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
+    reclassify_every: EveryFrames = Field(
+        5, description="Settled tracks are classified every this many frames (new/unsettled: every frame)"
     )
 
     @model_validator(mode="after")

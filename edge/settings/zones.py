@@ -12,7 +12,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from .base import _Section
+from .base import Overlap, _Section
 
 #: Most points one polygon may have (the web editor's clicks; a check-config bound too).
 MAX_POINTS = 64
@@ -107,8 +107,8 @@ class ZoneConfig(Polygon):
     inside: Literal["center", "overlap"] = Field(
         "center", description="center: a face counts when its box centre is in the zone; overlap: when at "
         "least min_overlap of its box area is")
-    min_overlap: float = Field(
-        0.5, gt=0.0, le=1.0, description="inside = \"overlap\": share of the face box that must be in the zone")
+    min_overlap: Overlap = Field(
+        0.5, description="inside = \"overlap\": share of the face box that must be in the zone")
     min_face_px: int | None = Field(
         None, ge=1, le=4096, description="Faces in this zone narrower or shorter than this are ignored; absent: "
         "models.min_face_px")
