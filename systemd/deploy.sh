@@ -5,7 +5,7 @@
 #   ./systemd/deploy.sh [--models "NAME ..."] --bundle OUT.tar.gz     (for first boot, no SSH)
 #
 #   HOST        user@host of the Pi (e.g. pi@doorway.local); key-based SSH recommended
-#   --models    manifest names in models/ (default: every models/*.json)
+#   --models    manifest names in models/ (default: every model manifest in models/)
 #   --no-start  install and enable on the Pi without (re)starting the service
 #   --dry-run   print the rsync/ssh commands without running them
 #
@@ -55,7 +55,11 @@ EXCLUDES=(.git .venv venv __pycache__ '*.pyc' '*.egg-info' build dist .pytest_ca
 model_files=()
 if [[ -z $MODELS ]]; then
   shopt -s nullglob
-  for m in "$SRC"/models/*.json; do MODELS+="$(basename "$m" .json) "; done
+  # Manifests only (a "tflite" key, as edge.manifest.manifest_paths): eval.json and
+  # conditions.json are workstation measurements, not models.
+  for m in "$SRC"/models/*.json; do
+    grep -q '"tflite" *:' "$m" && MODELS+="$(basename "$m" .json) "
+  done
   shopt -u nullglob
 fi
 for name in $MODELS; do

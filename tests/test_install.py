@@ -229,6 +229,19 @@ def test_deploy_bundle_for_first_boot(project, tmp_path):
     assert not any(".venv" in n or n.endswith(".float32.tflite") for n in names)
 
 
+def test_deploy_bundle_default_takes_the_manifests_not_the_measurements(project, tmp_path):
+    """Without --models: every model manifest; eval.json / conditions.json (no model) are skipped."""
+    (project / "models" / "eval.json").write_text('{"doorguard-int8": {}}\n')
+    (project / "models" / "conditions.json").write_text('{"_meta": {"detector": "x"}}\n')
+    out = tmp_path / "doorguard.tar.gz"
+    sh([project / "systemd" / "deploy.sh", "--bundle", str(out)], {"DOORGUARD_SRC": str(project)})
+    with tarfile.open(out) as tf:
+        names = set(tf.getnames())
+    for name in ("yoloface-500k-v2-facemask", "mask-classifier"):
+        assert f"doorguard/models/{name}.json" in names and f"doorguard/models/{name}.int8.tflite" in names
+    assert not {"doorguard/models/eval.json", "doorguard/models/conditions.json"} & names
+
+
 # ---- first boot --------------------------------------------------------------------------------
 
 def fake_boot(tmp_path: Path) -> Path:
