@@ -45,7 +45,7 @@ DETECTOR_INPUT = "416x320"
 DETECTOR_EPOCHS = 30
 # The issue-15 recipes (teacher, copy-paste) were trained for 24 epochs (about the same wall time).
 RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS, "d": DETECTOR_EPOCHS,
-                 "e": DETECTOR_EPOCHS, "f": DETECTOR_EPOCHS}
+                 "e": DETECTOR_EPOCHS, "f": DETECTOR_EPOCHS, "g": DETECTOR_EPOCHS, "night": DETECTOR_EPOCHS}
 # Photos per unlabelled source (teacher-labelled) in the detector's training set.
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
@@ -145,16 +145,23 @@ def detector_recipe_b(shared: Path, work: Path) -> list[str]:
             "--paste-prob", "0.5", "--paste-px", "12,200", "--min-unmasked", "0.4"]
 
 
+def _dataroots_sampled_list(shared: Path, work: Path) -> Path:
+    """WORK/sampled_face_images-train.txt: dataroots' VGGFace2 source photos, without those
+    its validation crops come from."""
+    dr = shared / "data" / "dataroots"
+    held = {p.name for sub in ("validation/artificial/masked", "validation/artificial/not_masked")
+            for p in (dr / sub).glob("*.jpg")}
+    sampled = sorted(p for p in (dr / "sampled_face_images").glob("*.jpg") if p.name not in held)
+    out = work / "sampled_face_images-train.txt"
+    out.write_text("".join(f"{p.resolve()}\n" for p in sampled))
+    return out
+
+
 def detector_recipe_a(shared: Path, work: Path) -> list[str]:
     """Issue-15 recipe A (measured, not the default): recipe B plus teacher-labelled
     unlabelled photos and ignore regions from every teacher box >= 0.5."""
     d = shared / "data"
-    dr = d / "dataroots"
-    held = {p.name for sub in ("validation/artificial/masked", "validation/artificial/not_masked")
-            for p in (dr / sub).glob("*.jpg")}
-    sampled = sorted(p for p in (dr / "sampled_face_images").glob("*.jpg") if p.name not in held)
-    sampled_list = work / "sampled_face_images-train.txt"
-    sampled_list.write_text("".join(f"{p.resolve()}\n" for p in sampled))
+    sampled_list = _dataroots_sampled_list(shared, work)
     args = detector_recipe_b(shared, work)
     args[args.index("--teacher-ignore-score") + 1] = "0.5"
     return args + ["--unlabelled", f"no_mask={sampled_list}", f"no_mask={d / 'chandrikadeb7' / 'without_mask'}",
@@ -234,8 +241,28 @@ def detector_recipe_f(shared: Path, work: Path) -> list[str]:
     return detector_recipe_e(shared, work) + ["--lr", "2.5e-4"]
 
 
+def detector_recipe_g(shared: Path, work: Path) -> list[str]:
+    """Issue-15 recipe G: recipe e plus teacher-labelled photos that have no boxes (the
+    VGGFace2 source photos of dataroots, bar its validation ones, and chandrikadeb7's), up to
+    ``DETECTOR_UNLABELLED_LIMIT`` per source: unmasked faces in the scenes the held-out
+    dataroots photos come from. No pasted faces (recipes a and b pasted and lost)."""
+    d = shared / "data"
+    return detector_recipe_e(shared, work) + [
+        "--unlabelled", f"no_mask={_dataroots_sampled_list(shared, work)}",
+        f"no_mask={d / 'chandrikadeb7' / 'without_mask'}", f"mask={d / 'chandrikadeb7' / 'with_mask'}",
+        "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT)]
+
+
+def detector_recipe_night(shared: Path, work: Path) -> list[str]:
+    """Issue-21 recipe: the shipped recipe with the night augmentation (``--night-aug 0.3``:
+    greyscale/IR, dusk with sensor noise, motion blur), everything else alike, so the
+    conditions table before/after measures what the augmentation does."""
+    return detector_recipe(shared, work) + ["--night-aug", "0.3"]
+
+
 RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b, "c": detector_recipe_c,
-           "d": detector_recipe_d, "e": detector_recipe_e, "f": detector_recipe_f}
+           "d": detector_recipe_d, "e": detector_recipe_e, "f": detector_recipe_f, "g": detector_recipe_g,
+           "night": detector_recipe_night}
 
 
 def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default", size: str = DETECTOR_INPUT) -> Path:
