@@ -3,7 +3,8 @@
 Three stages, each usable on its own:
 
 - ``parse_cfg``: the cfg file as sections with line numbers (darknet's own
-  tokenising: whitespace removed, ``#``/``;`` comments, first duplicate wins).
+  tokenising: whitespace removed, ``#``/``;`` comments, first duplicate wins);
+  ``read_names``: the ``.names`` file, one class a line.
 - ``plan_network``: checks every section and option against what this
   converter implements and computes each layer's output shape. Anything it
   does not implement is a one-line ``DataError`` naming the section and line.
@@ -412,6 +413,31 @@ def plan_network(sections: list[Section], input_size: tuple[int, int] | None = N
 def load_network(cfg: Path | str, input_size: tuple[int, int] | None = None) -> Network:
     """``parse_cfg`` + ``plan_network``."""
     return plan_network(parse_cfg(cfg), input_size, str(cfg))
+
+
+def read_names(path: Path, classes: int | None = None) -> list[str]:
+    """Class names of a darknet ``.names`` file, one per line (blank lines ignored).
+
+    Args:
+        path: the ``.names`` file.
+        classes: the number of classes the cfg's yolo layers have, if known.
+
+    Raises:
+        DataError: the file is missing, unreadable or empty, or has another number of names
+            than ``classes``.
+    """
+    try:
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except FileNotFoundError:
+        raise DataError(f"names file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"names file {path} is unreadable: {e}") from e
+    if not names:
+        raise DataError(f"names file {path} is empty")
+    if classes is not None and len(names) != classes:
+        raise DataError(f"names file {path} has {len(names)} names but the cfg's yolo layers have "
+                        f"classes={classes}")
+    return names
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import DataError, ModelError
 from edge.manifest import QuantParams
+from edge.models import tensor_quant
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +195,9 @@ def io_details(data: bytes) -> tuple[dict, list[dict]]:
 
 
 def quant_params(detail: dict) -> QuantParams | None:
-    """QuantParams of an interpreter tensor detail (None for float tensors)."""
-    scale, zp = detail.get("quantization", (0.0, 0))
-    if np.dtype(detail["dtype"]).kind == "f" or not scale:
-        return None
-    return QuantParams(scale=float(scale), zero_point=int(zp))
+    """QuantParams of an interpreter tensor detail (None for float tensors), as ``edge.models`` reads them."""
+    q = tensor_quant(detail)
+    return None if q is None else QuantParams(scale=q[0], zero_point=q[1])
 
 
 def dtype_name(detail: dict) -> str:

@@ -930,7 +930,6 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
     from edge.manifest import InputSpec
 
     from . import darknet
-    from .darknet_cli import read_names
 
     extras = extras or Extras()
     out = Path(out)
@@ -943,10 +942,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         pass
     net = darknet.load_network(cfg, input_size)
     header, wts = darknet.read_weights(weights, net)
-    labels = read_names(names)
-    if len(labels) != net.heads[0].classes:
-        raise DataError(f"names file {names} has {len(labels)} names but the cfg's yolo layers have "
-                        f"classes={net.heads[0].classes}")
+    labels = darknet.read_names(names, net.heads[0].classes)
     heads = head_meta(net)
     spec = InputSpec(width=net.width, height=net.height, channels=net.channels, color="RGB",
                      resize="letterbox", pad_value=127.5, scale=1.0 / 255.0, dtype="float32")

@@ -16,8 +16,12 @@ from .runtime import TfliteModel
 from .types import Box, Classification, Detection
 
 
-def _quant_of(detail: dict) -> tuple[float, int] | None:
-    """(scale, zero_point) of an interpreter tensor, None for a float (unquantized) tensor."""
+def tensor_quant(detail: dict) -> tuple[float, int] | None:
+    """(scale, zero_point) of an interpreter tensor, None for a float (unquantized) tensor.
+
+    The one reading of a tensor's quantization: the check of a manifest against its model
+    here, and the converters' manifests (``convert.quantize.quant_params``).
+    """
     scale, zp = detail.get("quantization", (0.0, 0))
     if np.dtype(detail["dtype"]).kind == "f" or not scale:
         return None
@@ -36,7 +40,7 @@ def _check_tensor(where: str, what: str, dtype: str, quant: QuantParams | None, 
     got_dtype = np.dtype(detail["dtype"]).name
     if got_dtype != dtype:
         raise ModelError(f"{where}: {what} is {got_dtype} in the model, but the manifest says {dtype}")
-    got = _quant_of(detail)
+    got = tensor_quant(detail)
     want = None if quant is None else (quant.scale, quant.zero_point)
     if got is None and want is None:
         return
