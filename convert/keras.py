@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ModelError, UsageError
+from edge.errors import ModelError, UsageError, first_line
 from edge.manifest import InputSpec, ModelSource, SourceFile, sha256_file
 
 from .classifier import (
@@ -41,11 +41,6 @@ PRESETS: dict[str, tuple[float, list[float], list[float]]] = {
     "raw": (1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
     "imagenet": (1.0 / 255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
 }
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else type(e).__name__
 
 
 def _is_model(obj: Any) -> bool:
@@ -90,7 +85,7 @@ def _load_keras_file(path: Path) -> Any:
         except ImportError:
             errors.append("tf_keras is not installed (pip install tf-keras --no-deps)")
         except Exception as e:  # deserialization raises many kinds
-            errors.append(f"{loader}: {_first_line(e)}")
+            errors.append(f"{loader}: {first_line(e)}")
     saved_by = f" (saved by Keras {version})" if version else ""
     raise ModelError(f"cannot load Keras model {path}{saved_by}: {'; '.join(errors)}")
 
@@ -107,7 +102,7 @@ def _load_h5(path: Path) -> Any:
             has_config = "model_config" in f.attrs
             weights_only = not has_config and ("layer_names" in f.attrs or "model_weights" not in f)
     except Exception as e:  # noqa: BLE001 - h5py raises OSError/KeyError/RuntimeError on damage
-        raise ModelError(f"{path} is a damaged HDF5 file ({_first_line(e)}): download or save it again") from e
+        raise ModelError(f"{path} is a damaged HDF5 file ({first_line(e)}): download or save it again") from e
     if weights_only:
         raise ModelError(f"{path} holds no model architecture (a weights-only file?): convert keras needs "
                          f"a full model (model.save); MobileNet ImageNet weights go to train classifier "
@@ -118,7 +113,7 @@ def _load_h5(path: Path) -> Any:
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as e:
-        errors.append(f"keras 3: {_first_line(e)}")
+        errors.append(f"keras 3: {first_line(e)}")
     try:
         import tf_keras
 
@@ -127,7 +122,7 @@ def _load_h5(path: Path) -> Any:
     except ImportError:
         errors.append("tf_keras is not installed (pip install tf-keras --no-deps)")
     except Exception as e:
-        errors.append(f"tf_keras: {_first_line(e)}")
+        errors.append(f"tf_keras: {first_line(e)}")
     raise ModelError(f"cannot load the full Keras model in {path} ({'; '.join(errors)})")
 
 
@@ -146,7 +141,7 @@ def _load_saved_model(path: Path) -> Any:
         except ImportError:
             errors.append("tf_keras is not installed (pip install tf-keras --no-deps)")
         except Exception as e:
-            errors.append(f"tf_keras: {_first_line(e)}")
+            errors.append(f"tf_keras: {first_line(e)}")
     try:
         import keras
         import tensorflow as tf
@@ -170,7 +165,7 @@ def _load_saved_model(path: Path) -> Any:
     except ModelError:
         raise
     except Exception as e:
-        errors.append(f"saved_model: {_first_line(e)}")
+        errors.append(f"saved_model: {first_line(e)}")
     raise ModelError(f"cannot load SavedModel {path}: {'; '.join(errors)}")
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.errors import ModelError, UsageError
+from edge.errors import ModelError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +92,14 @@ def load_onnx(path: Path | str):
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError and friends
-        raise ModelError(f"{path} is not a readable ONNX model ({_first_line(e)}): export it again") from e
+        raise ModelError(f"{path} is not a readable ONNX model ({first_line(e)}): export it again") from e
     try:
         onnx.checker.check_model(model)
     except Exception as e:
-        raise ModelError(f"{path} is not a valid ONNX model: {_first_line(e)}") from e
+        raise ModelError(f"{path} is not a valid ONNX model: {first_line(e)}") from e
     if not model.graph.node:
         raise ModelError(f"{path} has an empty ONNX graph")
     return model
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:200] if s else type(e).__name__
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -290,7 +285,7 @@ class _Builder:
             except ModelError:
                 raise
             except Exception as e:  # a Keras shape error etc.: name the node
-                raise ModelError(f"{self._where(node)} could not be built: {_first_line(e)}") from e
+                raise ModelError(f"{self._where(node)} could not be built: {first_line(e)}") from e
             if isinstance(outs, Val):
                 outs = [outs]
             for name, v in zip(node.output, outs):

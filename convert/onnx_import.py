@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.errors import AccuracyGateError, DataError, ModelError, UsageError
+from edge.errors import AccuracyGateError, DataError, ModelError, UsageError, first_line
 from edge.manifest import Gate, InputSpec, ModelSource, SourceFile, gate_check, load_manifest, sha256_file, \
     write_manifest
 
@@ -173,8 +173,7 @@ def onnxruntime_reference(model_bytes: bytes, input_name: str, layout: str) -> R
     try:
         sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ModelError(f"onnxruntime cannot run the model: {msg}") from e
+        raise ModelError(f"onnxruntime cannot run the model: {first_line(e)}") from e
 
     def run(x: np.ndarray) -> np.ndarray:
         feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "nchw" else x, dtype=np.float32)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import ModelError, UsageError
+from edge.errors import ModelError, UsageError, first_line
 from edge.manifest import ModelSource, SourceFile, sha256_file
 
 from .onnx_graph import build_keras, load_onnx
@@ -44,11 +44,6 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 DEFAULT_SIZE = (224, 224)
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:240] if s else type(e).__name__
 
 
 def _torch():
@@ -77,7 +72,7 @@ def build_arch(arch: str, num_classes: int) -> Any:
             import torchvision
         except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
             raise ModelError(f"--arch {arch} needs torchvision, which cannot be imported here "
-                             f"({_first_line(e)}): install a torchvision matching torch (pip install "
+                             f"({first_line(e, 240)}): install a torchvision matching torch (pip install "
                              f"'doorguard[torch]')") from e
         known = sorted(torchvision.models.list_models(module=torchvision.models))
         if name not in known:
@@ -88,7 +83,7 @@ def build_arch(arch: str, num_classes: int) -> Any:
     try:
         factory = getattr(importlib.import_module(kind), name)
     except (ImportError, AttributeError) as e:
-        raise ModelError(f"--arch {arch}: cannot import {name} from {kind} ({_first_line(e)})") from e
+        raise ModelError(f"--arch {arch}: cannot import {name} from {kind} ({first_line(e, 240)})") from e
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -96,7 +91,7 @@ def build_arch(arch: str, num_classes: int) -> Any:
     try:
         return factory(num_classes=num_classes) if "num_classes" in params else factory()
     except Exception as e:
-        raise ModelError(f"--arch {arch}: building the model failed ({_first_line(e)})") from e
+        raise ModelError(f"--arch {arch}: building the model failed ({first_line(e, 240)})") from e
 
 
 def load_state_dict(path: Path | str) -> dict[str, Any]:
@@ -114,7 +109,7 @@ def load_state_dict(path: Path | str) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        msg, full = _first_line(e), str(e)
+        msg, full = first_line(e, 240), str(e)
         if any(k in full for k in ("Weights only load failed", "weights_only", "Unsupported global")):
             raise ModelError(f"{path} holds a pickled Python object (a whole model?), not a state dict: "
                              f"save model.state_dict() instead") from e
@@ -181,7 +176,7 @@ def export_onnx(model: Any, width: int, height: int, path: Path) -> None:
         except TypeError:  # torch before 2.5 has no dynamo flag
             torch.onnx.export(model, (x,), str(path), **kwargs)
     except Exception as e:
-        raise ModelError(f"torch.onnx.export failed: {_first_line(e)}") from e
+        raise ModelError(f"torch.onnx.export failed: {first_line(e, 240)}") from e
 
 
 def torch_reference(model: Any) -> Reference:

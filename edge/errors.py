@@ -87,3 +87,13 @@ def run_main(prog: str, body: Callable[[], int | None], debug: bool = False) -> 
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (its type if empty).
+
+    How a third-party error (TensorFlow, h5py, onnx, torch) is quoted inside a project
+    error's one line.
+    """
+    s = str(e).strip()
+    return s.splitlines()[0][:limit] if s else type(e).__name__
