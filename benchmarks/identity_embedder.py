@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from convert.train import _set_tail_trainable, build_backbone
+    from convert.mobilenet import build_backbone, set_tail_trainable
 
     keras.utils.set_random_seed(args.seed)
     crops = [im for im in bench.scan(args.data) if im.kind == "crop"]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     model.fit(Flips(), epochs=3, verbose=2)
     base.trainable = True
-    _set_tail_trainable(base, "conv_dw_10")
+    set_tail_trainable(base, "conv_dw_10")
     model.compile(keras.optimizers.Adam(2e-4), loss, metrics=["accuracy"])
     model.fit(Flips(), epochs=args.epochs, verbose=2)
     print(f"trained in {time.perf_counter() - t0:.0f} s")

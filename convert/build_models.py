@@ -13,7 +13,7 @@ Steps (each prints a progress line):
 2. threshold: the detector's default score threshold is chosen on facemask853
    TRAIN with the eval code (best detector F1, IoU > 0.5) and written into its
    manifest.
-3. classifier: ``convert.train.build_default_mask_classifier`` (MobileNet v1
+3. classifier: ``convert.mask_recipe.build_default_mask_classifier`` (MobileNet v1
    0.25, mask / no_mask / mask_incorrect).
 4. eval: the full pipeline (int8 and float) and the peers, with the same eval
    code, on facemask853 val and dataroots validation; writes models/eval.json
@@ -336,8 +336,8 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
 
 
 def build_classifier(shared: Path, out: Path) -> Path:
-    """Train the default mask classifier (convert.train.build_default_mask_classifier)."""
-    from .train import build_default_mask_classifier
+    """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
+    from .mask_recipe import build_default_mask_classifier
 
     build_default_mask_classifier(shared, out, name=CLASSIFIER)
     return out / f"{CLASSIFIER}.json"

@@ -33,7 +33,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("convert", "keras"), "convert.keras", "Keras classifier -> verified int8 TFLite"),
     (("convert", "onnx"), "convert.onnx_import", "ONNX classifier -> verified int8 TFLite"),
     (("convert", "torch"), "convert.torch_import", "PyTorch state dict + architecture -> verified int8 TFLite"),
-    (("train", "classifier"), "convert.train", "train a MobileNet classifier from an image folder"),
+    (("train", "classifier"), "convert.train_classifier", "train a MobileNet classifier from an image folder"),
     (("train", "detector"), "convert.train_detector", "fine-tune a darknet YOLO face detector"),
     (("dataset", "crops"), "convert.dataset", "VOC boxes -> folder of face crops"),
     (("dataset", "voc"), "convert.dataset_voc", "dataroots CSV -> VOC xml folder"),

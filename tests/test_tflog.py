@@ -31,7 +31,7 @@ TF_LINES = [
 KEPT = [
     b"doorguard: error: only 0 readable calibration images\n",
     b"\rcalibrating:  50%|#####     | 10/20 [00:01<00:01, 9.80img/s]",
-    b"2026-12-01 22:56:25,948 WARNING convert.train: no --backbone-weights\n",
+    b"2026-12-01 22:56:25,948 WARNING convert.mobilenet: no --backbone-weights\n",
     b"I0000 is not how a sentence of ours starts, but this one is not absl's format\n",
 ]
 

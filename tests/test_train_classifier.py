@@ -14,7 +14,9 @@ from edge.errors import DataError, ModelError, UsageError
 
 pytest.importorskip("tensorflow")
 
-from convert import train  # noqa: E402
+from convert import mask_recipe, train_classifier  # noqa: E402
+from convert.classifier_data import augment, class_weights, load_resized, stratified_split  # noqa: E402
+from convert.mobilenet import TrainResult, build_backbone, fit_classifier, mobilenet_spec  # noqa: E402
 from convert.classifier import Evaluation, LabeledFiles, folder_set  # noqa: E402
 from convert.metrics import auc, roc_curve  # noqa: E402
 from convert.images import read_rgb  # noqa: E402
@@ -81,7 +83,7 @@ def test_train_from_scratch_end_to_end(folder, tmp_path, capsys):
     # The runtime Classifier, built from the manifest, reproduces the report's int8 figures.
     from edge.models import Classifier
 
-    split_train, split_val = train.stratified_split(folder_set(data), 0.2, 0)
+    split_train, split_val = stratified_split(folder_set(data), 0.2, 0)
     clf = Classifier(out.parent / "shapes.json")
     correct, n = 0, 0
     for f, t in zip(split_val.files, split_val.targets):
@@ -96,14 +98,14 @@ def test_train_from_scratch_end_to_end(folder, tmp_path, capsys):
 
 
 def test_seeded_training_is_reproducible(folder):
-    spec = train.mobilenet_spec(32)
+    spec = mobilenet_spec(32)
     data = folder_set(folder)
-    x, y, _ = train.load_resized(data, spec, "t")
+    x, y, _ = load_resized(data, spec, "t")
     kw = dict(labels=data.labels, spec=spec, backbone="mobilenet_v1_0.25", weights=None, epochs=1,
               fine_tune_epochs=0, batch=8, seed=3)
     x, y = x[::2], y[::2]  # 16 images, two steps: enough to see any unseeded randomness
-    a = train.fit_classifier(x, y, x[:6], y[:6], **kw).model
-    b = train.fit_classifier(x, y, x[:6], y[:6], **kw).model
+    a = fit_classifier(x, y, x[:6], y[:6], **kw).model
+    b = fit_classifier(x, y, x[:6], y[:6], **kw).model
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
 
@@ -111,8 +113,8 @@ def test_seeded_training_is_reproducible(folder):
 @pytest.mark.shared
 def test_imagenet_backbone_head_then_fine_tune(folder, shared, tmp_path):
     weights = shared / "models" / "keras-mobilenet" / "mobilenet_2_5_224_tf_no_top.h5"
-    m = train.train_classifier(folder, tmp_path / "m", backbone_weights=weights, size=32, epochs=1,
-                               fine_tune_epochs=1, batch=8, min_accuracy_drop=100, min_agreement=0)
+    m = train_classifier.train_classifier(folder, tmp_path / "m", backbone_weights=weights, size=32, epochs=1,
+                                          fine_tune_epochs=1, batch=8, min_accuracy_drop=100, min_agreement=0)
     tr = m.metrics["training"]
     assert tr["backbone_init"] == "imagenet weights"
     assert [p["phase"] for p in tr["phases"]] == ["head", "fine-tune"] and tr["fine_tuned_layers"] > 0
@@ -155,7 +157,7 @@ def _no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("trained although the inputs were refusable")
 
-    monkeypatch.setattr(train, "fit_classifier", fail)
+    monkeypatch.setattr(train_classifier, "fit_classifier", fail)
 
 
 def test_inputs_checked_before_training(tmp_path, capsys, monkeypatch):
@@ -193,12 +195,12 @@ def test_failure_after_training_leaves_nothing(folder, tmp_path, capsys, monkeyp
     def quick_fit(x, y, xv, yv, *, labels, spec, **kw):
         inp = keras.Input((spec.height, spec.width, 3), batch_size=1)
         out = keras.layers.Dense(len(labels), activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
-        return train.TrainResult(keras.Model(inp, out), {"backbone_init": "test"})
+        return TrainResult(keras.Model(inp, out), {"backbone_init": "test"})
 
     def fail(*a, **k):
         raise ModelError("int8 conversion failed: simulated")
 
-    monkeypatch.setattr(train, "fit_classifier", quick_fit)
+    monkeypatch.setattr(train_classifier, "fit_classifier", quick_fit)
     monkeypatch.setattr(quantize, "to_tflite_int8", fail)
     models = tmp_path / "models"
     models.mkdir()
@@ -210,13 +212,13 @@ def test_failure_after_training_leaves_nothing(folder, tmp_path, capsys, monkeyp
 
 def test_split_weights_and_augment():
     data = LabeledFiles(["a", "b"], [Path(f"{i}.png") for i in range(13)], [0] * 10 + [1] * 3)
-    tr, va = train.stratified_split(data, 0.2, 0)
+    tr, va = stratified_split(data, 0.2, 0)
     assert va.counts() == {"a": 2, "b": 1} and tr.counts() == {"a": 8, "b": 2}
-    assert train.stratified_split(data, 0.2, 0)[1].files == va.files  # seeded
-    w = train.class_weights(np.array([0] * 90 + [1] * 9 + [2]), 3, cap=10)
+    assert stratified_split(data, 0.2, 0)[1].files == va.files  # seeded
+    w = class_weights(np.array([0] * 90 + [1] * 9 + [2]), 3, cap=10)
     assert w[0] < 1 < w[1] and w[2] == 10
     img = np.zeros((32, 32, 3), np.uint8)
-    out = train.augment(img, np.random.default_rng(0))
+    out = augment(img, np.random.default_rng(0))
     assert out.shape == img.shape and out.dtype == np.uint8
 
 
@@ -241,15 +243,15 @@ def test_report_auc_is_none_for_an_absent_class():
 @pytest.mark.shared
 def test_coral_int8_tflite_dequantizes_into_a_keras_backbone(shared):
     coral = shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
-    base = train.build_backbone("mobilenet_v1_1.0", 32, coral)
+    base = build_backbone("mobilenet_v1_1.0", 32, coral)
     k = base.get_layer("conv_pw_13").get_weights()[0]
     assert k.shape == (1, 1, 1024, 1024) and np.abs(k).max() > 0
     bn = base.get_layer("conv_pw_13_bn").get_weights()
     np.testing.assert_allclose(bn[0], 1.0)  # folded BatchNorm -> identity + bias
     with pytest.raises(ModelError, match="do not fit"):
-        train.build_backbone("mobilenet_v1_0.25", 32, coral)
+        build_backbone("mobilenet_v1_0.25", 32, coral)
     with pytest.raises(ModelError, match="do not fit"):
-        train.build_backbone("mobilenet_v2_1.0", 32, coral)
+        build_backbone("mobilenet_v2_1.0", 32, coral)
 
 
 def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypatch):
@@ -258,7 +260,7 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
     from convert.classifier import LabeledFiles
 
     def fake_data(shared, work):
-        pool = LabeledFiles(list(train.MASK_LABELS))
+        pool = LabeledFiles(list(mask_recipe.MASK_LABELS))
         for i in range(20):
             pool.files.append(tmp_path / f"real_{i}.jpg")
             pool.targets.append(i % 2)
@@ -280,17 +282,17 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
         seen["targets"] = list(data.targets) + list(val.targets)
         seen["notes"] = data_notes
 
-    monkeypatch.setattr(train, "mask_classifier_data", fake_data)
+    monkeypatch.setattr(mask_recipe, "mask_classifier_data", fake_data)
     monkeypatch.setattr(masksynth, "default_synth", fake_synth)
-    monkeypatch.setattr(train, "train_classifier", fake_train)
-    monkeypatch.setattr(train, "write_mask_model_card", lambda *a, **k: None)
-    train.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
+    monkeypatch.setattr(mask_recipe, "train_classifier", fake_train)
+    monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
     assert synth_calls == [] and "synthetic" not in seen["notes"] and len(seen["files"]) == 20
-    train.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", synth=True)
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", synth=True)
     assert synth_calls == [(masksynth.DEFAULT_COUNTS, 0)]
     lab = dict(zip(seen["files"], seen["targets"]))
     assert len(lab) == 34
-    assert lab[tmp_path / "inc_3.jpg"] == train.MASK_LABELS.index("mask_incorrect")
-    assert lab[tmp_path / "dark_0.jpg"] == train.MASK_LABELS.index("mask")
+    assert lab[tmp_path / "inc_3.jpg"] == mask_recipe.MASK_LABELS.index("mask_incorrect")
+    assert lab[tmp_path / "dark_0.jpg"] == mask_recipe.MASK_LABELS.index("mask")
     assert seen["notes"]["synthetic"]["counts"] == masksynth.DEFAULT_COUNTS
     assert seen["notes"]["pool"]["mask_incorrect"] == 10

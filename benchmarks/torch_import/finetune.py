@@ -147,7 +147,7 @@ def main() -> int:
     import torch
     import torchvision
 
-    from convert.train import mask_classifier_data
+    from convert.mask_recipe import mask_classifier_data
     from edge.preprocess import normalize
 
     torch.manual_seed(args.seed)

@@ -1,0 +1,152 @@
+"""What ``train classifier`` feeds the network: split, read, weighted, augmented, batched.
+
+- ``stratified_split``: a seeded per-class validation split;
+- ``load_resized``: every image read and resized as the runtime does (``resize_for``);
+- ``class_weights``: balanced per-class weights, capped;
+- ``augment``: flip, small affine, a down-then-up resize (the small faces a door
+  camera sees), brightness/contrast, in numpy/OpenCV;
+- ``make_sequence``: batches normalized by ``edge.preprocess.normalize``, whose
+  order and augmentation depend only on (seed, epoch, batch), so a rerun gives the
+  same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError
+from edge.manifest import InputSpec
+from edge.preprocess import normalize, resize_for
+
+from .classifier import LabeledFiles
+from .images import Unreadable, read_rgb
+
+
+def stratified_split(data: LabeledFiles, fraction: float, seed: int) -> tuple[LabeledFiles, LabeledFiles]:
+    """Seeded per-class split: about ``fraction`` of each class goes to validation.
+
+    A class with at least 2 images keeps at least one on each side.
+    """
+    rng = random.Random(seed)
+    train, val = LabeledFiles(list(data.labels)), LabeledFiles(list(data.labels))
+    by_class: dict[int, list[Path]] = {}
+    for f, t in zip(data.files, data.targets):
+        by_class.setdefault(t, []).append(f)
+    for t in sorted(by_class):
+        files = sorted(by_class[t])
+        rng.shuffle(files)
+        n_val = int(round(len(files) * fraction))
+        if len(files) >= 2:
+            n_val = min(max(n_val, 1), len(files) - 1)
+        else:
+            n_val = 0
+        val.files += files[:n_val]
+        val.targets += [t] * n_val
+        train.files += files[n_val:]
+        train.targets += [t] * (len(files) - n_val)
+    return train, val
+
+
+def load_resized(data: LabeledFiles, spec: InputSpec, desc: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Read and resize every image as the runtime does (``resize_for``); skip and count bad ones.
+
+    Returns:
+        (N x H x W x 3 uint8, N label indices, number skipped).
+    """
+    from tqdm import tqdm
+
+    x = np.empty((len(data.files), spec.height, spec.width, 3), dtype=np.uint8)
+    y = np.empty(len(data.files), dtype=np.int64)
+    n = 0
+    skipped = Unreadable(desc)
+    for f, t in tqdm(list(zip(data.files, data.targets)), desc=desc, unit="img"):
+        try:
+            img = read_rgb(f)
+        except DataError as e:
+            skipped.add(e)
+            continue
+        x[n], _ = resize_for(img, spec)
+        y[n] = t
+        n += 1
+    return x[:n], y[:n], skipped.summarize()
+
+
+def class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
+    """Balanced class weights n / (k * n_c), capped so a tiny class cannot dominate."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return np.minimum(w, cap).astype(np.float32)
+
+
+def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random variation of a resized uint8 RGB crop (same size out)."""
+    h, w = img.shape[:2]
+    out = img
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    # Small rotation/zoom/shift: detector boxes are never perfectly centred.
+    angle = rng.uniform(-12, 12)
+    scale = rng.uniform(0.9, 1.12)
+    tx, ty = rng.uniform(-0.07, 0.07, 2) * (w, h)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += (tx, ty)
+    out = cv2.warpAffine(np.ascontiguousarray(out), m, (w, h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT_101)
+    # Door-camera faces are often 15-40 px: blur by a down-then-up resize as stretch() does.
+    if rng.random() < 0.5:
+        s = int(rng.integers(max(8, w // 8), max(9, w * 3 // 4)))
+        small = cv2.resize(out, (s, s), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    f = out.astype(np.float32)
+    if rng.random() < 0.8:
+        contrast = rng.uniform(0.75, 1.25)
+        bright = rng.uniform(-25, 25)
+        gains = rng.uniform(0.93, 1.07, 3).astype(np.float32)
+        mean = f.mean()
+        f = (f - mean) * contrast + mean + bright
+        f = f * gains
+    if rng.random() < 0.05:
+        f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def make_sequence(keras: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray, spec: InputSpec,
+                  batch: int, seed: int, n_classes: int, do_augment: bool = True):
+    """A ``keras.utils.PyDataset`` of (normalized images, one-hot labels, per-sample weights).
+
+    ``set_epoch`` reshuffles; the order and each batch's augmentation are seeded by
+    (seed, epoch) and (seed, epoch, batch index).
+    """
+    class AugmentedSequence(keras.utils.PyDataset):
+        """Batches of augmented, normalized crops; order and augmentation depend only on (seed, epoch)."""
+
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self._order = self._shuffle()
+
+        def _shuffle(self):
+            return np.random.default_rng([seed, self.epoch, 7]).permutation(len(x))
+
+        def set_epoch(self, epoch: int):
+            self.epoch = epoch
+            self._order = self._shuffle()
+
+        def __len__(self):
+            return math.ceil(len(x) / batch)
+
+        def __getitem__(self, i):
+            idx = self._order[i * batch:(i + 1) * batch]
+            rng = np.random.default_rng([seed, self.epoch, i])
+            imgs = [augment(x[j], rng) if do_augment else x[j] for j in idx]
+            xb = np.stack([normalize(im, spec) for im in imgs]).astype(np.float32)
+            yb = np.eye(n_classes, dtype=np.float32)[y[idx]]
+            return xb, yb, weights[y[idx]]
+
+    return AugmentedSequence()

@@ -1,0 +1,193 @@
+"""The default mask classifier (models/mask-classifier.*): its data from ../shared and its recipe.
+
+``mask_classifier_data`` gathers the training pool and the measured validation sets;
+``build_default_mask_classifier`` trains it with ``convert.train_classifier`` (MobileNet
+v1 1.0 from Coral's ImageNet weights, ``convert.coral_weights``) and writes its card
+(``convert.mask_card``). ``make models`` runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edge.errors import DataError
+
+from .classifier import LabeledFiles, folder_set
+from .classifier_data import stratified_split
+from .mask_card import measured_notes, write_mask_model_card
+from .train_classifier import train_classifier
+
+MASK_LABELS = ["mask", "no_mask", "mask_incorrect"]
+DEFAULT_MASK_MARGIN = 0.15
+DEFAULT_MASK_SIZE = 96
+
+
+def mask_classifier_data(shared: Path | str, work: Path | str, margin: float = DEFAULT_MASK_MARGIN,
+                         progress: bool = True) -> tuple[LabeledFiles, dict[str, LabeledFiles], dict[str, Any]]:
+    """Gather the default mask classifier's training pool and its two validation sets.
+
+    Training pool (labels mask / no_mask / mask_incorrect):
+    - dataroots ``train/{masked,not_masked}`` (VGGFace2 crops, artificial masks);
+    - chandrikadeb7 ``with_mask``/``without_mask``, one file per ``source_sha256``;
+    - facemask853 train boxes (``train.txt``), cut with ``crop_with_margin`` (the
+      only source of mask_incorrect);
+    - adityap27 train boxes (YOLO, 0 = no_mask, 1 = mask), cut the same way,
+      minus photos that are near-duplicates of facemask853 val photos.
+
+    Validation (never trained on, never used for early stopping):
+    - ``facemask853_val``: facemask853 val boxes cut with the runtime margin;
+    - ``dataroots_real_val``: dataroots real validation faces re-cut from the raw
+      photos with the runtime margin (what the Pi would crop);
+    - ``dataroots_real_val_crops``: the dataset's own tight crops, as published.
+
+    Returns:
+        (training pool, validation sets by name, notes for the manifest).
+    """
+    import csv
+
+    from . import dataset
+
+    shared, work = Path(shared), Path(work)
+    data = shared / "data"
+    fm, dr, cd, ad = data / "facemask853", data / "dataroots", data / "chandrikadeb7", data / "adityap27"
+    for d in (fm, dr, cd, ad):
+        if not d.is_dir():
+            raise DataError(f"missing {d}: the default mask classifier is built from ../shared/data")
+    notes: dict[str, Any] = {}
+    pool = LabeledFiles(list(MASK_LABELS))
+
+    def add_folder(folder: Path, label: str, files: list[Path] | None = None) -> int:
+        fs = files if files is not None else sorted(p for p in folder.iterdir() if p.is_file())
+        pool.files += fs
+        pool.targets += [MASK_LABELS.index(label)] * len(fs)
+        return len(fs)
+
+    notes["dataroots_train"] = {"mask": add_folder(dr / "train" / "masked", "mask"),
+                                "no_mask": add_folder(dr / "train" / "not_masked", "no_mask")}
+    seen: set[str] = set()
+    kept: dict[str, list[Path]] = {"with_mask": [], "without_mask": []}
+    dropped = 0
+    for row in csv.DictReader((cd / "manifest.csv").open(newline="")):
+        if row["source_sha256"] in seen:
+            dropped += 1
+            continue
+        seen.add(row["source_sha256"])
+        f = cd / row["file"]
+        if f.is_file():
+            kept[row["class"]].append(f)
+    notes["chandrikadeb7"] = {"mask": add_folder(cd, "mask", sorted(kept["with_mask"])),
+                              "no_mask": add_folder(cd, "no_mask", sorted(kept["without_mask"])),
+                              "duplicates_dropped": dropped}
+
+    lm = dataset.DEFAULT_LABEL_MAP
+    fm_train = work / "facemask853_train"
+    st = dataset.write_crops(dataset.voc_items(fm, fm / "train.txt"), fm_train, margin, lm,
+                             min_size=4, progress=progress)
+    notes["facemask853_train"] = {**dict(st.crops), "boxes_under_4px_skipped": st.small_boxes}
+    for lab in MASK_LABELS:
+        if (fm_train / lab).is_dir():
+            add_folder(fm_train / lab, lab)
+
+    fm_val_items = dataset.voc_items(fm, fm / "val.txt")
+    ad_items = dataset.yolo_items(ad / "train", ["no_mask", "mask"])
+    dups = dataset.near_duplicates([p for p, _ in ad_items], [p for p, _ in fm_val_items])
+    ad_items = [(p, b) for p, b in ad_items if p not in dups]
+    ad_train = work / "adityap27_train"
+    st = dataset.write_crops(ad_items, ad_train, margin, {"mask": "mask", "no_mask": "no_mask"},
+                             min_size=4, normalized=True, progress=progress)
+    notes["adityap27_train"] = {**dict(st.crops), "photos_dropped_as_facemask853_val_duplicates": len(dups),
+                                "boxes_under_4px_skipped": st.small_boxes}
+    for lab in ("mask", "no_mask"):
+        if (ad_train / lab).is_dir():
+            add_folder(ad_train / lab, lab)
+
+    evals: dict[str, LabeledFiles] = {}
+    fm_val = work / "facemask853_val"
+    dataset.write_crops(fm_val_items, fm_val, margin, lm, progress=progress)
+    evals["facemask853_val"] = folder_set(fm_val, MASK_LABELS)
+    dr_val = work / "dataroots_real_val"
+    dataset.write_crops(dataset.dataroots_items(dr / "validation_metadata.csv"), dr_val, margin, lm,
+                        progress=progress)
+    evals["dataroots_real_val"] = folder_set(dr_val, MASK_LABELS)
+    crops = LabeledFiles(list(MASK_LABELS))
+    for sub, lab in (("masked", "mask"), ("not_masked", "no_mask")):
+        fs = sorted(p for p in (dr / "validation" / "real" / sub).iterdir() if p.is_file())
+        crops.files += fs
+        crops.targets += [MASK_LABELS.index(lab)] * len(fs)
+    evals["dataroots_real_val_crops"] = crops
+    notes["pool"] = pool.counts()
+    return pool, evals, notes
+
+
+def build_default_mask_classifier(shared: Path | str, out: Path | str = "models", *,
+                                  name: str = "mask-classifier", work: Path | str | None = None,
+                                  backbone: str = "mobilenet_v1_1.0",
+                                  backbone_weights: Path | str | None = None, seed: int = 0,
+                                  size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
+                                  fine_tune_epochs: int = 5, batch: int = 64,
+                                  min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
+                                  synth: bool | dict[str, int] = False):
+    """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
+
+    MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
+    int8 model (../shared/models/coral), 96x96 input, crop margin 0.15. With
+    ``backbone="mobilenet_v1_0.25"`` the Keras 0.25 no-top .h5 is used instead
+    (12x fewer MACs, about 4 points less on facemask853 val). Early stopping uses
+    a seeded 10% split of the training pool; the facemask853 and dataroots
+    validation sets are only measured. About 25 min on 2 busy CPU cores.
+
+    Args:
+        shared: the ../shared folder.
+        out: models folder.
+        work: scratch folder for generated crops (default: a temporary folder, removed after).
+        synth: add synthetic crops (``convert.masksynth``): True for ``masksynth.DEFAULT_COUNTS``
+            (1200 mask_incorrect with the mask below the nose or on the chin, 600 dark and 600
+            patterned masks, all on dataroots ``train/not_masked`` placed by YuNet landmarks),
+            or a dict of those counts. Cached under ``work``.
+
+    Returns:
+        The manifest written.
+    """
+    import shutil
+    import tempfile
+
+    shared = Path(shared)
+    default_weights = {
+        "mobilenet_v1_1.0": shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+        "mobilenet_v1_0.25": shared / "models" / "keras-mobilenet" / "mobilenet_2_5_224_tf_no_top.h5",
+    }
+    weights = Path(backbone_weights) if backbone_weights else default_weights.get(backbone)
+    tmp = None
+    if work is None:
+        tmp = work = Path(tempfile.mkdtemp(prefix="doorguard-mask-"))
+    try:
+        pool, evals, notes = mask_classifier_data(shared, work)
+        if synth:
+            from . import masksynth
+
+            counts = dict(masksynth.DEFAULT_COUNTS) if synth is True else dict(synth)
+            sy = masksynth.default_synth(shared, work, counts, seed=seed)
+            for lab, fs in sorted(sy["files"].items()):
+                pool.files += list(fs)
+                pool.targets += [MASK_LABELS.index(lab)] * len(fs)
+            notes["synthetic"] = {"counts": counts, "made": sy["made"],
+                                  "no_face_sources_skipped": sy["no_face_sources_skipped"],
+                                  "placements_rejected": sy["placements_rejected"],
+                                  "source": "dataroots train/not_masked x mask-templates, YuNet landmarks "
+                                            f"(convert.masksynth v{masksynth.VERSION}, seed {seed})"}
+            notes["pool"] = pool.counts()
+        train, holdout = stratified_split(pool, 0.1, seed)
+        notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
+        manifest = train_classifier(train, Path(out) / name, val=holdout, backbone=backbone,
+                                    backbone_weights=weights, size=size, epochs=epochs,
+                                    fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
+                                    min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
+                                    extra_eval_sets=evals, data_notes=notes,
+                                    max_class_weight=max_class_weight)
+        write_mask_model_card(Path(out) / f"{name}.json",
+                              measured_notes(default_backbone=backbone == "mobilenet_v1_1.0", synth=bool(synth)))
+        return manifest
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
