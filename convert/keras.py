@@ -30,17 +30,10 @@ from .classifier import (
     finish_classifier,
     folder_set,
 )
+from .classifier_args import PRESETS, add_classifier_arguments, check_labels, classifier_kwargs
 from .outputs import Staging, output_name
 
 log = logging.getLogger(__name__)
-
-PRESETS: dict[str, tuple[float, list[float], list[float]]] = {
-    # name: (scale, mean, std) with normalized = (pixel * scale - mean) / std
-    "mobilenet": (1.0 / 127.5, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]),
-    "unit": (1.0 / 255.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
-    "raw": (1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
-    "imagenet": (1.0 / 255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-}
 
 
 def _is_model(obj: Any) -> bool:
@@ -259,8 +252,7 @@ def convert_keras(model_path: Path | str, labels: list[str], calib: Path | str, 
     Raises:
         ModelError, DataError, UsageError, AccuracyGateError.
     """
-    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not lab for lab in labels):
-        raise UsageError(f"--labels needs two or more distinct names, got {labels}")
+    check_labels(labels)
     if preprocess and preprocess not in PRESETS:
         raise UsageError(f"--preprocess must be one of {', '.join(PRESETS)}")
     out_dir, name = output_name(out)
@@ -349,45 +341,17 @@ def _format_of(path: Path) -> str:
     return path.suffix
 
 
-def _floats(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise UsageError(f"expected comma-separated numbers, got {text!r}") from e
-    return vals * 3 if len(vals) == 1 else vals
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help=".keras, legacy Keras-2 .h5, or SavedModel folder")
-    p.add_argument("--labels", required=True, help="class labels in output order, comma-separated")
-    p.add_argument("--calib", required=True, type=Path, help="calibration images (searched recursively)")
-    p.add_argument("--out", required=True, type=Path, help="models/NAME")
-    p.add_argument("--val", type=Path, help="labelled folder (DIR/<label>/*) to report float vs int8 accuracy on")
     p.add_argument("--size", type=int, help="input size when the model's is not fixed")
-    p.add_argument("--preprocess", choices=sorted(PRESETS),
-                   help="normalization preset (default: inferred from a Rescaling layer, else mobilenet)")
-    p.add_argument("--scale", type=float, help="normalized = (pixel * scale - mean) / std")
-    p.add_argument("--mean", help="per-channel mean (one value or three, comma-separated)")
-    p.add_argument("--std", help="per-channel std (one value or three, comma-separated)")
-    p.add_argument("--color", choices=["RGB", "BGR"], default="RGB", help="channel order the model expects")
-    p.add_argument("--resize", choices=["stretch", "letterbox"], default="stretch", help="how crops are resized")
-    p.add_argument("--crop-margin", type=float, default=0.15, help="face crop margin for the runtime (default 0.15)")
-    p.add_argument("--min-accuracy-drop", type=float, default=1.0,
-                   help="fail (exit 9, report still written) if int8 loses more accuracy points (default 1)")
-    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                   help="fail (exit 9) if int8 and float32 agree on fewer of the --val crops (calibration "
-                        f"images without --val) than this share (default {DEFAULT_MIN_AGREEMENT})")
+    add_classifier_arguments(
+        p, val_help="labelled folder (DIR/<label>/*) to report float vs int8 accuracy on",
+        preprocess_help="normalization preset (default: inferred from a Rescaling layer, else mobilenet)",
+        per_channel_help="one value or three, comma-separated", against="float32")
 
 
 def main(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.min_agreement <= 1.0:
-        raise UsageError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
+    kwargs = classifier_kwargs(args)
     labels = [s.strip() for s in args.labels.split(",")]
-    convert_keras(args.model, labels, args.calib, args.out, val=args.val, size=args.size,
-                  preprocess=args.preprocess, scale=args.scale, mean=_floats(args.mean),
-                  std=_floats(args.std), color=args.color, resize=args.resize,
-                  crop_margin=args.crop_margin, min_accuracy_drop=args.min_accuracy_drop,
-                  min_agreement=args.min_agreement)
+    convert_keras(args.model, labels, args.calib, args.out, size=args.size, **kwargs)
     return 0

@@ -44,7 +44,7 @@ from .classifier import (
     finish_classifier,
     folder_set,
 )
-from .keras import PRESETS
+from .classifier_args import PRESETS, add_classifier_arguments, classifier_kwargs, parse_labels, parse_size
 from .onnx_graph import KerasGraph, build_keras, load_onnx
 from .outputs import Staging, output_name
 
@@ -73,49 +73,6 @@ class Preprocessing:
     mean: list[float]
     std: list[float]
     how: str
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``WxH`` (or one number for a square) -> (width, height).
-
-    Raises:
-        UsageError: not two positive integers.
-    """
-    if text is None:
-        return None
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        vals = []
-    if len(vals) == 1:
-        vals *= 2
-    if len(vals) != 2 or min(vals) <= 0 or max(vals) > 8192:
-        raise UsageError(f"--input must be WxH in pixels (e.g. 224x224), got {text!r}")
-    return vals[0], vals[1]
-
-
-def parse_floats(text: str | None, flag: str) -> list[float] | None:
-    """Comma-separated numbers, one value repeated for three channels."""
-    if text is None:
-        return None
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise UsageError(f"{flag} expects comma-separated numbers, got {text!r}") from e
-    return vals * 3 if len(vals) == 1 else vals
-
-
-def parse_labels(text: str) -> list[str]:
-    """``a,b,c`` -> labels; two or more distinct names.
-
-    Raises:
-        UsageError: fewer than two, duplicates or an empty name.
-    """
-    labels = [s.strip() for s in text.split(",")]
-    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not lab for lab in labels):
-        raise UsageError(f"--labels needs two or more distinct names, got {labels}")
-    return labels
 
 
 def choose_preprocessing(preprocess: str | None, scale: float | None, mean: list[float] | None,
@@ -414,34 +371,11 @@ def convert_onnx(model_path: Path | str, labels: list[str], calib: Path | str, o
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``convert onnx`` and ``convert torch``."""
-    p.add_argument("--labels", required=True, help="class labels in output order, comma-separated")
-    p.add_argument("--calib", required=True, type=Path, help="calibration images (searched recursively)")
-    p.add_argument("--out", required=True, type=Path, help="models/NAME")
-    p.add_argument("--val", type=Path, help="labelled folder (DIR/<label>/*): float, int8 and framework accuracy")
-    p.add_argument("--preprocess", choices=sorted(PRESETS),
-                   help="normalization preset (default imagenet: RGB, pixel/255, ImageNet mean/std, as torchvision)")
-    p.add_argument("--scale", type=float, help="normalized = (pixel * scale - mean) / std")
-    p.add_argument("--mean", help="per-channel mean (one value or three; above 1: on 0..255 pixels)")
-    p.add_argument("--std", help="per-channel std (one value or three; above 1: on 0..255 pixels)")
-    p.add_argument("--color", choices=["RGB", "BGR"], default="RGB", help="channel order the model expects")
-    p.add_argument("--resize", choices=["stretch", "letterbox"], default="stretch", help="how crops are resized")
-    p.add_argument("--crop-margin", type=float, default=0.15, help="face crop margin for the runtime (default 0.15)")
-    p.add_argument("--min-accuracy-drop", type=float, default=1.0,
-                   help="fail (exit 9, report still written) if int8 loses more accuracy points than float32 "
-                        "or the framework (default 1)")
-    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                   help="fail (exit 9) if int8 agrees with float32 or with the framework on fewer of the --val "
-                        f"crops (calibration images without --val) than this share (default {DEFAULT_MIN_AGREEMENT})")
-
-
-def common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if not 0.0 <= args.min_agreement <= 1.0:
-        raise UsageError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
-    return dict(val=args.val, preprocess=args.preprocess, scale=args.scale,
-                mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"), color=args.color,
-                resize=args.resize, crop_margin=args.crop_margin, min_accuracy_drop=args.min_accuracy_drop,
-                min_agreement=args.min_agreement)
+    """Flags shared by ``convert onnx`` and ``convert torch`` (``add_classifier_arguments``)."""
+    add_classifier_arguments(
+        p, val_help="labelled folder (DIR/<label>/*): float, int8 and framework accuracy",
+        preprocess_help="normalization preset (default imagenet: RGB, pixel/255, ImageNet mean/std, as torchvision)",
+        per_channel_help="one value or three; above 1: on 0..255 pixels", against="float32 or the framework")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -454,6 +388,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     convert_onnx(args.model, parse_labels(args.labels), args.calib, args.out, size=parse_size(args.input),
-                 layout=args.layout, **common_kwargs(args))
+                 layout=args.layout, **classifier_kwargs(args))
     return 0
 

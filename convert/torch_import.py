@@ -29,15 +29,8 @@ from edge.errors import ModelError, UsageError, first_line
 from edge.manifest import ModelSource, SourceFile, sha256_file
 
 from .onnx_graph import build_keras, load_onnx
-from .onnx_import import (
-    Reference,
-    add_common_arguments,
-    choose_preprocessing,
-    common_kwargs,
-    import_graph,
-    parse_labels,
-    parse_size,
-)
+from .classifier_args import classifier_kwargs, parse_labels, parse_size
+from .onnx_import import Reference, add_common_arguments, choose_preprocessing, import_graph
 from .outputs import Staging, output_name
 
 log = logging.getLogger(__name__)
@@ -249,5 +242,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     convert_torch(args.arch, args.state_dict, parse_labels(args.labels), args.calib, args.out,
-                  size=parse_size(args.input), **common_kwargs(args))
+                  size=parse_size(args.input), **classifier_kwargs(args))
     return 0

@@ -108,7 +108,7 @@ def main() -> int:
     if args.state_dict:
         model.load_state_dict(torch.load(args.state_dict, map_location="cpu", weights_only=True))
     model.eval()
-    from convert.keras import PRESETS
+    from convert.classifier_args import PRESETS
 
     sc, mn, sd = PRESETS[args.preprocess]
     spec = InputSpec(width=args.size, height=args.size, color="RGB", resize="stretch", scale=sc, mean=mn, std=sd,
