@@ -46,7 +46,7 @@ test-torch: ## The PyTorch import's tests, in their own process (installs doorgu
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test,torch
 	$(VENV)/bin/python -m pytest tests/test_convert_torch.py $(PYTEST_ARGS)
 
-test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi 4 and Pi 5: Bookworm (ARM_SUITES=bookworm,trixie adds Trixie; root)
+test-arm: ## Edge tests, installed runner, int8 outputs vs x86 on an emulated Pi 4 and Pi 5: Bookworm and Trixie (ARM_SUITES=bookworm for one; root)
 	@$(MAKE) --no-print-directory venv EXTRAS=workstation,test
 	./scripts/test-arm.sh
 
