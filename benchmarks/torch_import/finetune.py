@@ -122,59 +122,12 @@ def _link_folder(ds, folder: Path) -> Path:
     return folder
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--cpu-seconds", type=float, default=1200.0, help="training CPU-time budget (all threads)")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--arch", choices=sorted(ROUTES), default="mobilenet_v2",
-                    help="torchvision architecture; mobilenet_v2 goes through convert torch, resnet18 "
-                         "through an ONNX export and convert onnx (default mobilenet_v2)")
-    ap.add_argument("--init", choices=["coral", "random"],
-                    help="mobilenet_v2: ImageNet weights from ../shared's Coral MobileNetV2 (its default) "
-                         "or random; resnet18: random only (no ResNet18 weights in ../shared)")
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (one-cycle)")
-    ap.add_argument("--max-train", type=int, default=4000,
-                    help="train on a seeded sample of this many crops (every mask_incorrect crop kept)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    init = args.init or ("coral" if args.arch == "mobilenet_v2" else "random")
-    if init == "coral" and args.arch != "mobilenet_v2":
-        ap.error("--init coral: the Coral ImageNet weights are a MobileNetV2's")
-
+def train(model, init: str, x_train: np.ndarray, y_train: np.ndarray, weights, spec, rng, args) -> list[dict]:
+    """AdamW, one-cycle, horizontal flips, class-weighted loss, for ``args.epochs`` or the CPU budget."""
     import torch
-    import torchvision
 
-    from convert.mask_recipe import mask_classifier_data
     from edge.preprocess import normalize
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    pool, evals, _ = mask_classifier_data(args.shared, work / "crops-src", progress=False)
-    from convert.classifier import LabeledFiles
-
-    rng = np.random.default_rng(args.seed)
-    if len(pool.files) > args.max_train:
-        rare = [i for i, t in enumerate(pool.targets) if t == LABELS.index("mask_incorrect")]
-        rest = [i for i in range(len(pool.files)) if i not in set(rare)]
-        keep = sorted(rare + list(rng.choice(rest, size=args.max_train - len(rare), replace=False)))
-        pool = LabeledFiles(LABELS, [pool.files[i] for i in keep], [pool.targets[i] for i in keep])
-    spec = _spec()
-    t0 = time.time()
-    x_train, y_train = _load(pool, spec)
-    print(f"training pool {len(y_train)} crops {np.bincount(y_train, minlength=3).tolist()} "
-          f"(read in {time.time() - t0:.0f} s)", flush=True)
-
-    counts = np.bincount(y_train, minlength=3).astype(np.float64)
-    weights = torch.tensor(np.minimum(counts.max() / np.maximum(counts, 1), 10.0), dtype=torch.float32)
-    model = getattr(torchvision.models, args.arch)(num_classes=len(LABELS))
-    coral = args.shared / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
-    if init == "coral":
-        print(f"ImageNet init from {coral.name}: {coral_init(model, coral)} convolutions", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     cpu0 = time.process_time()
@@ -216,12 +169,79 @@ def main() -> int:
         print(history[-1], flush=True)
         if stopped:
             break
-    model.eval()
+    return history
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--cpu-seconds", type=float, default=1200.0, help="training CPU-time budget (all threads)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arch", choices=sorted(ROUTES), default="mobilenet_v2",
+                    help="torchvision architecture; mobilenet_v2 goes through convert torch, resnet18 "
+                         "through an ONNX export and convert onnx (default mobilenet_v2)")
+    ap.add_argument("--init", choices=["coral", "random"],
+                    help="mobilenet_v2: ImageNet weights from ../shared's Coral MobileNetV2 (its default) "
+                         "or random; resnet18: random only (no ResNet18 weights in ../shared)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (one-cycle)")
+    ap.add_argument("--max-train", type=int, default=4000,
+                    help="train on a seeded sample of this many crops (every mask_incorrect crop kept)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true",
+                    help="WORK/ARCH_mask.pth from an earlier run: skip training, import and measure it again")
+    args = ap.parse_args()
+    init = args.init or ("coral" if args.arch == "mobilenet_v2" else "random")
+    if init == "coral" and args.arch != "mobilenet_v2":
+        ap.error("--init coral: the Coral ImageNet weights are a MobileNetV2's")
+
+    import torch
+    import torchvision
+
+    from convert.mask_recipe import mask_classifier_data
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    pool, evals, _ = mask_classifier_data(args.shared, work / "crops-src", progress=False)
+    from convert.classifier import LabeledFiles
+
+    rng = np.random.default_rng(args.seed)
+    if len(pool.files) > args.max_train:
+        rare = [i for i, t in enumerate(pool.targets) if t == LABELS.index("mask_incorrect")]
+        rest = [i for i in range(len(pool.files)) if i not in set(rare)]
+        keep = sorted(rare + list(rng.choice(rest, size=args.max_train - len(rare), replace=False)))
+        pool = LabeledFiles(LABELS, [pool.files[i] for i in keep], [pool.targets[i] for i in keep])
+    spec = _spec()
+    t0 = time.time()
+    x_train, y_train = _load(pool, spec)
+    print(f"training pool {len(y_train)} crops {np.bincount(y_train, minlength=3).tolist()} "
+          f"(read in {time.time() - t0:.0f} s)", flush=True)
+
+    counts = np.bincount(y_train, minlength=3).astype(np.float64)
+    weights = torch.tensor(np.minimum(counts.max() / np.maximum(counts, 1), 10.0), dtype=torch.float32)
+    model = getattr(torchvision.models, args.arch)(num_classes=len(LABELS))
+    coral = args.shared / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+    if init == "coral":
+        print(f"ImageNet init from {coral.name}: {coral_init(model, coral)} convolutions", flush=True)
     pth = work / f"{args.arch}_mask.pth"
-    torch.save(model.state_dict(), pth)
+    history_path = work / f"{args.arch}_history.json"
+    if args.reuse:
+        if not pth.is_file():
+            ap.error(f"--reuse: {pth} not found")
+        model.load_state_dict(torch.load(pth, weights_only=True))
+        history = json.loads(history_path.read_text()) if history_path.is_file() else []
+        print(f"reusing {pth} (training skipped)", flush=True)
+    else:
+        history = train(model, init, x_train, y_train, weights, spec, rng, args)
+        torch.save(model.state_dict(), pth)
+        history_path.write_text(json.dumps(history, indent=2) + "\n")
+    model.eval()
 
     # Calibration: 300 seeded training crops; validation: facemask853 val crops (runtime margin).
-    pick = rng.choice(len(pool.files), size=min(300, len(pool.files)), replace=False)
+    pick = np.random.default_rng(args.seed + 1).choice(len(pool.files), size=min(300, len(pool.files)), replace=False)
     calib = _link_folder(LabeledFiles(LABELS, [pool.files[i] for i in pick], [pool.targets[i] for i in pick]),
                          work / "calib")
     val = _link_folder(evals["facemask853_val"], work / "facemask853_val")
