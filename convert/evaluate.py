@@ -546,6 +546,14 @@ class System:
     make_detector: Callable[[float], Callable[[np.ndarray], list[Prediction]]] | None = None
 
 
+def _has_float_reference(manifest_path: Path) -> bool:
+    """The float32 model a manifest names is there (``make models`` writes it; git does not keep it)."""
+    from edge.manifest import load_manifest
+
+    man = load_manifest(manifest_path, verify_hash=False)
+    return bool(man.float_tflite) and (Path(manifest_path).parent / man.float_tflite).is_file()
+
+
 def doorguard_systems(cfg: Any, detector: Path, classifier: Path | None, precisions: Sequence[str] = ("int8", "float32"),
                       suffix: str = "") -> list[System]:
     """doorguard's own pipeline (int8 and/or float32 reference) as compare() systems named
@@ -557,8 +565,10 @@ def doorguard_systems(cfg: Any, detector: Path, classifier: Path | None, precisi
     man = load_manifest(detector)
     for prec in precisions:
         use_float = prec == "float32"
-        if use_float and not (man.float_tflite and (detector.parent / man.float_tflite).is_file()):
-            log.warning("no float reference model next to %s: float32 row skipped", detector)
+        missing = [p for p in ((detector, classifier) if classifier else (detector,))
+                   if use_float and not _has_float_reference(p)]
+        if missing:
+            log.warning("no float reference model next to %s: float32 row skipped", ", ".join(map(str, missing)))
             continue
         cls = load_classifier(classifier, cfg, use_float=use_float) if classifier else None
         meta = {"detector": {"name": man.name, "sha256": man.float_sha256 if use_float else man.sha256},

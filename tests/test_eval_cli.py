@@ -221,3 +221,24 @@ def test_eval_default_models_on_dataroots(shared, tmp_path):
     # A sanity floor far below the measured figures (model card), not a tuned target.
     assert r["detector_recall"] > 0.5
     assert r["classifier_accuracy"] > 0.5
+
+
+def test_float_rows_are_skipped_when_a_float_reference_is_missing(tmp_path, caplog):
+    """A fresh clone has the int8 models only (git does not keep *.float32.tflite): the eval's
+    float32 row is skipped with a warning naming the missing one, instead of failing to load it."""
+    import shutil
+
+    from convert.evaluate import doorguard_systems
+    from edge.config import load
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    for name in ("yoloface-500k-v2-facemask", "mask-classifier"):
+        shutil.copy(root / f"{name}.json", tmp_path)
+        shutil.copy(root / f"{name}.tflite", tmp_path)
+    det, clf = tmp_path / "yoloface-500k-v2-facemask.json", tmp_path / "mask-classifier.json"
+    # The detector has its float reference, the classifier has not.
+    (tmp_path / "yoloface-500k-v2-facemask.float32.tflite").write_bytes(b"present")
+    with caplog.at_level("WARNING"):
+        systems = doorguard_systems(load(None), det, clf)
+    assert [s.name for s in systems] == ["doorguard-int8"]
+    assert "mask-classifier.json" in caplog.text and "float32 row skipped" in caplog.text
