@@ -45,7 +45,7 @@ DETECTOR_INPUT = "416x320"
 DETECTOR_EPOCHS = 30
 # The issue-15 recipes (teacher, copy-paste) were trained for 24 epochs (about the same wall time).
 RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPOCHS, "d": DETECTOR_EPOCHS,
-                 "e": DETECTOR_EPOCHS, "f": DETECTOR_EPOCHS, "g": DETECTOR_EPOCHS, "night": DETECTOR_EPOCHS}
+                 "e": DETECTOR_EPOCHS, "f": DETECTOR_EPOCHS, "v1": DETECTOR_EPOCHS, "night": DETECTOR_EPOCHS}
 # Photos per unlabelled source (teacher-labelled) in the detector's training set.
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
@@ -111,8 +111,9 @@ def validation_sets(shared: Path) -> list[Path]:
     return [d / "facemask853" / "val.txt", d / "dataroots" / "raw_images", d / "adityap27" / "valid.txt"]
 
 
-def detector_recipe(shared: Path, work: Path) -> list[str]:
-    """``doorguard train detector`` data arguments of the shipped default detector.
+def detector_recipe_v1(shared: Path, work: Path) -> list[str]:
+    """``doorguard train detector`` data arguments of the detector shipped until issue 15's
+    recipe G replaced it (``--detector-recipe v1``).
 
     facemask853 train and adityap27 train boxes (all as ``face``), without the
     near-duplicates of facemask853 val and the dataroots validation photos.
@@ -242,7 +243,7 @@ def detector_recipe_f(shared: Path, work: Path) -> list[str]:
 
 
 def detector_recipe_g(shared: Path, work: Path) -> list[str]:
-    """Issue-15 recipe G: recipe e plus teacher-labelled photos that have no boxes (the
+    """The default detector's recipe (issue 15's recipe G): recipe e plus teacher-labelled photos that have no boxes (the
     VGGFace2 source photos of dataroots, bar its validation ones, and chandrikadeb7's), up to
     ``DETECTOR_UNLABELLED_LIMIT`` per source: unmasked faces in the scenes the held-out
     dataroots photos come from. No pasted faces (recipes a and b pasted and lost)."""
@@ -254,14 +255,15 @@ def detector_recipe_g(shared: Path, work: Path) -> list[str]:
 
 
 def detector_recipe_night(shared: Path, work: Path) -> list[str]:
-    """Issue-21 recipe: the shipped recipe with the night augmentation (``--night-aug 0.3``:
-    greyscale/IR, dusk with sensor noise, motion blur), everything else alike, so the
-    conditions table before/after measures what the augmentation does."""
-    return detector_recipe(shared, work) + ["--night-aug", "0.3"]
+    """Issue-21 recipe: recipe v1 (the default when it was measured) with the night augmentation
+    (``--night-aug 0.3``: greyscale/IR, dusk with sensor noise, motion blur), everything else
+    alike, so the conditions table before/after measures what the augmentation does."""
+    return detector_recipe_v1(shared, work) + ["--night-aug", "0.3"]
 
 
-RECIPES = {"default": detector_recipe, "a": detector_recipe_a, "b": detector_recipe_b, "c": detector_recipe_c,
-           "d": detector_recipe_d, "e": detector_recipe_e, "f": detector_recipe_f, "g": detector_recipe_g,
+# "default" is recipe G (issue 15: the highest mean tnr over the three validation sets).
+RECIPES = {"default": detector_recipe_g, "v1": detector_recipe_v1, "a": detector_recipe_a, "b": detector_recipe_b,
+           "c": detector_recipe_c, "d": detector_recipe_d, "e": detector_recipe_e, "f": detector_recipe_f,
            "night": detector_recipe_night}
 
 
@@ -269,11 +271,11 @@ def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default",
     """Convert yoloface-500k v2 as it is (the baseline, ``models/yoloface-500k-v2``), fine-tune it
     (``doorguard train detector``) and convert the result (``doorguard convert darknet``).
 
-    Both run as subprocesses of this Python's CLI. Training data: facemask853
-    train and adityap27 train boxes, all as ``face``, without near-duplicates
-    of the measurement photos (facemask853 val, dataroots validation). The
-    fine-tuned darknet weights stay in ``work``; the shipped artifact is the
-    converted int8 model.
+    Both run as subprocesses of this Python's CLI. Training data: the recipe's
+    (``RECIPES``; the default: facemask853 train and adityap27 train boxes, all as
+    ``face``, teacher faces the annotators left out, teacher-labelled photos without
+    boxes, and no near-duplicate of a validation photo). The fine-tuned darknet
+    weights stay in ``work``; the shipped artifact is the converted int8 model.
 
     Raises:
         DoorguardError: training or conversion failed (its own one-line error is shown above).
@@ -703,8 +705,10 @@ def run_steps(args: argparse.Namespace) -> None:
 STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "detector": [
         ("--detector-recipe", {"choices": sorted(RECIPES), "default": "default",
-                               "help": "the shipped recipe (default) or issue 15's measured recipes a-f (teacher, "
-                                       "copy-paste, unmasked oversampling, learning rate; see the detector's card)"}),
+                               "help": "the shipped recipe (default: issue 15's recipe G), the one before it (v1) or "
+                                       "issue 15's other measured recipes a-f and night (teacher, copy-paste, "
+                                       "unmasked oversampling, learning rate, night augmentation; see the "
+                                       "detector's card)"}),
         ("--detector-input", {"default": DETECTOR_INPUT, "choices": DETECTOR_SIZES,
                               "help": f"train and convert at this input size (default {DETECTOR_INPUT}; another "
                                       "size is written as the -WxH variant, trained at that size)"}),
