@@ -1,7 +1,7 @@
 """One way to replace a small file so that a power cut leaves the old one or the new one.
 
-Used for the web password (edge/web/passwords.py), the arming state (edge/arming.py) and the
-config the zone editor saves (edge/zone_editor.py). The folder may be writable by the
+Used for the web password (edge/act/web/passwords.py), the arming state (edge/decide/arming.py) and the
+config the zone editor saves (edge/act/web/zone_editor.py). The folder may be writable by the
 service user, who could plant symlinks in it, so every step works on a descriptor of the
 folder (``openat`` semantics): the temporary file gets an unpredictable name and is
 created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a planted name fails instead of being

@@ -145,13 +145,13 @@ def test_config_sections_import_no_runtime_module():
 
 def test_the_section_check_resolves_relative_imports(tmp_path):
     f = tmp_path / "zones.py"
-    f.write_text("from .base import _Section\nfrom ..errors import ConfigError\nfrom .. import zones\n"
-                 "from ..web import WebConfig\nimport edge.pipeline\nimport numpy\n"
-                 "def f():\n    from ..mqtt import MqttConfig\n")
+    f.write_text("from .base import _Section\nfrom ..errors import ConfigError\nfrom .. import pipeline\n"
+                 "from ..act.web import WebConfig\nimport edge.decide.zones\nimport numpy\n"
+                 "def f():\n    from ..act.mqtt import MqttConfig\n")
     assert [m for _, m in edge_imports(f, "edge.settings.zones")] == [
-        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline", "edge.mqtt"]
+        "edge.settings.base", "edge.errors", "edge.pipeline", "edge.act.web", "edge.decide.zones", "edge.act.mqtt"]
     assert [m for _, m in edge_imports(f, "edge.settings.zones", top_level_only=True)] == [
-        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline"]
+        "edge.settings.base", "edge.errors", "edge.pipeline", "edge.act.web", "edge.decide.zones"]
 
 
 def test_importing_the_config_loads_no_runtime_module():
@@ -162,8 +162,9 @@ def test_importing_the_config_loads_no_runtime_module():
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = set(r.stdout.split())
     assert "edge.settings.zones" in loaded  # it did load the sections
-    runtime = {f"edge.{m}" for m in ("actuators", "web", "mqtt", "arming", "door", "facetouch", "zones",
-                                     "pipeline", "models", "sources", "service")}
+    runtime = {f"edge.{m}" for m in ("capture", "infer", "track", "decide", "act", "act.actuators", "act.web",
+                                     "act.mqtt", "decide.arming", "act.door", "decide.facetouch", "decide.zones",
+                                     "pipeline", "infer.models", "capture.sources", "service")}
     assert loaded & runtime == set()
     others = sorted(m for m in loaded - {"edge", "edge.config", "edge.errors", "edge.types"}
                     if not m.startswith("edge.settings"))
