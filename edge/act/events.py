@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import stat
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import EventsConfig, SnapshotConfig
+from ..settings.events import EventsConfig, SnapshotConfig
+from ..atomic import private_file
 from ..errors import StateError
 from ..types import Event, Verdict
 
@@ -68,27 +68,6 @@ def prepare_state_dir(path: Path) -> Path:
     except OSError as e:
         raise StateError(f"state directory {path} is not writable: {e.strerror or e}") from e
     return path
-
-
-def private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 when absent; take group/other bits off one of ours.
-
-    SQLite creates its database with 0644 (less the umask) and its -wal/-shm files
-    with the database's mode, so creating the file first keeps all three private.
-    """
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        return
-    except FileExistsError:
-        pass
-    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
-            os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
-            log.info("%s was readable by other users: now mode %04o", p, stat.S_IMODE(st.st_mode) & 0o700)
 
 
 def _private_opener(path: str, flags: int) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..config import MotionConfig
+from ..settings.motion import MotionConfig
 
 
 @dataclass

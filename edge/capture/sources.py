@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..config import SourceConfig
+from ..settings.source import SourceConfig
 from ..errors import SourceError, UsageError
 from ..types import Frame
 

@@ -329,7 +329,7 @@ class Arming:
     def _open_db(self, path: Path) -> None:
         self._db_path = path
         try:
-            from ..act.events import private_file
+            from ..atomic import private_file
 
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             private_file(path)

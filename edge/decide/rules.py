@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import RulesConfig
+from ..settings.rules import RulesConfig
 from ..track.tracking import MAIN, Track, Votes
 from ..types import Event, Verdict
 

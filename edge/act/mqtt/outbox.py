@@ -77,7 +77,7 @@ class Outbox:
         Raises:
             StateError: the database cannot be created or opened.
         """
-        from ..events import private_file
+        from ...atomic import private_file
 
         try:
             # The state directory exists when the event store is on; with [events]
