@@ -63,8 +63,8 @@ def run(manifest: Path, images: Path, frames: int, threads: int) -> dict:
     from convert.detect_report import resolve_images
     from convert.images import load_images
     from edge.manifest import load_manifest
-    from edge.preprocess import prepare
-    from edge.runtime import TfliteModel
+    from edge.infer.preprocess import prepare
+    from edge.infer.runtime import TfliteModel
 
     m = load_manifest(manifest)
     d = manifest.parent

@@ -29,7 +29,7 @@ def measure(detectors: dict[str, Path], classifier: Path, shared: Path, progress
     """name -> set -> figures (``KEYS``), plus the threshold used."""
     from convert.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
     from edge.config import load
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     cfg = load(None)
     cls = load_classifier(classifier, cfg)

@@ -113,7 +113,7 @@ class CoralEmbedder:
 
     def __init__(self, path: Path, num_threads: int = 1):
         from edge.manifest import InputSpec, QuantParams
-        from edge.runtime import TfliteModel
+        from edge.infer.runtime import TfliteModel
 
         self.model = TfliteModel(path, num_threads)
         shape = [int(v) for v in self.model.input["shape"]]
@@ -128,7 +128,7 @@ class CoralEmbedder:
         (self.out_name,) = self.model.outputs
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from edge.preprocess import prepare
+        from edge.infer.preprocess import prepare
 
         tensor, _ = prepare(rgb, self.spec)
         v = self.model.run(tensor)[self.out_name].reshape(-1).astype(np.float32)
@@ -137,7 +137,7 @@ class CoralEmbedder:
 
 def detector_crop(detector) -> Callable[[np.ndarray], np.ndarray | None]:
     """The Pi's path from a photo to a face crop: detector, largest face, ``crop_with_margin``."""
-    from edge.preprocess import crop_with_margin
+    from edge.infer.preprocess import crop_with_margin
 
     def crop(rgb: np.ndarray) -> np.ndarray | None:
         faces = [d for d in detector.detect(rgb) if d.label.casefold() == "face"]
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"identity benchmark: error: {path} not found", file=sys.stderr)
             return 2
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     images = scan(args.data)
     if not images:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.mqtt.publisher import MqttPublisher
+from edge.act.mqtt.publisher import MqttPublisher
 from edge.settings.mqtt import MqttConfig
 from edge.types import Box, Event
 

@@ -7,7 +7,7 @@ the priors and decodes, as its own ``vision/ssd`` code does: input 320x240
 RGB, (x - 127) / 128; priors from strides 8/16/32/64 with min boxes
 [10,16,24], [32,48], [64,96], [128,192,256] (4420 in all); centre variance 0.1,
 size variance 0.2; threshold 0.7 and hard NMS 0.3 (its demo's defaults). NMS
-is ``edge.yolo.nms``, the same greedy NMS the other peers use.
+is ``edge.infer.yolo.nms``, the same greedy NMS the other peers use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.types import Box, Detection
-from edge.yolo import nms
+from edge.infer.yolo import nms
 
 FILE = "version-RFB-320_without_postprocessing.tflite"
 SIZE = (320, 240)  # width, height
@@ -51,7 +51,7 @@ class UltraFaceTflite:
 
     def __init__(self, peers_dir: Path, score_threshold: float = 0.7, nms_iou: float = 0.3,
                  num_threads: int = 2):
-        from edge.runtime import TfliteModel
+        from edge.infer.runtime import TfliteModel
 
         path = Path(peers_dir) / FILE
         if not path.is_file():

@@ -3,7 +3,7 @@
 A frame loop (the real ``edge.pipeline.Pipeline`` when the default models are
 in models/, else the yoloface-500k-v2 darknet detector from ../shared through
 ``cv2.dnn`` as a stand-in of the same kind) runs on the built-in demo clip and
-hands each frame to ``edge.web.handover.LiveFrame``, exactly as the runner does. A
+hands each frame to ``edge.act.web.handover.LiveFrame``, exactly as the runner does. A
 logged-in HTTP client reads ``/stream.mjpg`` during every other segment. The
 segments alternate (none, one, none, one, ...) so that drift in machine load
 hits both conditions alike; the figure is the ratio of the median FPS.
@@ -37,11 +37,11 @@ import numpy as np
 
 from edge.settings.web import WebConfig
 from edge.types import Box, Detection
-from edge.web.handover import LiveFrame, Overlay
-from edge.web.passwords import hash_password, write_password_file
-from edge.web.render import render_frame
-from edge.web.server import WebServer
-from edge.web.sessions import SESSION_COOKIE
+from edge.act.web.handover import LiveFrame, Overlay
+from edge.act.web.passwords import hash_password, write_password_file
+from edge.act.web.render import render_frame
+from edge.act.web.server import WebServer
+from edge.act.web.sessions import SESSION_COOKIE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args(argv)
 
-    from edge.demo import DemoSource
+    from edge.capture.demo import DemoSource
 
     src = DemoSource(loop=True)
     src.open()

@@ -314,7 +314,7 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
     ``min_face_px`` applies as on the device.
     """
     from edge.manifest import load_manifest, write_manifest
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     from .evaluate import SWEEP, Pipeline, collect, load_voc
     from .metrics import pick_threshold, threshold_sweep
@@ -384,7 +384,7 @@ def measure_conditions(shared: Path, out: Path, cfg: Any, progress: bool = True)
         set name -> condition name ("clean" first) -> figures (recall, recall of unmasked faces, tnr,
         fnr, false detections per 135 images, and by mask colour).
     """
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     from .conditions import CONDITIONS
     from .evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets

@@ -1,9 +1,9 @@
 """Finish a Keras classifier: float + int8 TFLite, manifest, report, accuracy gate.
 
 Shared by ``doorguard train classifier`` and ``doorguard convert keras``. The
-report is measured through ``edge.models.Classifier`` built from the manifest
+report is measured through ``edge.infer.models.Classifier`` built from the manifest
 just written, i.e. the exact code (preprocessing, interpreter, dequantization)
-the Pi runs; calibration goes through ``edge.preprocess.prepare`` too.
+the Pi runs; calibration goes through ``edge.infer.preprocess.prepare`` too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edge.manifest import (
     sha256_file,
     write_manifest,
 )
-from edge.preprocess import prepare
+from edge.infer.preprocess import prepare
 
 from . import quantize
 from .images import IMAGE_SUFFIXES, Unreadable, list_images, load_images
@@ -193,7 +193,7 @@ def evaluate_runtime(manifest_path: Path, data: LabeledFiles, use_float: bool) -
     """Run the runtime Classifier (int8, or its float32 reference) over a labelled set."""
     from tqdm import tqdm
 
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
 
     from .images import read_rgb
 
@@ -365,7 +365,7 @@ def _finish(model: Any, stage: Staging, name: str, *, labels, spec, calib, calib
           f"mean {spec.mean}, std {spec.std}; labels {', '.join(labels)}; crop margin {crop_margin}.",
           f"int8 model {int8_path.stat().st_size / 1024:.1f} KB, float32 "
           f"{float_path.stat().st_size / 1024:.1f} KB; {len(calib)} calibration images.",
-          "Measured with edge.models.Classifier (the runtime code) from the manifest.", ""]
+          "Measured with edge.infer.models.Classifier (the runtime code) from the manifest.", ""]
     pooled_f, pooled_q, pooled_same, n_all = 0, 0, 0, 0
     agreement_by_set: dict[str, tuple[int, int]] = {}
     for set_name, ds in eval_sets.items():

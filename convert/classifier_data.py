@@ -5,7 +5,7 @@
 - ``class_weights``: balanced per-class weights, capped;
 - ``augment``: flip, small affine, a down-then-up resize (the small faces a door
   camera sees), brightness/contrast, in numpy/OpenCV;
-- ``make_sequence``: batches normalized by ``edge.preprocess.normalize``, whose
+- ``make_sequence``: batches normalized by ``edge.infer.preprocess.normalize``, whose
   order and augmentation depend only on (seed, epoch, batch), so a rerun gives the
   same weights.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.errors import DataError
 from edge.manifest import InputSpec
-from edge.preprocess import normalize, resize_for
+from edge.infer.preprocess import normalize, resize_for
 
 from .classifier import LabeledFiles
 from .images import Unreadable, read_rgb

@@ -667,7 +667,7 @@ def build_keras(network: Network, weights: dict[int, ConvWeights], dtype: str = 
     logits reach -30..+20 while the box channels stay within about +-3, so the
     raw range wastes most of the 256 levels. Beyond +-10 nothing decodes
     differently: sigmoid is within 5e-5 of 0 or 1, and exp(10) is a box 22000
-    anchors wide (edge/yolo.py clips tw/th at +-20 anyway).
+    anchors wide (edge/infer/yolo.py clips tw/th at +-20 anyway).
     """
     keras, Upsample, ChannelSlice, ScaleChannels, ClipLogits = _keras_layers()
     inp = keras.Input(shape=(network.height, network.width, network.channels), batch_size=1, name="image", dtype=dtype)
@@ -738,7 +738,7 @@ def build_keras(network: Network, weights: dict[int, ConvWeights], dtype: str = 
         elif layer.kind == "upsample":
             x = Upsample(p["stride"], name=f"upsample_{i}", dtype=dtype)(x)
         elif layer.kind == "yolo":
-            pass  # decoding happens in float on the host (edge/yolo.py)
+            pass  # decoding happens in float on the host (edge/infer/yolo.py)
         outs.append(x)
     heads = [outs[hd.conv_index] for hd in network.heads]
     if clip_heads:

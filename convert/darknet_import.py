@@ -56,8 +56,8 @@ def _stage(msg: str, t0: float) -> None:
 
 
 def _head_details(details: list[dict], shapes: list[list[int]], what: str) -> list[dict]:
-    """TFLite output details in head order, matched by shape (``edge.models.map_outputs``)."""
-    from edge.models import map_outputs
+    """TFLite output details in head order, matched by shape (``edge.infer.models.map_outputs``)."""
+    from edge.infer.models import map_outputs
 
     by_name = {d["name"]: d for d in details}
     return [by_name[n] for n in map_outputs(by_name, [(None, shape) for shape in shapes], what)]
@@ -96,7 +96,7 @@ def calibration_inputs(calib: Path, net: Any, limit: int, progress: bool
     Raises:
         DataError: no images, or fewer than ``quantize.check_calib_count`` accepts.
     """
-    from edge.preprocess import prepare
+    from edge.infer.preprocess import prepare
 
     from . import detect_report, quantize
     from .images import load_images
@@ -274,8 +274,8 @@ def evaluate(manifest_path: Path, net: Any, cfg: Path, weights: Path, calib_file
              val: Path | None, limit: int, reference_images: int, progress: bool,
              t0: float, clip_logits: float | None = None) -> dict[str, Any]:
     """Run float and int8 through edge's Detector; head error, agreement, mAP, OpenCV parity."""
-    from edge import yolo
-    from edge.models import Detector
+    from edge.infer import yolo
+    from edge.infer.models import Detector
 
     from . import darknet, detect_report
     from .detect_report import Boxes

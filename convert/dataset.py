@@ -1,6 +1,6 @@
 """``doorguard dataset crops``: box-labelled images -> an image folder of face crops.
 
-Crops are cut with ``edge.preprocess.crop_with_margin``, the very function the
+Crops are cut with ``edge.infer.preprocess.crop_with_margin``, the very function the
 Pi runs between detector and classifier, so a classifier trained on these
 crops sees faces framed exactly as at run time.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.errors import DataError, UsageError
 from edge.imagehash import dhash  # noqa: F401 - re-exported: convert.dataset.dhash is public
-from edge.preprocess import crop_with_margin
+from edge.infer.preprocess import crop_with_margin
 from edge.types import Box
 
 from .images import IMAGE_SUFFIXES, read_rgb

@@ -2,7 +2,7 @@
 
 Detector -> crop with margin -> classifier -> rule, one decision per frame (no
 tracker, no temporal vote), over every annotated image of a VOC folder. The
-detector and classifier are the runtime's own ``edge.models`` classes, so the
+detector and classifier are the runtime's own ``edge.infer.models`` classes, so the
 figures are those of the code the Pi runs. Matching and metrics live in
 ``convert.metrics`` (pure, tested against hand-computed cases).
 
@@ -146,7 +146,7 @@ class Pipeline:
                  hand_detector: Any = None, facetouch: Any = None):
         from edge.config import RulesConfig
         from edge.pipeline import MAIN, ClassifierStage, FaceJudge, HandStage
-        from edge.rules import Rules
+        from edge.decide.rules import Rules
 
         self.detector = detector
         self.classifier = classifier
@@ -436,7 +436,7 @@ def pipeline_for(detector: FaceDetector, classifier: Any, cfg: Any, min_face_px:
 
 def load_classifier(path: Path, cfg: Any, threads: int = 2, use_float: bool = False):
     """doorguard's Classifier with the config's backend and crop margin override."""
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
 
     backend = None if cfg.models.backend == "auto" else cfg.models.backend
     classifier = Classifier(path, num_threads=threads, use_float=use_float, backend=backend)
@@ -452,7 +452,7 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
         ConfigError: bad config; ModelError: missing/corrupt models.
     """
     from edge.config import load
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     cfg = load(args.config)
     det_path = Path(args.detector) if args.detector else cfg.resolve(cfg.models.detector)
@@ -489,7 +489,7 @@ def build_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
 
 def _hand_detector(args: argparse.Namespace, cfg: Any, backend: str | None) -> tuple[Any, Path | None]:
     """The hand detector of ``--hands`` or the config's [facetouch] (None when neither names one)."""
-    from edge.ssd import SsdDetector
+    from edge.infer.ssd import SsdDetector
 
     name = getattr(args, "hands", None)
     path = Path(name) if name else (cfg.resolve(cfg.facetouch.hand_detector) if cfg.facetouch.enabled else None)
@@ -559,7 +559,7 @@ def doorguard_systems(cfg: Any, detector: Path, classifier: Path | None, precisi
     """doorguard's own pipeline (int8 and/or float32 reference) as compare() systems named
     ``doorguard-<precision><suffix>``."""
     from edge.manifest import load_manifest
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     out = []
     man = load_manifest(detector)

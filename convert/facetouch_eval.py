@@ -5,7 +5,7 @@ The set (``benchmarks/facetouch/labels.csv``, labels only: the photos stay in
 ``touch`` (1: a hand touches a face in it, 0: no hand touches any face).
 :func:`candidates` found the photos to look at: every photo of the folders
 below, doorguard's face detector, then MediaPipe's float palm model on the
-region around each face (``edge.facetouch.region_around``, scale 3), with a
+region around each face (``edge.decide.facetouch.region_around``, scale 3), with a
 lenient rule (a palm box grown by half its size overlapping the face box).
 Each candidate and each sampled non-candidate was then confirmed by a person
 looking at it (contact sheets from :func:`contact_sheet`); see the README
@@ -63,7 +63,7 @@ def candidates(shared: Path, faces: Any, hands: Any, folders: Iterable[str] = FO
         (per face, the palm boxes found in its region), ``candidate`` (some grown palm box
         overlaps its face).
     """
-    from edge.facetouch import FaceTouchConfig, region_around, touch_score
+    from edge.decide.facetouch import FaceTouchConfig, region_around, touch_score
     from edge.types import Box
 
     from .images import read_rgb
@@ -131,7 +131,7 @@ def evaluate(labels: Sequence[tuple[str, int]], shared: Path, pipe: Any, progres
     """
     from tqdm import tqdm
 
-    from edge.facetouch import FACETOUCH
+    from edge.decide.facetouch import FACETOUCH
 
     from .images import read_rgb
 

@@ -15,12 +15,12 @@
    result computes the same function (checked: :func:`max_abs_diff`).
 3. :func:`quantize`: ``ai-edge-quantizer`` static int8 (weights and activations)
    calibrated on face-centred regions of ../shared photos, each through edge's
-   own preprocessing (``edge.preprocess.prepare`` with the manifest's input).
+   own preprocessing (``edge.infer.preprocess.prepare`` with the manifest's input).
 4. :func:`agreement`: int8 vs float detections on other face regions, as
    ``convert darknet`` checks its int8 detectors.
 
 Anchors and decoding options live in the manifest (:data:`PALM_LITE_SSD`) and
-are decoded by ``edge.ssd``.
+are decoded by ``edge.infer.ssd``.
 """
 
 from __future__ import annotations
@@ -280,9 +280,9 @@ def face_regions(images: Iterable[Path], face_detector: Any, region_scale: float
                  min_face_px: float = 24.0) -> list[np.ndarray]:
     """Face-centred regions (RGB crops) as the device's hand stage sees them, from photos.
 
-    Faces come from doorguard's face detector; each region is ``edge.facetouch.region_around``.
+    Faces come from doorguard's face detector; each region is ``edge.decide.facetouch.region_around``.
     """
-    from edge.facetouch import region_around
+    from edge.decide.facetouch import region_around
 
     from .images import read_rgb
 
@@ -313,7 +313,7 @@ def input_spec(quant: tuple[float, int] | None) -> dict:
 def tensors_for(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Float model inputs of crops, through edge's own preprocessing (letterbox, 0..1)."""
     from edge.manifest import InputSpec
-    from edge.preprocess import prepare
+    from edge.infer.preprocess import prepare
 
     spec = InputSpec(**input_spec(None))
     return [prepare(c, spec)[0].astype(np.float32) for c in crops]
@@ -341,7 +341,7 @@ def quantize(float_model: bytes, calibration: Sequence[np.ndarray]) -> bytes:
 
 
 def _detect(it, x: np.ndarray, anchors: np.ndarray, ssd, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    from edge.ssd import decode
+    from edge.infer.ssd import decode
 
     out = _run(it, x)
     boxes = next(v for v in out.values() if v.shape[-1] == 4 + 2 * ssd.num_keypoints)
@@ -363,7 +363,7 @@ def agreement(float_model: bytes | Path, int8_model: bytes | Path, tensors: Sequ
         of matched boxes, and the score threshold.
     """
     from edge.manifest import SsdSpec
-    from edge.ssd import anchors as make_anchors
+    from edge.infer.ssd import anchors as make_anchors
     from edge.types import Box
 
     ssd = SsdSpec(**PALM_LITE_SSD)
@@ -558,15 +558,15 @@ CARD = """# {name}: MediaPipe palm detector (hand boxes for the face-touch check
 - **Licence:** {license} (MediaPipe, Copyright Google LLC). doorguard's conversion changes
   only the number format: float16 constants folded to float32, then int8.
 - **What it does:** one SSD pass over a 192 x 192 letterboxed region (values 0..1, zero
-  border), {anchors} anchors (`ssd` in the manifest; decoded by `edge/ssd.py`), one score
+  border), {anchors} anchors (`ssd` in the manifest; decoded by `edge/infer/ssd.py`), one score
   and one palm box with 7 keypoints per anchor. doorguard runs it on a square of
-  `facetouch.region_scale` x the face's size around each face (`edge/facetouch.py`).
+  `facetouch.region_scale` x the face's size around each face (`edge/decide/facetouch.py`).
 - **Files:** `{int8}` (int8 weights, activations, input and outputs; {float_ops} ops left in
   float. ai-edge-quantizer {aeq} has no int8 PRELU, so each of the 26 PReLUs is first
   rewritten as relu(x) - alpha x relu(-x) with 1x1 depthwise convolutions, same float
   function, all of it run by XNNPACK in one partition. Static int8, calibrated on {n_cal}
   face-centred regions of facemask853 train and adityap27 train photos through
-  `edge.preprocess.prepare`; output ranges from the whole calibration set, score
+  `edge.infer.preprocess.prepare`; output ranges from the whole calibration set, score
   logits floored at -16), `{float}` (float32 reference, made by `make models`, not
   kept in git: same function as the wheel's model, max output difference {fold_diff:g}).
 
@@ -623,7 +623,7 @@ def build(shared: Path, out_dir: Path, work: Path, region_scale: float = 3.0, n_
             unfoldable model.
     """
     from edge.config import load
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     work, out_dir = Path(work), Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -661,7 +661,7 @@ def build(shared: Path, out_dir: Path, work: Path, region_scale: float = 3.0, n_
 def facetouch_figures(labels: Path, shared: Path, manifest: Path, cfg: Any, faces: Any) -> dict:
     """Face-touch precision/recall on the labelled photos with the default [facetouch] settings,
     the int8 hand model and its float32 reference (the face detector is the default int8 one)."""
-    from edge.ssd import SsdDetector
+    from edge.infer.ssd import SsdDetector
 
     from .evaluate import pipeline_for
     from .facetouch_eval import evaluate, read_labels

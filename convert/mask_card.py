@@ -72,7 +72,7 @@ def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:
         "21 px, with the margin about 27 px), so a larger input would only upsample further while "
         "costing (size/96)^2 more compute on the Pi; below 96 the 32x-downsampling MobileNet "
         "keeps too little spatial detail.", "",
-        "## Figures (measured at build time, float32 vs int8, through edge.models.Classifier)", "",
+        "## Figures (measured at build time, float32 vs int8, through edge.infer.models.Classifier)", "",
         "| set | images | float32 accuracy | int8 accuracy | int8 recall mask / no_mask / mask_incorrect |",
         "|---|---|---|---|---|",
     ]

@@ -462,14 +462,14 @@ def compare_classifiers(manifests: dict[str, Path | str], shared: Path | str,
 
     Every true face box of facemask853 ``val.txt`` and of the dataroots real
     validation photos is cut from the (transformed) photo with the runtime's
-    ``crop_with_margin`` and classified through ``edge.models.Classifier``
+    ``crop_with_margin`` and classified through ``edge.infer.models.Classifier``
     (int8, argmax: no threshold anywhere); mask colour groups by
     ``convert.conditions.mask_colour`` on the clean photo.
 
     Returns:
         One row per (model, set, condition) with ``classifier_figures``.
     """
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
     from edge.types import Box
 
     from . import conditions as cond

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.errors import ModelError, UsageError, first_line
 from edge.manifest import InputSpec
-from edge.preprocess import normalize
+from edge.infer.preprocess import normalize
 
 from .classifier_data import class_weights, make_sequence
 from .coral_weights import load_tflite_backbone_weights

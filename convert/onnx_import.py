@@ -8,7 +8,7 @@ classifier`` are (``convert/classifier.py``: float32 + full-int8 TFLite through
 ``TFLiteConverter.from_keras_model``, every op checked int8, the manifest,
 float vs int8 report, accuracy gate).
 
-On top of that report, the int8 model (run by ``edge.models.Classifier``, the
+On top of that report, the int8 model (run by ``edge.infer.models.Classifier``, the
 Pi's code) is compared with the original framework itself: onnxruntime here,
 torch for ``convert torch``. Top-1 agreement, the largest probability
 difference and, with ``--val``, accuracy go into the manifest, the report and
@@ -195,8 +195,8 @@ def compare_with_reference(manifest_path: Path, reference: Reference, data: Labe
     """
     from tqdm import tqdm
 
-    from edge.models import Classifier
-    from edge.preprocess import prepare
+    from edge.infer.models import Classifier
+    from edge.infer.preprocess import prepare
 
     from .images import Unreadable, read_rgb
 
@@ -307,7 +307,7 @@ def _reference_report(manifest_path: Path, reference: Reference, labels: list[st
     report = manifest_path.parent / str(m.metrics.get("report", f"{m.name}.report")) / "report.md"
     lines = ["", f"## int8 vs the original framework ({reference.name})", "",
              f"{cmp['images']} {'validation' if labelled else 'calibration'} crops, preprocessed by "
-             f"edge.preprocess and run through edge.models.Classifier (int8, float32) and {reference.name}.", "",
+             f"edge.infer.preprocess and run through edge.infer.models.Classifier (int8, float32) and {reference.name}.", "",
              "| | top-1 agreement with the framework | max prob diff |", "|---|---|---|",
              f"| int8 | {cmp['int8_top1_agreement']:.4f} | {cmp['int8_max_prob_diff']:.4f} |",
              f"| float32 TFLite | {cmp['float32_top1_agreement']:.4f} | {cmp['float32_max_prob_diff']:.2e} |", ""]

@@ -9,7 +9,7 @@ pipelines with their own classes.
 
 Every peer follows its origin's own inference code (input size, colour order,
 normalization, box decoding) with the score threshold its demo uses; NMS is
-``edge.yolo.nms`` (greedy, the same as doorguard's).
+``edge.infer.yolo.nms`` (greedy, the same as doorguard's).
 
 Sources (../shared/models/peers, see SOURCES.md there):
 - YuNet n 640 (libfacedetection.train): ``cv2.FaceDetectorYN``, which decodes and NMSes.
@@ -34,7 +34,7 @@ import numpy as np
 from convert.metrics import Prediction
 from edge.errors import ModelError
 from edge.types import Box, Detection
-from edge.yolo import nms
+from edge.infer.yolo import nms
 
 
 def _detections(boxes: np.ndarray, scores: np.ndarray, labels: list[str], class_ids: np.ndarray,
@@ -162,7 +162,7 @@ class Aizoo:
 
     def __init__(self, peers_dir: Path, score_threshold: float = 0.5, nms_iou: float = 0.4,
                  num_threads: int = 2):
-        from edge.runtime import TfliteModel
+        from edge.infer.runtime import TfliteModel
 
         self.model = TfliteModel(_need(peers_dir / "face_mask_detection.tflite"), num_threads)
         self.anchors = aizoo_anchors()

@@ -16,7 +16,7 @@ import numpy as np
 from edge import __version__
 from edge.errors import DataError, ModelError
 from edge.manifest import QuantParams
-from edge.models import tensor_quant
+from edge.infer.models import tensor_quant
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def io_details(data: bytes) -> tuple[dict, list[dict]]:
 
 
 def quant_params(detail: dict) -> QuantParams | None:
-    """QuantParams of an interpreter tensor detail (None for float tensors), as ``edge.models`` reads them."""
+    """QuantParams of an interpreter tensor detail (None for float tensors), as ``edge.infer.models`` reads them."""
     q = tensor_quant(detail)
     return None if q is None else QuantParams(scale=q[0], zero_point=q[1])
 

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from edge.errors import DataError
-from edge.yolo import nms
+from edge.infer.yolo import nms
 
 log = logging.getLogger(__name__)
 

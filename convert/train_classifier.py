@@ -8,7 +8,7 @@ int8 conversion, float vs int8 report, the gate). Augmentation and batches are s
 so a rerun gives the same weights on the same machine; class imbalance is handled with
 capped balanced per-sample weights.
 
-Every image goes through ``edge.preprocess`` (resize as the manifest says, then the
+Every image goes through ``edge.infer.preprocess`` (resize as the manifest says, then the
 same normalization) so the model learns from what the Pi feeds it. The default mask
 classifier's data and recipe are ``convert.mask_recipe``.
 """

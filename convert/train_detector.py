@@ -14,7 +14,7 @@ in float with a darknet-style YOLO loss:
   overlaps a ground-truth box by more than ``--ignore-iou`` left out;
 - class: binary cross-entropy per class on the assigned cells.
 
-Every training image goes through ``edge.preprocess.prepare`` (the letterbox
+Every training image goes through ``edge.infer.preprocess.prepare`` (the letterbox
 and normalization the Pi runs) after the augmentation (random crop/zoom-out,
 horizontal flip, HSV jitter) on the full-size image, boxes moved alike.
 
@@ -718,13 +718,13 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
                max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
                balance: KindBalance | None = None, night_p: float = 0.0,
                crop_min: float = DEFAULT_CROP_MIN) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Augment (when ``train``), preprocess with ``edge.preprocess.prepare`` and build targets.
+    """Augment (when ``train``), preprocess with ``edge.infer.preprocess.prepare`` and build targets.
 
     Returns:
         (inputs, per-head targets, B x max_boxes x 4 boxes for the ignore mask: the true
         boxes, then the ignore regions, padded with zeros).
     """
-    from edge.preprocess import prepare
+    from edge.infer.preprocess import prepare
 
     xs, tg, gts = [], [[] for _ in heads], []
     for ex in examples:
@@ -783,7 +783,7 @@ def yolo_loss(outputs: list[Any], targets: list[Any], gt_boxes: Any, heads: list
         parts["xy"] += tf.reduce_sum(pos[..., None] * bce(labels=t[..., 0:2], logits=p[..., 0:2]))
         parts["wh"] += tf.reduce_sum(pos[..., None] * 0.5 * tf.square(t[..., 2:4] - p[..., 2:4]))
         parts["cls"] += tf.reduce_sum(obj[..., None] * bce(labels=t[..., 6:], logits=p[..., 5:]))
-        # predicted boxes (as edge/yolo.py decodes them) for the ignore mask
+        # predicted boxes (as edge/infer/yolo.py decodes them) for the ignore mask
         col = tf.reshape(tf.range(gw, dtype=tf.float32), (1, 1, gw, 1))
         row = tf.reshape(tf.range(gh, dtype=tf.float32), (1, gh, 1, 1))
         anchors = tf.constant(hm.anchors, tf.float32)

@@ -1,20 +1,29 @@
-"""One way to replace a small file so that a power cut leaves the old one or the new one.
+"""Files of the service's own: replaced in one rename, or created private (0600).
 
-Used for the web password (edge/web/passwords.py), the arming state (edge/arming.py) and the
-config the zone editor saves (edge/zone_editor.py). The folder may be writable by the
-service user, who could plant symlinks in it, so every step works on a descriptor of the
-folder (``openat`` semantics): the temporary file gets an unpredictable name and is
-created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a planted name fails instead of being
-followed), ``fchmod``/``fchown`` act on that descriptor, and the rename inside the folder
-replaces whatever the final name was (a symlink there is replaced, not followed). The file
-and then the folder are fsynced: the rename itself survives a power cut.
+``write_atomic`` replaces a small file so that a power cut leaves the old one or the new one.
+Used for the web password (edge/act/web/passwords.py), the arming state
+(edge/decide/arming.py) and the config the zone editor saves (edge/act/web/zone_editor.py).
+``private_file`` creates an SQLite database (and its -wal/-shm) readable by the service only:
+the event store (edge/act/events.py), its MQTT outbox and the arming history.
+
+The folder may be writable by the service user, who could plant symlinks in it, so every
+step of ``write_atomic`` works on a descriptor of the folder (``openat`` semantics): the
+temporary file gets an unpredictable name and is created with
+``O_CREAT | O_EXCL | O_NOFOLLOW`` (a planted name fails instead of being followed),
+``fchmod``/``fchown`` act on that descriptor, and the rename inside the folder replaces
+whatever the final name was (a symlink there is replaced, not followed). The file and then
+the folder are fsynced: the rename itself survives a power cut.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o600, keep_mode: bool = False,
@@ -71,3 +80,24 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o600, keep_m
             except OSError:
                 pass
         os.close(dir_fd)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 when absent; take group/other bits off one of ours.
+
+    SQLite creates its database with 0644 (less the umask) and its -wal/-shm files
+    with the database's mode, so creating the file first keeps all three private.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
+            log.info("%s was readable by other users: now mode %04o", p, stat.S_IMODE(st.st_mode) & 0o700)

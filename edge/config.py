@@ -59,21 +59,21 @@ class Config(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="[tracking] section")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="[rules] section")
     events: EventsConfig = Field(default_factory=EventsConfig, description="[events] section")
-    motion: MotionConfig = Field(default_factory=MotionConfig, description="[motion] section (edge/motion.py)")
-    gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/actuators.py)")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/mqtt/), off by default")
-    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/web/), off by default")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="[motion] section (edge/capture/motion.py)")
+    gpio: GpioConfig = Field(default_factory=GpioConfig, description="[gpio] section (edge/act/actuators.py)")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="[mqtt] section (edge/act/mqtt/), off by default")
+    web: WebConfig = Field(default_factory=WebConfig, description="[web] section (edge/act/web/), off by default")
     facetouch: FaceTouchConfig = Field(
-        default_factory=FaceTouchConfig, description="[facetouch] section (edge/facetouch.py), off by default")
+        default_factory=FaceTouchConfig, description="[facetouch] section (edge/decide/facetouch.py), off by default")
     arming: ArmingConfig = Field(
-        default_factory=ArmingConfig, description="[arming] section (edge/arming.py): default state, schedules")
+        default_factory=ArmingConfig, description="[arming] section (edge/decide/arming.py): default state, schedules")
     door: DoorConfig = Field(
-        default_factory=DoorConfig, description="[door] section (edge/door.py): optional door relay, off by default")
+        default_factory=DoorConfig, description="[door] section (edge/act/door.py): optional door relay, off by default")
     zones: list[ZoneConfig] = Field(
         default_factory=list, max_length=MAX_POLYGONS,
-        description="[[zones]] tables (edge/zones.py): where faces count; none: the whole frame")
+        description="[[zones]] tables (edge/decide/zones.py): where faces count; none: the whole frame")
     privacy: PrivacyConfig = Field(
-        default_factory=PrivacyConfig, description="[privacy] section (edge/zones.py): masks, blurring")
+        default_factory=PrivacyConfig, description="[privacy] section (edge/decide/zones.py): masks, blurring")
 
     # Not part of the file: where relative paths in it resolve from.
     base_dir: Path = Field(PROJECT_ROOT, exclude=True, description="Directory relative paths resolve against")
@@ -307,12 +307,12 @@ def model_problems(cfg: Config) -> list[str]:
         One line per problem, starting with the key path; empty when all is well.
     """
     from .errors import DoorguardError
-    from .models import Classifier, Detector
+    from .infer.models import Classifier, Detector
 
     out: list[str] = []
     backend = None if cfg.models.backend == "auto" else cfg.models.backend
     loaded: dict[str, Any] = {}
-    from .ssd import SsdDetector
+    from .infer.ssd import SsdDetector
 
     wanted = [("models.detector", Detector, cfg.models.detector),
               ("models.classifier", Classifier, cfg.models.classifier)]
@@ -334,7 +334,7 @@ def model_problems(cfg: Config) -> list[str]:
         out += rule_label_problems(cfg, loaded["models.detector"][0].manifest.labels,
                                    [lab for c in classifiers for lab in c.manifest.labels] if classifiers else None)
     if cfg.mqtt.enabled and cfg.mqtt.password_file:
-        from .mqtt.client import password_file_problem
+        from .act.mqtt.client import password_file_problem
 
         problem = password_file_problem(Path(cfg.mqtt.password_file).expanduser())
         if problem is not None and problem[0] == "error":
@@ -394,7 +394,7 @@ def main(args: argparse.Namespace) -> int:
     """Validate a config file and what it names: print every problem, exit 0 when valid, else 1.
 
     The zones the web page saved to the state directory (``<state dir>/zones.toml``,
-    edge/zone_overlay.py) replace the file's zones and masks, as in ``run``, and are checked too.
+    edge/act/web/zone_overlay.py) replace the file's zones and masks, as in ``run``, and are checked too.
     """
     p = Path(args.path)
     try:
@@ -405,7 +405,7 @@ def main(args: argparse.Namespace) -> int:
     errors = all_errors(text, str(p))
     overlay = None
     if not errors:
-        from . import zone_overlay
+        from .act.web import zone_overlay
 
         cfg = parse(text, str(p), p.resolve().parent)
         try:

@@ -96,7 +96,7 @@ def _claim_input_pin(pin: int) -> None:
 
 def _grab_frames(spec: str, source_cfg: Any, n: int) -> list[Any]:
     """Up to ``n`` RGB frames from the configured source (after two warm-up frames: auto exposure)."""
-    from .sources import make_source
+    from .capture.sources import make_source
 
     src = make_source(spec, source_cfg)
     src.open()
@@ -126,7 +126,7 @@ def frame_light(rgb: Any) -> tuple[float, float]:
 
 
 def _load_model(path: Path, backend: str | None) -> str:
-    from .runtime import load_interpreter
+    from .infer.runtime import load_interpreter
 
     _, name = load_interpreter(path, num_threads=1, backend=backend)
     return name
@@ -291,7 +291,7 @@ class Doctor:
         return out + self._night_hint()
 
     def _is_camera(self) -> bool:
-        from .sources import parse_source_spec
+        from .capture.sources import parse_source_spec
 
         src = parse_source_spec(self._source_spec())
         if src.kind in ("camera", "picamera"):
@@ -331,7 +331,7 @@ class Doctor:
                                           f"{chroma:.0f}/255.")]
 
     def _camera_access(self) -> list[Check]:
-        from .sources import parse_source_spec
+        from .capture.sources import parse_source_spec
 
         spec = self._source_spec()
         src = parse_source_spec(spec)
@@ -398,7 +398,7 @@ class Doctor:
                                       "(`sudo apt install rpicam-apps` to let doctor check the cable).")]
 
     def _gpio_pins(self) -> dict[str, int]:
-        """Every configured pin by role: the [gpio] outputs and button, and the [door] relay (edge/door.py)."""
+        """Every configured pin by role: the [gpio] outputs and button, and the [door] relay (edge/act/door.py)."""
         gpio = getattr(self.cfg, "gpio", None)
         pins = {} if gpio is None else {k: v for k in ("red_led", "green_led", "buzzer", "mute_button")
                                         if (v := getattr(gpio, k, None)) is not None}
@@ -474,7 +474,7 @@ class Doctor:
 
     def check_interpreter(self) -> list[Check]:
         from .errors import ModelError
-        from .runtime import available_backend
+        from .infer.runtime import available_backend
 
         try:
             name = available_backend(self._backend_pref())
@@ -568,7 +568,7 @@ class Doctor:
         mqtt = getattr(self.cfg, "mqtt", None)
         if mqtt is None or not mqtt.enabled or not mqtt.password_file:
             return []
-        from .mqtt.client import password_file_problem
+        from .act.mqtt.client import password_file_problem
 
         path = Path(mqtt.password_file).expanduser()
         if not path.is_file():

@@ -6,7 +6,7 @@
 
 The camera (or any source ``doorguard run`` takes) feeds the face detector the
 config names; each face is cut by the runtime's own crop
-(``edge.preprocess.crop_with_margin``, with the classifier's margin), so the
+(``edge.infer.preprocess.crop_with_margin``, with the classifier's margin), so the
 model trains on what the Pi will feed it. A crop is skipped when the face is
 tiny, blurred (variance of the Laplacian of the crop at a fixed size) or a
 near-duplicate of a crop already in the folder (``edge.imagehash.dhash``).
@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import DataError, StateError, UsageError
 from .imagehash import dhash, hamming
-from .preprocess import crop_with_margin
+from .infer.preprocess import crop_with_margin
 from .types import Detection
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class Enroller:
     """Turns frames into kept face crops in one label folder.
 
     Args:
-        detector: anything with ``detect(rgb) -> list[Detection]`` (``edge.models.Detector``).
+        detector: anything with ``detect(rgb) -> list[Detection]`` (``edge.infer.models.Detector``).
         folder: the label folder (``prepare_dataset``); crops already there count as duplicates.
         label: the label (file name prefix).
         settings: what to keep.
@@ -295,7 +295,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def preview_overlays(faces: list[tuple[Detection, str]]) -> list:
     """Live-view boxes for the faces of one frame: green when its crop was saved, else neutral
     with the reason it was skipped (blurred, tiny, duplicate, several faces)."""
-    from .web.handover import Overlay
+    from .act.web.handover import Overlay
 
     return [Overlay((d.box.x1, d.box.y1, d.box.x2, d.box.y2), what, d.score,
                     "compliant" if what == "saved" else None) for d, what in faces]
@@ -318,7 +318,7 @@ def _margin(cfg) -> float:
 
 
 def _frames(source, interval: float, max_frames: int | None, clock=time.monotonic) -> Iterable[np.ndarray]:
-    from .sources import UnreadableFrame
+    from .capture.sources import UnreadableFrame
 
     n, last = 0, None
     while max_frames is None or n < max_frames:
@@ -357,8 +357,8 @@ def main(args: argparse.Namespace) -> int:
     label = _check_label(args.label or OTHERS_LABEL)
 
     from . import config as config_mod
-    from .models import Detector
-    from .sources import make_source
+    from .infer.models import Detector
+    from .capture.sources import make_source
 
     cfg = config_mod.load(args.config)
     m = cfg.models
@@ -378,8 +378,8 @@ def main(args: argparse.Namespace) -> int:
     if cfg.web.enabled:
         # The live view while enrolling: each face boxed with what became of it (the page's
         # login, CSRF and rate limits as for doorguard run).
-        from .web.handover import LiveFrame
-        from .web.server import WebServer
+        from .act.web.handover import LiveFrame
+        from .act.web.server import WebServer
 
         live = LiveFrame()
         web = WebServer(cfg.web, lambda: {"source": getattr(source, "name", ""), "frames": enroller.tally.frames,

@@ -32,7 +32,7 @@ The manifests they stand behind come from :func:`write_detector_manifest`,
 with :func:`frame_with`. :class:`StubInterpreter` is the base for other stubs.
 
 Other seams: :class:`ListSource` (a ``FrameSource``), :class:`FakePicamera2` (the
-``factory`` of ``edge.sources.PicameraSource``), :class:`FakeActuators`,
+``factory`` of ``edge.capture.sources.PicameraSource``), :class:`FakeActuators`,
 :class:`FakeNotifier` and :class:`FakeClock` (the runner's ``clock``). Fault injection
 for the reliability tests (a camera that hangs or vanishes, a jumping wall clock) stays
 in the test suite (tests/faults.py).
@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import SourceError
-from .sources import SourceLost
+from .capture.sources import SourceLost
 
 #: The detector stub's input (width, height) and its one head's stride and anchor side.
 DET_W, DET_H, STRIDE = 128, 96, 16
@@ -136,7 +136,7 @@ def frame_with(faces: Sequence[tuple[int, int, int, tuple[int, int, int]]], w: i
 # ---- interpreters ------------------------------------------------------------------------------
 
 class StubInterpreter:
-    """The part of the TFLite ``Interpreter`` API ``edge.runtime.TfliteModel`` uses, computed in Python.
+    """The part of the TFLite ``Interpreter`` API ``edge.infer.runtime.TfliteModel`` uses, computed in Python.
 
     Pass one as ``interpreter=`` of ``Detector``/``Classifier``/``SsdDetector`` or as the
     runner's ``*_interpreter=``. Like TFLite, ``set_tensor`` refuses an input of the wrong
@@ -282,7 +282,7 @@ class DarkBlobHandInterpreter(StubInterpreter):
 
     def __init__(self):
         from .manifest import SsdSpec
-        from .ssd import anchors
+        from .infer.ssd import anchors
 
         n, k = SSD["num_anchors"], 4 + 2 * SSD["num_keypoints"]
         super().__init__([1, HAND_SIZE, HAND_SIZE, 3], [("boxes", [1, n, k]), ("scores", [1, n, 1])])
@@ -430,7 +430,7 @@ class FakePicamera2:
 # ---- outputs, systemd, time --------------------------------------------------------------------
 
 class FakeActuators:
-    """Stands in for ``edge.actuators.Actuators``: records each call, never blocks.
+    """Stands in for ``edge.act.actuators.Actuators``: records each call, never blocks.
 
     Attributes:
         calls: ``(name, argument)`` per call: alert, compliant, fault (on/off), mute, unmute, close.

@@ -27,7 +27,7 @@ class QuantParams(_Strict):
     """Affine quantization: real = scale * (q - zero_point).
 
     A manifest's quant parameters must also be the model's own (checked against the
-    interpreter's tensors when a Detector/Classifier is built, edge/models.py).
+    interpreter's tensors when a Detector/Classifier is built, edge/infer/models.py).
     """
 
     scale: float = Field(gt=0.0, description="Quantization scale")

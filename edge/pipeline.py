@@ -2,7 +2,7 @@
 
 Built once (interpreters, labels, tracker) and then called once per frame.
 Each stage that judges a face votes in its own channel of the face's track
-(``edge.tracking.Votes``): the main classifier (or the detector label), extra
+(``edge.track.tracking.Votes``): the main classifier (or the detector label), extra
 classifiers, and the face-touch check (a hand detector on a region around the
 face). New and unsettled channels vote every frame; settled ones only every
 ``tracking.reclassify_every`` frames (face-touch: ``facetouch.every_settled``),
@@ -24,14 +24,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .config import Config
-from .facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig, region_around, touch_score
-from .facetouch import SOURCE as HAND_SOURCE
-from .models import Classifier, Detector
-from .preprocess import crop_with_margin
-from .rules import Rules
-from .tracking import MAIN, Tracker, Track
+from .decide.facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig, region_around, touch_score
+from .decide.facetouch import SOURCE as HAND_SOURCE
+from .infer.models import Classifier, Detector
+from .infer.preprocess import crop_with_margin
+from .decide.rules import Rules
+from .track.tracking import MAIN, Tracker, Track
 from .types import Box, Classification, Detection, Frame, Verdict
-from .zones import MaskPainter, ZoneFilter
+from .decide.zones import MaskPainter, ZoneFilter
 
 #: The track channel of the face-touch check.
 FACETOUCH_CHANNEL = FACETOUCH
@@ -133,10 +133,10 @@ class ClassifierStage:
 
 
 class HandStage:
-    """The hand detector, run on a square region centred on a face (``edge.facetouch``).
+    """The hand detector, run on a square region centred on a face (``edge.decide.facetouch``).
 
     Args:
-        detector: anything with ``detect(rgb) -> list[Detection]`` (``edge.ssd.SsdDetector``).
+        detector: anything with ``detect(rgb) -> list[Detection]`` (``edge.infer.ssd.SsdDetector``).
         cfg: the [facetouch] section.
     """
 
@@ -279,7 +279,7 @@ class FrameResult:
     output per track id, ``votes`` every vote cast this frame per track id, ``hands`` the
     hand boxes the hand stage found near each face it ran for. ``frame`` is the frame with the
     privacy masks blacked out; ``outside`` the detections in no zone (never judged: pixelate
-    them wherever the picture goes, ``edge.zones.Privacy``). ``idle``: the motion gate skipped
+    them wherever the picture goes, ``edge.decide.zones.Privacy``). ``idle``: the motion gate skipped
     the detector (no motion, no track alive).
     """
 
@@ -319,7 +319,7 @@ class Pipeline:
         clock: perf counter (seconds) of every stage timing (the runner passes its own clock).
         extra_classifiers: more built Classifiers run on every face crop, each voting in a
             channel named after its manifest (``models.extra_classifiers``).
-        hand_detector: built hand detector (``edge.ssd.SsdDetector``) for the face-touch
+        hand_detector: built hand detector (``edge.infer.ssd.SsdDetector``) for the face-touch
             check, or None.
     """
 
@@ -327,7 +327,7 @@ class Pipeline:
                  clock: Callable[[], float] = time.perf_counter, *, extra_classifiers: Sequence[Any] = (),
                  hand_detector: Any = None, motion: Any = None):
         self.detector = detector
-        # edge.motion.MotionGate or None: with a gate, idle frames (no motion, no track) skip the detector.
+        # edge.capture.motion.MotionGate or None: with a gate, idle frames (no motion, no track) skip the detector.
         self.motion = motion
         self._detector_ok = True
         self.classifier = classifier
@@ -384,7 +384,7 @@ class Pipeline:
         Raises:
             ModelError: missing/corrupt model or manifest, hash mismatch, no interpreter.
         """
-        from .ssd import SsdDetector
+        from .infer.ssd import SsdDetector
 
         m = cfg.models
         backend = None if m.backend == "auto" else m.backend
@@ -404,7 +404,7 @@ class Pipeline:
                                 cfg.facetouch.score_threshold, interpreter=hand_interpreter, backend=backend)
         motion = None
         if cfg.motion.enabled:
-            from .motion import MotionGate
+            from .capture.motion import MotionGate
 
             motion = MotionGate(cfg.motion)
         return cls(det, clf, cfg, clock, extra_classifiers=extra, hand_detector=hands, motion=motion)
@@ -441,7 +441,7 @@ class Pipeline:
         The privacy masks are blacked out first, on the lores view too (timed with the motion
         gate in ``motion``, and in ``pipeline``): no stage, and
         nothing the caller does with ``FrameResult.frame``, sees what is under them. Only
-        detections that count in a zone (``edge.zones.ZoneFilter``) reach the tracker.
+        detections that count in a zone (``edge.decide.zones.ZoneFilter``) reach the tracker.
         """
         clock = self.clock
         judge = self.judge

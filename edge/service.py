@@ -127,7 +127,7 @@ class Runner:
             (``--allow-failed-gate``; ``models.allow_failed_gate`` does the same).
         config_path: the file ``cfg`` came from; the web page's zone editor saves to it, or
             where it is read-only to the service to ``<state dir>/zones.toml``, which replaces
-            the file's zones and masks when present (edge/zone_overlay.py; None: the embedded
+            the file's zones and masks when present (edge/act/web/zone_overlay.py; None: the embedded
             default, no overlay, nothing to save to).
 
     Raises:
@@ -142,8 +142,8 @@ class Runner:
                  arming_clock: Callable[[], float] = time.time, arming_tz: Any = None,
                  drain_outputs: bool = False, allow_failed_gate: bool = False,
                  config_path: str | Path | None = None):
-        from . import zone_overlay
-        from .zones import Privacy
+        from .act.web import zone_overlay
+        from .decide.zones import Privacy
 
         self.config_path = Path(config_path) if config_path else None
         overlay = None
@@ -152,7 +152,7 @@ class Runner:
         self.cfg = cfg
         #: Where the zones and masks in use came from (the log, the status page).
         self.zones_from = zone_overlay.origin(self.config_path, overlay)
-        #: What pictures leaving the loop may show (zones, masks, blurring; edge/zones.py).
+        #: What pictures leaving the loop may show (zones, masks, blurring; edge/decide/zones.py).
         self.privacy = Privacy(cfg.privacy, bool(cfg.zones))
         self._polygons = (cfg.zones, cfg.privacy.masks)
         self.allow_failed_gate = allow_failed_gate or cfg.models.allow_failed_gate
@@ -192,9 +192,9 @@ class Runner:
 
     # -- start-up -------------------------------------------------------------------------
     def _build(self):
-        from .events import EventStore, prepare_state_dir
+        from .act.events import EventStore, prepare_state_dir
         from .pipeline import Pipeline, make_rules
-        from .sources import Capture, make_source
+        from .capture.sources import Capture, make_source
 
         cfg = self.cfg
         if self.max_frames is not None and self.max_frames < 1:
@@ -207,7 +207,7 @@ class Runner:
         pipeline = Pipeline.from_config(cfg, *self._interps, clock=self.clock, **extra)
         self._check_gates(pipeline)
         if cfg.source.lores and hasattr(source, "set_lores"):
-            from .sources import lores_size
+            from .capture.sources import lores_size
 
             inp = pipeline.detector.manifest.input
             size = lores_size(inp.width, inp.height, cfg.source.width, cfg.source.height)
@@ -229,7 +229,7 @@ class Runner:
         store = EventStore(state_dir, cfg.events, pipeline.model_hashes()) if cfg.events.enabled else None
         writer = None
         if self.annotate_path:
-            from .annotate import AnnotatedVideo
+            from .act.annotate import AnnotatedVideo
 
             writer = AnnotatedVideo(self.annotate_path, cfg.source.fps or 15.0)
         return source, pipeline, make_rules(cfg), store, writer, Capture, state_dir
@@ -246,7 +246,7 @@ class Runner:
     def _make_actuators(self):
         if self._actuators is not None:
             return self._actuators
-        from .actuators import Actuators
+        from .act.actuators import Actuators
 
         return Actuators(self.cfg.gpio, pin_factory=self._pin_factory)
 
@@ -292,9 +292,9 @@ class Runner:
         log.info("privacy: %s", self.privacy.describe(self.cfg.zones))
         log.info("zones: from %s", self.zones_from)
         if self.cfg.mqtt.enabled:
-            from .mqtt.publisher import MqttPublisher
+            from .act.mqtt.publisher import MqttPublisher
 
-            from .hass import HomeAssistantLink
+            from .act.hass import HomeAssistantLink
 
             p.publisher = MqttPublisher(self.cfg.mqtt, p.state_dir / self.cfg.events.database)
             rules = self.cfg.rules
@@ -303,8 +303,8 @@ class Runner:
                                        snapshots=bool(store and store.snapshots_on))
             p.publisher.start()
         if self.cfg.web.enabled:
-            from .web.handover import LiveFrame
-            from .web.server import WebServer
+            from .act.web.handover import LiveFrame
+            from .act.web.server import WebServer
 
             p.live = LiveFrame()
             p.web = WebServer(self.cfg.web, self._status, p.live.get, p.actuators.alert,
@@ -333,7 +333,7 @@ class Runner:
     def _start_arming(self, p: "RunParts") -> None:
         """The arming state (restored from the state directory), the door relay, and what a
         change does to the outputs; the mute button mutes through it."""
-        from .arming import Arming
+        from .decide.arming import Arming
 
         cfg = self.cfg
         db = p.state_dir / cfg.events.database if cfg.events.enabled else None
@@ -343,7 +343,7 @@ class Runner:
         p.arming = self._arming = Arming(cfg.arming, keep, db_path=db, mute_minutes=cfg.gpio.mute_minutes,
                                          clock=self._arming_clock, tz=self._arming_tz)
         if cfg.door.relay_pin is not None:
-            from .door import DoorRelay
+            from .act.door import DoorRelay
 
             p.door = self._door_relay = DoorRelay(cfg.door, pin_factory=self._pin_factory)
         p.actuators.on_mute_button = lambda: p.arming.mute("button")
@@ -370,8 +370,8 @@ class Runner:
         return self._arming.command(action, by=f"web ({who})")
 
     def _zone_editor(self, p: "RunParts"):
-        from .zone_editor import ZoneEditor
-        from .zone_overlay import overlay_path
+        from .act.web.zone_editor import ZoneEditor
+        from .act.web.zone_overlay import overlay_path
 
         def frame_size():
             item = p.live.get()
@@ -387,8 +387,8 @@ class Runner:
         Args:
             saved_to: the file the polygons were saved to (the config file or the overlay).
         """
-        from . import zone_overlay
-        from .zones import Privacy
+        from .act.web import zone_overlay
+        from .decide.zones import Privacy
 
         pipeline = getattr(self, "_pipeline", None)
         if pipeline is not None:
@@ -551,13 +551,13 @@ class Runner:
         if p.writer is not None:
             from dataclasses import replace
 
-            from .annotate import draw
+            from .act.annotate import draw
 
             elapsed = self.clock() - started
             p.writer.write(draw(replace(result, frame=replace(frame, image=shown)), verdicts,
                                 f"frame {frame.index}  {self.frames / elapsed if elapsed else 0:.1f} fps"))
         if p.live is not None:
-            from .web.handover import overlays_from_tracks
+            from .act.web.handover import overlays_from_tracks
 
             p.live.put(shown, overlays_from_tracks(result.tracks, verdicts))
         self.frames += 1
@@ -658,7 +658,7 @@ class Runner:
         log.info("event: %s %s %.2f track %d frame %d box [%d,%d,%d,%d] (%s) %s",
                  ev.verdict, ev.label, ev.score, ev.track_id, ev.frame_index,
                  b.x1, b.y1, b.x2, b.y2, ev.source, state)
-        # snapshot: the frame with every other face hidden (edge.zones.Privacy.for_snapshot).
+        # snapshot: the frame with every other face hidden (edge.decide.zones.Privacy.for_snapshot).
         row = store.add(ev, snapshot if snapshot is not None else frame.image, wall_time=frame.timestamp) \
             if store is not None else None
         if not outputs:
@@ -711,7 +711,7 @@ def per_image_tracker(t: config_mod.TrackingConfig):
     track (classified at once); ids stay unique over the run, so cooldowns and events never
     mix two photos' faces.
     """
-    from .tracking import Tracker
+    from .track.tracking import Tracker
 
     return Tracker(t.iou_threshold, max_missed=0, votes_needed=1, window=1, reclassify_every=1)
 

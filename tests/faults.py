@@ -1,14 +1,14 @@
 """Fault injection at the doorway runner's seams.
 
 * :class:`FaultySource`: a live FrameSource (the FrameSource protocol of
-  edge/sources.py) that delivers good frames until a fault is injected for a
+  edge/capture/sources.py) that delivers good frames until a fault is injected for a
   while: the camera disappears (read raises SourceLost, reopening fails), read
   returns None, read raises a driver exception, read hangs, or read returns
   frames of the wrong shape/dtype. Each fault records when it started and when
   the camera came back, so a test can measure recovery.
 * :class:`JumpyWallClock`: a wall clock that jumps backwards and forwards (NTP
   stepping the clock of a Pi without an RTC), for out-of-order frame
-  timestamps; pass it to ``edge.sources.Capture(wall=...)``.
+  timestamps; pass it to ``edge.capture.sources.Capture(wall=...)``.
 * :class:`RecordingPin`: a gpiozero MockPWMPin that also keeps absolute
   (monotonic) times of its changes, so a pin history can be lined up with
   fault windows.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import SourceError
-from edge.sources import SourceLost
+from edge.capture.sources import SourceLost
 
 #: Every fault kind FaultySource can inject.
 KINDS = ("disappear", "none", "raise", "hang", "bad_frame")

@@ -15,7 +15,7 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from edge.actuators import Actuators, GpioConfig
+from edge.act.actuators import Actuators, GpioConfig
 from edge.errors import HardwareError
 from edge.fakes import FakeClock
 
@@ -371,7 +371,7 @@ def test_default_factory_off_a_pi_is_mock(monkeypatch, vt):
     from gpiozero import Device
     from gpiozero.pins.mock import MockPin
 
-    import edge.actuators as actuators
+    import edge.act.actuators as actuators
 
     monkeypatch.setattr(Device, "pin_factory", None)
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
@@ -392,7 +392,7 @@ def test_default_factory_off_a_pi_is_mock(monkeypatch, vt):
 
 
 def test_on_raspberry_pi_reads_the_device_tree(tmp_path):
-    from edge.actuators import on_raspberry_pi
+    from edge.act.actuators import on_raspberry_pi
 
     assert not on_raspberry_pi(tmp_path)
     (tmp_path / "proc/device-tree").mkdir(parents=True)

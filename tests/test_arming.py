@@ -1,4 +1,4 @@
-"""Arm / disarm / mute / schedules (edge/arming.py) through its seams: an injected wall clock,
+"""Arm / disarm / mute / schedules (edge/decide/arming.py) through its seams: an injected wall clock,
 the state file, the runner on a list source, gpiozero's mock pins, the Flask test client."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from datetime import datetime, timezone
 import pytest
 
 from edge import cli, config, service
-from edge.arming import Arming, ArmingConfig
+from edge.decide.arming import Arming, ArmingConfig
 from edge.errors import ConfigError
 from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                         FakeNotifier, ListSource, frame_with, write_classifier_manifest,
                         write_detector_manifest)
 from edge.settings.web import WebConfig
-from edge.web.passwords import hash_password, write_password_file
-from edge.web.server import WebServer
+from edge.act.web.passwords import hash_password, write_password_file
+from edge.act.web.server import WebServer
 
 UTC = timezone.utc
 NIGHT = '[[arming.schedule]]\nstate = "disarmed"\nstart = "22:00"\nend = "07:00"\n'

@@ -8,9 +8,9 @@ import time
 
 import jinja2
 
-from edge.arming import Arming, ArmingConfig
-from edge.hass import EVENT_TEMPLATE, HomeAssistantLink
-from edge.mqtt.publisher import MqttPublisher
+from edge.decide.arming import Arming, ArmingConfig
+from edge.act.hass import EVENT_TEMPLATE, HomeAssistantLink
+from edge.act.mqtt.publisher import MqttPublisher
 
 from test_arming import Clock, UTC, runner
 from test_mqtt import DEVICE, PREFIX, Subscriber, broker, cfg_for, mqtt, wait_until  # noqa: F401 - fixture

@@ -11,7 +11,7 @@ import pytest
 from edge.config import SourceConfig
 from edge.errors import SourceError
 from edge.fakes import FakeClock, ListSource
-from edge.sources import Capture
+from edge.capture.sources import Capture
 
 
 class _Stop:

@@ -75,7 +75,7 @@ def test_legacy_h5_converts_with_inferred_preprocessing(images, tmp_path, capsys
 
     # The runtime agrees with the float reference on every image of the report.
     from convert.images import list_images, read_rgb
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
 
     q = Classifier(tmp_path / "models" / "leg.json")
     f = Classifier(tmp_path / "models" / "leg.json", use_float=True)
@@ -206,8 +206,8 @@ def test_tf_keras_dot_keras_and_keras3_export(images, tmp_path):
     # The float32 TFLite reproduces the exported model (BatchNorm in inference mode).
     assert m.metrics["float_vs_keras"]["max_abs"] < 1e-4
     from convert.images import list_images, read_rgb
-    from edge.models import Classifier
-    from edge.preprocess import prepare
+    from edge.infer.models import Classifier
+    from edge.infer.preprocess import prepare
 
     f = Classifier(tmp_path / "o" / "exp.json", use_float=True)
     img = read_rgb(list_images(images / "circle")[0])

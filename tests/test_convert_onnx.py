@@ -204,7 +204,7 @@ def _convert(p: Path, images: Path, out: Path, *extra: str) -> int:
 def test_convert_onnx_writes_full_int8_with_framework_report(images, tmp_path, capsys):
     from convert import quantize
     from convert.images import list_images, read_rgb
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
 
     p = mobilenet_like(tmp_path / "m.onnx", classes=2)
     out = tmp_path / "models" / "onnxnet"
@@ -238,7 +238,7 @@ def test_convert_onnx_writes_full_int8_with_framework_report(images, tmp_path, c
     # The runtime's int8 probabilities follow onnxruntime's on the images.
     q = Classifier(mpath)
     sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-    from edge.preprocess import prepare
+    from edge.infer.preprocess import prepare
 
     for f in list_images(images / "circle")[:4]:
         img = read_rgb(f)

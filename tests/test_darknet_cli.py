@@ -13,7 +13,7 @@ from convert import darknet, detect_report, quantize
 from edge import cli
 from edge.errors import AccuracyGateError, DataError, UsageError
 from edge.manifest import load_manifest
-from edge.models import Detector
+from edge.infer.models import Detector
 
 from darknet_fixtures import ALL_LAYERS_CFG, write_model
 

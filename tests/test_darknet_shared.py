@@ -25,8 +25,8 @@ from convert import darknet, quantize
 from convert.images import read_rgb
 from edge import cli
 from edge.manifest import InputSpec, load_manifest
-from edge.models import Detector
-from edge.preprocess import prepare
+from edge.infer.models import Detector
+from edge.infer.preprocess import prepare
 
 pytestmark = pytest.mark.shared
 

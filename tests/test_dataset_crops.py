@@ -12,7 +12,7 @@ from convert import dataset
 from convert.images import read_rgb
 from edge.cli import main as cli
 from edge.errors import DataError, UsageError
-from edge.preprocess import crop_with_margin
+from edge.infer.preprocess import crop_with_margin
 from edge.types import Box
 
 VOC_XML = """<annotation><filename>{fn}</filename><size><width>{w}</width><height>{h}</height></size>

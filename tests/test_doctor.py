@@ -368,7 +368,7 @@ def test_usb_camera_spec(pi):
 
 @pytest.mark.parametrize("alias", ["picam", "picamera2", " picamera "])
 def test_camera_check_reads_the_spec_as_the_run_does(pi, tmp_path, alias):
-    # doctor reads the spec with edge.sources.parse_source_spec (issue 23): it used to take
+    # doctor reads the spec with edge.capture.sources.parse_source_spec (issue 23): it used to take
     # picam/picamera2, which `doorguard run` opens as the Pi camera, for "not a camera".
     fake, cfg = pi
     cfg.source.spec = alias

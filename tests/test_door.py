@@ -1,4 +1,4 @@
-"""The door relay (edge/door.py) on gpiozero's mock pins: alone and through the runner."""
+"""The door relay (edge/act/door.py) on gpiozero's mock pins: alone and through the runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edge.door import DoorConfig, DoorRelay
+from edge.act.door import DoorConfig, DoorRelay
 
 from test_arming import NIGHT, runner
 

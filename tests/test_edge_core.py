@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from edge import fakes, yolo
+from edge import fakes
+
+from edge.infer import yolo
 from edge.errors import ModelError
 from edge.manifest import (FORMAT_VERSION, InputSpec, Manifest, OutputSpec, load_manifest, manifest_paths,
                            sha256_file, write_manifest)
-from edge.models import Classifier, Detector, map_outputs
-from edge.preprocess import crop_with_margin, letterbox, prepare
+from edge.infer.models import Classifier, Detector, map_outputs
+from edge.infer.preprocess import crop_with_margin, letterbox, prepare
 from edge.types import Box
 
 

@@ -132,7 +132,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, code, words):
 
 def test_live_preview_on_the_web_page_while_enrolling(tmp_path, monkeypatch, capsys):
     """With [web] on, each frame goes to the page with its faces boxed by what became of them."""
-    from edge.web import server as web_server
+    from edge.act.web import server as web_server
 
     seen = {}
 

@@ -18,10 +18,10 @@ from edge import config
 from edge.fakes import (BLUE, DARK, GREEN, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
                         DarkBlobHandInterpreter, frame_with, write_classifier_manifest, write_detector_manifest,
                         write_hand_manifest)
-from edge.models import Classifier, Detector
+from edge.infer.models import Classifier, Detector
 from edge.pipeline import Pipeline
-from edge.ssd import SsdDetector
-from edge.tracking import MAIN
+from edge.infer.ssd import SsdDetector
+from edge.track.tracking import MAIN
 from edge.types import Frame, Verdict
 
 COLOURS = [RED, BLUE, GREEN]

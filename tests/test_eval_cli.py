@@ -2,7 +2,7 @@
 
 The real Detector/Classifier, manifests, preprocessing, YOLO decoding, crop,
 matching and JSON writing all run; only the TFLite interpreter is replaced at
-its seam (``edge.runtime.load_interpreter``) by stubs whose outputs follow the
+its seam (``edge.infer.runtime.load_interpreter``) by stubs whose outputs follow the
 input pixels: the detector sees bright 64x64 quadrants, the classifier calls a
 red crop ``mask`` and anything else ``no_mask``.
 """
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import cli, runtime
+from edge import cli
+
+from edge.infer import runtime
 from edge.errors import DataError
 from edge.fakes import StubInterpreter
 from edge.manifest import sha256_file

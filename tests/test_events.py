@@ -14,7 +14,7 @@ import faults
 
 from edge.config import EventsConfig, SnapshotConfig
 from edge.errors import StateError
-from edge.events import EventStore, prepare_state_dir
+from edge.act.events import EventStore, prepare_state_dir
 from edge.types import Box, Event, Verdict
 
 
@@ -132,7 +132,7 @@ def test_unwritable_state_dir(tmp_path):
     ro.mkdir()
     # In a subprocess with the folder read-only: chmod for a user, a read-only mount for root.
     script = ("import sys\nfrom edge.config import EventsConfig\nfrom edge.errors import StateError\n"
-              "from edge.events import EventStore\ntry:\n    EventStore(sys.argv[1], EventsConfig())\n"
+              "from edge.act.events import EventStore\ntry:\n    EventStore(sys.argv[1], EventsConfig())\n"
               "except StateError as e:\n    print('StateError', e)\n")
     p = faults.run_with_read_only(ro, script, str(ro / "sub"))
     assert p.returncode == 0, p.stderr

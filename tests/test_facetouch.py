@@ -10,14 +10,14 @@ import pytest
 
 from edge import config, service
 from edge.errors import ModelError
-from edge.facetouch import FaceTouchConfig, grow, overlap, region_around, touch_score
+from edge.decide.facetouch import FaceTouchConfig, grow, overlap, region_around, touch_score
 from edge.fakes import (BLUE, DARK, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
                         DarkBlobHandInterpreter, FakeActuators, FakeNotifier, ListSource, frame_with,
                         write_classifier_manifest, write_detector_manifest, write_hand_manifest)
 from edge.manifest import SsdSpec
-from edge.models import Classifier, Detector
+from edge.infer.models import Classifier, Detector
 from edge.pipeline import Pipeline, make_rules
-from edge.ssd import SsdDetector, anchors, decode
+from edge.infer.ssd import SsdDetector, anchors, decode
 from edge.types import Box, Frame
 
 #: MediaPipe's palm_detection_lite options (palm_detection_cpu graph).
@@ -228,8 +228,10 @@ def test_eval_facetouch_cli(tmp_path, monkeypatch, capsys):
 
     import cv2
 
-    from edge import cli, runtime
+    from edge import cli
 
+
+    from edge.infer import runtime
     det = _stub_files(tmp_path, write_detector_manifest(tmp_path))
     clf = _stub_files(tmp_path, write_classifier_manifest(tmp_path))
     hands = _stub_files(tmp_path, write_hand_manifest(tmp_path))

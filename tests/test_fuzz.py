@@ -4,7 +4,7 @@ Targets: the config TOML (edge.config.parse/load/all_errors), darknet cfg text
 (convert.darknet.load_network), weights files of random length
 (convert.darknet.read_weights), VOC xml (convert.dataset.parse_voc and the
 eval's convert.evaluate.load_voc), image bytes (convert.images.read_rgb and
-edge.sources.FolderSource), valid TOML with absurd numbers (1e9 votes, 1e12
+edge.capture.sources.FolderSource), valid TOML with absurd numbers (1e9 votes, 1e12
 beeps, 1e-300 s, nan/inf: refused, or a config the alarm still works with), and
 the web page's routes (``next`` after a login with control characters,
 backslashes and slashes; any Host header). Inputs are partly random text/bytes
@@ -35,7 +35,7 @@ from convert.images import read_rgb
 from darknet_fixtures import ODD_POOL_CFG
 from edge import config as config_mod
 from edge.errors import DoorguardError
-from edge.sources import FolderSource
+from edge.capture.sources import FolderSource
 
 CASES: Counter = Counter()
 # CI explores the same cases every run (a random new finding must not block someone else's
@@ -443,7 +443,7 @@ def absurd_configs(draw) -> str:
 def test_fuzz_config_absurd_numbers(text):
     """Valid TOML with absurd numbers (votes 1e9, beeps 1e12, 1e-300 s ...): refused, or a config
     with which the alarm still works: finite, small N-of-M, an alert pattern that ends."""
-    from edge.tracking import Tracker
+    from edge.track.tracking import Tracker
 
     r = outcome("config_absurd", config_mod.parse, text, "absurd.toml")
     if not isinstance(r, config_mod.Config):
@@ -468,8 +468,8 @@ def test_fuzz_config_absurd_numbers(text):
 @pytest.fixture(scope="module")
 def web_app(tmp_path_factory):
     from edge.settings.web import WebConfig
-    from edge.web.passwords import hash_password, write_password_file
-    from edge.web.server import WebServer
+    from edge.act.web.passwords import hash_password, write_password_file
+    from edge.act.web.server import WebServer
 
     d = tmp_path_factory.mktemp("web")
     pw = d / "pw"
@@ -523,7 +523,7 @@ host_text = st.one_of(
 @given(host_text)
 def test_fuzz_host_header(web_app, host):
     """Any Host header: 200 exactly for this device's names and IP addresses, else 400; never a 500."""
-    from edge.web import guards
+    from edge.act.web import guards
 
     client, server = web_app
     CASES["web_host"] += 1

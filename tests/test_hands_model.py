@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.ssd import SsdDetector
+from edge.infer.ssd import SsdDetector
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "models" / "palm-detection-lite.json"

@@ -17,8 +17,8 @@ import pytest
 from edge import config, service
 from edge.fakes import (BLUE, CLF_SIZE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
                         StubInterpreter, frame_with, write_classifier_manifest, write_detector_manifest)
-from edge.rules import Rules
-from edge.tracking import MAIN
+from edge.decide.rules import Rules
+from edge.track.tracking import MAIN
 from edge.types import Box, Verdict
 
 
@@ -127,7 +127,7 @@ def test_without_the_combination_each_classifier_greens_alone(tmp_path, photos):
 
 
 def test_green_waits_for_the_identity_channel():
-    from edge.tracking import Tracker
+    from edge.track.tracking import Tracker
     from edge.types import Detection
 
     rules = Rules(config.RulesConfig(alert_on_classifier=["no_mask", "not_me"], compliant_on_classifier=["mask", "me"],

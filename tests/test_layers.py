@@ -8,7 +8,13 @@
 - the config sections (edge/settings/) and edge/config.py import no runtime module: of edge, only
   edge.settings, edge.errors and edge.types (edge/settings/ at any depth; edge/config.py at module
   level, since ``check-config`` loads the models and the zone overlay it checks), and
-  ``import edge.config`` loads nothing else of edge.
+  ``import edge.config`` loads nothing else of edge;
+- edge/'s stages follow the frame's flow, capture -> infer -> track -> decide -> act: a stage
+  imports no later stage, at any depth, and of the rest of edge only the shared leaves (errors,
+  types, manifest, settings, atomic, ...); only act may also import edge.config (the zone editor
+  checks a config's text as ``check-config`` does; ``set-password`` reads the password file's
+  place) and edge.pipeline (``--annotate`` draws a ``FrameResult``). No stage imports the
+  wiring that sits on top of them all (service, cli, doctor, enroll, fakes).
 """
 
 from __future__ import annotations
@@ -145,13 +151,13 @@ def test_config_sections_import_no_runtime_module():
 
 def test_the_section_check_resolves_relative_imports(tmp_path):
     f = tmp_path / "zones.py"
-    f.write_text("from .base import _Section\nfrom ..errors import ConfigError\nfrom .. import zones\n"
-                 "from ..web import WebConfig\nimport edge.pipeline\nimport numpy\n"
-                 "def f():\n    from ..mqtt import MqttConfig\n")
+    f.write_text("from .base import _Section\nfrom ..errors import ConfigError\nfrom .. import pipeline\n"
+                 "from ..act.web import WebConfig\nimport edge.decide.zones\nimport numpy\n"
+                 "def f():\n    from ..act.mqtt import MqttConfig\n")
     assert [m for _, m in edge_imports(f, "edge.settings.zones")] == [
-        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline", "edge.mqtt"]
+        "edge.settings.base", "edge.errors", "edge.pipeline", "edge.act.web", "edge.decide.zones", "edge.act.mqtt"]
     assert [m for _, m in edge_imports(f, "edge.settings.zones", top_level_only=True)] == [
-        "edge.settings.base", "edge.errors", "edge.zones", "edge.web", "edge.pipeline"]
+        "edge.settings.base", "edge.errors", "edge.pipeline", "edge.act.web", "edge.decide.zones"]
 
 
 def test_importing_the_config_loads_no_runtime_module():
@@ -162,12 +168,80 @@ def test_importing_the_config_loads_no_runtime_module():
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = set(r.stdout.split())
     assert "edge.settings.zones" in loaded  # it did load the sections
-    runtime = {f"edge.{m}" for m in ("actuators", "web", "mqtt", "arming", "door", "facetouch", "zones",
-                                     "pipeline", "models", "sources", "service")}
+    runtime = {f"edge.{m}" for m in ("capture", "infer", "track", "decide", "act", "act.actuators", "act.web",
+                                     "act.mqtt", "decide.arming", "act.door", "decide.facetouch", "decide.zones",
+                                     "pipeline", "infer.models", "capture.sources", "service")}
     assert loaded & runtime == set()
     others = sorted(m for m in loaded - {"edge", "edge.config", "edge.errors", "edge.types"}
                     if not m.startswith("edge.settings"))
     assert others == [], others
+
+
+# ---- the frame's flow: capture -> infer -> track -> decide -> act -------------------------------
+
+STAGES = ("capture", "infer", "track", "decide", "act")
+#: Of the rest of edge, what every stage may import: leaves that import no stage themselves.
+SHARED = ("edge.errors", "edge.types", "edge.manifest", "edge.settings", "edge.atomic", "edge.installed",
+          "edge.jsonable", "edge.imagehash", "edge.pi_health")
+#: What act may import besides: the config (the zone editor checks a config's text as check-config
+#: does; set-password finds the password file) and the pipeline (--annotate draws its FrameResult).
+ACT_ALSO = ("edge.config", "edge.pipeline")
+
+
+def stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "edge" and parts[1] in STAGES else None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def flow_problems(path: Path, module: str) -> list[str]:
+    """'module:line imports X' for every import of ``module`` (a stage's) against the flow."""
+    stage = stage_of(module)
+    allowed = SHARED + (ACT_ALSO if stage == "act" else ())
+    bad = []
+    for line, m in edge_imports(path, module):
+        target = stage_of(m)
+        if target is not None:
+            if STAGES.index(target) > STAGES.index(stage):
+                bad.append(f"{module}:{line} imports {m}, a later stage")
+        elif not any(m == ok or m.startswith(ok + ".") for ok in allowed):
+            bad.append(f"{module}:{line} imports {m}")
+    return bad
+
+
+def test_the_stages_follow_the_frames_flow():
+    files = [p for stage in STAGES for p in sorted((ROOT / "edge" / stage).rglob("*.py"))]
+    assert len(files) > 20  # the stages are there
+    bad = [problem for p in files for problem in flow_problems(p, module_name(p))]
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_shared_leaves_import_no_stage():
+    # Otherwise a stage could reach a later one through them.
+    files = [p for p in sorted((ROOT / "edge").rglob("*.py"))
+             if any(module_name(p) == ok or module_name(p).startswith(ok + ".") for ok in SHARED)]
+    assert len(files) > 10
+    bad = [f"{module_name(p)}:{line} imports {m}" for p in files for line, m in edge_imports(p, module_name(p))
+           if not any(m == ok or m.startswith(ok + ".") for ok in SHARED)]
+    assert bad == [], "\n".join(bad)
+
+
+@pytest.mark.parametrize("module, text, expected", [
+    ("edge.capture.sources",
+     "from ..errors import SourceError\nfrom .demo import DemoSource\ndef f():\n"
+     "    from ..act.events import EventStore\n    from .. import pipeline\n    from ..infer import models\n",
+     ["edge.capture.sources:4 imports edge.act.events, a later stage", "edge.capture.sources:5 imports edge.pipeline",
+      "edge.capture.sources:6 imports edge.infer, a later stage"]),
+    ("edge.act.annotate", "from ..pipeline import FrameResult\nfrom ..decide.zones import Privacy\nfrom .. import service\n",
+     ["edge.act.annotate:3 imports edge.service"]),
+])
+def test_the_flow_check_sees_backward_and_wiring_imports(tmp_path, module, text, expected):
+    (tmp_path / "m.py").write_text(text)
+    assert flow_problems(tmp_path / "m.py", module) == expected
 
 
 def test_every_package_is_in_the_install():

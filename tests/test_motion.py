@@ -8,8 +8,8 @@ import pytest
 from edge import config
 from edge.fakes import (BLUE, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
                         write_classifier_manifest, write_detector_manifest)
-from edge.models import Classifier, Detector
-from edge.motion import MotionGate
+from edge.infer.models import Classifier, Detector
+from edge.capture.motion import MotionGate
 from edge.pipeline import Pipeline
 from edge.types import Frame
 

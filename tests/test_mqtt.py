@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.mqtt.discovery import discovery_configs
-from edge.mqtt.payloads import event_payload, node_id
-from edge.mqtt.publisher import MqttPublisher
+from edge.act.mqtt.discovery import discovery_configs
+from edge.act.mqtt.payloads import event_payload, node_id
+from edge.act.mqtt.publisher import MqttPublisher
 from edge.settings.mqtt import MqttConfig
 from edge.types import Box, Event
 
@@ -239,7 +239,7 @@ def test_password_file_readable_by_everyone_is_refused(tmp_path, caplog):
     0640 with the service's own group (the README's setup) and 0600 are used."""
     import os
 
-    from edge.mqtt.client import password_file_problem
+    from edge.act.mqtt.client import password_file_problem
 
     secret = tmp_path / "mqtt.pass"
     secret.write_text("Sup3r-S3cret\n")
@@ -345,7 +345,7 @@ def test_acknowledged_rows_are_pruned_after_two_days(tmp_path):
 
 def test_enqueue_never_checkpoints_the_sender_does(tmp_path, monkeypatch):
     """WAL checkpoints fsync; they must happen on the sender thread, not in enqueue (the frame loop)."""
-    import edge.mqtt.publisher as m
+    import edge.act.mqtt.publisher as m
 
     def fill(db: Path, wait: float) -> tuple[int, bool]:
         with MqttPublisher(cfg_for(free_port()), db) as pub:
@@ -539,7 +539,7 @@ def test_broker_outage_every_event_once_in_order(broker, tmp_path):
 
 KILL_SCRIPT = r"""
 import sys, time
-from edge.mqtt.publisher import MqttPublisher
+from edge.act.mqtt.publisher import MqttPublisher
 from edge.settings.mqtt import MqttConfig
 from edge.types import Box, Event
 port, db, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])

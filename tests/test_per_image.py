@@ -14,7 +14,7 @@ from edge import config, service
 from edge.fakes import (BLUE, GREEN, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                         FakeNotifier, ListSource, frame_with, write_classifier_manifest,
                         write_detector_manifest)
-from edge.sources import FolderSource, make_source
+from edge.capture.sources import FolderSource, make_source
 
 # Consecutive photos with a face at almost the same place, in alternating colours, then a
 # photo with two faces and one with none: 9 faces in 8 photos.

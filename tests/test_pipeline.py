@@ -8,7 +8,7 @@ from edge import config
 from edge.errors import ModelError
 from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, frame_with,
                         write_classifier_manifest, write_detector_manifest)
-from edge.models import Classifier, Detector
+from edge.infer.models import Classifier, Detector
 from edge.pipeline import LatencyStats, Pipeline
 from edge.types import Frame
 

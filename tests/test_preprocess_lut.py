@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.manifest import InputSpec, QuantParams
-from edge.preprocess import normalize, prepare, quantize, resize_for
+from edge.infer.preprocess import normalize, prepare, quantize, resize_for
 
 
 def _reference(image, spec):

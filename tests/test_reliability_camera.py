@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from edge import config, service
-from edge.actuators import Actuators
+from edge.act.actuators import Actuators
 from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
                         ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.notify import SystemdNotifier
-from edge.sources import Capture
+from edge.capture.sources import Capture
 
 from faults import KINDS, FaultySource, JumpyWallClock, NotifyListener, open_fds, recording_pin_class
 
@@ -222,7 +222,7 @@ def test_out_of_order_wall_timestamps(tmp_path, monkeypatch):
     import functools
     import sqlite3
 
-    from edge import sources
+    from edge.capture import sources
 
     wall = JumpyWallClock()
     monkeypatch.setattr(sources, "Capture", functools.partial(Capture, wall=wall))
@@ -290,7 +290,7 @@ def test_default_back_off_recovers_within_the_limit():
 def test_folder_of_only_corrupt_images_is_a_source_error(tmp_path, loop):
     """It exited 0 with 0 frames (and, looping, warned about the same files forever)."""
     from edge.errors import SourceError
-    from edge.sources import FolderSource
+    from edge.capture.sources import FolderSource
 
     photos = tmp_path / "photos"
     photos.mkdir()

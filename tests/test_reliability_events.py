@@ -1,13 +1,13 @@
 """No lost events: kill -9 while writing, disk full, read-only database.
 
-* A subprocess writes events through edge/events.py's EventStore as fast as it
+* A subprocess writes events through edge/act/events.py's EventStore as fast as it
   can and prints each row id after ``add`` returned (the commit is done: the
   event is acknowledged). The parent kills it with SIGKILL at a random moment,
   many times over the same database; every acknowledged id must be in the
   store afterwards, and the store must open cleanly (integrity_check ok).
   SIGKILL loses nothing that was committed in WAL mode whatever the
   ``synchronous`` setting (the WAL frames are in the OS page cache); power loss
-  is what ``synchronous=FULL`` guards against, see edge/events.py.
+  is what ``synchronous=FULL`` guards against, see edge/act/events.py.
 * Disk full at the snapshot-write seam (ENOSPC): snapshots stop, events keep
   being recorded, the loop keeps alerting. A database that hits "disk full" or
   turns read-only: the failure is reported (log + write_errors) and the loop
@@ -33,7 +33,7 @@ import pytest
 
 from edge import config, service
 from edge.config import EventsConfig
-from edge.events import EventStore
+from edge.act.events import EventStore
 from edge.fakes import (RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators, FakeNotifier,
                         ListSource, frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.types import Box, Event
@@ -47,7 +47,7 @@ WRITER = textwrap.dedent("""
     import sys
     import time
     from edge.config import EventsConfig
-    from edge.events import EventStore
+    from edge.act.events import EventStore
     from edge.types import Box, Event
 
     store = EventStore(sys.argv[1], EventsConfig())
@@ -173,7 +173,7 @@ class _StoreSpy:
     instances: list[EventStore] = []
 
     def __init__(self, monkeypatch, after_open=None):
-        from edge import events
+        from edge.act import events
 
         real = events.EventStore
         spy = self
@@ -190,7 +190,7 @@ class _StoreSpy:
 
 
 def test_disk_full_on_snapshot_stops_snapshots_events_and_alerts_go_on(tmp_path, monkeypatch, caplog):
-    from edge import events
+    from edge.act import events
 
     caplog.set_level(logging.INFO)
     spy = _StoreSpy(monkeypatch)
@@ -263,7 +263,7 @@ READ_ONLY_SNAPSHOTS = textwrap.dedent("""
     import sys
     import numpy as np
     from edge.config import EventsConfig
-    from edge.events import EventStore
+    from edge.act.events import EventStore
     from edge.types import Box, Event
 
     store = EventStore(sys.argv[1], EventsConfig(snapshots={"enabled": True}))
@@ -318,7 +318,7 @@ def test_any_snapshot_failure_keeps_the_event_and_the_alert(tmp_path, monkeypatc
     error: the event is still recorded and the loop still alerts."""
     import cv2
 
-    from edge import events
+    from edge.act import events
 
     if where == "prune":
         real_prune = events.EventStore.prune_snapshots

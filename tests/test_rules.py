@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edge.config import RulesConfig
-from edge.rules import Rules
-from edge.tracking import Track
+from edge.decide.rules import Rules
+from edge.track.tracking import Track
 from edge.types import Box, Verdict
 
 

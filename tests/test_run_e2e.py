@@ -243,7 +243,7 @@ def test_cli_camera_never_opens(tmp_path, capsys, monkeypatch):
 
 
 def _stub_models(tmp_path):
-    from edge.models import Classifier, Detector
+    from edge.infer.models import Classifier, Detector
 
     return (Detector(tmp_path / "stub-det.json", interpreter=BlobDetectorInterpreter()),
             Classifier(tmp_path / "stub-clf.json", interpreter=ColourClassifierInterpreter()))
@@ -309,7 +309,7 @@ def real_runner(cfg, tmp_path, spec, **kw):
 @pytest.mark.slow
 def test_demo_with_default_models(default_models, tmp_path, caplog, monkeypatch):
     """`make run`'s path: real detections on the demo clip, a violation and a compliant verdict."""
-    from edge import runtime
+    from edge.infer import runtime
 
     built = []
     real_load = runtime.load_interpreter
@@ -362,7 +362,7 @@ def test_camera_slow_to_open_shows_fault_until_frames_flow(tmp_path):
 
 
 def test_missing_video_device_is_named():
-    from edge.sources import OpenCVSource
+    from edge.capture.sources import OpenCVSource
 
     with pytest.raises(SourceError, match="/dev/video97: no such device"):
         OpenCVSource("/dev/video97", True).open()

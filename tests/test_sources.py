@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from edge.config import SourceConfig
-from edge.demo import DemoSource, draw_mask, load_photo
+from edge.capture.demo import DemoSource, draw_mask, load_photo
 from edge.errors import SourceError, UsageError
 from edge.fakes import FakeClock, FakePicamera2, ListSource
-from edge.sources import (Capture, FolderSource, FrameSource, OpenCVSource, PicameraSource, SourceLost,
+from edge.capture.sources import (Capture, FolderSource, FrameSource, OpenCVSource, PicameraSource, SourceLost,
                           bgr_memory_to_rgb, make_source)
 
 
@@ -126,7 +126,7 @@ def test_folder_sorted_skips_nothing_and_flags_corrupt(tmp_path):
     assert [p.name for p in src.files] == ["0.png", "1.png", "2.jpg"]
     assert tuple(src.read()[0, 0]) == (255, 0, 0)
     assert tuple(src.read()[0, 0]) == (0, 255, 0)
-    from edge.sources import UnreadableFrame
+    from edge.capture.sources import UnreadableFrame
 
     with pytest.raises(UnreadableFrame):
         src.read()
@@ -153,7 +153,7 @@ def test_make_source_specs(tmp_path):
 
 
 def test_parse_source_spec_reads_the_text_only():
-    from edge.sources import SourceSpec, parse_source_spec
+    from edge.capture.sources import SourceSpec, parse_source_spec
 
     assert [parse_source_spec(s).kind for s in ("demo", " auto ", "picamera", "picamera2", "picam")] == [
         "demo", "auto", "picamera", "picamera", "picamera"]
@@ -223,7 +223,7 @@ def test_live_source_keeps_newest_and_counts_drops():
 
 
 def test_unreadable_frames_are_skipped_and_counted():
-    from edge.sources import UnreadableFrame
+    from edge.capture.sources import UnreadableFrame
 
     class Flaky(ListSource):
         def read(self):
@@ -358,7 +358,7 @@ def test_quiet_opencv_works_with_either_opencv_logging_api(monkeypatch):
     import sys
     import types
 
-    from edge import sources
+    from edge.capture import sources
 
     monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
     calls = []
@@ -374,7 +374,7 @@ def test_quiet_opencv_works_with_either_opencv_logging_api(monkeypatch):
 
 
 def test_lores_size_keeps_the_main_aspect_and_covers_the_detector_input():
-    from edge.sources import lores_size
+    from edge.capture.sources import lores_size
 
     assert lores_size(416, 320, 640, 480) == (448, 336)  # 4:3, width a multiple of 64
     assert lores_size(416, 320, 1280, 720) == (576, 324)  # 16:9: the height covers 320

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.tracking import Tracker
+from edge.track.tracking import Tracker
 from edge.types import Box, Detection
 
 

@@ -81,7 +81,7 @@ def test_train_from_scratch_end_to_end(folder, tmp_path, capsys):
     assert set(ev) >= {"float_accuracy", "int8_accuracy", "confusion_int8", "per_class_int8", "roc_auc_int8"}
 
     # The runtime Classifier, built from the manifest, reproduces the report's int8 figures.
-    from edge.models import Classifier
+    from edge.infer.models import Classifier
 
     split_train, split_val = stratified_split(folder_set(data), 0.2, 0)
     clf = Classifier(out.parent / "shapes.json")

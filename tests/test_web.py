@@ -22,9 +22,9 @@ from edge import cli
 from edge.errors import ConfigError, UsageError
 from edge.fakes import FakeClock
 from edge.settings.web import WebConfig
-from edge.web import events, health, passwords, render, sessions, set_password, stream
-from edge.web.handover import LiveFrame, Overlay, overlays_from_tracks
-from edge.web.server import WebServer
+from edge.act.web import events, health, passwords, render, sessions, set_password, stream
+from edge.act.web.handover import LiveFrame, Overlay, overlays_from_tracks
+from edge.act.web.server import WebServer
 
 from web_browser import SKIP_REASON, DevTools
 from web_browser import chromium as _chromium
@@ -615,7 +615,7 @@ def test_no_encode_without_a_viewer(harness, monkeypatch):
 
 
 def test_overlays_from_tracks():
-    from edge.tracking import Track
+    from edge.track.tracking import Track
     from edge.types import Box
 
     settled = Track(id=4, box=Box(1, 2, 30, 40), detector_label="face", detector_score=0.9, window=5)
@@ -666,7 +666,7 @@ def test_pi_health_reads_sysfs(tmp_path):
 
 def test_recent_events_from_the_event_store(tmp_path):
     from edge.config import EventsConfig, SnapshotConfig
-    from edge.events import EventStore
+    from edge.act.events import EventStore
     from edge.types import Box, Event
 
     cfg = EventsConfig(snapshots=SnapshotConfig(enabled=True))
@@ -870,7 +870,7 @@ def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
 def demo_frames():
     """(RGB frame, overlays) from the built-in demo source, else synthetic frames."""
     try:
-        from edge import demo
+        from edge.capture import demo
 
         src = demo.DemoSource(loop=True)
         src.open()

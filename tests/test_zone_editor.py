@@ -14,11 +14,11 @@ import pytest
 from edge import config
 from edge.errors import ConfigError
 from edge.settings.web import WebConfig
-from edge.web.handover import LiveFrame
-from edge.web.passwords import hash_password, write_password_file
-from edge.web.server import WebServer
-from edge.web.sessions import SESSION_COOKIE
-from edge.zone_editor import ZoneEditor, replace_polygons
+from edge.act.web.handover import LiveFrame
+from edge.act.web.passwords import hash_password, write_password_file
+from edge.act.web.server import WebServer
+from edge.act.web.sessions import SESSION_COOKIE
+from edge.act.web.zone_editor import ZoneEditor, replace_polygons
 
 PASSWORD = "correct horse battery"
 
@@ -247,8 +247,9 @@ NEW = {"zones": [{"name": "door", "points": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]
 
 
 def test_read_only_config_saves_to_the_overlay_which_run_and_check_config_load(ed, monkeypatch, capsys):
-    from edge import cli, zone_overlay
+    from edge import cli
 
+    from edge.act.web import zone_overlay
     ed.login()
     _, csrf, _ = ed.page()
     before = ed.path.read_text()

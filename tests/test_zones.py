@@ -20,7 +20,7 @@ from edge.errors import ConfigError
 from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeNotifier,
                         frame_with, write_classifier_manifest, write_detector_manifest)
 from edge.types import Box, Detection
-from edge.zones import (MaskConfig, MaskPainter, PrivacyConfig, ZoneConfig, ZoneFilter, pixelate,
+from edge.decide.zones import (MaskConfig, MaskPainter, PrivacyConfig, ZoneConfig, ZoneFilter, pixelate,
                         polygon_problem, segments_cross)
 
 LEFT_HALF = "[[0, 0], [0.5, 0], [0.5, 1], [0, 1]]"
@@ -258,7 +258,7 @@ def test_whole_frame_snapshot_with_other_faces_pixelated(tmp_path):
 
 
 def test_live_view_pixelates_faces_outside_the_zones(tmp_path, monkeypatch):
-    from edge.web.handover import LiveFrame
+    from edge.act.web.handover import LiveFrame
 
     shown = []
     monkeypatch.setattr(LiveFrame, "put", lambda self, image, overlays=(): shown.append((image, overlays)))

@@ -10,7 +10,7 @@ Run by scripts/test-arm.sh, with the host's .venv python for ``inputs`` and
     python benchmarks/arm/arm_check.py junit   JUNIT.xml   (one line: counts and the failing tests' ids)
 
 The input tensors are made once, on the host, by doorguard's own preprocessing
-(edge.preprocess through Detector/Classifier), and every platform runs those
+(edge.infer.preprocess through Detector/Classifier), and every platform runs those
 exact tensors: a difference in the outputs is then the runtime's, not OpenCV's
 resize. Whether ARM's preprocessing matches the host's is checked on its own
 (``run`` also prepares the tensors itself and stores them).
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script (by path, as test-arm.sh does, also in the guest)
     sys.path.insert(0, str(ROOT))
 
-from edge import demo  # noqa: E402
+from edge.capture import demo  # noqa: E402
 from edge.manifest import load_manifest, manifest_paths  # noqa: E402
-from edge.preprocess import prepare  # noqa: E402
+from edge.infer.preprocess import prepare  # noqa: E402
 from edge.types import Box  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def float_ops(interpreter) -> int:
 
 
 def cmd_run(a) -> int:
-    from edge import runtime
+    from edge.infer import runtime
 
     inputs = np.load(a.inputs)
     frames = images(Path(a.shared) if a.shared else None)
@@ -215,7 +215,7 @@ def same_decisions(ref, other) -> tuple[int, int]:
     A classifier's decision is its argmax; a detector's, the boxes doorguard's own
     decode + NMS keeps at the manifest's threshold: same count, each matched at IoU >= 0.9.
     """
-    from edge import yolo
+    from edge.infer import yolo
 
     same = total = 0
     for man in shipped_manifests():
@@ -248,8 +248,8 @@ def same_decisions(ref, other) -> tuple[int, int]:
 
 
 def _same_ssd_boxes(m, keys: dict[str, str], ref, other) -> bool:
-    """An SSD detector's (the palm model's) boxes after edge.ssd's decode: same count, IoU >= 0.9."""
-    from edge import ssd
+    """An SSD detector's (the palm model's) boxes after edge.infer.ssd's decode: same count, IoU >= 0.9."""
+    from edge.infer import ssd
 
     anchors = ssd.anchors(m.ssd, m.input.width, m.input.height)
     found = []

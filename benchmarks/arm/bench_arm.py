@@ -295,7 +295,7 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
     add("### Stages (M instructions, new tracks)")
     add("")
     add("*detector preprocess*: letterbox + quantize of the 640x480 RGB frame; *from lores*: the same "
-        "from picamera2's lores stream (YUV420 at `edge.sources.lores_size`, converted to RGB first; the "
+        "from picamera2's lores stream (YUV420 at `edge.capture.sources.lores_size`, converted to RGB first; the "
         "camera's ISP does the scaling).")
     add("")
     L += table(("profile", "faces", "detector preprocess", "detector preprocess from lores", "detector invoke",
@@ -307,7 +307,7 @@ def render_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]], me
     add("")
 
     if summary.get("idle"):
-        add("### Idle doorway: the motion gate (edge/motion.py)")
+        add("### Idle doorway: the motion gate (edge/capture/motion.py)")
         add("")
         add("`Pipeline.process` on an empty doorway (the 0-face frame, fresh sensor noise each frame, nothing "
             "moves, no track), once the gate's background is learnt, against the same frames without the gate "

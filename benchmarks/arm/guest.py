@@ -22,7 +22,7 @@ exact for a single-threaded guest; see README.md):
   the mean over 10 frames once the tracks have settled (classified every
   ``reclassify_every`` frames), plus the stages apart.
 - ``idle``: an empty doorway (the 0-face frame with fresh sensor noise each frame) through
-  ``Pipeline.process`` with the motion gate (edge/motion.py) once its background is learnt,
+  ``Pipeline.process`` with the motion gate (edge/capture/motion.py) once its background is learnt,
   against the same frames without the gate (what every idle frame cost before).
 - ``baseline``: the seed projects' loop body (benchmarks.bench.seed.SeedLoop.detect: OpenCV
   DNN float yolov3-tiny, blobFromImage 416, forward, decode, NMSBoxes) on the same frames.
@@ -104,7 +104,7 @@ def frame_image(shared: Path, faces: int):
     """The RGB 640 x 480 frame with ``faces`` faces (see FRAMES)."""
     import cv2
 
-    from edge.preprocess import letterbox
+    from edge.infer.preprocess import letterbox
 
     stem, crop = FRAMES[faces]
     path = shared / "data" / "facemask853" / "images" / f"{stem}.jpg"
@@ -138,8 +138,8 @@ def shipped_models(repo: Path) -> list[Path]:
 def bench_models(seg: Segments, repo: Path, image, backends: tuple[str, ...], reps: int) -> list[dict]:
     """Load, first invoke and ``reps`` further invokes of every model, precision and backend."""
     from edge.manifest import load_manifest
-    from edge.preprocess import prepare
-    from edge.runtime import load_interpreter
+    from edge.infer.preprocess import prepare
+    from edge.infer.runtime import load_interpreter
 
     notes = []
     for mpath in shipped_models(repo):
@@ -174,8 +174,8 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
     """doorguard's Pipeline.process with the default config's models, 1 thread."""
     from edge import config
     from edge.pipeline import Pipeline
-    from edge.preprocess import crop_with_margin
-    from edge.sources import yuv420_to_rgb
+    from edge.infer.preprocess import crop_with_margin
+    from edge.capture.sources import yuv420_to_rgb
     from edge.types import Frame
 
     cfg = config.load()
@@ -208,7 +208,7 @@ def bench_pipeline(seg: Segments, repo: Path, frames: dict, backend: str, settle
             with seg.segment(**common, faces=faces, kind="det_pre"):
                 tensor, tf = det.preprocess(image)
             # The lores path (picamera2's ISP scales; here made before counting): YUV420 -> RGB
-            # at the lores size, then the same letterbox and quantization (edge/sources.py).
+            # at the lores size, then the same letterbox and quantization (edge/capture/sources.py).
             yuv = lores_yuv(image, det.manifest.input)
             lw, lh = yuv.shape[1], yuv.shape[0] * 2 // 3
             with seg.segment(**common, faces=faces, kind="det_pre_lores", size=f"{lw}x{lh}"):
@@ -226,7 +226,7 @@ def lores_yuv(image, spec):
     """The frame as picamera2's lores stream would deliver it: YUV420 at ``lores_size``."""
     import cv2
 
-    from edge.sources import lores_size
+    from edge.capture.sources import lores_size
 
     lw, lh = lores_size(spec.width, spec.height, image.shape[1], image.shape[0])
     small = cv2.resize(image, (lw, lh), interpolation=cv2.INTER_AREA)
@@ -238,7 +238,7 @@ def bench_idle(seg: Segments, repo: Path, image, backend: str) -> None:
     import numpy as np
 
     from edge import config
-    from edge.motion import MotionGate
+    from edge.capture.motion import MotionGate
     from edge.pipeline import Pipeline
     from edge.types import Frame
 

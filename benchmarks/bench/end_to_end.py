@@ -116,7 +116,7 @@ def run_doorguard(cfg: Any, spec: str, frames: int, state_dir: Path, passes: int
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     import edge.pipeline as pipeline_mod
-    from edge.actuators import Actuators
+    from edge.act.actuators import Actuators
     from edge.service import Runner
 
     timer = StageTimer()

@@ -19,13 +19,13 @@ def peer_detectors(shared: Path, cfg: Any) -> list[tuple[str, str, Callable[[], 
     """(name, note, factory) of every detector timed on the same in-memory frames."""
     from benchmarks.ultraface_tflite import UltraFaceTflite
     from convert import peers
-    from edge.models import Detector
+    from edge.infer.models import Detector
 
     d = shared / "models" / "peers"
     det_path = cfg.resolve(cfg.models.detector)
     threads = cfg.models.num_threads
     return [
-        ("doorguard detector (int8 TFLite)", "edge.models.Detector.detect: preprocess, invoke, decode, NMS",
+        ("doorguard detector (int8 TFLite)", "edge.infer.models.Detector.detect: preprocess, invoke, decode, NMS",
          lambda: Detector(det_path, threads)),
         ("YuNet n 320", "cv2.FaceDetectorYN, ONNX, 320x320", lambda: peers.YuNet(d, size=320)),
         ("YuNet n 640", "cv2.FaceDetectorYN, ONNX, 640x640 (peers eval size)", lambda: peers.YuNet(d, size=640)),

@@ -70,7 +70,7 @@ class SeedLoop:
 
     def run(self, spec: str, cfg: Any, frames: int) -> dict[str, Any]:
         """Read, infer, beep, per frame, synchronously (as the seeds' while-loops did)."""
-        from edge.sources import UnreadableFrame, make_source
+        from edge.capture.sources import UnreadableFrame, make_source
 
         src = make_source(spec, cfg.source)
         src.open()

@@ -28,7 +28,7 @@ def facemask_val_folder(shared: Path, dest: Path, limit: int | None) -> Path:
 
 def read_frames(spec: str, cfg: Any, limit: int) -> list[np.ndarray]:
     """The first ``limit`` RGB frames of a source, through the runner's own FrameSource."""
-    from edge.sources import UnreadableFrame, make_source
+    from edge.capture.sources import UnreadableFrame, make_source
 
     src = make_source(spec, cfg.source)
     src.open()

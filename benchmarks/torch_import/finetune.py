@@ -17,7 +17,7 @@ weights, so ResNet18 starts from random weights. Each trains for a CPU-time
 budget; its accuracy is that of a briefly trained model, not a tuned one.
 What matters here is int8 vs the framework.
 
-Training input goes through ``edge.preprocess`` with the same spec the
+Training input goes through ``edge.infer.preprocess`` with the same spec the
 manifest will carry (96x96 RGB stretch, MobileNet's [-1, 1]), so the model is
 trained on exactly what the Pi feeds it.
 
@@ -101,7 +101,7 @@ def coral_init(model, path: Path) -> int:
 
 def _load(ds, spec) -> tuple[np.ndarray, np.ndarray]:
     from convert.images import read_rgb
-    from edge.preprocess import resize_for
+    from edge.infer.preprocess import resize_for
 
     xs, ys = [], []
     for f, t in zip(ds.files, ds.targets):
@@ -126,7 +126,7 @@ def train(model, init: str, x_train: np.ndarray, y_train: np.ndarray, weights, s
     """AdamW, one-cycle, horizontal flips, class-weighted loss, for ``args.epochs`` or the CPU budget."""
     import torch
 
-    from edge.preprocess import normalize
+    from edge.infer.preprocess import normalize
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
@@ -280,7 +280,7 @@ def main() -> int:
 
         result["dataroots_real_val"] = compare_with_reference(manifest, reference,
                                                               folder_set(dr, LABELS), labelled=True)
-        from edge.models import Classifier
+        from edge.infer.models import Classifier
         from convert.images import read_rgb
 
         fl = Classifier(manifest, use_float=True)

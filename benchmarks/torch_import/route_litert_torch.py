@@ -101,7 +101,7 @@ def main() -> int:
     from convert.classifier import calibration_files
     from convert.images import list_images, read_rgb
     from edge.manifest import InputSpec
-    from edge.preprocess import prepare
+    from edge.infer.preprocess import prepare
 
     torch.set_num_threads(1)  # batch-1 reference; torch's pool beside TF's threads crawls (torch_import.py)
     model = torchvision.models.mobilenet_v2(num_classes=args.classes)

@@ -8,7 +8,7 @@ from .base import _Section
 
 
 class MotionConfig(_Section):
-    """Motion gate (edge/motion.py): the detector runs only on frames with motion, or while a track lives."""
+    """Motion gate (edge/capture/motion.py): the detector runs only on frames with motion, or while a track lives."""
 
     enabled: bool = Field(
         True, description="Skip the detector on frames without motion while no track is alive (video "

@@ -2,7 +2,7 @@
 
 The geometry checks (at least three points, inside 0..1 or the frame, not self-intersecting,
 an area) are here because validation runs them; ``doorguard check-config`` and the web page's
-save both do. What the polygons do to frames at run time is edge/zones.py.
+save both do. What the polygons do to frames at run time is edge/decide/zones.py.
 """
 
 from __future__ import annotations
