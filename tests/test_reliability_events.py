@@ -109,6 +109,12 @@ def test_kill_9_while_writing_keeps_every_acknowledged_event(tmp_path):
                 a, opened = _read_acked(proc, 0.05)
                 acked += a
             assert opened, f"iteration {it}: the writer did not open the store: {proc.stderr.read()!r}"
+            # At least one acknowledged write (a loaded machine may take longer than the random
+            # wait below for the first), then a random time further into the writing.
+            t_first = time.monotonic() + 15
+            while not acked and time.monotonic() < t_first:
+                a, _ = _read_acked(proc, 0.05)
+                acked += a
             a, _ = _read_acked(proc, rng.uniform(0.05, 0.25))
             acked += a
         finally:
