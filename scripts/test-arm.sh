@@ -7,7 +7,7 @@
 #   ARM_SUITES=bookworm,trixie (default) | bookworm | trixie    ARM_PROFILES="pi4 pi5" (default)
 #
 # Both suites by default: someone flashing a Pi today gets Trixie, older Pis run Bookworm.
-# Measured from a fresh machine (empty caches, binfmt_misc unmounted) on 2 cores kept busy by
+# Measured from a fresh machine (empty caches; binfmt_misc mounted by this script) on 2 cores kept busy by
 # two trainings (load 7-11): `.ci/run` 73.6 minutes in all, of which this 62.7 (README "On the
 # Pi's own software, emulated"); CI allows 90.
 #
