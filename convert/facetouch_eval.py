@@ -63,7 +63,8 @@ def candidates(shared: Path, faces: Any, hands: Any, folders: Iterable[str] = FO
         (per face, the palm boxes found in its region), ``candidate`` (some grown palm box
         overlaps its face).
     """
-    from edge.decide.facetouch import FaceTouchConfig, region_around, touch_score
+    from edge.decide.facetouch import region_around, touch_score
+    from edge.settings.facetouch import FaceTouchConfig
     from edge.types import Box
 
     from .images import read_rgb
@@ -131,7 +132,7 @@ def evaluate(labels: Sequence[tuple[str, int]], shared: Path, pipe: Any, progres
     """
     from tqdm import tqdm
 
-    from edge.decide.facetouch import FACETOUCH
+    from edge.settings.facetouch import FACETOUCH
 
     from .images import read_rgb
 

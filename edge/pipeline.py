@@ -24,14 +24,15 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .config import Config
-from .decide.facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig, region_around, touch_score
 from .decide.facetouch import SOURCE as HAND_SOURCE
+from .decide.facetouch import region_around, touch_score
 from .infer.models import Classifier, Detector
 from .infer.preprocess import crop_with_margin
 from .decide.rules import Rules
+from .decide.zones import MaskPainter, ZoneFilter
+from .settings.facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig
 from .track.tracking import MAIN, Tracker, Track
 from .types import Box, Classification, Detection, Frame, Verdict
-from .decide.zones import MaskPainter, ZoneFilter
 
 #: The track channel of the face-touch check.
 FACETOUCH_CHANNEL = FACETOUCH

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from edge import cli, config, service
-from edge.decide.arming import Arming, ArmingConfig
+from edge.decide.arming import Arming
+from edge.settings.arming import ArmingConfig
 from edge.errors import ConfigError
 from edge.fakes import (BLUE, RED, BlobDetectorInterpreter, ColourClassifierInterpreter, FakeActuators,
                         FakeNotifier, ListSource, frame_with, write_classifier_manifest,

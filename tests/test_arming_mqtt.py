@@ -8,7 +8,8 @@ import time
 
 import jinja2
 
-from edge.decide.arming import Arming, ArmingConfig
+from edge.decide.arming import Arming
+from edge.settings.arming import ArmingConfig
 from edge.act.hass import EVENT_TEMPLATE, HomeAssistantLink
 from edge.act.mqtt.publisher import MqttPublisher
 

@@ -10,7 +10,8 @@ import pytest
 
 from edge import config, service
 from edge.errors import ModelError
-from edge.decide.facetouch import FaceTouchConfig, grow, overlap, region_around, touch_score
+from edge.decide.facetouch import grow, overlap, region_around, touch_score
+from edge.settings.facetouch import FaceTouchConfig
 from edge.fakes import (BLUE, DARK, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
                         DarkBlobHandInterpreter, FakeActuators, FakeNotifier, ListSource, frame_with,
                         write_classifier_manifest, write_detector_manifest, write_hand_manifest)

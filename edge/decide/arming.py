@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..atomic import write_atomic
-from ..settings.arming import DAYS, STATE_FILE, WEEK_MINUTES, ArmingConfig, ScheduleWindow  # noqa: F401 - old import path
+from ..settings.arming import WEEK_MINUTES, ArmingConfig
 
 log = logging.getLogger("doorguard.arming")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..settings.facetouch import FACETOUCH, NO_FACETOUCH, FaceTouchConfig  # noqa: F401 - old import path
+from ..settings.facetouch import FaceTouchConfig
 from ..types import Box
 
 #: Event source (and ``Votes.source``) of face-touch votes.
