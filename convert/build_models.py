@@ -158,15 +158,20 @@ def _dataroots_sampled_list(shared: Path, work: Path) -> Path:
     return out
 
 
+def _unlabelled_args(shared: Path, work: Path) -> list[str]:
+    """``--unlabelled``: photos without boxes, labelled by the teacher (dataroots' VGGFace2 source
+    photos, chandrikadeb7's), at most ``DETECTOR_UNLABELLED_LIMIT`` per source."""
+    d = shared / "data" / "chandrikadeb7"
+    return ["--unlabelled", f"no_mask={_dataroots_sampled_list(shared, work)}", f"no_mask={d / 'without_mask'}",
+            f"mask={d / 'with_mask'}", "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT)]
+
+
 def detector_recipe_a(shared: Path, work: Path) -> list[str]:
     """Issue-15 recipe A (measured, not the default): recipe B plus teacher-labelled
     unlabelled photos and ignore regions from every teacher box >= 0.5."""
-    d = shared / "data"
-    sampled_list = _dataroots_sampled_list(shared, work)
     args = detector_recipe_b(shared, work)
     args[args.index("--teacher-ignore-score") + 1] = "0.5"
-    return args + ["--unlabelled", f"no_mask={sampled_list}", f"no_mask={d / 'chandrikadeb7' / 'without_mask'}",
-                   f"mask={d / 'chandrikadeb7' / 'with_mask'}", "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT)]
+    return args + _unlabelled_args(shared, work)
 
 
 def detector_recipe_c(shared: Path, work: Path) -> list[str]:
@@ -243,15 +248,10 @@ def detector_recipe_f(shared: Path, work: Path) -> list[str]:
 
 
 def detector_recipe_g(shared: Path, work: Path) -> list[str]:
-    """The default detector's recipe (issue 15's recipe G): recipe e plus teacher-labelled photos that have no boxes (the
-    VGGFace2 source photos of dataroots, bar its validation ones, and chandrikadeb7's), up to
-    ``DETECTOR_UNLABELLED_LIMIT`` per source: unmasked faces in the scenes the held-out
-    dataroots photos come from. No pasted faces (recipes a and b pasted and lost)."""
-    d = shared / "data"
-    return detector_recipe_e(shared, work) + [
-        "--unlabelled", f"no_mask={_dataroots_sampled_list(shared, work)}",
-        f"no_mask={d / 'chandrikadeb7' / 'without_mask'}", f"mask={d / 'chandrikadeb7' / 'with_mask'}",
-        "--unlabelled-limit", str(DETECTOR_UNLABELLED_LIMIT)]
+    """The default detector's recipe (issue 15's recipe G): recipe e plus teacher-labelled
+    photos that have no boxes (``_unlabelled_args``): unmasked faces in the scenes the
+    held-out dataroots photos come from. No pasted faces (recipes a and b pasted and lost)."""
+    return detector_recipe_e(shared, work) + _unlabelled_args(shared, work)
 
 
 def detector_recipe_night(shared: Path, work: Path) -> list[str]:

@@ -115,3 +115,25 @@ def test_detector_step_trains_and_converts_at_the_asked_input_size(tmp_path, mon
     # recipe d leaves out every validation set's near-duplicates
     ex = train[train.index("--exclude") + 1:train.index("--input")]
     assert [Path(e).name for e in ex] == ["val.txt", "raw_images", "valid.txt"]
+
+
+def test_default_detector_recipe_is_g_teacher_labels_and_unlabelled_photos(tmp_path, monkeypatch):
+    """The shipped recipe (issue 15, G): teacher faces as labels, teacher-labelled photos without
+    boxes, every validation set's near-duplicates left out, nothing pasted; v1 keeps the old one."""
+    import subprocess
+
+    from convert import build_models as bm
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    bm.build_detector(tmp_path / "shared", tmp_path / "out", tmp_path)
+    train = next(c for c in calls if "train" in c)
+    assert train[train.index("--teacher-add-score") + 1] == "0.8"
+    unl = train[train.index("--unlabelled") + 1:train.index("--unlabelled-limit")]
+    assert [u.split("=")[0] for u in unl] == ["no_mask", "no_mask", "mask"]
+    assert Path(unl[0].split("=", 1)[1]) == tmp_path / "sampled_face_images-train.txt"
+    ex = train[train.index("--exclude") + 1:train.index("--teacher-peers")]
+    assert [Path(e).name for e in ex] == ["val.txt", "raw_images", "valid.txt"]
+    assert "--paste" not in train
+    v1 = bm.RECIPES["v1"](tmp_path / "shared", tmp_path)
+    assert "--teacher-peers" not in v1 and "--unlabelled" not in v1
