@@ -50,6 +50,8 @@ RECIPE_EPOCHS = {"default": DETECTOR_EPOCHS, "a": 24, "b": 24, "c": DETECTOR_EPO
 DETECTOR_UNLABELLED_LIMIT = 400
 BASE_DETECTOR = "yoloface-500k-v2"
 CLASSIFIER = "mask-classifier"
+# Share of the classifier's training crops that also get one doorway condition (issue 21 item 4).
+CLASSIFIER_CONDITIONS_AUG = 0.0
 # Input sizes measured as a trade-off (issue 15): the same fine-tuned weights converted at each
 # (YOLO is fully convolutional); the first is the default's (DETECTOR_INPUT).
 DETECTOR_SIZES = ("416x320", "512x384", "640x480")
@@ -337,11 +339,11 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
     return choice
 
 
-def build_classifier(shared: Path, out: Path) -> Path:
+def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG) -> Path:
     """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
     from .mask_recipe import build_default_mask_classifier
 
-    build_default_mask_classifier(shared, out, name=CLASSIFIER)
+    build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug)
     return out / f"{CLASSIFIER}.json"
 
 
@@ -655,7 +657,7 @@ def run_steps(args: argparse.Namespace) -> None:
             print(f"  wrote {build_hands(shared, out, Path(args.hands_work))}", flush=True)
         elif step == "classifier":
             _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
-            build_classifier(shared, out)
+            build_classifier(shared, out, args.classifier_conditions_aug)
         elif step == "conditions":
             _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
             res = measure_conditions(shared, out, cfg, not args.quiet)
@@ -712,6 +714,12 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--detector-input", {"default": DETECTOR_INPUT, "choices": DETECTOR_SIZES,
                               "help": f"train and convert at this input size (default {DETECTOR_INPUT}; another "
                                       "size is written as the -WxH variant, trained at that size)"}),
+    ],
+    "classifier": [
+        ("--classifier-conditions-aug", {"type": float, "default": CLASSIFIER_CONDITIONS_AUG, "metavar": "SHARE",
+                                         "help": "share of training crops that also get one doorway condition "
+                                                 "(IR-like grey, low light, motion blur, heavy JPEG; default "
+                                                 f"{CLASSIFIER_CONDITIONS_AUG:g}; see the classifier's card)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",

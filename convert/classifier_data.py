@@ -4,7 +4,9 @@
 - ``load_resized``: every image read and resized as the runtime does (``resize_for``);
 - ``class_weights``: balanced per-class weights, capped;
 - ``augment``: flip, small affine, a down-then-up resize (the small faces a door
-  camera sees), brightness/contrast, in numpy/OpenCV;
+  camera sees), brightness/contrast, in numpy/OpenCV; optionally (``conditions``)
+  one doorway condition per crop: IR-like grey, low light with sensor noise, motion
+  blur, heavy JPEG (``condition_augment``, issue 21);
 - ``make_sequence``: batches normalized by ``edge.infer.preprocess.normalize``, whose
   order and augmentation depend only on (seed, epoch, batch), so a rerun gives the
   same weights.
@@ -25,6 +27,7 @@ from edge.manifest import InputSpec
 from edge.infer.preprocess import normalize, resize_for
 
 from .classifier import LabeledFiles
+from .conditions import darken, jpeg_roundtrip, line_blur
 from .images import Unreadable, read_rgb
 
 
@@ -84,8 +87,38 @@ def class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
     return np.minimum(w, cap).astype(np.float32)
 
 
-def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random variation of a resized uint8 RGB crop (same size out)."""
+#: The doorway conditions ``condition_augment`` draws from (one per augmented crop, uniformly).
+TRAIN_CONDITIONS = ("ir", "low-light", "motion-blur", "jpeg")
+
+
+def condition_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One doorway condition on a resized uint8 RGB crop, its strength drawn at random.
+
+    Families, not the fixed settings of ``convert.conditions`` (which measure them):
+    IR-like grey with a random contrast stretch; low light (a random gain of 0.12-0.6 in
+    linear light, then Gaussian sensor noise of sigma 3-12 and JPEG 50-90); motion blur
+    along a random direction, 3-9 px long at the crop's size; JPEG at quality 8-40.
+    """
+    h, w = img.shape[:2]
+    kind = TRAIN_CONDITIONS[int(rng.integers(len(TRAIN_CONDITIONS)))]
+    if kind == "ir":
+        grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        lo, hi = np.percentile(grey, (2, 98))
+        span, base = rng.uniform(150, 240), rng.uniform(5, 50)
+        g = np.clip((grey - lo) / max(hi - lo, 1.0) * span + base, 0, 255).astype(np.uint8)
+        return np.stack([g, g, g], -1)
+    if kind == "low-light":
+        return jpeg_roundtrip(darken(img, rng, (0.12, 0.6), (3.0, 12.0)), int(rng.integers(50, 91)))
+    if kind == "motion-blur":
+        return line_blur(img, int(rng.integers(3, 10)), rng.uniform(0, 180))
+    return jpeg_roundtrip(img, int(rng.integers(8, 41)))
+
+
+def augment(img: np.ndarray, rng: np.random.Generator, conditions: float = 0.0) -> np.ndarray:
+    """One random variation of a resized uint8 RGB crop (same size out).
+
+    ``conditions``: the share of crops that also get one ``condition_augment`` (0: none).
+    """
     h, w = img.shape[:2]
     out = img
     if rng.random() < 0.5:
@@ -113,15 +146,19 @@ def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         f = f * gains
     if rng.random() < 0.05:
         f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
-    return np.clip(f, 0, 255).astype(np.uint8)
+    out = np.clip(f, 0, 255).astype(np.uint8)
+    # Drawn after the others so conditions=0 leaves every other draw (and the weights) as before.
+    if conditions > 0 and rng.random() < conditions:
+        out = condition_augment(out, rng)
+    return out
 
 
 def make_sequence(keras: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray, spec: InputSpec,
-                  batch: int, seed: int, n_classes: int, do_augment: bool = True):
+                  batch: int, seed: int, n_classes: int, do_augment: bool = True, conditions: float = 0.0):
     """A ``keras.utils.PyDataset`` of (normalized images, one-hot labels, per-sample weights).
 
     ``set_epoch`` reshuffles; the order and each batch's augmentation are seeded by
-    (seed, epoch) and (seed, epoch, batch index).
+    (seed, epoch) and (seed, epoch, batch index); ``conditions`` as in ``augment``.
     """
     class AugmentedSequence(keras.utils.PyDataset):
         """Batches of augmented, normalized crops; order and augmentation depend only on (seed, epoch)."""
@@ -144,7 +181,7 @@ def make_sequence(keras: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray,
         def __getitem__(self, i):
             idx = self._order[i * batch:(i + 1) * batch]
             rng = np.random.default_rng([seed, self.epoch, i])
-            imgs = [augment(x[j], rng) if do_augment else x[j] for j in idx]
+            imgs = [augment(x[j], rng, conditions) if do_augment else x[j] for j in idx]
             xb = np.stack([normalize(im, spec) for im in imgs]).astype(np.float32)
             yb = np.eye(n_classes, dtype=np.float32)[y[idx]]
             return xb, yb, weights[y[idx]]

@@ -48,7 +48,7 @@ def low_light(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:
     x = (rgb.astype(np.float32) / 255.0) ** 2.2 * 0.25
     x = x ** (1 / 2.2) * 255.0
     x += _rng(name).normal(0.0, 8.0, x.shape)
-    return _jpeg(np.clip(x, 0, 255).astype(np.uint8), 75)
+    return jpeg_roundtrip(np.clip(x, 0, 255).astype(np.uint8), 75)
 
 
 def backlight(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:
@@ -66,19 +66,40 @@ def backlight(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:
     return np.clip(face * dark + (1 - face) * bright, 0, 255).astype(np.uint8)
 
 
+def darken(rgb: np.ndarray, rng: np.random.Generator, gain: tuple[float, float],
+           noise: tuple[float, float]) -> np.ndarray:
+    """Dusk, as training augmentation: a random gain in linear light (gamma 2.2) drawn from
+    ``gain``, then Gaussian sensor noise of a sigma drawn from ``noise`` (grey levels)."""
+    x = (rgb.astype(np.float32) / 255.0) ** 2.2 * rng.uniform(*gain)
+    x = x ** (1 / 2.2) * 255.0 + rng.normal(0.0, rng.uniform(*noise), rgb.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def line_blur(rgb: np.ndarray, n: int, angle: float = 0.0) -> np.ndarray:
+    """Motion blur: the mean along a line of ``n`` pixels at ``angle`` degrees (0: horizontal)."""
+    k = np.zeros((n, n), np.float32)
+    k[n // 2, :] = 1.0 / n
+    if angle:
+        m = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), angle, 1.0)
+        k = cv2.warpAffine(k, m, (n, n))
+        k /= max(float(k.sum()), 1e-6)
+    return cv2.filter2D(np.ascontiguousarray(rgb), -1, k, borderType=cv2.BORDER_REFLECT)
+
+
 def motion_blur(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:
     k = np.zeros((9, 9), np.float32)
     k[4, :] = 1.0 / 9
     return cv2.filter2D(rgb, -1, k, borderType=cv2.BORDER_REFLECT)
 
 
-def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``rgb`` encoded as JPEG at ``quality`` and decoded again (unchanged if encoding fails)."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy() if ok else rgb
 
 
 def jpeg(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:
-    return _jpeg(rgb, 15)
+    return jpeg_roundtrip(rgb, 15)
 
 
 def small(rgb: np.ndarray, boxes: Sequence[Box], name: str) -> np.ndarray:

@@ -127,7 +127,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
                                   fine_tune_epochs: int = 5, batch: int = 64,
                                   min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
-                                  synth: bool | dict[str, int] = False):
+                                  synth: bool | dict[str, int] = False, conditions_aug: float = 0.0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -145,6 +145,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             (1200 mask_incorrect with the mask below the nose or on the chin, 600 dark and 600
             patterned masks, all on dataroots ``train/not_masked`` placed by YuNet landmarks),
             or a dict of those counts. Cached under ``work``.
+        conditions_aug: share of training crops that also get one doorway condition
+            (``convert.classifier_data.condition_augment``); 0: none.
 
     Returns:
         The manifest written.
@@ -184,7 +186,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                     fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
                                     min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
                                     extra_eval_sets=evals, data_notes=notes,
-                                    max_class_weight=max_class_weight)
+                                    max_class_weight=max_class_weight, conditions_aug=conditions_aug)
         write_mask_model_card(Path(out) / f"{name}.json",
                               measured_notes(default_backbone=backbone == "mobilenet_v1_1.0", synth=bool(synth)))
         return manifest

@@ -188,7 +188,7 @@ class TrainResult:
 def fit_classifier(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, labels: list[str],
                    spec: InputSpec, backbone: str, weights: Path | None, epochs: int,
                    fine_tune_epochs: int, batch: int, seed: int, patience: int = 3,
-                   max_class_weight: float = 10.0) -> TrainResult:
+                   max_class_weight: float = 10.0, conditions_aug: float = 0.0) -> TrainResult:
     """Train head then tail (or from scratch without weights); best weights by val loss.
 
     Args:
@@ -201,6 +201,8 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
         batch, seed: batch size and the seed of every random choice.
         patience: early-stopping patience in epochs.
         max_class_weight: cap of the balanced class weights.
+        conditions_aug: share of training crops that also get one doorway condition
+            (``classifier_data.condition_augment``); 0: none.
 
     Returns:
         The inference model (batch 1, no Dropout randomness) and the training history.
@@ -216,7 +218,7 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
     try:
         return _fit(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
                     epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
-                    patience=patience, max_class_weight=max_class_weight)
+                    patience=patience, max_class_weight=max_class_weight, conditions_aug=conditions_aug)
     finally:
         # Op determinism is process-wide: leave the process as it was found.
         if not was_deterministic:
@@ -224,14 +226,14 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
 
 
 def _fit(x, y, xv, yv, *, labels, spec, backbone, weights, epochs, fine_tune_epochs, batch, seed,
-         patience, max_class_weight) -> TrainResult:
+         patience, max_class_weight, conditions_aug) -> TrainResult:
     import keras
 
     n = len(labels)
     base = build_backbone(backbone, spec.width, weights)
     model = build_classifier(base, n, spec.width)
     w = class_weights(y, n, max_class_weight)
-    seq = make_sequence(keras, x, y, w, spec, batch, seed, n)
+    seq = make_sequence(keras, x, y, w, spec, batch, seed, n, conditions=conditions_aug)
     xv_n = np.stack([normalize(im, spec) for im in xv]).astype(np.float32)
     yv_1 = np.eye(n, dtype=np.float32)[yv]
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)

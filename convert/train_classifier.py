@@ -28,7 +28,7 @@ from edge.manifest import ModelSource, SourceFile, sha256_file
 
 from .classifier import (DEFAULT_MIN_AGREEMENT, LabeledFiles, calibration_files, calibration_images,
                          finish_classifier, folder_set, label_folders)
-from .classifier_data import load_resized, stratified_split
+from .classifier_data import TRAIN_CONDITIONS, load_resized, stratified_split
 from .mobilenet import BACKBONES, check_backbone, fit_classifier, mobilenet_spec
 from .outputs import Staging, output_name
 
@@ -70,7 +70,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
                      min_agreement: float = DEFAULT_MIN_AGREEMENT,
                      crop_margin: float | None = 0.15, val_fraction: float = 0.2,
                      extra_eval_sets: dict[str, LabeledFiles] | None = None,
-                     data_notes: dict[str, Any] | None = None, max_class_weight: float = 10.0):
+                     data_notes: dict[str, Any] | None = None, max_class_weight: float = 10.0,
+                     conditions_aug: float = 0.0):
     """Train, convert to int8, write manifest + report (the whole ``train classifier`` command).
 
     Every input is checked before training (images per label, enough readable
@@ -93,6 +94,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         extra_eval_sets: more labelled sets to report float vs int8 on (not used for training).
         data_notes: description of the training data, written to the manifest.
         max_class_weight: cap of the balanced class weights.
+        conditions_aug: share of training crops that also get one doorway condition (IR-like
+            grey, low light, motion blur, heavy JPEG; ``classifier_data.condition_augment``).
 
     Returns:
         The manifest written.
@@ -105,6 +108,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         AccuracyGateError: a gate check failed (everything written; the manifest records it).
     """
     check_backbone(backbone, size)
+    if not 0.0 <= conditions_aug <= 1.0:
+        raise UsageError(f"--conditions-aug must be within 0..1, got {conditions_aug}")
     out_dir, name = output_name(out)
     # Made first: it is the check that --out is writable, before any long work.
     with Staging(out_dir, name) as stage:
@@ -153,7 +158,7 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
             raise ModelError(f"backbone weights not found: {weights}")
         res = fit_classifier(x, y, xv, yv, labels=labels, spec=spec, backbone=backbone, weights=weights,
                              epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
-                             max_class_weight=max_class_weight)
+                             max_class_weight=max_class_weight, conditions_aug=conditions_aug)
         files = {}
         if weights is not None:
             files["backbone"] = SourceFile(path=str(weights), sha256=sha256_file(weights))
@@ -166,6 +171,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
             "validation": val_note, "seed": seed, "batch": batch,
             "max_epochs": {"head": epochs, "fine_tune": fine_tune_epochs}, **res.history,
         }
+        if conditions_aug:
+            training["conditions_augmentation"] = {"share": conditions_aug, "conditions": list(TRAIN_CONDITIONS)}
         if data_notes:
             training["data"] = data_notes
         eval_sets = {"val": valset, **(extra_eval_sets or {})}
@@ -202,6 +209,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when splitting (default 0.2)")
     p.add_argument("--max-class-weight", type=float, default=10.0,
                    help="cap of the balanced class weights for rare classes (default 10)")
+    p.add_argument("--conditions-aug", type=float, default=0.0, metavar="SHARE",
+                   help="share of training crops that also get one doorway condition: IR-like grey, low "
+                        "light with noise, motion blur or heavy JPEG (default 0: none)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -218,5 +228,5 @@ def main(args: argparse.Namespace) -> int:
                      fine_tune_epochs=args.fine_tune_epochs, batch=args.batch, seed=args.seed,
                      calib=args.calib, min_accuracy_drop=args.min_accuracy_drop,
                      min_agreement=args.min_agreement, crop_margin=args.crop_margin, val_fraction=args.val_fraction,
-                     max_class_weight=args.max_class_weight)
+                     max_class_weight=args.max_class_weight, conditions_aug=args.conditions_aug)
     return 0

@@ -61,6 +61,8 @@ import numpy as np
 
 from edge.errors import DataError, UsageError
 
+from .conditions import darken, line_blur
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 30
@@ -580,13 +582,8 @@ def night(img: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         return np.stack([g, g, g], -1)
     if kind == 1:
-        x = (img.astype(np.float32) / 255.0) ** 2.2 * rng.uniform(0.2, 0.5)
-        x = x ** (1 / 2.2) * 255.0 + rng.normal(0.0, rng.uniform(3, 10), img.shape)
-        return np.clip(x, 0, 255).astype(np.uint8)
-    n = int(rng.integers(5, 12))
-    k = np.zeros((n, n), np.float32)
-    k[n // 2, :] = 1.0 / n
-    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
+        return darken(img, rng, (0.2, 0.5), (3, 10))
+    return line_blur(img, int(rng.integers(5, 12)))
 
 
 def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], paste: PasteConfig | None = None,

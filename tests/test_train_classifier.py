@@ -296,3 +296,50 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
     assert lab[tmp_path / "dark_0.jpg"] == mask_recipe.MASK_LABELS.index("mask")
     assert seen["notes"]["synthetic"]["counts"] == masksynth.DEFAULT_COUNTS
     assert seen["notes"]["pool"]["mask_incorrect"] == 10
+
+
+def test_condition_augment_draws_each_doorway_condition_and_keeps_the_crop():
+    """conditions=1: every crop gets one of IR grey, low light, motion blur, JPEG; 0 changes nothing."""
+    from convert.classifier_data import TRAIN_CONDITIONS, condition_augment
+
+    img = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    img[:, 24:] = (200, 40, 40)
+    grey = dark = other = 0
+    for i in range(80):
+        out = condition_augment(img, np.random.default_rng(i))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        if (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all():
+            grey += 1
+        elif out.mean() < 0.85 * img.mean():
+            dark += 1
+        else:
+            other += 1
+    assert TRAIN_CONDITIONS == ("ir", "low-light", "motion-blur", "jpeg")
+    assert grey > 8 and dark > 8 and other > 16
+    # The share 0 keeps the draws (and so the default classifier's weights) as they were.
+    for i in range(10):
+        a = augment(img, np.random.default_rng(i))
+        assert (a == augment(img, np.random.default_rng(i), 0.0)).all()
+    changed = sum(not (augment(img, np.random.default_rng(i)) == augment(img, np.random.default_rng(i), 1.0)).all()
+                  for i in range(10))
+    assert changed == 10
+
+
+def test_conditions_aug_out_of_range_is_a_usage_error(folder, tmp_path):
+    with pytest.raises(UsageError, match="conditions-aug"):
+        train_classifier.train_classifier(folder, tmp_path / "m", conditions_aug=1.5)
+
+
+def test_default_recipe_passes_the_conditions_share_to_training(tmp_path, monkeypatch):
+    from convert.classifier import LabeledFiles
+
+    pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
+                        [i % 2 for i in range(20)])
+    seen = {}
+    monkeypatch.setattr(mask_recipe, "mask_classifier_data", lambda shared, work: (pool, {}, {}))
+    monkeypatch.setattr(mask_recipe, "train_classifier", lambda data, out, **kw: seen.update(kw))
+    monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
+    assert seen["conditions_aug"] == 0.0
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=0.5)
+    assert seen["conditions_aug"] == 0.5
