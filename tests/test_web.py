@@ -865,6 +865,25 @@ def test_set_password_default_location_is_the_state_dir(tmp_path, monkeypatch):
     assert passwords.password_path(WebConfig(password_file="/etc/pw"), state) == Path("/etc/pw")
 
 
+def test_set_password_from_a_shell_uses_the_installed_config_and_the_units_state_dir(tmp_path, monkeypatch):
+    """`sudo doorguard set-password` on a Pi: no --config, no $STATE_DIRECTORY; the hash goes where
+    the service's page reads it (the installed config's password_file, in /var/lib/doorguard)."""
+    from edge import installed
+
+    unit_state = tmp_path / "var-lib-doorguard"
+    unit_state.mkdir()
+    conf = tmp_path / "etc-doorguard.toml"
+    conf.write_text('[web]\npassword_file = "page-pw"\n')
+    monkeypatch.setattr(installed, "CONFIG", conf)
+    monkeypatch.setattr(installed, "STATE_DIR", unit_state)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", FakeStdin("the door passphrase\n"))
+    assert cli.main(["set-password"]) == 0
+    assert passwords.verify_password("the door passphrase", (unit_state / "page-pw").read_text())
+    assert not (tmp_path / "state").exists()
+
+
 # ---- end to end in headless Chromium ----------------------------------------------------------------
 
 def demo_frames():

@@ -7,6 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from ... import installed
 from ...errors import UsageError
 from ...settings.web import WebConfig
 from .passwords import MIN_PASSWORD_LENGTH, hash_password, password_path, write_password_file
@@ -14,11 +15,11 @@ from .passwords import MIN_PASSWORD_LENGTH, hash_password, password_path, write_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``doorguard set-password``."""
-    parser.add_argument("--config", metavar="PATH",
-                        help="config TOML whose [web] password_file / state directory is used "
-                             "(default: the embedded default config)")
+    installed.add_config_argument(parser)
     parser.add_argument("--password-file", metavar="PATH",
-                        help="write the hash here (overrides the config)")
+                        help="write the hash here (default: the config's [web] password_file, relative "
+                             "to the state directory: events.state_dir, else $STATE_DIRECTORY, else "
+                             f"{installed.STATE_DIR} when it exists, else ./state)")
 
 
 def _read_new_password(stdin=None) -> str:
@@ -44,9 +45,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         from ... import config as config_mod
 
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(installed.config_file(args.config))
         web_cfg = getattr(cfg, "web", None) or WebConfig()
-        path = password_path(web_cfg, cfg.state_dir())
+        path = password_path(web_cfg, installed.state_dir(cfg))
     pw = _read_new_password()
     write_password_file(path, hash_password(pw))
     print(f"doorguard: web page password set in {path.resolve()} (scrypt, mode 0600); "

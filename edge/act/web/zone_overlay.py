@@ -164,17 +164,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "file's apply from the next start")
 
 
-def _state_dir(cfg: Any, given: str | None) -> Path:
-    import os
-
-    if given:
-        return Path(given).expanduser()
-    if cfg.events.state_dir or os.environ.get("STATE_DIRECTORY", "").strip():
-        return Path(cfg.state_dir())
-    # From a shell (sudo), not the unit: $STATE_DIRECTORY is unset; the unit's folder is meant.
-    return installed.STATE_DIR if installed.STATE_DIR.is_dir() else Path(cfg.state_dir())
-
-
 def main(args: argparse.Namespace) -> int:
     """``doorguard zones``: say where the zones and masks come from; ``--reset`` removes the overlay.
 
@@ -186,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
 
     target = installed.config_file(args.config)
     cfg = config_mod.load(target)
-    path = _state_dir(cfg, args.state_dir) / OVERLAY_FILE
+    path = installed.state_dir(cfg, args.state_dir) / OVERLAY_FILE
     where = target or "the built-in default config"
     if args.reset:
         try:
