@@ -24,27 +24,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator  # noqa: F401 - BaseModel: config.BaseModel
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 
-# Every section lives in edge/settings/ (which imports nothing of the runtime); each is also
-# importable from here under its old name (``from edge.config import MotionConfig``).
-from .settings.arming import ArmingConfig, ScheduleWindow  # noqa: F401
+# Every section lives in edge/settings/ (which imports nothing of the runtime); import a section's
+# classes from there (``from edge.settings.motion import MotionConfig``).
+from .settings.arming import ArmingConfig
 from .settings.base import _Section
 from .settings.door import DoorConfig
-from .settings.events import EventsConfig, SnapshotConfig  # noqa: F401
+from .settings.events import EventsConfig
 from .settings.facetouch import FACETOUCH, FaceTouchConfig
 from .settings.gpio import GpioConfig
 from .settings.models import ModelsConfig
 from .settings.motion import MotionConfig
-from .settings.mqtt import MqttConfig, MqttTlsConfig  # noqa: F401
+from .settings.mqtt import MqttConfig
 from .settings.rules import RulesConfig
 from .settings.source import SourceConfig
 from .settings.tracking import TrackingConfig
 from .settings.web import WebConfig
-from .settings.zones import (MAX_POLYGONS, MaskConfig, Polygon, PrivacyConfig, ZoneConfig,  # noqa: F401
-                             check_frame, known_frame_size)
+from .settings.zones import MAX_POLYGONS, PrivacyConfig, ZoneConfig, check_frame, known_frame_size
 
 #: Project root (the directory holding edge/ and models/): relative paths in the
 #: embedded default config resolve against it.

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from edge import config
 from edge.errors import ConfigError
@@ -42,7 +43,7 @@ def test_every_field_has_a_description():
         for name, f in model_cls.model_fields.items():
             assert f.description, f"{model_cls.__name__}.{name} has no description"
             ann = f.annotation
-            if isinstance(ann, type) and issubclass(ann, config.BaseModel) and ann not in seen:
+            if isinstance(ann, type) and issubclass(ann, BaseModel) and ann not in seen:
                 seen.add(ann)
                 walk(ann, seen)
     walk(config.Config, set())
@@ -171,7 +172,7 @@ def test_every_number_has_a_range():
     def walk(model_cls, path, seen):
         for name, f in model_cls.model_fields.items():
             ann = f.annotation
-            if isinstance(ann, type) and issubclass(ann, config.BaseModel):
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
                 if ann not in seen:
                     seen.add(ann)
                     yield from walk(ann, f"{path}{name}.", seen)

@@ -665,7 +665,7 @@ def test_pi_health_reads_sysfs(tmp_path):
 
 
 def test_recent_events_from_the_event_store(tmp_path):
-    from edge.config import EventsConfig, SnapshotConfig
+    from edge.settings.events import EventsConfig, SnapshotConfig
     from edge.act.events import EventStore
     from edge.types import Box, Event
 
