@@ -12,7 +12,7 @@ import pytest
 
 import faults
 
-from edge.config import EventsConfig, SnapshotConfig
+from edge.settings.events import EventsConfig, SnapshotConfig
 from edge.errors import StateError
 from edge.act.events import EventStore, prepare_state_dir
 from edge.types import Box, Event, Verdict
