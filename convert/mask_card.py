@@ -34,7 +34,9 @@ def measured_notes(default_backbone: bool, synth: bool) -> str:
     if not default_backbone:
         return ""
     backbone = card_note("mask-classifier-backbone")
-    return backbone if synth else backbone + "\n" + card_note("mask-classifier-synth")
+    if synth:
+        return backbone
+    return "\n".join((backbone, card_note("mask-classifier-synth"), card_note("mask-classifier-conditions")))
 
 
 def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:

@@ -343,3 +343,16 @@ def test_default_recipe_passes_the_conditions_share_to_training(tmp_path, monkey
     assert seen["conditions_aug"] == 0.0
     mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=0.5)
     assert seen["conditions_aug"] == 0.5
+
+
+def test_shipped_card_notes_carry_the_measured_options():
+    """The default model's card ends with the backbone, synthetic-mask and conditions notes; the
+    synthetic candidate's card only with the backbone note (it is the 'after' of the synth note)."""
+    from convert.mask_card import measured_notes
+
+    shipped = measured_notes(default_backbone=True, synth=False)
+    assert "## Synthetic masks" in shipped and "## Doorway conditions in training" in shipped
+    assert "--classifier-conditions-aug 0.5" in shipped
+    candidate = measured_notes(default_backbone=True, synth=True)
+    assert "## Backbone choice" in candidate and "## Doorway conditions in training" not in candidate
+    assert measured_notes(default_backbone=False, synth=False) == ""
