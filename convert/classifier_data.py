@@ -99,7 +99,6 @@ def condition_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     linear light, then Gaussian sensor noise of sigma 3-12 and JPEG 50-90); motion blur
     along a random direction, 3-9 px long at the crop's size; JPEG at quality 8-40.
     """
-    h, w = img.shape[:2]
     kind = TRAIN_CONDITIONS[int(rng.integers(len(TRAIN_CONDITIONS)))]
     if kind == "ir":
         grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)

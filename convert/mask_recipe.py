@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge.errors import DataError
+from edge.errors import DataError, UsageError
 
 from .classifier import LabeledFiles, folder_set
 from .classifier_data import stratified_split
@@ -154,6 +154,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
     import shutil
     import tempfile
 
+    if not 0.0 <= conditions_aug <= 1.0:  # before the crops are cut, not after
+        raise UsageError(f"--classifier-conditions-aug must be within 0..1, got {conditions_aug}")
     shared = Path(shared)
     default_weights = {
         "mobilenet_v1_1.0": shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",

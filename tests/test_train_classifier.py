@@ -343,6 +343,10 @@ def test_default_recipe_passes_the_conditions_share_to_training(tmp_path, monkey
     assert seen["conditions_aug"] == 0.0
     mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=0.5)
     assert seen["conditions_aug"] == 0.5
+    seen.clear()
+    with pytest.raises(UsageError, match="classifier-conditions-aug"):
+        mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=-1)
+    assert seen == {}
 
 
 def test_shipped_card_notes_carry_the_measured_options():
