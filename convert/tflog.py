@@ -14,6 +14,7 @@ leaves everything as it is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -53,10 +54,7 @@ class _Filter:
 
     def _pump(self) -> None:
         pending = b""
-        while True:
-            chunk = os.read(self._r, 65536)
-            if not chunk:
-                break
+        for chunk in iter(functools.partial(os.read, self._r, 65536), b""):  # until EOF
             pending += chunk
             # \r ends a tqdm update: pass it on at once, not at the next newline.
             parts = re.split(rb"(?<=[\n\r])", pending)
