@@ -339,11 +339,13 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
     return choice
 
 
-def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG) -> Path:
+def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG,
+                     photo_conditions: int = 0) -> Path:
     """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
     from .mask_recipe import build_default_mask_classifier
 
-    build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug)
+    build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug,
+                                  photo_conditions=photo_conditions)
     return out / f"{CLASSIFIER}.json"
 
 
@@ -657,7 +659,7 @@ def run_steps(args: argparse.Namespace) -> None:
             print(f"  wrote {build_hands(shared, out, Path(args.hands_work))}", flush=True)
         elif step == "classifier":
             _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
-            build_classifier(shared, out, args.classifier_conditions_aug)
+            build_classifier(shared, out, args.classifier_conditions_aug, args.classifier_photo_conditions)
         elif step == "conditions":
             _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
             res = measure_conditions(shared, out, cfg, not args.quiet)
@@ -720,6 +722,11 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                          "help": "share of training crops that also get one doorway condition "
                                                  "(IR-like grey, low light, motion blur, heavy JPEG; default "
                                                  f"{CLASSIFIER_CONDITIONS_AUG:g}; see the classifier's card)"}),
+        ("--classifier-photo-conditions", {"type": int, "default": 0, "metavar": "COPIES",
+                                           "help": "add this many copies of every facemask853/adityap27 training "
+                                                   "face, each cut from its photo after one doorway condition "
+                                                   "(the crop-level ones, at photo scale, and a smaller photo; "
+                                                   "0-8, default 0: not measured yet, see the classifier's card)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",

@@ -6,7 +6,8 @@
 - ``augment``: flip, small affine, a down-then-up resize (the small faces a door
   camera sees), brightness/contrast, in numpy/OpenCV; optionally (``conditions``)
   one doorway condition per crop: IR-like grey, low light with sensor noise, motion
-  blur, heavy JPEG (``condition_augment``, issue 21);
+  blur, heavy JPEG (``condition_augment``, issue 21); ``photo_condition``: the same
+  families (and a smaller photo) on a whole photo before its faces are cut;
 - ``make_sequence``: batches normalized by ``edge.infer.preprocess.normalize``, whose
   order and augmentation depend only on (seed, epoch, batch), so a rerun gives the
   same weights.
@@ -91,15 +92,18 @@ def class_weights(y: np.ndarray, n_classes: int, cap: float) -> np.ndarray:
 TRAIN_CONDITIONS = ("ir", "low-light", "motion-blur", "jpeg")
 
 
-def condition_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def condition_augment(img: np.ndarray, rng: np.random.Generator, kind: str | None = None,
+                      blur: tuple[int, int] = (3, 10)) -> np.ndarray:
     """One doorway condition on a resized uint8 RGB crop, its strength drawn at random.
 
     Families, not the fixed settings of ``convert.conditions`` (which measure them):
     IR-like grey with a random contrast stretch; low light (a random gain of 0.12-0.6 in
     linear light, then Gaussian sensor noise of sigma 3-12 and JPEG 50-90); motion blur
-    along a random direction, 3-9 px long at the crop's size; JPEG at quality 8-40.
+    along a random direction, ``blur`` (3-9) px long at the image's size; JPEG at quality 8-40.
+    ``kind``: one of ``TRAIN_CONDITIONS`` (default: drawn uniformly).
     """
-    kind = TRAIN_CONDITIONS[int(rng.integers(len(TRAIN_CONDITIONS)))]
+    if kind is None:
+        kind = TRAIN_CONDITIONS[int(rng.integers(len(TRAIN_CONDITIONS)))]
     if kind == "ir":
         grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
         lo, hi = np.percentile(grey, (2, 98))
@@ -109,8 +113,31 @@ def condition_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if kind == "low-light":
         return jpeg_roundtrip(darken(img, rng, (0.12, 0.6), (3.0, 12.0)), int(rng.integers(50, 91)))
     if kind == "motion-blur":
-        return line_blur(img, int(rng.integers(3, 10)), rng.uniform(0, 180))
+        return line_blur(img, int(rng.integers(*blur)), rng.uniform(0, 180))
     return jpeg_roundtrip(img, int(rng.integers(8, 41)))
+
+
+#: The conditions ``photo_condition`` draws from: the crop families and a smaller photo.
+PHOTO_CONDITIONS = TRAIN_CONDITIONS + ("small",)
+
+
+def photo_condition(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One doorway condition on a whole uint8 RGB photo, before its faces are cut (same size out).
+
+    ``condition_augment`` acts on the 96 px crop; a doorway's faces are 15-40 px in the photo,
+    where the same blur or JPEG wipes out far more of a face (issue 21: crop-level augmentation
+    did not close the blur, JPEG and small-face gaps). Families: those of ``condition_augment``
+    with motion blur 3-11 px at photo scale, and 'small': the photo scaled down by 0.35-0.7 and
+    back up (INTER_AREA, then bilinear; box coordinates stay valid).
+    """
+    kind = PHOTO_CONDITIONS[int(rng.integers(len(PHOTO_CONDITIONS)))]
+    if kind != "small":
+        return condition_augment(rgb, rng, kind=kind, blur=(3, 12))
+    h, w = rgb.shape[:2]
+    f = rng.uniform(0.35, 0.7)
+    lo = cv2.resize(np.ascontiguousarray(rgb), (max(1, round(w * f)), max(1, round(h * f))),
+                    interpolation=cv2.INTER_AREA)
+    return cv2.resize(lo, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def augment(img: np.ndarray, rng: np.random.Generator, conditions: float = 0.0) -> np.ndarray:

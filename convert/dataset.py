@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -234,7 +235,8 @@ def yolo_items(folder: Path | str, class_names: list[str],
 
 def write_crops(items: list[tuple[Path, list[LabeledBox]]], out: Path | str, margin: float,
                 label_map: dict[str, str], min_size: float = 1.0, normalized: bool = False,
-                prefix: str = "", progress: bool = True, quality: int = 95) -> CropStats:
+                prefix: str = "", progress: bool = True, quality: int = 95,
+                transform: Callable[[np.ndarray, Path], np.ndarray] | None = None) -> CropStats:
     """Cut every mapped box with ``crop_with_margin`` and save it as out/LABEL/STEM_I.jpg.
 
     Args:
@@ -246,6 +248,8 @@ def write_crops(items: list[tuple[Path, list[LabeledBox]]], out: Path | str, mar
         normalized: boxes are 0..1 (YOLO) and are scaled by the image size.
         prefix: prepended to file names (keeps sources apart in one folder).
         quality: JPEG quality of the written crops.
+        transform: applied to each photo (RGB, its path) before the boxes are cut; it must keep
+            the photo's size.
 
     Returns:
         CropStats.
@@ -265,6 +269,8 @@ def write_crops(items: list[tuple[Path, list[LabeledBox]]], out: Path | str, mar
             unreadable.add(e)
             continue
         stats.images += 1
+        if transform is not None:
+            image = transform(image, img_path)
         h, w = image.shape[:2]
         for i, lb in enumerate(boxes):
             label = label_map.get(lb.name)

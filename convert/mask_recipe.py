@@ -8,6 +8,7 @@ v1 1.0 from Coral's ImageNet weights, ``convert.coral_weights``) and writes its 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,28 +81,19 @@ def mask_classifier_data(shared: Path | str, work: Path | str, margin: float = D
                               "no_mask": add_folder(cd, "no_mask", sorted(kept["without_mask"])),
                               "duplicates_dropped": dropped}
 
+    sources, dups = train_photo_sources(shared)
+    for src in sources:
+        st = dataset.write_crops(src.items, work / src.name, margin, src.label_map, min_size=4,
+                                 normalized=src.normalized, progress=progress)
+        notes[src.name] = {**dict(st.crops), "boxes_under_4px_skipped": st.small_boxes}
+        if src.normalized:
+            notes[src.name]["photos_dropped_as_facemask853_val_duplicates"] = dups
+        for lab in MASK_LABELS:
+            if (work / src.name / lab).is_dir():
+                add_folder(work / src.name / lab, lab)
+
     lm = dataset.DEFAULT_LABEL_MAP
-    fm_train = work / "facemask853_train"
-    st = dataset.write_crops(dataset.voc_items(fm, fm / "train.txt"), fm_train, margin, lm,
-                             min_size=4, progress=progress)
-    notes["facemask853_train"] = {**dict(st.crops), "boxes_under_4px_skipped": st.small_boxes}
-    for lab in MASK_LABELS:
-        if (fm_train / lab).is_dir():
-            add_folder(fm_train / lab, lab)
-
     fm_val_items = dataset.voc_items(fm, fm / "val.txt")
-    ad_items = dataset.yolo_items(ad / "train", ["no_mask", "mask"])
-    dups = dataset.near_duplicates([p for p, _ in ad_items], [p for p, _ in fm_val_items])
-    ad_items = [(p, b) for p, b in ad_items if p not in dups]
-    ad_train = work / "adityap27_train"
-    st = dataset.write_crops(ad_items, ad_train, margin, {"mask": "mask", "no_mask": "no_mask"},
-                             min_size=4, normalized=True, progress=progress)
-    notes["adityap27_train"] = {**dict(st.crops), "photos_dropped_as_facemask853_val_duplicates": len(dups),
-                                "boxes_under_4px_skipped": st.small_boxes}
-    for lab in ("mask", "no_mask"):
-        if (ad_train / lab).is_dir():
-            add_folder(ad_train / lab, lab)
-
     evals: dict[str, LabeledFiles] = {}
     fm_val = work / "facemask853_val"
     dataset.write_crops(fm_val_items, fm_val, margin, lm, progress=progress)
@@ -120,6 +112,69 @@ def mask_classifier_data(shared: Path | str, work: Path | str, margin: float = D
     return pool, evals, notes
 
 
+@dataclass
+class PhotoSource:
+    """Labelled photos whose boxes are cut into training crops (work/NAME/LABEL/STEM_I.jpg)."""
+
+    name: str
+    items: list
+    label_map: dict[str, str]
+    normalized: bool
+
+
+def train_photo_sources(shared: Path) -> tuple[list[PhotoSource], int]:
+    """The training photos with boxes: facemask853 train (VOC) and adityap27 train (YOLO), minus
+    adityap27 photos that are near-duplicates of facemask853 val (their count is returned)."""
+    from . import dataset
+
+    fm, ad = Path(shared) / "data" / "facemask853", Path(shared) / "data" / "adityap27"
+    ad_items = dataset.yolo_items(ad / "train", ["no_mask", "mask"])
+    fm_val = [p for p, _ in dataset.voc_items(fm, fm / "val.txt")]
+    dups = dataset.near_duplicates([p for p, _ in ad_items], fm_val)
+    return [PhotoSource("facemask853_train", dataset.voc_items(fm, fm / "train.txt"),
+                        dataset.DEFAULT_LABEL_MAP, False),
+            PhotoSource("adityap27_train", [(p, b) for p, b in ad_items if p not in dups],
+                        {"mask": "mask", "no_mask": "no_mask"}, True)], len(dups)
+
+
+def photo_condition_crops(shared: Path, work: Path, train: LabeledFiles, copies: int, seed: int,
+                          margin: float = DEFAULT_MASK_MARGIN, progress: bool = True) -> tuple[LabeledFiles, dict]:
+    """``copies`` more crops of every training-photo face in ``train``, each cut from a copy of
+    its photo degraded by one ``classifier_data.photo_condition`` (seeded per photo and copy).
+
+    Only faces whose clean crop is in ``train`` get copies, so the early-stopping split never
+    holds a degraded twin of a face it trains on.
+    """
+    import zlib
+
+    import numpy as np
+
+    from . import dataset
+    from .classifier_data import PHOTO_CONDITIONS, photo_condition
+
+    in_train = {Path(f) for f in train.files}
+    out = LabeledFiles(list(train.labels))
+    made = 0
+    sources, _ = train_photo_sources(shared)
+    for k in range(copies):
+        for src in sources:
+            def degrade(rgb, path, k=k):
+                return photo_condition(rgb, np.random.default_rng(zlib.crc32(f"{seed}:{k}:{path}".encode())))
+
+            folder, prefix = work / f"{src.name}_photo{k}", f"p{k}_"
+            dataset.write_crops(src.items, folder, margin, src.label_map, min_size=4, normalized=src.normalized,
+                                prefix=prefix, progress=progress, transform=degrade)
+            for lab in MASK_LABELS:
+                for f in sorted((folder / lab).glob(f"{prefix}*.jpg")) if (folder / lab).is_dir() else []:
+                    if work / src.name / lab / f.name[len(prefix):] in in_train:
+                        out.files.append(f)
+                        out.targets.append(MASK_LABELS.index(lab))
+                        made += 1
+    return out, {"copies": copies, "crops": made, "conditions": list(PHOTO_CONDITIONS),
+                 "sources": [s.name for s in sources], "seed": seed,
+                 "note": "cut from degraded copies of the training photos; training split only"}
+
+
 def build_default_mask_classifier(shared: Path | str, out: Path | str = "models", *,
                                   name: str = "mask-classifier", work: Path | str | None = None,
                                   backbone: str = "mobilenet_v1_1.0",
@@ -127,7 +182,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
                                   fine_tune_epochs: int = 5, batch: int = 64,
                                   min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
-                                  synth: bool | dict[str, int] = False, conditions_aug: float = 0.0):
+                                  synth: bool | dict[str, int] = False, conditions_aug: float = 0.0,
+                                  photo_conditions: int = 0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -147,6 +203,9 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             or a dict of those counts. Cached under ``work``.
         conditions_aug: share of training crops that also get one doorway condition
             (``convert.classifier_data.condition_augment``); 0: none.
+        photo_conditions: add this many degraded copies of every training-split face of
+            facemask853/adityap27 train, cut from its photo after one
+            ``convert.classifier_data.photo_condition`` (``photo_condition_crops``); 0: none.
 
     Returns:
         The manifest written.
@@ -156,6 +215,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
 
     if not 0.0 <= conditions_aug <= 1.0:  # before the crops are cut, not after
         raise UsageError(f"--classifier-conditions-aug must be within 0..1, got {conditions_aug}")
+    if not 0 <= photo_conditions <= 8:
+        raise UsageError(f"--classifier-photo-conditions must be within 0..8 copies, got {photo_conditions}")
     shared = Path(shared)
     default_weights = {
         "mobilenet_v1_1.0": shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
@@ -183,6 +244,11 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             notes["pool"] = pool.counts()
         train, holdout = stratified_split(pool, 0.1, seed)
         notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
+        if photo_conditions:
+            extra, notes["photo_conditions"] = photo_condition_crops(shared, Path(work), train,
+                                                                     photo_conditions, seed)
+            train.files += extra.files
+            train.targets += extra.targets
         manifest = train_classifier(train, Path(out) / name, val=holdout, backbone=backbone,
                                     backbone_weights=weights, size=size, epochs=epochs,
                                     fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,

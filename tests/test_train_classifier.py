@@ -360,3 +360,85 @@ def test_shipped_card_notes_carry_the_measured_options():
     candidate = measured_notes(default_backbone=True, synth=True)
     assert "## Backbone choice" in candidate and "## Doorway conditions in training" not in candidate
     assert measured_notes(default_backbone=False, synth=False) == ""
+
+
+def test_photo_condition_degrades_the_whole_photo_and_keeps_its_size():
+    """Each photo-scale family is drawn; the photo keeps its size (boxes stay valid); seeded."""
+    from convert.classifier_data import PHOTO_CONDITIONS, photo_condition
+
+    rng0 = np.random.default_rng(3)
+    img = cv2.resize(rng0.integers(0, 256, (30, 40, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_NEAREST)
+    assert PHOTO_CONDITIONS == ("ir", "low-light", "motion-blur", "jpeg", "small")
+    grey = changed = 0
+    for i in range(60):
+        out = photo_condition(img, np.random.default_rng(i))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert (out == photo_condition(img, np.random.default_rng(i))).all()
+        grey += bool((out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all())
+        changed += bool(np.abs(out.astype(int) - img).mean() > 2)
+    assert 4 <= grey <= 24 and changed >= 55
+    # 'small' (scaled down and up again) loses the sharp edges of the blocks.
+    edges = [np.abs(np.diff(photo_condition(img, np.random.default_rng(i)).astype(int), axis=1)).max()
+             for i in range(60)]
+    assert min(edges) < 0.6 * np.abs(np.diff(img.astype(int), axis=1)).max()
+
+
+def test_photo_condition_crops_cut_degraded_twins_of_training_faces_only(tmp_path, monkeypatch):
+    """Copies are cut from degraded photos with the same boxes, and only for faces in the training
+    split: the early-stopping split never sees a twin of a face it trains on."""
+    from convert import dataset
+    from convert.classifier import LabeledFiles
+    from edge.types import Box
+
+    photos = []
+    for i in range(3):
+        p = tmp_path / f"ph{i}.png"
+        img = np.full((60, 80, 3), 40 * i + 30, np.uint8)
+        img[10:40, 20:50] = (220, 30, 30)
+        cv2.imwrite(str(p), img[..., ::-1])
+        photos.append((p, [dataset.LabeledBox(Box(20, 10, 50, 40), "with_mask"),
+                           dataset.LabeledBox(Box(55, 20, 75, 45), "without_mask")]))
+    src = mask_recipe.PhotoSource("facemask853_train", photos, dataset.DEFAULT_LABEL_MAP, False)
+    monkeypatch.setattr(mask_recipe, "train_photo_sources", lambda shared: ([src], 0))
+    work = tmp_path / "w"
+    dataset.write_crops(photos, work / src.name, 0.15, src.label_map, progress=False)
+    clean = sorted((work / src.name).rglob("*.jpg"))
+    assert len(clean) == 6
+    train = LabeledFiles(list(mask_recipe.MASK_LABELS), clean[1:],
+                         [mask_recipe.MASK_LABELS.index(f.parent.name) for f in clean[1:]])
+    extra, notes = mask_recipe.photo_condition_crops(tmp_path, work, train, copies=2, seed=0, progress=False)
+    assert notes["crops"] == len(extra.files) == 10 and notes["copies"] == 2
+    names = {(f.parent.name, f.name.split("_", 1)[1]) for f in extra.files}
+    assert (clean[0].parent.name, clean[0].name) not in names
+    for f, t in zip(extra.files, extra.targets):
+        assert mask_recipe.MASK_LABELS[t] == f.parent.name
+        twin = work / src.name / f.parent.name / f.name.split("_", 1)[1]
+        assert read_rgb(f).shape == read_rgb(twin).shape
+
+
+def test_default_recipe_adds_photo_condition_copies_to_the_training_split_only(tmp_path, monkeypatch):
+    from convert.classifier import LabeledFiles
+
+    pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
+                        [i % 2 for i in range(20)])
+    seen = {}
+    calls = []
+
+    def fake_copies(shared, work, train, copies, seed):
+        calls.append((copies, seed, len(train.files)))
+        return LabeledFiles(list(train.labels), [tmp_path / "c.jpg"], [2]), {"copies": copies}
+
+    monkeypatch.setattr(mask_recipe, "mask_classifier_data", lambda shared, work: (pool, {}, {}))
+    monkeypatch.setattr(mask_recipe, "photo_condition_crops", fake_copies)
+    monkeypatch.setattr(mask_recipe, "train_classifier",
+                        lambda data, out, val, data_notes, **kw: seen.update(train=list(data.files),
+                                                                            val=list(val.files), notes=data_notes))
+    monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
+    assert calls == [] and "photo_conditions" not in seen["notes"]
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", photo_conditions=2)
+    assert calls == [(2, 0, 18)]
+    assert tmp_path / "c.jpg" in seen["train"] and tmp_path / "c.jpg" not in seen["val"]
+    assert seen["notes"]["photo_conditions"] == {"copies": 2}
+    with pytest.raises(UsageError, match="photo-conditions"):
+        mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", photo_conditions=9)
