@@ -726,7 +726,8 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                            "help": "add this many copies of every facemask853/adityap27 training "
                                                    "face, each cut from its photo after one doorway condition "
                                                    "(the crop-level ones, at photo scale, and a smaller photo; "
-                                                   "0-8, default 0: not measured yet, see the classifier's card)"}),
+                                                   "0-8, default 0; measured with 1, not shipped: see the "
+                                                   "classifier's card)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",
