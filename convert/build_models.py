@@ -340,7 +340,7 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
 
 
 def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG,
-                     photo_conditions: int = 0) -> Path:
+                     photo_conditions: float = 0.0) -> Path:
     """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
     from .mask_recipe import build_default_mask_classifier
 
@@ -722,11 +722,12 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                          "help": "share of training crops that also get one doorway condition "
                                                  "(IR-like grey, low light, motion blur, heavy JPEG; default "
                                                  f"{CLASSIFIER_CONDITIONS_AUG:g}; see the classifier's card)"}),
-        ("--classifier-photo-conditions", {"type": int, "default": 0, "metavar": "COPIES",
+        ("--classifier-photo-conditions", {"type": float, "default": 0.0, "metavar": "COPIES",
                                            "help": "add this many copies of every facemask853/adityap27 training "
                                                    "face, each cut from its photo after one doorway condition "
                                                    "(the crop-level ones, at photo scale, and a smaller photo; "
-                                                   "0-8, default 0; measured with 1, not shipped: see the "
+                                                   "0-8, a fraction gives the last copy to that share of the "
+                                                   "faces; default 0; measured, not shipped: see the "
                                                    "classifier's card)"}),
     ],
     "eval": [

@@ -137,14 +137,19 @@ def train_photo_sources(shared: Path) -> tuple[list[PhotoSource], int]:
                         {"mask": "mask", "no_mask": "no_mask"}, True)], len(dups)
 
 
-def photo_condition_crops(shared: Path, work: Path, train: LabeledFiles, copies: int, seed: int,
+def photo_condition_crops(shared: Path, work: Path, train: LabeledFiles, copies: float, seed: int,
                           margin: float = DEFAULT_MASK_MARGIN, progress: bool = True) -> tuple[LabeledFiles, dict]:
     """``copies`` more crops of every training-photo face in ``train``, each cut from a copy of
     its photo degraded by one ``classifier_data.photo_condition`` (seeded per photo and copy).
 
-    Only faces whose clean crop is in ``train`` get copies, so the early-stopping split never
-    holds a degraded twin of a face it trains on.
+    A fractional ``copies`` (e.g. 0.5) gives the last copy to that share of the faces, drawn by a
+    hash of each crop's name. Seeds use the photo's path relative to ``shared`` and the crop's
+    name, so the copies are the same however ``--shared`` is spelt. Only faces whose clean crop is
+    in ``train`` get copies, so the early-stopping split never holds a degraded twin of a face it
+    trains on.
     """
+    import math
+    import os
     import zlib
 
     import numpy as np
@@ -156,20 +161,25 @@ def photo_condition_crops(shared: Path, work: Path, train: LabeledFiles, copies:
     out = LabeledFiles(list(train.labels))
     made = 0
     sources, _ = train_photo_sources(shared)
-    for k in range(copies):
+    for k in range(math.ceil(copies)):
+        share = min(1.0, copies - k)
         for src in sources:
             def degrade(rgb, path, k=k):
-                return photo_condition(rgb, np.random.default_rng(zlib.crc32(f"{seed}:{k}:{path}".encode())))
+                name = Path(os.path.relpath(path, shared)).as_posix()
+                return photo_condition(rgb, np.random.default_rng(zlib.crc32(f"{seed}:{k}:{name}".encode())))
 
             folder, prefix = work / f"{src.name}_photo{k}", f"p{k}_"
             dataset.write_crops(src.items, folder, margin, src.label_map, min_size=4, normalized=src.normalized,
                                 prefix=prefix, progress=progress, transform=degrade)
             for lab in MASK_LABELS:
                 for f in sorted((folder / lab).glob(f"{prefix}*.jpg")) if (folder / lab).is_dir() else []:
-                    if work / src.name / lab / f.name[len(prefix):] in in_train:
-                        out.files.append(f)
-                        out.targets.append(MASK_LABELS.index(lab))
-                        made += 1
+                    if work / src.name / lab / f.name[len(prefix):] not in in_train:
+                        continue
+                    if share < 1.0 and zlib.crc32(f"{seed}:{k}:{src.name}/{lab}/{f.name}".encode()) >= share * 2**32:
+                        continue
+                    out.files.append(f)
+                    out.targets.append(MASK_LABELS.index(lab))
+                    made += 1
     return out, {"copies": copies, "crops": made, "conditions": list(PHOTO_CONDITIONS),
                  "sources": [s.name for s in sources], "seed": seed,
                  "note": "cut from degraded copies of the training photos; training split only"}
@@ -183,7 +193,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   fine_tune_epochs: int = 5, batch: int = 64,
                                   min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
                                   synth: bool | dict[str, int] = False, conditions_aug: float = 0.0,
-                                  photo_conditions: int = 0):
+                                  photo_conditions: float = 0.0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -205,7 +215,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             (``convert.classifier_data.condition_augment``); 0: none.
         photo_conditions: add this many degraded copies of every training-split face of
             facemask853/adityap27 train, cut from its photo after one
-            ``convert.classifier_data.photo_condition`` (``photo_condition_crops``); 0: none.
+            ``convert.classifier_data.photo_condition`` (``photo_condition_crops``); a fraction
+            gives the last copy to that share of the faces; 0: none.
 
     Returns:
         The manifest written.
@@ -216,7 +227,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
     if not 0.0 <= conditions_aug <= 1.0:  # before the crops are cut, not after
         raise UsageError(f"--classifier-conditions-aug must be within 0..1, got {conditions_aug}")
     if not 0 <= photo_conditions <= 8:
-        raise UsageError(f"--classifier-photo-conditions must be within 0..8 copies, got {photo_conditions}")
+        raise UsageError(f"--classifier-photo-conditions must be within 0..8 copies, got {photo_conditions:g}")
     shared = Path(shared)
     default_weights = {
         "mobilenet_v1_1.0": shared / "models" / "coral" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",

@@ -442,3 +442,43 @@ def test_default_recipe_adds_photo_condition_copies_to_the_training_split_only(t
     assert seen["notes"]["photo_conditions"] == {"copies": 2}
     with pytest.raises(UsageError, match="photo-conditions"):
         mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", photo_conditions=9)
+
+
+def test_photo_condition_crops_take_a_share_and_do_not_depend_on_how_shared_is_spelt(tmp_path, monkeypatch):
+    """A fractional count gives the last copy to about that share of the faces (a subset of the
+    full copy's crops), and the degraded photos are the same for any spelling of --shared."""
+    import os
+
+    from convert import dataset
+    from convert.classifier import LabeledFiles
+    from edge.types import Box
+
+    shared = tmp_path / "shared"
+    (shared / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(12):
+        img = rng.integers(0, 255, (60, 80, 3), np.uint8)
+        cv2.imwrite(str(shared / "data" / f"ph{i}.png"), img)
+        names.append(f"ph{i}.png")
+
+    def sources(sh):
+        photos = [(Path(sh) / "data" / n, [dataset.LabeledBox(Box(10, 10, 40, 40), "without_mask")]) for n in names]
+        return [mask_recipe.PhotoSource("facemask853_train", photos, dataset.DEFAULT_LABEL_MAP, False)], 0
+
+    monkeypatch.setattr(mask_recipe, "train_photo_sources", sources)
+    work = tmp_path / "w"
+    dataset.write_crops(sources(shared)[0][0].items, work / "facemask853_train", 0.15, dataset.DEFAULT_LABEL_MAP,
+                        progress=False)
+    clean = sorted((work / "facemask853_train").rglob("*.jpg"))
+    train = LabeledFiles(list(mask_recipe.MASK_LABELS), clean,
+                         [mask_recipe.MASK_LABELS.index(f.parent.name) for f in clean])
+    full, _ = mask_recipe.photo_condition_crops(shared, work, train, copies=1, seed=0, progress=False)
+    first = {f.name: read_rgb(f) for f in full.files}
+    half, notes = mask_recipe.photo_condition_crops(shared, work, train, copies=0.5, seed=0, progress=False)
+    assert notes["copies"] == 0.5 and 0 < len(half.files) < len(full.files) == 12
+    assert {f.name for f in half.files} <= set(first)
+    monkeypatch.chdir(tmp_path)
+    other = Path(os.path.relpath(shared, tmp_path)) / ".." / "shared"
+    again, _ = mask_recipe.photo_condition_crops(other, work, train, copies=1, seed=0, progress=False)
+    assert all((read_rgb(f) == first[f.name]).all() for f in again.files)
