@@ -37,7 +37,10 @@ mask-heavy sets lost unmasked faces):
 - ``--paste KIND=DIR``: face crops pasted into the training photos at
   ``--paste-px`` pixels of the network input, with feathered edges and exact
   boxes (copy-paste), choosing the kind so that ``--min-unmasked`` of the boxes
-  an epoch sees are unmasked.
+  an epoch sees are unmasked;
+- ``--mosaic P``: that share of the images is four augmented photos in the
+  quarters of one input (``mosaic``): crowded scenes of real photos, faces
+  about half the size, exact boxes.
 
 Each box keeps its kind (``mask``, ``no_mask``, ``mask_incorrect`` or ``face``
 from the label files' class names) for that balance and for the log.
@@ -186,6 +189,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-min", type=float, default=DEFAULT_CROP_MIN, metavar="F",
                    help=f"smallest random crop, as a share of each side (default {DEFAULT_CROP_MIN}; "
                         "smaller zooms in: larger faces)")
+    p.add_argument("--mosaic", type=float, default=0.0, metavar="P",
+                   help="share of the images made of four photos in the quarters of one input (crowded scenes, "
+                        "faces about half size; default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.ckpt.npz (written after every epoch) when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -656,6 +662,53 @@ def augment(ex: Example, rng: np.random.Generator, out_size: tuple[int, int], pa
                      ignore.astype(np.float32).reshape(-1, 4))
 
 
+# Mosaic tiles: boxes smaller than this (either side, input pixels) become ignore regions.
+MOSAIC_MIN_BOX_PX = 4.0
+
+
+def mosaic(ex: Example, others: list[Example], rng: np.random.Generator, out_size: tuple[int, int],
+           paste: PasteConfig | None = None, balance: KindBalance | None = None, night_p: float = 0.0,
+           crop_min: float = DEFAULT_CROP_MIN) -> Augmented:
+    """Four augmented photos (``ex`` and three ``others``) in the four quarters of one input-sized
+    canvas, split at a random centre (25-75% of each side): a crowded scene whose faces are
+    about half the size they have alone, with exact boxes (YOLOv4's mosaic, at the input's scale).
+
+    Each tile is ``augment``ed at its quarter's aspect, scaled to cover the quarter and cut to
+    it. Faces cut below 40% of their area, and faces under ``MOSAIC_MIN_BOX_PX`` a side,
+    become ignore regions (seen, but neither face nor background). ``balance`` counts the
+    kinds of the boxes kept (and asks the tiles' pasting for unmasked faces as ``augment`` does).
+    """
+    w, h = out_size
+    cx, cy = int(round(rng.uniform(0.25, 0.75) * w)), int(round(rng.uniform(0.25, 0.75) * h))
+    canvas = np.full((h, w, 3), 127, np.uint8)
+    boxes, classes, kinds, ignore = [], [], [], []
+    tile_balance = KindBalance(balance.target, dict(balance.seen)) if balance is not None else None
+    for src, (x0, y0, x1, y1) in zip([ex, *others], ((0, 0, cx, cy), (cx, 0, w, cy), (0, cy, cx, h), (cx, cy, w, h))):
+        qw, qh = x1 - x0, y1 - y0
+        a = augment(src, rng, (qw, qh), paste, tile_balance, night_p, crop_min)
+        ih, iw = a.image.shape[:2]
+        s = max(qw / iw, qh / ih)
+        rw, rh = max(qw, int(np.ceil(iw * s))), max(qh, int(np.ceil(ih * s)))
+        img = cv2.resize(a.image, (rw, rh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        ox, oy = int(rng.integers(0, rw - qw + 1)), int(rng.integers(0, rh - qh + 1))
+        canvas[y0:y1, x0:x1] = img[oy:oy + qh, ox:ox + qw]
+        shift = np.array([x0, y0, x0, y0], np.float32)
+        b, keep = _crop_boxes(a.boxes * np.float32(s), ox, oy, qw, qh, 0.4)
+        small = (b[:, 2] - b[:, 0] < MOSAIC_MIN_BOX_PX) | (b[:, 3] - b[:, 1] < MOSAIC_MIN_BOX_PX)
+        face = keep & ~small
+        boxes.append(b[face] + shift)
+        classes.append(a.classes[face])
+        kinds += [k for k, on in zip(a.kinds, face) if on]
+        ig, keep_i = _crop_boxes(a.ignore.reshape(-1, 4) * np.float32(s), ox, oy, qw, qh, 0.0)
+        visible = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        ignore += [ig[keep_i] + shift, b[~face & visible] + shift]
+    if balance is not None:
+        balance.add(kinds)
+    return Augmented(canvas, np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
+                     np.concatenate(classes),
+                     kinds, np.concatenate(ignore).astype(np.float32).reshape(-1, 4))
+
+
 @dataclass(frozen=True)
 class HeadMeta:
     """What the loss needs of one yolo head."""
@@ -714,8 +767,12 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta],
 def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: np.random.Generator,
                max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
                balance: KindBalance | None = None, night_p: float = 0.0,
-               crop_min: float = DEFAULT_CROP_MIN) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+               crop_min: float = DEFAULT_CROP_MIN, mosaic_p: float = 0.0,
+               pool: list[Example] | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Augment (when ``train``), preprocess with ``edge.infer.preprocess.prepare`` and build targets.
+
+    With ``mosaic_p`` > 0 that share of the images is a ``mosaic`` of the example and three
+    photos drawn from ``pool`` (default: the batch).
 
     Returns:
         (inputs, per-head targets, B x max_boxes x 4 boxes for the ignore mask: the true
@@ -725,7 +782,12 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
 
     xs, tg, gts = [], [[] for _ in heads], []
     for ex in examples:
-        if train:
+        if train and mosaic_p > 0 and rng.random() < mosaic_p:
+            src = pool or examples
+            others = [src[int(i)] for i in rng.integers(0, len(src), 3)]
+            a = mosaic(ex, others, rng, (spec.width, spec.height), paste, balance, night_p, crop_min)
+            img, boxes, classes, ignore = a.image, a.boxes, a.classes, a.ignore
+        elif train:
             a = augment(ex, rng, (spec.width, spec.height), paste, balance, night_p, crop_min)
             img, boxes, classes, ignore = a.image, a.boxes, a.classes, a.ignore
         else:
@@ -865,6 +927,7 @@ class Extras:
     night: float = 0.0
     oversample_unmasked: float = 0.0
     crop_min: float = DEFAULT_CROP_MIN
+    mosaic: float = 0.0
 
 
 def _ckpt_path(out: Path) -> Path:
@@ -1014,7 +1077,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                  "paste": list(extras.paste), "min_unmasked": extras.min_unmasked, "night": extras.night,
                  "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled),
                  "oversample_unmasked": extras.oversample_unmasked, "crop_min": extras.crop_min,
-                 "teacher_add_score": extras.teacher_add_score}
+                 "teacher_add_score": extras.teacher_add_score, "mosaic": extras.mosaic}
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -1037,7 +1100,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
             x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance,
-                                 extras.night, extras.crop_min)
+                                 extras.night, extras.crop_min, extras.mosaic, examples)
             loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
                                   tf.constant(lr_at(step), tf.float32))
             step += 1
@@ -1082,7 +1145,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                    "paste": extras.paste, "paste_prob": extras.paste_prob, "paste_max": extras.paste_max,
                    "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
                    "night_aug": extras.night, "oversample_unmasked": extras.oversample_unmasked,
-                   "unmasked_photo_weight": round(weight, 4), "crop_min": extras.crop_min},
+                   "unmasked_photo_weight": round(weight, 4), "crop_min": extras.crop_min,
+                   "mosaic": extras.mosaic},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
         "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
         "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
@@ -1113,6 +1177,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-unmasked must be within [0, 1), got {args.min_unmasked}")
     if not 0.0 <= args.oversample_unmasked < 1.0:
         raise UsageError(f"--oversample-unmasked must be within [0, 1), got {args.oversample_unmasked}")
+    if not 0.0 <= args.mosaic <= 1.0:
+        raise UsageError(f"--mosaic must be within [0, 1], got {args.mosaic}")
     if not 0.1 <= args.crop_min <= 1.0:
         raise UsageError(f"--crop-min must be within [0.1, 1], got {args.crop_min}")
     if args.teacher_add_score is not None:
@@ -1141,7 +1207,8 @@ def main(args: argparse.Namespace) -> int:
                     teacher_add_score=args.teacher_add_score, unlabelled=list(args.unlabelled),
                     unlabelled_limit=args.unlabelled_limit, paste=list(args.paste), paste_prob=args.paste_prob,
                     paste_max=args.paste_max, paste_px=(lo, hi), min_unmasked=args.min_unmasked,
-                    night=args.night_aug, oversample_unmasked=args.oversample_unmasked, crop_min=args.crop_min)
+                    night=args.night_aug, oversample_unmasked=args.oversample_unmasked, crop_min=args.crop_min,
+                    mosaic=args.mosaic)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
           progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)

@@ -137,3 +137,7 @@ def test_default_detector_recipe_is_g_teacher_labels_and_unlabelled_photos(tmp_p
     assert "--paste" not in train
     v1 = bm.RECIPES["v1"](tmp_path / "shared", tmp_path)
     assert "--teacher-peers" not in v1 and "--unlabelled" not in v1
+    assert "--mosaic" not in train
+    h = bm.RECIPES["h"](tmp_path / "shared", tmp_path)
+    assert h[:len(train[train.index("--train"):train.index("--input")])] == train[train.index("--train"):train.index("--input")]
+    assert h[h.index("--mosaic") + 1] == "0.5"

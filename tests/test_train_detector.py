@@ -14,6 +14,7 @@ from edge.cli import main as cli
 pytest.importorskip("tensorflow")
 
 from convert import darknet, train_detector as td  # noqa: E402
+from edge.errors import UsageError  # noqa: E402
 from darknet_fixtures import ALL_LAYERS_CFG, TINY_CFG, write_model  # noqa: E402
 
 
@@ -409,3 +410,86 @@ def test_cli_rejects_absurd_oversampling_and_crop(tmp_path, capsys):
                     flag, value])
         err = capsys.readouterr().err
         assert code == 2 and msg in err and "Traceback" not in err
+
+
+# Mosaic (issue 15: crowded scenes of real photos with exact boxes)
+
+
+def _square_photo(value: int, kind: str, side: int = 40) -> td.Example:
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[40:40 + side, 60:60 + side] = value
+    return td.Example(img, np.array([[60, 40, 60 + side, 40 + side]], np.float32), np.array([0]), kinds=[kind])
+
+
+def test_mosaic_puts_four_photos_in_one_input_with_boxes_on_their_faces():
+    """Every box of a mosaic lies on its own photo's bright square; faces come out smaller
+    than they would alone; the canvas is the network input's size; balance counts kept boxes."""
+    photos = [_square_photo(v, k) for v, k in ((250, "no_mask"), (200, "mask"), (150, "mask"), (100, "no_mask"))]
+    rng = np.random.default_rng(0)
+    bal = td.KindBalance()
+    sizes, kept = [], 0
+    for i in range(30):
+        a = td.mosaic(photos[i % 4], [photos[(i + j) % 4] for j in (1, 2, 3)], rng, (96, 72), balance=bal)
+        assert a.image.shape == (72, 96, 3)
+        assert len(a.boxes) == len(a.classes) == len(a.kinds)
+        kept += len(a.boxes)
+        for (x1, y1, x2, y2), kind in zip(np.round(a.boxes).astype(int), a.kinds):
+            assert x2 - x1 >= td.MOSAIC_MIN_BOX_PX and y2 - y1 >= td.MOSAIC_MIN_BOX_PX
+            patch = a.image[y1 + 1:y2 - 1, x1 + 1:x2 - 1].max(axis=2)
+            assert patch.mean() > 60  # the square (HSV jitter moves its value), not the black ground
+            sizes.append(max(x2 - x1, y2 - y1))
+    assert kept > 60 and sum(bal.seen.values()) == kept
+    # alone, the 40 px square of a 160 px photo is 24 px of a 96 px input: the mosaic halves it
+    assert np.median(sizes) < 20
+
+
+def test_mosaic_turns_cut_and_tiny_faces_into_ignore_regions():
+    """A face cut by the quarter's edge or shrunk under MOSAIC_MIN_BOX_PX is not taught as
+    background: it becomes an ignore region."""
+    tiny = _square_photo(250, "no_mask", side=2)  # a tile is never larger than its photo: under 2 px
+    # a wide strip of faces: zoomed out (a quarter of the draws) it is wider than any quarter
+    strip = np.zeros((60, 480, 3), np.uint8)
+    faces = np.array([[20 + 76 * i, 10, 60 + 76 * i, 50] for i in range(6)], np.float32)
+    for x1, y1, x2, y2 in faces.astype(int):
+        strip[y1:y2, x1:x2] = 250
+    big = td.Example(strip, faces, np.zeros(6, int), kinds=["no_mask"] * 6)
+    rng = np.random.default_rng(1)
+    ignored = cut = 0
+    for _ in range(20):
+        a = td.mosaic(tiny, [tiny, tiny, tiny], rng, (96, 72))
+        assert len(a.boxes) == 0
+        ignored += len(a.ignore)
+        b = td.mosaic(big, [big, big, big], rng, (96, 72))
+        cut += len(b.ignore)
+        for x1, y1, x2, y2 in np.round(b.ignore).astype(int):  # the visible part of a face
+            assert b.image[y1:y2, x1:x2].max(axis=2).mean() > 60
+    assert ignored >= 20 and cut >= 5
+
+
+def test_make_batch_mosaic_share_and_no_change_without_it():
+    """--mosaic 0 leaves the random stream (hence the batches) as before; --mosaic 1 makes
+    every image a mosaic (photos drawn from the pool)."""
+    from edge.manifest import InputSpec
+
+    spec = InputSpec(width=64, height=48, channels=3, color="RGB", resize="letterbox", pad_value=127.5,
+                     scale=1.0 / 255.0, dtype="float32")
+    heads = [td.HeadMeta((6, 8), np.array([[8, 8], [16, 16]], np.float32), [0, 1], 1)]
+    photos = [_square_photo(250, "no_mask"), _square_photo(120, "mask")]
+    a = td.make_batch(photos, spec, heads, np.random.default_rng(3), 8)
+    b = td.make_batch(photos, spec, heads, np.random.default_rng(3), 8, mosaic_p=0.0, pool=photos)
+    assert all(np.array_equal(u, v) for u, v in zip([a[0], *a[1], a[2]], [b[0], *b[1], b[2]]))
+    bal = td.KindBalance()
+    x, _, g = td.make_batch(photos, spec, heads, np.random.default_rng(3), 8, balance=bal, mosaic_p=1.0, pool=photos)
+    assert x.shape == (2, 48, 64, 3)
+    assert sum(bal.seen.values()) >= 4  # four squares per mosaic, some cut to ignore regions
+
+
+def test_mosaic_flag_is_checked(tmp_path):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    td.add_arguments(p)
+    args = p.parse_args(["--cfg", "c", "--weights", "w", "--names", "n", "--train", "t", "--out", "o",
+                         "--mosaic", "1.5"])
+    with pytest.raises(UsageError, match="--mosaic"):
+        td.main(args)
