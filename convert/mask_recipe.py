@@ -192,7 +192,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   size: int = DEFAULT_MASK_SIZE, epochs: int = 8,
                                   fine_tune_epochs: int = 5, batch: int = 64,
                                   min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
-                                  synth: bool | dict[str, int] = False, conditions_aug: float = 0.0,
+                                  synth: bool | dict[str, int] = False, synth_small: float = 0.0,
+                                  conditions_aug: float = 0.0,
                                   photo_conditions: float = 0.0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
@@ -211,6 +212,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             (1200 mask_incorrect with the mask below the nose or on the chin, 600 dark and 600
             patterned masks, all on dataroots ``train/not_masked`` placed by YuNet landmarks),
             or a dict of those counts. Cached under ``work``.
+        synth_small: the share of synthetic crops written at a doorway face's size (10-40 px,
+            ``masksynth.synthesize(small=...)``); 0: all at the source crop's size.
         conditions_aug: share of training crops that also get one doorway condition
             (``convert.classifier_data.condition_augment``); 0: none.
         photo_conditions: add this many degraded copies of every training-split face of
@@ -243,11 +246,11 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             from . import masksynth
 
             counts = dict(masksynth.DEFAULT_COUNTS) if synth is True else dict(synth)
-            sy = masksynth.default_synth(shared, work, counts, seed=seed)
+            sy = masksynth.default_synth(shared, work, counts, seed=seed, small=synth_small)
             for lab, fs in sorted(sy["files"].items()):
                 pool.files += list(fs)
                 pool.targets += [MASK_LABELS.index(lab)] * len(fs)
-            notes["synthetic"] = {"counts": counts, "made": sy["made"],
+            notes["synthetic"] = {"counts": counts, "made": sy["made"], "small": synth_small,
                                   "no_face_sources_skipped": sy["no_face_sources_skipped"],
                                   "placements_rejected": sy["placements_rejected"],
                                   "source": "dataroots train/not_masked x mask-templates, YuNet landmarks "

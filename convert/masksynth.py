@@ -53,6 +53,9 @@ R_EYE, L_EYE, NOSE, R_MOUTH, L_MOUTH = range(5)
 
 KINDS = ("correct", "below_nose", "chin")
 
+#: longer side (px) of the crops ``synthesize(small=...)`` writes small: the faces of crowded photos
+SMALL_PX = (10, 40)
+
 # Dark recolours (RGB), each a fabric seen on doorways: black, navy, charcoal, maroon, bottle green.
 DARK_COLOURS = [(18, 18, 20), (22, 28, 62), (48, 48, 52), (70, 16, 24), (16, 48, 30)]
 
@@ -319,7 +322,8 @@ def _plan(counts: dict[str, int]) -> list[tuple[str, str, str]]:
 def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], out: Path | str, *,
                counts: dict[str, int] | None = None, seed: int = 0,
                landmarks: Callable[[np.ndarray], np.ndarray | None] | None = None,
-               landmark_model: Path | str | None = None) -> dict:
+               landmark_model: Path | str | None = None, small: float = 0.0,
+               small_px: tuple[int, int] = SMALL_PX) -> dict:
     """Write the synthetic crops under ``out/<key>/<label>/`` (cached) and return the notes.
 
     Args:
@@ -329,6 +333,10 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
         counts: {"mask_incorrect": n, "mask_dark": n, "mask_patterned": n} (default DEFAULT_COUNTS).
         seed: every random choice derives from it.
         landmarks: rgb -> 5x2 landmarks or None (default YuNet from ``landmark_model``).
+        small: the share of crops written at a doorway face's size: scaled down (INTER_AREA) so
+            the longer side is ``small_px`` (drawn per crop) and saved at that size, as
+            ``write_crops`` saves the small faces of crowded photos (real ``mask_incorrect``
+            faces of facemask853 train: median 27 px); 0: every crop at the source's size.
 
     Returns:
         {"folder", "files": {label: [paths]}, "made": {...}, "no_face": n, "key"}.
@@ -343,7 +351,10 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
     tpls = [t if isinstance(t, Template) else load_template(t) for t in templates]
     if not tpls:
         raise DataError("no mask templates")
-    key_src = json.dumps({"v": VERSION, "counts": counts, "seed": seed,
+    if not 0.0 <= small <= 1.0:
+        raise DataError(f"masksynth small share must be within [0, 1], got {small}")
+    extra_key = {"small": small, "small_px": list(small_px)} if small else {}
+    key_src = json.dumps({"v": VERSION, "counts": counts, "seed": seed, **extra_key,
                           "sources": [s.name for s in sources],
                           "templates": [[t.name, hashlib.sha256(t.rgba.tobytes()).hexdigest()[:12]] for t in tpls]},
                          sort_keys=True)
@@ -396,15 +407,24 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
             rejected += 1
         else:
             raise DataError("no source crop took a mask as planned: cannot synthesize")
-        name = f"{label}/{i:05d}_{kind}_{style}_{t.name}_{sources[si].stem}.jpg"
+        tag = ""
+        # Drawn last so small=0 leaves every other draw (and the crops) as before.
+        if small and rng.random() < small:
+            side = int(rng.integers(small_px[0], small_px[1] + 1))
+            f = side / max(img.shape[:2])
+            img = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
+                             interpolation=cv2.INTER_AREA)
+            tag = f"_s{side}"
+        name = f"{label}/{i:05d}_{kind}_{style}_{t.name}{tag}_{sources[si].stem}.jpg"
         (folder / label).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / name), img[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 95])
         files.setdefault(label, []).append(name)
-        tag = f"{label}:{kind}:{style}"
-        made[tag] = made.get(tag, 0) + 1
+        made_tag = f"{label}:{kind}:{style}" + (":small" if tag else "")
+        made[made_tag] = made.get(made_tag, 0) + 1
     notes = {"key": key, "made": made, "no_face_sources_skipped": no_face,
              "placements_rejected": rejected, "sources": len(sources),
-             "templates": [t.name for t in tpls], "seed": seed, "version": VERSION, "files": files}
+             "templates": [t.name for t in tpls], "seed": seed, "version": VERSION, **extra_key,
+             "files": files}
     done.write_text(json.dumps(notes, indent=1))
     notes["files"] = {lab: [folder / f for f in fs] for lab, fs in files.items()}
     notes["folder"] = str(folder)
@@ -412,13 +432,14 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
 
 
 def default_synth(shared: Path | str, work: Path | str, counts: dict[str, int] | None = None,
-                  seed: int = 0) -> dict:
-    """The default classifier's synthetic crops: dataroots train/not_masked x dataroots mask-templates."""
+                  seed: int = 0, small: float = 0.0) -> dict:
+    """The default classifier's synthetic crops: dataroots train/not_masked x dataroots mask-templates
+    (``small``: the share written at a doorway face's size, see ``synthesize``)."""
     dr = Path(shared) / "data" / "dataroots"
     sources = sorted(p for p in (dr / "train" / "not_masked").iterdir() if p.is_file())
     templates = sorted((dr / "mask-templates").glob("*.png"))
     return synthesize(sources, templates, Path(work), counts=counts, seed=seed,
-                      landmark_model=yunet_path(shared))
+                      landmark_model=yunet_path(shared), small=small)
 
 
 # ---------------------------------------------------------------- before/after measurement

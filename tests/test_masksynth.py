@@ -130,6 +130,30 @@ def test_synthesize_is_seeded_cached_and_leaves_the_nose_visible(tmp_path):
     assert other["key"] != a["key"]
 
 
+def test_synthesize_small_share_writes_doorway_sized_crops_and_keeps_the_rest(tmp_path):
+    """small=0.5: about half the crops saved with their longer side within SMALL_PX (as a crowded
+    photo's faces are cut), the others byte-identical to a run without it; its own cache key."""
+    sources = write_sources(tmp_path / "src")
+    counts = {"mask_incorrect": 12}
+    tpls = [rect_template()]
+    plain = ms.synthesize(sources, tpls, tmp_path / "w", counts=counts, seed=2, landmarks=lambda rgb: LM.copy())
+    small = ms.synthesize(sources, tpls, tmp_path / "w", counts=counts, seed=2, landmarks=lambda rgb: LM.copy(),
+                          small=0.5)
+    assert small["key"] != plain["key"] and small["small"] == 0.5
+    n_small = 0
+    for a, b in zip(plain["files"]["mask_incorrect"], small["files"]["mask_incorrect"]):
+        img = cv2.imread(str(b))
+        if "_s" in b.name.split("_red")[1]:
+            n_small += 1
+            assert ms.SMALL_PX[0] <= max(img.shape[:2]) <= ms.SMALL_PX[1]
+        else:
+            assert a.read_bytes() == b.read_bytes()
+    assert 2 <= n_small <= 10
+    assert sum(v for k, v in small["made"].items() if k.endswith(":small")) == n_small
+    with pytest.raises(ms.DataError, match="small"):
+        ms.synthesize(sources, tpls, tmp_path / "w", counts=counts, landmarks=lambda rgb: LM.copy(), small=2)
+
+
 def test_synthesize_skips_faceless_sources(tmp_path):
     sources = write_sources(tmp_path / "src", 4)
     found = {sources[1].name}

@@ -268,8 +268,8 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
 
     synth_calls = []
 
-    def fake_synth(shared, work, counts, seed=0):
-        synth_calls.append((counts, seed))
+    def fake_synth(shared, work, counts, seed=0, small=0.0):
+        synth_calls.append((counts, seed) + ((small,) if small else ()))
         files = {"mask_incorrect": [tmp_path / f"inc_{i}.jpg" for i in range(10)],
                  "mask": [tmp_path / f"dark_{i}.jpg" for i in range(4)]}
         return {"files": files, "made": {"mask_incorrect:below_nose:as_is": 10, "mask:correct:dark": 4},
@@ -296,6 +296,10 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
     assert lab[tmp_path / "dark_0.jpg"] == mask_recipe.MASK_LABELS.index("mask")
     assert seen["notes"]["synthetic"]["counts"] == masksynth.DEFAULT_COUNTS
     assert seen["notes"]["pool"]["mask_incorrect"] == 10
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", synth=True,
+                                              synth_small=0.6)
+    assert synth_calls[-1] == (masksynth.DEFAULT_COUNTS, 0, 0.6)
+    assert seen["notes"]["synthetic"]["small"] == 0.6
 
 
 def test_condition_augment_draws_each_doorway_condition_and_keeps_the_crop():
