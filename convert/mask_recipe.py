@@ -193,6 +193,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   fine_tune_epochs: int = 5, batch: int = 64,
                                   min_accuracy_drop: float = 1.0, max_class_weight: float = 10.0,
                                   synth: bool | dict[str, int] = False, synth_small: float = 0.0,
+                                  synth_nose_gap: tuple[float, float] | None = None,
                                   conditions_aug: float = 0.0,
                                   photo_conditions: float = 0.0):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
@@ -214,6 +215,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             or a dict of those counts. Cached under ``work``.
         synth_small: the share of synthetic crops written at a doorway face's size (10-40 px,
             ``masksynth.synthesize(small=...)``); 0: all at the source crop's size.
+        synth_nose_gap: where synthetic ``below_nose`` masks' top edge sits (share of the way
+            from the nose tip to the mouth; None: ``masksynth.NOSE_GAP``).
         conditions_aug: share of training crops that also get one doorway condition
             (``convert.classifier_data.condition_augment``); 0: none.
         photo_conditions: add this many degraded copies of every training-split face of
@@ -246,11 +249,12 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             from . import masksynth
 
             counts = dict(masksynth.DEFAULT_COUNTS) if synth is True else dict(synth)
-            sy = masksynth.default_synth(shared, work, counts, seed=seed, small=synth_small)
+            gap = masksynth.NOSE_GAP if synth_nose_gap is None else tuple(synth_nose_gap)
+            sy = masksynth.default_synth(shared, work, counts, seed=seed, small=synth_small, nose_gap=gap)
             for lab, fs in sorted(sy["files"].items()):
                 pool.files += list(fs)
                 pool.targets += [MASK_LABELS.index(lab)] * len(fs)
-            notes["synthetic"] = {"counts": counts, "made": sy["made"], "small": synth_small,
+            notes["synthetic"] = {"counts": counts, "made": sy["made"], "small": synth_small, "nose_gap": list(gap),
                                   "no_face_sources_skipped": sy["no_face_sources_skipped"],
                                   "placements_rejected": sy["placements_rejected"],
                                   "source": "dataroots train/not_masked x mask-templates, YuNet landmarks "

@@ -56,6 +56,9 @@ KINDS = ("correct", "below_nose", "chin")
 #: longer side (px) of the crops ``synthesize(small=...)`` writes small: the faces of crowded photos
 SMALL_PX = (10, 40)
 
+#: where a ``below_nose`` mask's top edge sits by default: this share of the way from nose tip to mouth
+NOSE_GAP = (0.25, 0.55)
+
 # Dark recolours (RGB), each a fabric seen on doorways: black, navy, charcoal, maroon, bottle green.
 DARK_COLOURS = [(18, 18, 20), (22, 28, 62), (48, 48, 52), (70, 16, 24), (16, 48, 30)]
 
@@ -164,14 +167,15 @@ def styled(t: Template, style: str, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------- placement
 
 
-def mask_geometry(lm: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mask_geometry(lm: np.ndarray, kind: str, rng: np.random.Generator,
+                  nose_gap: tuple[float, float] = NOSE_GAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where the mask goes: (top centre, bottom centre, half-width vector), in image pixels.
 
     The face's down axis runs from the eye centre to the mouth centre; the
     chin is estimated 0.8 eye-mouth distances below the mouth. ``correct``: top
     on the nose bridge (25-45% of the way from the eyes to the nose tip);
-    ``below_nose``: top 25-55% of the way from the nose tip to the mouth (the
-    nose tip stays uncovered); ``chin``: top 15-45% of the way from the mouth to
+    ``below_nose``: top ``nose_gap`` (default 25-55%) of the way from the nose tip to
+    the mouth (the nose tip stays uncovered); ``chin``: top 15-45% of the way from the mouth to
     the chin (mouth and nose uncovered).
     """
     lm = np.asarray(lm, np.float64).reshape(5, 2)
@@ -195,7 +199,7 @@ def mask_geometry(lm: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
         bottom = chin + rng.uniform(0.0, 0.15) * d * down
     elif kind == "below_nose":
         m_along = float(np.dot(mouth - eye, down))
-        top = eye + (n_along + rng.uniform(0.25, 0.55) * (m_along - n_along)) * down
+        top = eye + (n_along + rng.uniform(*nose_gap) * (m_along - n_along)) * down
         bottom = chin + rng.uniform(0.1, 0.3) * d * down
     elif kind == "chin":
         top = mouth + rng.uniform(0.15, 0.45) * 0.8 * d * down
@@ -209,7 +213,8 @@ def mask_geometry(lm: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
 
 
 def place_mask(face: np.ndarray, lm: np.ndarray, rgba: np.ndarray, top_row: int, bottom_row: int,
-               kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+               kind: str, rng: np.random.Generator,
+               nose_gap: tuple[float, float] = NOSE_GAP) -> tuple[np.ndarray, np.ndarray]:
     """Paste one template onto an RGB face crop, placed by its five landmarks.
 
     The template's centre-column top/bottom rows map to the geometry's top and
@@ -218,7 +223,7 @@ def place_mask(face: np.ndarray, lm: np.ndarray, rgba: np.ndarray, top_row: int,
     Returns:
         (RGB uint8 image, the pasted alpha 0..1 as H x W float32).
     """
-    top, bottom, half = mask_geometry(lm, kind, rng)
+    top, bottom, half = mask_geometry(lm, kind, rng, nose_gap)
     th, tw = rgba.shape[:2]
     src = np.float32([[0, top_row], [tw - 1, top_row], [(tw - 1) / 2, bottom_row]])
     dst = np.float32([top - half, top + half, bottom])
@@ -323,7 +328,7 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
                counts: dict[str, int] | None = None, seed: int = 0,
                landmarks: Callable[[np.ndarray], np.ndarray | None] | None = None,
                landmark_model: Path | str | None = None, small: float = 0.0,
-               small_px: tuple[int, int] = SMALL_PX) -> dict:
+               small_px: tuple[int, int] = SMALL_PX, nose_gap: tuple[float, float] = NOSE_GAP) -> dict:
     """Write the synthetic crops under ``out/<key>/<label>/`` (cached) and return the notes.
 
     Args:
@@ -337,6 +342,9 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
             the longer side is ``small_px`` (drawn per crop) and saved at that size, as
             ``write_crops`` saves the small faces of crowded photos (real ``mask_incorrect``
             faces of facemask853 train: median 27 px); 0: every crop at the source's size.
+        nose_gap: where a ``below_nose`` mask's top edge sits, as a share of the way from the nose
+            tip to the mouth (default 25-55%; facemask853's incorrect masks mostly sit just under
+            the nose tip).
 
     Returns:
         {"folder", "files": {label: [paths]}, "made": {...}, "no_face": n, "key"}.
@@ -353,7 +361,11 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
         raise DataError("no mask templates")
     if not 0.0 <= small <= 1.0:
         raise DataError(f"masksynth small share must be within [0, 1], got {small}")
+    if not 0.0 <= nose_gap[0] <= nose_gap[1] <= 1.0:
+        raise DataError(f"masksynth nose_gap must be 0 <= LOW <= HIGH <= 1, got {nose_gap}")
     extra_key = {"small": small, "small_px": list(small_px)} if small else {}
+    if tuple(nose_gap) != NOSE_GAP:
+        extra_key["nose_gap"] = list(nose_gap)
     key_src = json.dumps({"v": VERSION, "counts": counts, "seed": seed, **extra_key,
                           "sources": [s.name for s in sources],
                           "templates": [[t.name, hashlib.sha256(t.rgba.tobytes()).hexdigest()[:12]] for t in tpls]},
@@ -401,7 +413,7 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
             if lm_cache[si] is None:
                 continue
             face = cv2.imread(str(sources[si]), cv2.IMREAD_COLOR)[..., ::-1]
-            img, alpha = place_mask(face, lm_cache[si], rgba, t.top, t.bottom, kind, rng)
+            img, alpha = place_mask(face, lm_cache[si], rgba, t.top, t.bottom, kind, rng, nose_gap)
             if placement_ok(alpha, lm_cache[si], kind):
                 break
             rejected += 1
@@ -432,14 +444,14 @@ def synthesize(sources: Sequence[Path], templates: Sequence[Path | Template], ou
 
 
 def default_synth(shared: Path | str, work: Path | str, counts: dict[str, int] | None = None,
-                  seed: int = 0, small: float = 0.0) -> dict:
+                  seed: int = 0, small: float = 0.0, nose_gap: tuple[float, float] = NOSE_GAP) -> dict:
     """The default classifier's synthetic crops: dataroots train/not_masked x dataroots mask-templates
-    (``small``: the share written at a doorway face's size, see ``synthesize``)."""
+    (``small``: the share written at a doorway face's size; ``nose_gap``: see ``synthesize``)."""
     dr = Path(shared) / "data" / "dataroots"
     sources = sorted(p for p in (dr / "train" / "not_masked").iterdir() if p.is_file())
     templates = sorted((dr / "mask-templates").glob("*.png"))
     return synthesize(sources, templates, Path(work), counts=counts, seed=seed,
-                      landmark_model=yunet_path(shared), small=small)
+                      landmark_model=yunet_path(shared), small=small, nose_gap=nose_gap)
 
 
 # ---------------------------------------------------------------- before/after measurement

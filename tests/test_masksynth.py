@@ -154,6 +154,33 @@ def test_synthesize_small_share_writes_doorway_sized_crops_and_keeps_the_rest(tm
         ms.synthesize(sources, tpls, tmp_path / "w", counts=counts, landmarks=lambda rgb: LM.copy(), small=2)
 
 
+def test_nose_gap_moves_a_below_nose_mask_up_to_just_under_the_nose_tip(tmp_path):
+    """A smaller nose_gap puts the top edge nearer the nose tip (as facemask853's incorrect masks
+    sit), still leaving the tip uncovered; synthesize keys its cache on a non-default gap."""
+    def top_row(alpha):
+        rows = np.where(alpha[:, 40:56].max(axis=1) > 0.5)[0]
+        return rows.min()
+
+    default_tops, near_tops = [], []
+    for seed in range(8):
+        img, a = place("below_nose", seed=seed)
+        default_tops.append(top_row(a))
+        t = rect_template()
+        img, b = ms.place_mask(face(), LM, t.rgba, t.top, t.bottom, "below_nose", np.random.default_rng(seed),
+                               nose_gap=(0.05, 0.2))
+        near_tops.append(top_row(b))
+        assert alpha_at(b, LM[2]) < 0.5 < alpha_at(b, mouth(LM))
+    assert max(near_tops) < min(default_tops)
+    assert min(near_tops) > LM[2][1]
+    sources = write_sources(tmp_path / "src", 3)
+    kw = dict(counts={"mask_incorrect": 2}, landmarks=lambda rgb: LM.copy())
+    plain = ms.synthesize(sources, [rect_template()], tmp_path / "w", **kw)
+    near = ms.synthesize(sources, [rect_template()], tmp_path / "w", nose_gap=(0.05, 0.2), **kw)
+    assert near["key"] != plain["key"] and near["nose_gap"] == [0.05, 0.2]
+    with pytest.raises(ms.DataError, match="nose_gap"):
+        ms.synthesize(sources, [rect_template()], tmp_path / "w", nose_gap=(0.5, 0.2), **kw)
+
+
 def test_synthesize_skips_faceless_sources(tmp_path):
     sources = write_sources(tmp_path / "src", 4)
     found = {sources[1].name}

@@ -268,8 +268,9 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
 
     synth_calls = []
 
-    def fake_synth(shared, work, counts, seed=0, small=0.0):
-        synth_calls.append((counts, seed) + ((small,) if small else ()))
+    def fake_synth(shared, work, counts, seed=0, small=0.0, nose_gap=masksynth.NOSE_GAP):
+        synth_calls.append((counts, seed) + ((small,) if small else ())
+                           + ((nose_gap,) if nose_gap != masksynth.NOSE_GAP else ()))
         files = {"mask_incorrect": [tmp_path / f"inc_{i}.jpg" for i in range(10)],
                  "mask": [tmp_path / f"dark_{i}.jpg" for i in range(4)]}
         return {"files": files, "made": {"mask_incorrect:below_nose:as_is": 10, "mask:correct:dark": 4},
@@ -300,6 +301,10 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
                                               synth_small=0.6)
     assert synth_calls[-1] == (masksynth.DEFAULT_COUNTS, 0, 0.6)
     assert seen["notes"]["synthetic"]["small"] == 0.6
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", synth=True,
+                                              synth_nose_gap=(0.05, 0.2))
+    assert synth_calls[-1] == (masksynth.DEFAULT_COUNTS, 0, (0.05, 0.2))
+    assert seen["notes"]["synthetic"]["nose_gap"] == [0.05, 0.2]
 
 
 def test_condition_augment_draws_each_doorway_condition_and_keeps_the_crop():
