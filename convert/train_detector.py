@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH = 16
 DEFAULT_LR = 5e-4
+# --ema: momentum of the weights' moving average (Keras' optimizer EMA, one update per batch).
+DEFAULT_EMA = 0.999
 DEFAULT_IGNORE_IOU = 0.5
 # Images are kept in memory at most this many times the network input's size:
 # enough for zoom-in crops, small enough for 1000+ images on a workstation.
@@ -138,6 +140,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
     p.add_argument("--lr", type=float, default=DEFAULT_LR,
                    help=f"peak Adam learning rate, cosine decay after a one-epoch warm-up (default {DEFAULT_LR:g})")
+    p.add_argument("--ema", type=float, nargs="?", const=DEFAULT_EMA, default=0.0, metavar="MOMENTUM",
+                   help="write the exponential moving average of the weights (one update per batch, "
+                        f"momentum {DEFAULT_EMA:g} when given without a value) instead of the last batch's "
+                        "weights (default 0: off)")
     p.add_argument("--ignore-iou", type=float, default=DEFAULT_IGNORE_IOU,
                    help="no objectness penalty for predictions overlapping a true box by more than this "
                         f"(default {DEFAULT_IGNORE_IOU:g})")
@@ -976,8 +982,12 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
           lr: float = DEFAULT_LR, ignore_iou: float = DEFAULT_IGNORE_IOU, seed: int = 0,
           limit: int | None = None, max_minutes: float | None = None, threads: int = 2,
           progress: bool = True, max_boxes: int = 150, exclude: list[Path] | None = None,
-          extras: Extras | None = None, resume: bool = False) -> TrainDetectorResult:
+          extras: Extras | None = None, resume: bool = False, ema: float = 0.0) -> TrainDetectorResult:
     """Fine-tune, then write ``out`` (darknet weights) and ``out.json`` (the training log).
+
+    With ``ema`` (a momentum in (0, 1)) the weights written are the exponential moving
+    average of the weights after each batch (the optimizer keeps it, so checkpoints carry it),
+    not the last batch's: less noise from the last batches of a small, noisy dataset.
 
     A checkpoint (``OUT.ckpt.npz``) is written after every epoch; with ``resume``
     training continues from it (same settings only) instead of starting again.
@@ -1051,7 +1061,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
             return lr * (step + 1) / warm
         return 0.5 * lr * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
 
-    opt = tf.keras.optimizers.Adam(learning_rate=lr)
+    opt = (tf.keras.optimizers.Adam(learning_rate=lr, use_ema=True, ema_momentum=ema) if ema
+           else tf.keras.optimizers.Adam(learning_rate=lr))
     variables = model.trainable_variables
     opt.build(variables)  # variables created outside the tf.function
 
@@ -1078,6 +1089,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                  "teacher_ignore_score": extras.teacher_ignore_score, "unlabelled": list(extras.unlabelled),
                  "oversample_unmasked": extras.oversample_unmasked, "crop_min": extras.crop_min,
                  "teacher_add_score": extras.teacher_add_score, "mosaic": extras.mosaic}
+    if ema:  # only then, so that checkpoints written before --ema existed still resume
+        signature["ema"] = ema
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -1129,6 +1142,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
             stopped_early = True
             break
 
+    if ema:
+        opt.finalize_variable_values(variables)  # the moving average replaces the last batch's weights
     darknet.write_weights(out, net, extract_weights(model, net), (header.major, header.minor, header.revision),
                           header.seen + step * batch)
     # The file must read back for the cfg (same check convert darknet does).
@@ -1148,7 +1163,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                    "unmasked_photo_weight": round(weight, 4), "crop_min": extras.crop_min,
                    "mosaic": extras.mosaic},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
-        "lr": lr, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
+        "lr": lr, "ema": ema or None, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
         "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
     }, indent=2) + "\n")
     print(f"wrote {out} and {log_path} in {seconds:.0f}s (final loss {losses[-1]:.4f})", flush=True)
@@ -1163,6 +1178,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--epochs and --batch must be positive")
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
+    if not 0.0 <= args.ema < 1.0:
+        raise UsageError(f"--ema must be within [0, 1) (0: off), got {args.ema}")
     if not 0.0 < args.ignore_iou <= 1.0:
         raise UsageError(f"--ignore-iou must be within (0, 1], got {args.ignore_iou}")
     if args.limit is not None and args.limit < 1:
@@ -1211,5 +1228,5 @@ def main(args: argparse.Namespace) -> int:
                     mosaic=args.mosaic)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
-          progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume)
+          progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume, ema=args.ema)
     return 0

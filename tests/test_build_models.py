@@ -141,3 +141,5 @@ def test_default_detector_recipe_is_g_teacher_labels_and_unlabelled_photos(tmp_p
     h = bm.RECIPES["h"](tmp_path / "shared", tmp_path)
     assert h[:len(train[train.index("--train"):train.index("--input")])] == train[train.index("--train"):train.index("--input")]
     assert h[h.index("--mosaic") + 1] == "0.5"
+    i = bm.RECIPES["i"](tmp_path / "shared", tmp_path)
+    assert i[:-2] == h[:-2] and i[-2:] == ["--ema", "0.999"] and "--ema" not in train

@@ -493,3 +493,44 @@ def test_mosaic_flag_is_checked(tmp_path):
                          "--mosaic", "1.5"])
     with pytest.raises(UsageError, match="--mosaic"):
         td.main(args)
+
+
+def _weights_distance(net, a: Path, b: Path) -> float:
+    _, wa = darknet.read_weights(a, net)
+    _, wb = darknet.read_weights(b, net)
+    return float(np.sqrt(sum(np.sum((np.asarray(wa[i][k], np.float64) - np.asarray(wb[i][k], np.float64)) ** 2)
+                             for i in wa for k in wa[i])))
+
+
+def test_ema_writes_the_moving_average_and_resumes_with_it(tmp_path):
+    cfg, weights, net, _ = write_model(tmp_path, TINY_CFG)
+    names = tmp_path / "face.names"
+    names.write_text("face\n")
+    listfile = _make_set(tmp_path / "data")
+    kw = dict(epochs=3, batch=2, lr=3e-3, seed=0, progress=False)
+    plain = td.train(cfg, weights, names, [listfile], tmp_path / "plain" / "ft.weights", **kw)
+    # The starting weights as the trainer writes them (BatchNorm folded): a run that does not move.
+    start = td.train(cfg, weights, names, [listfile], tmp_path / "start" / "ft.weights", **{**kw, "lr": 1e-12})
+    # A momentum this close to 1 keeps the average at the first step's weights: far nearer the
+    # starting weights than the last batch's, which is what a plain run writes.
+    slow = td.train(cfg, weights, names, [listfile], tmp_path / "slow" / "ft.weights", ema=0.999999, **kw)
+    assert _weights_distance(net, slow.weights_path, start.weights_path) < 0.3 * _weights_distance(
+        net, plain.weights_path, start.weights_path)
+    # The average is in the checkpoint: stopped after one epoch and resumed, the same weights.
+    full = td.train(cfg, weights, names, [listfile], tmp_path / "full" / "ft.weights", ema=0.9, **kw)
+    out = tmp_path / "resumed" / "ft.weights"
+    td.train(cfg, weights, names, [listfile], out, ema=0.9, max_minutes=0.0, **kw)
+    res = td.train(cfg, weights, names, [listfile], out, ema=0.9, resume=True, **kw)
+    assert json.loads(res.log_path.read_text())["ema"] == 0.9
+    assert _weights_distance(net, out, full.weights_path) < 0.05 * _weights_distance(net, out, plain.weights_path)
+
+
+def test_ema_flag_is_checked(tmp_path):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    td.add_arguments(p)
+    base = ["--cfg", "c", "--weights", "w", "--names", "n", "--train", "t", "--out", "o"]
+    assert p.parse_args(base + ["--ema"]).ema == td.DEFAULT_EMA and p.parse_args(base).ema == 0.0
+    with pytest.raises(UsageError, match="--ema"):
+        td.main(p.parse_args(base + ["--ema", "1"]))
