@@ -358,12 +358,12 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
 
 
 def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG,
-                     photo_conditions: float = 0.0) -> Path:
+                     photo_conditions: float = 0.0, max_false_alarm: float | None = None) -> Path:
     """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
     from .mask_recipe import build_default_mask_classifier
 
     build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug,
-                                  photo_conditions=photo_conditions)
+                                  photo_conditions=photo_conditions, max_false_alarm=max_false_alarm)
     return out / f"{CLASSIFIER}.json"
 
 
@@ -677,7 +677,8 @@ def run_steps(args: argparse.Namespace) -> None:
             print(f"  wrote {build_hands(shared, out, Path(args.hands_work))}", flush=True)
         elif step == "classifier":
             _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
-            build_classifier(shared, out, args.classifier_conditions_aug, args.classifier_photo_conditions)
+            build_classifier(shared, out, args.classifier_conditions_aug, args.classifier_photo_conditions,
+                             args.classifier_max_false_alarm)
         elif step == "conditions":
             _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
             res = measure_conditions(shared, out, cfg, not args.quiet)
@@ -748,6 +749,12 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                                    "0-8, a fraction gives the last copy to that share of the "
                                                    "faces; default 0; measured, not shipped: see the "
                                                    "classifier's card)"}),
+        ("--classifier-max-false-alarm", {"type": float, "default": None, "metavar": "SHARE",
+                                          "help": "choose the classifier's operating point on its early-stopping "
+                                                  "split: the largest weight on no_mask and mask_incorrect that "
+                                                  "calls at most SHARE of the masked crops there a violation "
+                                                  "(default: plain argmax; measured, not shipped: see the "
+                                                  "classifier's card)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",

@@ -39,6 +39,17 @@ def measured_notes(default_backbone: bool, synth: bool) -> str:
     return "\n".join((backbone, card_note("mask-classifier-synth"), card_note("mask-classifier-conditions")))
 
 
+def operating_point_lines(op: dict | None) -> list[str]:
+    """The card's lines on the manifest's operating point (``convert.operating_point``); none without one."""
+    if not op:
+        return []
+    a1, a = op["at_weight_1"], op["at_weight"]
+    return [f"Operating point (the manifest's `label_weights`): {op['rule']}, on {op['basis']}: weight "
+            f"{op['weight']:g}; there false alarms {a1['false_alarm']:.4f} -> {a['false_alarm']:.4f}, violations "
+            f"called {a1['alarm_recall']:.4f} -> {a['alarm_recall']:.4f}. The table above is at weight 1 (plain "
+            "argmax); the device decides at the weight.", ""]
+
+
 def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:
     """Write models/NAME.md (model card) from the manifest's measured figures.
 
@@ -95,6 +106,7 @@ def write_mask_model_card(manifest_path: Path | str, extra: str = "") -> Path:
         + (f"; int8 and float32 agree on {met['int8_float_top1_agreement']} of the top-1 labels of "
            f"{met['gate'].get('agreement_basis')} (gate: at least {met['gate'].get('min_agreement')})"
            if met.get("int8_float_top1_agreement") is not None else "") + ".", "",
+        *operating_point_lines(met.get("operating_point")),
         "## Training data", "",
         "```json", json.dumps(tr.get("data", {}), indent=2), "```", "",
         card_note("mask-classifier-sources"), "",

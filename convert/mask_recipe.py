@@ -195,7 +195,7 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   synth: bool | dict[str, int] = False, synth_small: float = 0.0,
                                   synth_nose_gap: tuple[float, float] | None = None,
                                   conditions_aug: float = 0.0,
-                                  photo_conditions: float = 0.0):
+                                  photo_conditions: float = 0.0, max_false_alarm: float | None = None):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -223,6 +223,9 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
             facemask853/adityap27 train, cut from its photo after one
             ``convert.classifier_data.photo_condition`` (``photo_condition_crops``); a fraction
             gives the last copy to that share of the faces; 0: none.
+        max_false_alarm: choose the operating point on the early-stopping split
+            (``train_classifier(max_false_alarm=...)``, alarm labels no_mask and
+            mask_incorrect); None: plain argmax.
 
     Returns:
         The manifest written.
@@ -272,7 +275,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                     fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
                                     min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,
                                     extra_eval_sets=evals, data_notes=notes,
-                                    max_class_weight=max_class_weight, conditions_aug=conditions_aug)
+                                    max_class_weight=max_class_weight, conditions_aug=conditions_aug,
+                                    max_false_alarm=max_false_alarm)
         write_mask_model_card(Path(out) / f"{name}.json",
                               measured_notes(default_backbone=backbone == "mobilenet_v1_1.0", synth=bool(synth)))
         return manifest

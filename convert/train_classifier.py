@@ -19,12 +19,12 @@ import argparse
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from edge.errors import DataError, ModelError, UsageError
-from edge.manifest import ModelSource, SourceFile, sha256_file
+from edge.manifest import ModelSource, SourceFile, load_manifest, sha256_file
 
 from .classifier import (DEFAULT_MIN_AGREEMENT, LabeledFiles, calibration_files, calibration_images,
                          finish_classifier, folder_set, label_folders)
@@ -71,7 +71,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
                      crop_margin: float | None = 0.15, val_fraction: float = 0.2,
                      extra_eval_sets: dict[str, LabeledFiles] | None = None,
                      data_notes: dict[str, Any] | None = None, max_class_weight: float = 10.0,
-                     conditions_aug: float = 0.0):
+                     conditions_aug: float = 0.0, max_false_alarm: float | None = None,
+                     alarm_labels: Sequence[str] | None = None):
     """Train, convert to int8, write manifest + report (the whole ``train classifier`` command).
 
     Every input is checked before training (images per label, enough readable
@@ -96,6 +97,11 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         max_class_weight: cap of the balanced class weights.
         conditions_aug: share of training crops that also get one doorway condition (IR-like
             grey, low light, motion blur, heavy JPEG; ``classifier_data.condition_augment``).
+        max_false_alarm: choose the operating point on the validation set
+            (``convert.operating_point``): the largest weight on ``alarm_labels`` that calls at
+            most this share of the other labels' crops an alarm label; None: plain argmax.
+        alarm_labels: the labels that alarm (default: the rules' default ``alert_on_classifier``
+            labels the model has).
 
     Returns:
         The manifest written.
@@ -110,6 +116,8 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
     check_backbone(backbone, size)
     if not 0.0 <= conditions_aug <= 1.0:
         raise UsageError(f"--conditions-aug must be within 0..1, got {conditions_aug}")
+    if max_false_alarm is not None and not 0.0 <= max_false_alarm < 1.0:
+        raise UsageError(f"--max-false-alarm must be within [0, 1), got {max_false_alarm}")
     out_dir, name = output_name(out)
     # Made first: it is the check that --out is writable, before any long work.
     with Staging(out_dir, name) as stage:
@@ -124,6 +132,7 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         labels = full.labels
         if len(labels) < 2 or sum(1 for c in full.counts().values() if c) < 2:
             raise DataError(f"training data has images of fewer than two labels: {full.counts()}")
+        alarm = operating_point_labels(labels, alarm_labels) if max_false_alarm is not None else []
         if val is None:
             train, valset = stratified_split(full, val_fraction, seed)
             val_note = f"seeded stratified split ({val_fraction:.0%} of each class, seed {seed})"
@@ -176,10 +185,31 @@ def train_classifier(data: Path | str | LabeledFiles, out: Path | str, *, val: P
         if data_notes:
             training["data"] = data_notes
         eval_sets = {"val": valset, **(extra_eval_sets or {})}
-        return finish_classifier(res.model, labels=labels, spec=spec, out=out, calib_files=calib_files,
-                                 calib=calib_inputs, staging=stage, eval_sets=eval_sets, source=source,
-                                 crop_margin=crop_margin, min_accuracy_drop=min_accuracy_drop,
-                                 min_agreement=min_agreement, extra_metrics={"training": training}, seed=seed)
+        manifest = finish_classifier(res.model, labels=labels, spec=spec, out=out, calib_files=calib_files,
+                                     calib=calib_inputs, staging=stage, eval_sets=eval_sets, source=source,
+                                     crop_margin=crop_margin, min_accuracy_drop=min_accuracy_drop,
+                                     min_agreement=min_agreement, extra_metrics={"training": training}, seed=seed)
+    if max_false_alarm is None:
+        return manifest
+    from .operating_point import set_operating_point
+
+    path = out_dir / f"{name}.json"
+    set_operating_point(path, valset, alarm, max_false_alarm)
+    return load_manifest(path)
+
+
+def operating_point_labels(labels: Sequence[str], alarm_labels: Sequence[str] | None) -> list[str]:
+    """The alarm labels an operating point weighs: those given, or the rules' default
+    ``alert_on_classifier`` labels among the model's (checked before training)."""
+    from edge.settings.rules import RulesConfig
+
+    given = list(alarm_labels) if alarm_labels else [lab for lab in RulesConfig().alert_on_classifier
+                                                      if lab in labels]
+    unknown = [lab for lab in given if lab not in labels]
+    if unknown or not given or len(given) >= len(labels):
+        raise UsageError(f"--alarm-labels must name some but not all of the labels ({', '.join(labels)}), "
+                         f"got {', '.join(given) or 'none'}")
+    return given
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -209,6 +239,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when splitting (default 0.2)")
     p.add_argument("--max-class-weight", type=float, default=10.0,
                    help="cap of the balanced class weights for rare classes (default 10)")
+    p.add_argument("--max-false-alarm", type=float, metavar="SHARE",
+                   help="choose the operating point on the validation set: the largest weight on the alarm "
+                        "labels that calls at most SHARE of the other labels' crops an alarm label (written to "
+                        "the manifest's label_weights; default: plain argmax)")
+    p.add_argument("--alarm-labels", metavar="LABEL,...",
+                   help="labels that alarm, for --max-false-alarm (default: the rules' default "
+                        "alert_on_classifier labels the model has, e.g. no_mask,mask_incorrect)")
     p.add_argument("--conditions-aug", type=float, default=0.0, metavar="SHARE",
                    help="share of training crops that also get one doorway condition: IR-like grey, low "
                         "light with noise, motion blur or heavy JPEG (default 0: none)")
@@ -228,5 +265,7 @@ def main(args: argparse.Namespace) -> int:
                      fine_tune_epochs=args.fine_tune_epochs, batch=args.batch, seed=args.seed,
                      calib=args.calib, min_accuracy_drop=args.min_accuracy_drop,
                      min_agreement=args.min_agreement, crop_margin=args.crop_margin, val_fraction=args.val_fraction,
-                     max_class_weight=args.max_class_weight, conditions_aug=args.conditions_aug)
+                     max_class_weight=args.max_class_weight, conditions_aug=args.conditions_aug,
+                     max_false_alarm=args.max_false_alarm,
+                     alarm_labels=args.alarm_labels.split(",") if args.alarm_labels else None)
     return 0

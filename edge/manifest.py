@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ModelError
 
@@ -162,6 +162,10 @@ class Manifest(_Strict):
     crop_margin: float | None = Field(
         None, description="Classifiers: margin added around a face box, as a fraction of its size"
     )
+    label_weights: dict[str, Annotated[float, Field(gt=0.0, le=1000.0)]] | None = Field(
+        None, description="Classifiers: the label is the argmax of probability x weight (a label left out weighs "
+        "1): the operating point, chosen on training data (doorguard train classifier --max-false-alarm); "
+        "absent: plain argmax")
     score_threshold: float | None = Field(None, description="Detectors: default score threshold")
     nms_iou: float | None = Field(None, description="Detectors: default NMS IoU threshold")
     ssd: SsdSpec | None = Field(None, description="SSD detectors (ssd_boxes/ssd_scores outputs): anchors, decoding")
@@ -170,6 +174,13 @@ class Manifest(_Strict):
     versions: dict[str, str] = Field(default_factory=dict, description="Converter and library versions")
     gate: Gate | None = Field(
         None, description="Accuracy gate measured at conversion; absent: not recorded (older converters)")
+
+    @model_validator(mode="after")
+    def _weights_name_labels(self) -> "Manifest":
+        unknown = sorted(set(self.label_weights or {}) - set(self.labels))
+        if unknown:
+            raise ValueError(f"label_weights names {', '.join(unknown)}, which are not among the labels")
+        return self
 
     def tflite_path(self, manifest_path: Path) -> Path:
         return manifest_path.parent / self.tflite

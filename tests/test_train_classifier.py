@@ -491,3 +491,64 @@ def test_photo_condition_crops_take_a_share_and_do_not_depend_on_how_shared_is_s
     other = Path(os.path.relpath(shared, tmp_path)) / ".." / "shared"
     again, _ = mask_recipe.photo_condition_crops(other, work, train, copies=1, seed=0, progress=False)
     assert all((read_rgb(f) == first[f.name]).all() for f in again.files)
+
+
+def test_operating_point_takes_the_largest_weight_within_the_false_alarm_budget():
+    from convert.operating_point import WEIGHTS, choose_weight, rates
+
+    # labels (ok, alarm); four ok crops, two alarm crops.
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
+    y = np.array([0, 0, 0, 0, 1, 1])
+    alarm = np.array([False, True])
+    assert rates(p, y, alarm, 1.0) == (0.0, 0.5)
+    # Every ok crop stays ok below w = 0.55/0.45; from 0.6/0.4 = 1.5 two of four (0.5) are alarms.
+    w = choose_weight(p, y, alarm, 0.0)
+    assert w == max(v for v in WEIGHTS if v * 0.45 < 0.55) and rates(p, y, alarm, w) == (0.0, 0.5)
+    assert choose_weight(p, y, alarm, 0.25) == max(v for v in WEIGHTS if v * 0.4 < 0.6)
+    # A budget nothing meets gives the smallest weight.
+    bad = np.array([[0.01, 0.99], [0.2, 0.8]]), np.array([0, 1])
+    assert choose_weight(*bad, alarm, 0.0) == WEIGHTS[0] == 1 / 16
+
+
+def test_max_false_alarm_writes_the_operating_point_the_runtime_uses(folder, tmp_path, capsys):
+    from edge.infer.models import Classifier
+
+    out = tmp_path / "models" / "shapes"
+    args = ["train", "classifier", "--data", str(folder), "--out", str(out), "--size", "32", "--epochs", "1",
+            "--fine-tune-epochs", "0", "--batch", "8", "--min-accuracy-drop", "100", "--min-agreement", "0"]
+    assert cli(args + ["--max-false-alarm", "0", "--alarm-labels", "squares"]) != 0
+    assert "--alarm-labels must name some but not all" in capsys.readouterr().err and not out.parent.exists()
+    assert cli(args + ["--max-false-alarm", "0", "--alarm-labels", "square"]) == 0
+    m = json.loads(out.with_suffix(".json").read_text())
+    op = m["metrics"]["operating_point"]
+    assert set(m["label_weights"]) == {"square"} and m["label_weights"]["square"] == op["weight"]
+    assert op["at_weight"]["false_alarm"] == 0.0
+    # The runtime decides with the weight: on the split it was chosen on, no circle is called a square.
+    _, val = stratified_split(folder_set(folder), 0.2, 0)
+    clf = Classifier(out.with_suffix(".json"))
+    called = [clf.classify(read_rgb(f)).label for f, t in zip(val.files, val.targets) if t == 0]
+    assert called and "square" not in called
+
+
+def test_default_recipe_passes_the_false_alarm_budget_to_training(tmp_path, monkeypatch):
+    pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
+                        [i % 2 for i in range(20)])
+    seen = {}
+    monkeypatch.setattr(mask_recipe, "mask_classifier_data", lambda shared, work: (pool, {}, {}))
+    monkeypatch.setattr(mask_recipe, "train_classifier", lambda data, out, **kw: seen.update(kw))
+    monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
+    assert seen["max_false_alarm"] is None
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w",
+                                              max_false_alarm=0.02)
+    assert seen["max_false_alarm"] == 0.02
+
+
+def test_classifier_shift_diagnostic_reweights_the_alarm_labels():
+    from benchmarks.classifier_shift import tnr_fnr
+
+    labels = ["mask", "no_mask", "mask_incorrect"]
+    p = [[0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.55, 0.0, 0.45], [0.9, 0.1, 0.0]]
+    y = ["mask", "no_mask", "mask_incorrect", "mask"]
+    assert tnr_fnr(p, y, labels, 1.0) == (0.5, 0.0)
+    assert tnr_fnr(p, y, labels, 1.6) == (1.0, 0.5)  # 0.45 x 1.6 > 0.55 and 0.4 x 1.6 > 0.6

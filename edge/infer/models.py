@@ -228,6 +228,9 @@ class Classifier:
             _check_outputs(self.model, [self.output], names, str(path))
         self._name = names[self.output.name]
         self.margin = m.crop_margin if m.crop_margin is not None else 0.0
+        # The operating point (manifest label_weights): argmax of probability x weight.
+        w = m.label_weights or {}
+        self.weights = np.array([w.get(lab, 1.0) for lab in m.labels], np.float64) if w else None
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         return crop_with_margin(image, box, self.margin)
@@ -241,8 +244,8 @@ class Classifier:
         return out
 
     def classify(self, crop: np.ndarray) -> Classification:
-        """RGB uint8 crop -> best label with every class probability."""
+        """RGB uint8 crop -> best label (at the manifest's operating point) with every class probability."""
         p = self.probabilities(crop)
-        i = int(np.argmax(p))
+        i = int(np.argmax(p if self.weights is None else p * self.weights))
         labels = self.manifest.labels
         return Classification(labels[i], float(p[i]), {lab: float(v) for lab, v in zip(labels, p)})
