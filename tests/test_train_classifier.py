@@ -339,7 +339,7 @@ def test_conditions_aug_out_of_range_is_a_usage_error(folder, tmp_path):
         train_classifier.train_classifier(folder, tmp_path / "m", conditions_aug=1.5)
 
 
-def test_default_recipe_passes_the_conditions_share_to_training(tmp_path, monkeypatch):
+def test_default_recipe_passes_the_conditions_share_and_false_alarm_budget_to_training(tmp_path, monkeypatch):
     from convert.classifier import LabeledFiles
 
     pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
@@ -349,9 +349,10 @@ def test_default_recipe_passes_the_conditions_share_to_training(tmp_path, monkey
     monkeypatch.setattr(mask_recipe, "train_classifier", lambda data, out, **kw: seen.update(kw))
     monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
     mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
-    assert seen["conditions_aug"] == 0.0
-    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=0.5)
-    assert seen["conditions_aug"] == 0.5
+    assert seen["conditions_aug"] == 0.0 and seen["max_false_alarm"] is None
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=0.5,
+                                              max_false_alarm=0.02)
+    assert seen["conditions_aug"] == 0.5 and seen["max_false_alarm"] == 0.02
     seen.clear()
     with pytest.raises(UsageError, match="classifier-conditions-aug"):
         mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", conditions_aug=-1)
@@ -528,20 +529,6 @@ def test_max_false_alarm_writes_the_operating_point_the_runtime_uses(folder, tmp
     clf = Classifier(out.with_suffix(".json"))
     called = [clf.classify(read_rgb(f)).label for f, t in zip(val.files, val.targets) if t == 0]
     assert called and "square" not in called
-
-
-def test_default_recipe_passes_the_false_alarm_budget_to_training(tmp_path, monkeypatch):
-    pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
-                        [i % 2 for i in range(20)])
-    seen = {}
-    monkeypatch.setattr(mask_recipe, "mask_classifier_data", lambda shared, work: (pool, {}, {}))
-    monkeypatch.setattr(mask_recipe, "train_classifier", lambda data, out, **kw: seen.update(kw))
-    monkeypatch.setattr(mask_recipe, "write_mask_model_card", lambda *a, **k: None)
-    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w")
-    assert seen["max_false_alarm"] is None
-    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w",
-                                              max_false_alarm=0.02)
-    assert seen["max_false_alarm"] == 0.02
 
 
 def test_classifier_shift_diagnostic_reweights_the_alarm_labels():
