@@ -163,9 +163,9 @@ class Manifest(_Strict):
         None, description="Classifiers: margin added around a face box, as a fraction of its size"
     )
     label_weights: dict[str, Annotated[float, Field(gt=0.0, le=1000.0)]] | None = Field(
-        None, description="Classifiers: the label is the argmax of probability x weight (a label left out weighs "
-        "1): the operating point, chosen on training data (doorguard train classifier --max-false-alarm); "
-        "absent: plain argmax")
+        None, description="Classifiers: the device's probabilities are the model's times these weights, "
+        "renormalised (a label left out weighs 1): the operating point, chosen on training data (doorguard "
+        "train classifier --max-false-alarm); absent: the model's own")
     score_threshold: float | None = Field(None, description="Detectors: default score threshold")
     nms_iou: float | None = Field(None, description="Detectors: default NMS IoU threshold")
     ssd: SsdSpec | None = Field(None, description="SSD detectors (ssd_boxes/ssd_scores outputs): anchors, decoding")

@@ -195,8 +195,8 @@ def test_classifier_with_stub(tmp_path):
 
 
 def test_classifier_label_weights_set_the_operating_point(tmp_path):
-    """The manifest's label_weights move the decision (argmax of probability x weight); the score
-    and the probabilities stay the model's."""
+    """The manifest's label_weights move the decision: probability x weight, renormalised, so the
+    score that rules.min_score reads is the reweighted one too."""
     path = _clf_manifest(tmp_path)
     probs = np.array([[-128 + 140, -128 + 100, -128 + 16]], np.int8)  # mask 0.55, no_mask 0.39
     stub = _stub([1, 32, 32, 3], np.int8, {"probs": (probs, (1 / 256, -128))})
@@ -206,8 +206,10 @@ def test_classifier_label_weights_set_the_operating_point(tmp_path):
     raw["label_weights"] = {"no_mask": 1.5, "mask_incorrect": 1.5}
     path.write_text(json.dumps(raw))
     out = Classifier(path, interpreter=stub).classify(crop)
-    assert out.label == "no_mask" and out.score == pytest.approx(100 / 256)
-    assert out.probabilities["mask"] == pytest.approx(140 / 256)
+    total = 140 + 1.5 * 100 + 1.5 * 16
+    assert out.label == "no_mask" and out.score == pytest.approx(1.5 * 100 / total)
+    assert out.probabilities["mask"] == pytest.approx(140 / total)
+    assert sum(out.probabilities.values()) == pytest.approx(1.0)
     for bad, needle in (({"nomask": 2.0}, "label_weights names nomask"), ({"no_mask": 0.0}, "label_weights"),
                         ({"no_mask": float("nan")}, "label_weights")):
         raw["label_weights"] = bad

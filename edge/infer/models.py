@@ -228,7 +228,7 @@ class Classifier:
             _check_outputs(self.model, [self.output], names, str(path))
         self._name = names[self.output.name]
         self.margin = m.crop_margin if m.crop_margin is not None else 0.0
-        # The operating point (manifest label_weights): argmax of probability x weight.
+        # The operating point (manifest label_weights): probability x weight, renormalised.
         w = m.label_weights or {}
         self.weights = np.array([w.get(lab, 1.0) for lab in m.labels], np.float64) if w else None
 
@@ -244,8 +244,16 @@ class Classifier:
         return out
 
     def classify(self, crop: np.ndarray) -> Classification:
-        """RGB uint8 crop -> best label (at the manifest's operating point) with every class probability."""
+        """RGB uint8 crop -> best label with every class probability.
+
+        With the manifest's ``label_weights`` (the operating point) the probabilities are the
+        model's times the weights, renormalised (a shift of the class priors): the label, its
+        score (which ``rules.min_score`` reads) and the probabilities all come from those.
+        """
         p = self.probabilities(crop)
-        i = int(np.argmax(p if self.weights is None else p * self.weights))
+        if self.weights is not None:
+            q = p * self.weights
+            p = q / q.sum() if q.sum() > 0 else p
+        i = int(np.argmax(p))
         labels = self.manifest.labels
         return Classification(labels[i], float(p[i]), {lab: float(v) for lab, v in zip(labels, p)})
