@@ -125,9 +125,11 @@ class TeacherCache:
             if self._teacher is None:
                 self._teacher = Teacher(self.peers_dir, self.names)
             tb = self._teacher(rgb)
-            self.entries[key] = {"boxes": np.round(tb.boxes, 1).tolist(), "scores": np.round(tb.scores, 4).tolist()}
+            e = self.entries[key] = {"boxes": np.round(tb.boxes, 1).tolist(),
+                                     "scores": np.round(tb.scores, 4).tolist()}
             self.dirty = True
-            return tb
+        # Always the cached (rounded) values: a run that fills the cache trains on the same
+        # boxes as every run that reads it (it used the unrounded ones, and trained otherwise).
         return TeacherBoxes(np.asarray(e["boxes"], np.float32).reshape(-1, 4),
                             np.asarray(e["scores"], np.float32).reshape(-1))
 

@@ -305,6 +305,23 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     np.testing.assert_allclose(res.losses, full.losses, rtol=0.05)
 
 
+def test_teacher_cache_gives_the_same_boxes_when_it_computes_them_as_when_it_reads_them(tmp_path):
+    """A run that fills the cache used the unrounded boxes and trained otherwise than every run after it."""
+    from convert.teacher import TeacherBoxes, TeacherCache
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"x")
+    cold = TeacherCache(tmp_path / "t.json", tmp_path)
+    cold._teacher = lambda rgb: TeacherBoxes(np.array([[10.04, 20.06, 30.123, 40.987]], np.float32),
+                                             np.array([0.876543], np.float32))
+    a = cold.get(photo, np.zeros((4, 4, 3), np.uint8))
+    cold.save()
+    warm = TeacherCache(tmp_path / "t.json", tmp_path)
+    b = warm.get(photo, np.zeros((4, 4, 3), np.uint8))
+    assert not warm.dirty and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    np.testing.assert_allclose(a.boxes, [[10.0, 20.1, 30.1, 41.0]], atol=1e-5)
+
+
 def test_teacher_finds_the_face_in_a_real_photo():
     shared = Path(__file__).resolve().parents[1].parent / "shared"
     photo = shared / "data" / "dataroots" / "raw_images" / "0.jpg"
