@@ -269,8 +269,8 @@ def detector_recipe_h(shared: Path, work: Path) -> list[str]:
 def detector_recipe_i(shared: Path, work: Path) -> list[str]:
     """Issue-15 recipe I: recipe g writing the moving average of its weights (``--ema 0.999``,
     about the last 1,000 batches, i.e. five epochs) instead of the last batch's. Not more data
-    but less noise: the recipes differ by a few faces on the small validation sets, which is the
-    size of a 2-thread run's own spread."""
+    but less noise: the recipes differ by a few faces on the small validation sets, about as much
+    as two builds of one recipe do (the detector card: "Where the spread comes from")."""
     return detector_recipe_g(shared, work) + ["--ema", "0.999"]
 
 
