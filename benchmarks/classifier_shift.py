@@ -61,12 +61,13 @@ def probabilities(manifests: dict[str, Path], shared: Path, set_name: str = "fac
 
 
 def tnr_fnr(p: list, y: list, labels: list[str], w: float) -> tuple[float, float]:
-    """(tnr, fnr) with the alarm labels' probabilities times ``w``."""
+    """(tnr, fnr) with the alarm labels' probabilities times ``w`` (``convert.operating_point.rates``:
+    the compliant label is the only other one, so its false alarms are the fnr)."""
+    from convert.operating_point import rates
+
     alarm = np.array([lab in ALARM for lab in labels])
-    called = alarm[np.argmax(np.asarray(p) * np.where(alarm, w, 1.0), axis=1)]
-    truth = np.array([lab in ALARM for lab in y])
-    masked = np.array([lab == "mask" for lab in y])
-    return float(called[truth].mean()), float(called[masked].mean())
+    fa, rec = rates(np.asarray(p, np.float64), np.array([labels.index(t) for t in y]), alarm, w)
+    return rec, fa
 
 
 def main(argv: list[str] | None = None) -> int:
