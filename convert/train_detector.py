@@ -74,6 +74,8 @@ DEFAULT_LR = 5e-4
 # --ema: momentum of the weights' moving average (Keras' optimizer EMA, one update per batch).
 DEFAULT_EMA = 0.999
 DEFAULT_IGNORE_IOU = 0.5
+# --assign-iou: darknet's [yolo] iou_thresh as YOLOv4's cfgs set it.
+DEFAULT_ASSIGN_IOU = 0.213
 # Images are kept in memory at most this many times the network input's size:
 # enough for zoom-in crops, small enough for 1000+ images on a workstation.
 KEEP_SCALE = 2.0
@@ -144,6 +146,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the exponential moving average of the weights (one update per batch, "
                         f"momentum {DEFAULT_EMA:g} when given without a value) instead of the last batch's "
                         "weights (default 0: off)")
+    p.add_argument("--assign-iou", type=float, nargs="?", const=DEFAULT_ASSIGN_IOU, default=None, metavar="IOU",
+                   help="also give each true box to every anchor whose shape fits it by more than this IoU "
+                        f"(darknet's iou_thresh; {DEFAULT_ASSIGN_IOU:g} when given without a value, as in "
+                        "YOLOv4; default: the best anchor only)")
     p.add_argument("--ignore-iou", type=float, default=DEFAULT_IGNORE_IOU,
                    help="no objectness penalty for predictions overlapping a true box by more than this "
                         f"(default {DEFAULT_IGNORE_IOU:g})")
@@ -731,8 +737,13 @@ def head_meta(net: Any) -> list[HeadMeta]:
 
 
 def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta], width: int, height: int,
-                  max_boxes: int) -> tuple[list[np.ndarray], np.ndarray]:
+                  max_boxes: int, assign_iou: float | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """Darknet-style targets of one image (boxes in input pixels).
+
+    Each box goes to its best-fitting anchor; with ``assign_iou`` (darknet's ``iou_thresh``,
+    0.213 in YOLOv4) also to every other anchor whose centred IoU with it exceeds that, in
+    whichever head owns it, unless that cell's anchor already holds a box: more positives
+    per face, so that a face between two anchor sizes is learnt by both.
 
     Returns:
         (per head an array H x W x A x (6 + C): tx, ty (offset in the cell),
@@ -755,18 +766,23 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, heads: list[HeadMeta],
             continue
         inter = np.minimum(bw, anchor_wh[:, 0]) * np.minimum(bh, anchor_wh[:, 1])
         iou = inter / (bw * bh + anchor_wh[:, 0] * anchor_wh[:, 1] - inter)
-        k, a, anchor = all_anchors[ids[int(np.argmax(iou))]]
-        gh, gw = heads[k].grid
-        cx, cy = (x1 + x2) / 2 / width * gw, (y1 + y2) / 2 / height * gh
-        col, row = min(int(cx), gw - 1), min(int(cy), gh - 1)
-        t = targets[k][row, col, a]
-        t[0], t[1] = np.clip(cx - col, 0.0, 1.0), np.clip(cy - row, 0.0, 1.0)
-        t[2], t[3] = np.log(bw / anchor[0]), np.log(bh / anchor[1])
-        t[4] = 1.0
-        t[5] = 2.0 - (bw * bh) / (width * height)
-        t[6:] = 0.0
-        if 0 <= c < heads[k].classes:
-            t[6 + int(c)] = 1.0
+        best = int(np.argmax(iou))
+        extra = [] if assign_iou is None else [j for j in np.flatnonzero(iou > assign_iou) if j != best]
+        for rank, j in enumerate([best, *extra]):
+            k, a, anchor = all_anchors[ids[int(j)]]
+            gh, gw = heads[k].grid
+            cx, cy = (x1 + x2) / 2 / width * gw, (y1 + y2) / 2 / height * gh
+            col, row = min(int(cx), gw - 1), min(int(cy), gh - 1)
+            t = targets[k][row, col, a]
+            if rank and t[4]:  # an extra anchor never takes a cell another box holds
+                continue
+            t[0], t[1] = np.clip(cx - col, 0.0, 1.0), np.clip(cy - row, 0.0, 1.0)
+            t[2], t[3] = np.log(bw / anchor[0]), np.log(bh / anchor[1])
+            t[4] = 1.0
+            t[5] = 2.0 - (bw * bh) / (width * height)
+            t[6:] = 0.0
+            if 0 <= c < heads[k].classes:
+                t[6 + int(c)] = 1.0
     return targets, padded
 
 
@@ -774,11 +790,12 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
                max_boxes: int, train: bool = True, paste: PasteConfig | None = None,
                balance: KindBalance | None = None, night_p: float = 0.0,
                crop_min: float = DEFAULT_CROP_MIN, mosaic_p: float = 0.0,
-               pool: list[Example] | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+               pool: list[Example] | None = None,
+               assign_iou: float | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Augment (when ``train``), preprocess with ``edge.infer.preprocess.prepare`` and build targets.
 
     With ``mosaic_p`` > 0 that share of the images is a ``mosaic`` of the example and three
-    photos drawn from ``pool`` (default: the batch).
+    photos drawn from ``pool`` (default: the batch). ``assign_iou``: see ``build_targets``.
 
     Returns:
         (inputs, per-head targets, B x max_boxes x 4 boxes for the ignore mask: the true
@@ -803,7 +820,7 @@ def make_batch(examples: list[Example], spec: Any, heads: list[HeadMeta], rng: n
         d = np.array([tf.dx, tf.dy, tf.dx, tf.dy], np.float32)
         if len(boxes):
             boxes = boxes * m + d
-        t, padded = build_targets(boxes, classes, heads, spec.width, spec.height, max_boxes)
+        t, padded = build_targets(boxes, classes, heads, spec.width, spec.height, max_boxes, assign_iou)
         if len(ignore):
             # Ignore regions only join the ignore mask's boxes (no target is built for them).
             ign = (ignore.reshape(-1, 4) * m + d)[: max(0, max_boxes - min(len(boxes), max_boxes))]
@@ -934,6 +951,7 @@ class Extras:
     oversample_unmasked: float = 0.0
     crop_min: float = DEFAULT_CROP_MIN
     mosaic: float = 0.0
+    assign_iou: float | None = None
 
 
 def _ckpt_path(out: Path) -> Path:
@@ -1091,6 +1109,8 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                  "teacher_add_score": extras.teacher_add_score, "mosaic": extras.mosaic}
     if ema:  # only then, so that checkpoints written before --ema existed still resume
         signature["ema"] = ema
+    if extras.assign_iou is not None:  # likewise
+        signature["assign_iou"] = extras.assign_iou
     if resume:
         meta = _load_checkpoint(ckpt, model, opt, signature)
         if meta is not None:
@@ -1113,7 +1133,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
             x, t, g = make_batch([examples[i] for i in idx], spec, heads, rng, max_boxes, True, paste, balance,
-                                 extras.night, extras.crop_min, extras.mosaic, examples)
+                                 extras.night, extras.crop_min, extras.mosaic, examples, extras.assign_iou)
             loss, parts = step_fn(tf.constant(x), [tf.constant(v) for v in t], tf.constant(g),
                                   tf.constant(lr_at(step), tf.float32))
             step += 1
@@ -1161,7 +1181,7 @@ def train(cfg: Path, weights: Path, names: Path, sources: list[Path], out: Path,
                    "paste_px": list(extras.paste_px), "min_unmasked": extras.min_unmasked,
                    "night_aug": extras.night, "oversample_unmasked": extras.oversample_unmasked,
                    "unmasked_photo_weight": round(weight, 4), "crop_min": extras.crop_min,
-                   "mosaic": extras.mosaic},
+                   "mosaic": extras.mosaic, "assign_iou": extras.assign_iou},
         "input": [net.width, net.height], "epochs": epochs, "epochs_run": len(history), "batch": batch,
         "lr": lr, "ema": ema or None, "ignore_iou": ignore_iou, "seed": seed, "stopped_early": stopped_early,
         "resumed_after_epoch": first_epoch or None, "history": history, "seconds": seconds,
@@ -1198,6 +1218,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--mosaic must be within [0, 1], got {args.mosaic}")
     if not 0.1 <= args.crop_min <= 1.0:
         raise UsageError(f"--crop-min must be within [0.1, 1], got {args.crop_min}")
+    if args.assign_iou is not None and not 0.0 < args.assign_iou < 1.0:
+        raise UsageError(f"--assign-iou must be within (0, 1), got {args.assign_iou}")
     if args.teacher_add_score is not None:
         if args.teacher_peers is None:
             raise UsageError("--teacher-add-score needs --teacher-peers")
@@ -1225,7 +1247,7 @@ def main(args: argparse.Namespace) -> int:
                     unlabelled_limit=args.unlabelled_limit, paste=list(args.paste), paste_prob=args.paste_prob,
                     paste_max=args.paste_max, paste_px=(lo, hi), min_unmasked=args.min_unmasked,
                     night=args.night_aug, oversample_unmasked=args.oversample_unmasked, crop_min=args.crop_min,
-                    mosaic=args.mosaic)
+                    mosaic=args.mosaic, assign_iou=args.assign_iou)
     train(args.cfg, args.weights, args.names, list(args.train), args.out, parse_size(args.input), args.epochs,
           args.batch, args.lr, args.ignore_iou, args.seed, args.limit, args.max_minutes, args.threads,
           progress=not args.quiet, exclude=list(args.exclude), extras=extras, resume=args.resume, ema=args.ema)

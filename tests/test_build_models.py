@@ -143,3 +143,5 @@ def test_default_detector_recipe_is_g_teacher_labels_and_unlabelled_photos(tmp_p
     assert h[h.index("--mosaic") + 1] == "0.5"
     i = bm.RECIPES["i"](tmp_path / "shared", tmp_path)
     assert i[:-2] == h[:-2] and i[-2:] == ["--ema", "0.999"] and "--ema" not in train
+    j = bm.RECIPES["j"](tmp_path / "shared", tmp_path)
+    assert j[:-2] == i[:-2] and j[-2:] == ["--assign-iou", "0.213"] and "--assign-iou" not in train

@@ -55,6 +55,27 @@ def test_build_targets_assigns_best_anchor_cell_and_offsets():
     assert t[0][..., 4].sum() == 1 and t[1][..., 4].sum() == 1
 
 
+def test_build_targets_assign_iou_adds_every_close_anchor_without_taking_held_cells():
+    heads = [td.HeadMeta((6, 8), np.array([[8, 8], [16, 16]], np.float32), [0, 1], 1),
+             td.HeadMeta((3, 4), np.array([[24, 24], [40, 40]], np.float32), [2, 3], 1)]
+    # A 20x20 box centred at (20, 20): IoU with the anchors 0.16 / 0.64 / 0.69 / 0.25, so the best is
+    # 24x24 (stride 16) and 0.213 adds 16x16 (stride 8) and 40x40 (stride 16), not 8x8.
+    box = np.array([[10, 10, 30, 30]], np.float32)
+    plain, _ = td.build_targets(box, np.array([0]), heads, 64, 48, max_boxes=4)
+    assert plain[0][..., 4].sum() == 0 and plain[1][1, 1, 0, 4] == 1 and plain[1][..., 4].sum() == 1
+    t, _ = td.build_targets(box, np.array([0]), heads, 64, 48, max_boxes=4, assign_iou=0.213)
+    assert t[0][2, 2, 1, 4] == 1 and t[0][..., 4].sum() == 1
+    assert t[1][1, 1, 0, 4] == 1 and t[1][1, 1, 1, 4] == 1 and t[1][..., 4].sum() == 2
+    np.testing.assert_allclose(t[1][1, 1, 1, 2:4], np.log(20 / 40), rtol=1e-6)
+    np.testing.assert_array_equal(t[1][1, 1, 0], plain[1][1, 1, 0])  # the best anchor's target unchanged
+    # A second box whose best anchor is the 40x40 one in the same cell holds it, in either order:
+    # an extra anchor never overwrites a box's best one.
+    two = np.array([[10, 10, 30, 30], [1, 1, 39, 39]], np.float32)
+    for order in ([0, 1], [1, 0]):
+        t2, _ = td.build_targets(two[order], np.array([0, 0]), heads, 64, 48, max_boxes=4, assign_iou=0.213)
+        np.testing.assert_allclose(t2[1][1, 1, 1, 2:4], np.log(38 / 40), rtol=1e-6)
+
+
 def test_augment_keeps_boxes_on_the_object():
     img = np.zeros((120, 160, 3), np.uint8)
     img[30:70, 90:130] = 255
@@ -551,3 +572,7 @@ def test_ema_flag_is_checked(tmp_path):
     assert p.parse_args(base + ["--ema"]).ema == td.DEFAULT_EMA and p.parse_args(base).ema == 0.0
     with pytest.raises(UsageError, match="--ema"):
         td.main(p.parse_args(base + ["--ema", "1"]))
+    assert p.parse_args(base + ["--assign-iou"]).assign_iou == td.DEFAULT_ASSIGN_IOU
+    assert p.parse_args(base).assign_iou is None
+    with pytest.raises(UsageError, match="--assign-iou"):
+        td.main(p.parse_args(base + ["--assign-iou", "1"]))
