@@ -366,12 +366,14 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
 
 
 def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG,
-                     photo_conditions: float = 0.0, max_false_alarm: float | None = None) -> Path:
+                     photo_conditions: float = 0.0, max_false_alarm: float | None = None,
+                     holdout: str = "crops") -> Path:
     """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
     from .mask_recipe import build_default_mask_classifier
 
     build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug,
-                                  photo_conditions=photo_conditions, max_false_alarm=max_false_alarm)
+                                  photo_conditions=photo_conditions, max_false_alarm=max_false_alarm,
+                                  holdout=holdout)
     return out / f"{CLASSIFIER}.json"
 
 
@@ -652,6 +654,12 @@ def run_steps(args: argparse.Namespace) -> None:
     bad = [s for s in steps if s not in STEPS]
     if bad:
         raise UsageError(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
+    if "classifier" in steps:  # before hours of other steps, not after
+        from .mask_recipe import HOLDOUTS
+
+        if args.classifier_holdout not in HOLDOUTS:
+            raise UsageError(f"--classifier-holdout must be one of {', '.join(HOLDOUTS)}, "
+                             f"got {args.classifier_holdout!r}")
     shared, out = Path(args.shared), Path(args.out)
     check_shared(shared)
     out.mkdir(parents=True, exist_ok=True)
@@ -686,7 +694,7 @@ def run_steps(args: argparse.Namespace) -> None:
         elif step == "classifier":
             _step(i, n, f"mask classifier: training -> {out}/{CLASSIFIER}", t0)
             build_classifier(shared, out, args.classifier_conditions_aug, args.classifier_photo_conditions,
-                             args.classifier_max_false_alarm)
+                             args.classifier_max_false_alarm, args.classifier_holdout)
         elif step == "conditions":
             _step(i, n, "the int8 pipeline under reproduced doorway conditions (validation sets)", t0)
             res = measure_conditions(shared, out, cfg, not args.quiet)
@@ -762,6 +770,11 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                                   "calls at most SHARE of the masked crops there a violation "
                                                   "(default: plain argmax; measured, not shipped: see the "
                                                   "classifier's card)"}),
+        ("--classifier-holdout", {"default": "crops", "metavar": "crops|photos",
+                                  "help": "the early-stopping (and operating-point) split: crops, a stratified "
+                                          "10%% of the crops (default), or photos, about 10%% of each class as "
+                                          "whole photos, their near-duplicates and each VGGFace2 person on one "
+                                          "side (convert.mask_recipe.HOLDOUTS)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",

@@ -1,6 +1,7 @@
 """What ``train classifier`` feeds the network: split, read, weighted, augmented, batched.
 
-- ``stratified_split``: a seeded per-class validation split;
+- ``stratified_split``: a seeded per-class validation split; ``grouped_split``: the same
+  with each group (the crops of one photo, one person) kept on one side;
 - ``load_resized``: every image read and resized as the runtime does (``resize_for``);
 - ``class_weights``: balanced per-class weights, capped;
 - ``augment``: flip, small affine, a down-then-up resize (the small faces a door
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -54,6 +56,43 @@ def stratified_split(data: LabeledFiles, fraction: float, seed: int) -> tuple[La
         val.targets += [t] * n_val
         train.files += files[n_val:]
         train.targets += [t] * (len(files) - n_val)
+    return train, val
+
+
+def grouped_split(data: LabeledFiles, fraction: float, seed: int,
+                  groups: Sequence[str]) -> tuple[LabeledFiles, LabeledFiles]:
+    """Seeded split that keeps each group (e.g. the crops of one photo) on one side.
+
+    Groups are drawn in a seeded order and go to validation while that keeps every class they
+    hold within its quota (``round(fraction * count)``, at least 1 for a class of 2 or more files,
+    0 for a single file); the rest train. So validation holds about ``fraction`` of each class and
+    never a file whose group also trains.
+
+    Raises:
+        ValueError: ``groups`` is not one entry per file.
+    """
+    if len(groups) != len(data.files):
+        raise ValueError(f"{len(groups)} groups for {len(data.files)} files")
+    rng = random.Random(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = sorted(members)
+    rng.shuffle(order)
+    totals = Counter(data.targets)
+    quota = {t: (max(1, round(n * fraction)) if n >= 2 else 0) for t, n in totals.items()}
+    taken: Counter = Counter()
+    held: set[int] = set()
+    for g in order:
+        need = Counter(data.targets[i] for i in members[g])
+        if all(taken[t] + n <= quota[t] for t, n in need.items()):
+            taken.update(need)
+            held.update(members[g])
+    train, val = LabeledFiles(list(data.labels)), LabeledFiles(list(data.labels))
+    for i, (f, t) in enumerate(zip(data.files, data.targets)):
+        side = val if i in held else train
+        side.files.append(f)
+        side.targets.append(t)
     return train, val
 
 

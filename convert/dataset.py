@@ -367,6 +367,12 @@ def near_duplicates(candidates: list[Path], references: list[Path], max_distance
     Used to keep copies of validation photos out of training (adityap27 holds
     most facemask853 photos, see ../shared/data/README.md).
     """
+    return set(near_duplicate_pairs(candidates, references, max_distance))
+
+
+def near_duplicate_pairs(candidates: list[Path], references: list[Path], max_distance: int = 10) -> dict[Path, Path]:
+    """Each candidate whose dHash is within ``max_distance`` bits of a reference image -> the
+    closest such reference (unreadable images are neither)."""
     def hashes(files):
         out = {}
         for f in files:
@@ -376,11 +382,12 @@ def near_duplicates(candidates: list[Path], references: list[Path], max_distance
                 continue
         return out
 
-    ref = np.array(list(hashes(references).values()), dtype=np.uint64)
-    dup = set()
+    refs = hashes(references)
+    ref_paths, ref = list(refs), np.array(list(refs.values()), dtype=np.uint64)
+    dup = {}
     for f, h in hashes(candidates).items():
         x = np.bitwise_xor(ref, np.uint64(h))
         dist = np.array([bin(int(v)).count("1") for v in x])
         if len(dist) and dist.min() <= max_distance:
-            dup.add(f)
+            dup[f] = ref_paths[int(np.argmin(dist))]
     return dup

@@ -15,7 +15,7 @@ from typing import Any
 from edge.errors import DataError, UsageError
 
 from .classifier import LabeledFiles, folder_set
-from .classifier_data import stratified_split
+from .classifier_data import grouped_split, stratified_split
 from .mask_card import measured_notes, write_mask_model_card
 from .train_classifier import train_classifier
 
@@ -137,6 +137,42 @@ def train_photo_sources(shared: Path) -> tuple[list[PhotoSource], int]:
                         {"mask": "mask", "no_mask": "no_mask"}, True)], len(dups)
 
 
+#: How the default classifier's early-stopping (and operating-point) split is drawn.
+HOLDOUTS = ("crops", "photos")
+
+
+def photo_groups(shared: Path, work: Path, files: list[Path]) -> list[str]:
+    """A group per training file, for a split that holds out whole photos (``grouped_split``).
+
+    The crops cut from one facemask853 or adityap27 train photo share a group, and so do an
+    adityap27 photo's and the facemask853 photo it nearly duplicates (dHash; adityap27 holds most
+    facemask853 photos); dataroots' VGGFace2 crops are grouped by person (the file name's
+    ``nNNNNNN`` prefix); any other file is its own group.
+    """
+    from . import dataset
+
+    shared, work = Path(shared), Path(work)
+    first, *others = train_photo_sources(shared)[0]  # facemask853 train, then adityap27 train
+    refs = [p for p, _ in first.items]
+    photo_key = {(first.name, p.stem): f"{first.name}:{p.stem}" for p in refs}
+    for src in others:
+        photos = [p for p, _ in src.items]
+        twin = dataset.near_duplicate_pairs(photos, refs)
+        photo_key.update({(src.name, p.stem): f"{first.name}:{twin[p].stem}" if p in twin else f"{src.name}:{p.stem}"
+                          for p in photos})
+    dr_train = (shared / "data" / "dataroots" / "train").resolve()
+    out = []
+    for f in map(Path, files):
+        src = f.parent.parent
+        key = None
+        if src.parent.resolve() == work.resolve():
+            key = photo_key.get((src.name, f.stem.rsplit("_", 1)[0]))
+        elif f.resolve().is_relative_to(dr_train):
+            key = f"person:{f.name.split('_', 1)[0]}"
+        out.append(key or f"file:{f}")
+    return out
+
+
 def photo_condition_crops(shared: Path, work: Path, train: LabeledFiles, copies: float, seed: int,
                           margin: float = DEFAULT_MASK_MARGIN, progress: bool = True) -> tuple[LabeledFiles, dict]:
     """``copies`` more crops of every training-photo face in ``train``, each cut from a copy of
@@ -195,7 +231,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   synth: bool | dict[str, int] = False, synth_small: float = 0.0,
                                   synth_nose_gap: tuple[float, float] | None = None,
                                   conditions_aug: float = 0.0,
-                                  photo_conditions: float = 0.0, max_false_alarm: float | None = None):
+                                  photo_conditions: float = 0.0, max_false_alarm: float | None = None,
+                                  holdout: str = "crops"):
     """Rebuild models/mask-classifier.{tflite,json,md} (+ report) from ../shared, reproducibly.
 
     MobileNet v1 1.0 with ImageNet weights dequantized from the Apache-2.0 Coral
@@ -226,6 +263,10 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
         max_false_alarm: choose the operating point on the early-stopping split
             (``train_classifier(max_false_alarm=...)``, alarm labels no_mask and
             mask_incorrect); None: plain argmax.
+        holdout: how the early-stopping split is drawn (``HOLDOUTS``): ``crops``, a stratified
+            10% of the crops; ``photos``, about 10% of each class with every photo's crops (and
+            its near-duplicates, and each VGGFace2 person's crops) on one side
+            (``photo_groups``), so the split is faces from photos the model never saw.
 
     Returns:
         The manifest written.
@@ -235,6 +276,8 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
 
     if not 0.0 <= conditions_aug <= 1.0:  # before the crops are cut, not after
         raise UsageError(f"--classifier-conditions-aug must be within 0..1, got {conditions_aug}")
+    if holdout not in HOLDOUTS:
+        raise UsageError(f"--classifier-holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     if not 0 <= photo_conditions <= 8:
         raise UsageError(f"--classifier-photo-conditions must be within 0..8 copies, got {photo_conditions:g}")
     shared = Path(shared)
@@ -263,14 +306,19 @@ def build_default_mask_classifier(shared: Path | str, out: Path | str = "models"
                                   "source": "dataroots train/not_masked x mask-templates, YuNet landmarks "
                                             f"(convert.masksynth v{masksynth.VERSION}, seed {seed})"}
             notes["pool"] = pool.counts()
-        train, holdout = stratified_split(pool, 0.1, seed)
-        notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
+        if holdout == "photos":
+            train, held = grouped_split(pool, 0.1, seed, photo_groups(shared, Path(work), pool.files))
+            notes["early_stopping_split"] = ("seeded 10% of each class of the training pool, whole photos "
+                                             "(near-duplicates and VGGFace2 persons together; reported as 'val')")
+        else:
+            train, held = stratified_split(pool, 0.1, seed)
+            notes["early_stopping_split"] = "seeded stratified 10% of the training pool (reported as 'val')"
         if photo_conditions:
             extra, notes["photo_conditions"] = photo_condition_crops(shared, Path(work), train,
                                                                      photo_conditions, seed)
             train.files += extra.files
             train.targets += extra.targets
-        manifest = train_classifier(train, Path(out) / name, val=holdout, backbone=backbone,
+        manifest = train_classifier(train, Path(out) / name, val=held, backbone=backbone,
                                     backbone_weights=weights, size=size, epochs=epochs,
                                     fine_tune_epochs=fine_tune_epochs, batch=batch, seed=seed,
                                     min_accuracy_drop=min_accuracy_drop, crop_margin=DEFAULT_MASK_MARGIN,

@@ -15,7 +15,7 @@ from edge.errors import DataError, ModelError, UsageError
 pytest.importorskip("tensorflow")
 
 from convert import mask_recipe, train_classifier  # noqa: E402
-from convert.classifier_data import augment, class_weights, load_resized, stratified_split  # noqa: E402
+from convert.classifier_data import augment, class_weights, grouped_split, load_resized, stratified_split  # noqa: E402
 from convert.mobilenet import TrainResult, build_backbone, fit_classifier, mobilenet_spec  # noqa: E402
 from convert.classifier import Evaluation, LabeledFiles, folder_set  # noqa: E402
 from convert.metrics import auc, roc_curve  # noqa: E402
@@ -220,6 +220,49 @@ def test_split_weights_and_augment():
     img = np.zeros((32, 32, 3), np.uint8)
     out = augment(img, np.random.default_rng(0))
     assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_grouped_split_keeps_each_group_on_one_side_within_each_class_quota():
+    # 40 photos of 3 crops (2 of class a, 1 of b) and 10 single files of class c.
+    files = [Path(f"p{i}_{k}.jpg") for i in range(40) for k in range(3)] + [Path(f"c{i}.jpg") for i in range(10)]
+    targets = [0, 0, 1] * 40 + [2] * 10
+    groups = [f"p{i}" for i in range(40) for _ in range(3)] + [f"c{i}" for i in range(10)]
+    data = LabeledFiles(["a", "b", "c"], files, targets)
+    tr, va = grouped_split(data, 0.1, 0, groups)
+    assert sorted(tr.files + va.files) == sorted(files)
+    held = {f.name.split("_")[0] for f in va.files}
+    assert not held & {f.name.split("_")[0] for f in tr.files}  # no photo on both sides
+    assert va.counts() == {"a": 8, "b": 4, "c": 1}  # quotas round(0.1 * 80 / 40 / 10)
+    assert grouped_split(data, 0.1, 0, groups)[1].files == va.files  # seeded
+    assert grouped_split(data, 0.1, 1, groups)[1].files != va.files
+    with pytest.raises(ValueError, match="groups"):
+        grouped_split(data, 0.1, 0, groups[:-1])
+
+
+def test_photo_groups_join_a_photos_crops_its_near_duplicate_and_a_persons_crops(tmp_path, monkeypatch):
+    from convert import dataset
+    from edge.types import Box
+
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(3))
+    photos = {}
+    for name, img in (("fm/x_1", a), ("fm/y", b), ("ad/copy_of_x", a), ("ad/z", c)):
+        p = tmp_path / f"{name}.png"
+        p.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(p), img)
+        photos[name] = (p, [dataset.LabeledBox(Box(5, 5, 30, 30), "with_mask")])
+    fm = mask_recipe.PhotoSource("facemask853_train", [photos["fm/x_1"], photos["fm/y"]], {}, False)
+    ad = mask_recipe.PhotoSource("adityap27_train", [photos["ad/copy_of_x"], photos["ad/z"]], {}, True)
+    monkeypatch.setattr(mask_recipe, "train_photo_sources", lambda shared: ([fm, ad], 0))
+    work, dr = tmp_path / "w", tmp_path / "data" / "dataroots" / "train"
+    files = [work / "facemask853_train" / "mask" / "x_1_0.jpg", work / "facemask853_train" / "no_mask" / "x_1_1.jpg",
+             work / "facemask853_train" / "mask" / "y_0.jpg", work / "adityap27_train" / "mask" / "copy_of_x_0.jpg",
+             work / "adityap27_train" / "mask" / "z_0.jpg", dr / "masked" / "n000001_0027_03.jpg",
+             dr / "not_masked" / "n000001_0202_01.jpg", dr / "masked" / "n000002_0001_01.jpg",
+             tmp_path / "chandrikadeb7" / "with_mask" / "0001.jpg", tmp_path / "chandrikadeb7" / "with_mask" / "0002.jpg"]
+    g = mask_recipe.photo_groups(tmp_path, work, files)
+    assert g[0] == g[1] == g[3] != g[2]  # one photo's crops and its adityap27 copy
+    assert len({g[2], g[4], g[5], g[7], g[8], g[9]}) == 6 and g[5] == g[6]  # one person
 
 
 def test_roc_curve_hand_computed():
@@ -452,6 +495,14 @@ def test_default_recipe_adds_photo_condition_copies_to_the_training_split_only(t
     assert seen["notes"]["photo_conditions"] == {"copies": 2}
     with pytest.raises(UsageError, match="photo-conditions"):
         mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", photo_conditions=9)
+    # holdout="photos": the early-stopping split holds whole groups (photo_groups), here pairs.
+    pair = lambda f: int(f.stem) // 2  # noqa: E731
+    monkeypatch.setattr(mask_recipe, "photo_groups", lambda shared, work, files: [str(pair(f)) for f in files])
+    mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", work=tmp_path / "w", holdout="photos")
+    assert "whole photos" in seen["notes"]["early_stopping_split"] and len(seen["val"]) == 2
+    assert not {pair(f) for f in seen["val"]} & {pair(f) for f in seen["train"]}
+    with pytest.raises(UsageError, match="holdout"):
+        mask_recipe.build_default_mask_classifier(tmp_path, tmp_path / "models", holdout="people")
 
 
 def test_photo_condition_crops_take_a_share_and_do_not_depend_on_how_shared_is_spelt(tmp_path, monkeypatch):
