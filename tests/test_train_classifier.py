@@ -590,3 +590,14 @@ def test_classifier_shift_diagnostic_reweights_the_alarm_labels():
     y = ["mask", "no_mask", "mask_incorrect", "mask"]
     assert tnr_fnr(p, y, labels, 1.0) == (0.5, 0.0)
     assert tnr_fnr(p, y, labels, 1.6) == (1.0, 0.5)  # 0.45 x 1.6 > 0.55 and 0.4 x 1.6 > 0.6
+
+
+def test_false_detection_diagnostic_tells_a_label_boxed_otherwise_from_a_peer_face():
+    from benchmarks.false_detections import explain
+
+    truths = np.array([[0, 0, 10, 10]], np.float64)
+    peers = np.array([[50, 50, 60, 60]], np.float64)
+    assert explain([0, 0, 10, 30], truths, peers) == (True, False)  # IoU 0.33 with the label: boxed otherwise
+    assert explain([50, 50, 60, 61], truths, peers) == (False, True)
+    assert explain([30, 30, 40, 40], truths, peers) == (False, False)
+    assert explain([30, 30, 40, 40], np.zeros((0, 4)), np.zeros((0, 4))) == (False, False)
