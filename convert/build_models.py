@@ -295,7 +295,8 @@ RECIPES = {"default": detector_recipe_g, "v1": detector_recipe_v1, "a": detector
            "night": detector_recipe_night, "h": detector_recipe_h, "i": detector_recipe_i, "j": detector_recipe_j}
 
 
-def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default", size: str = DETECTOR_INPUT) -> Path:
+def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default", size: str = DETECTOR_INPUT,
+                   seed: int = 0) -> Path:
     """Convert yoloface-500k v2 as it is (the baseline, ``models/yoloface-500k-v2``), fine-tune it
     (``doorguard train detector``) and convert the result (``doorguard convert darknet``).
 
@@ -303,7 +304,9 @@ def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default",
     (``RECIPES``; the default: facemask853 train and adityap27 train boxes, all as
     ``face``, teacher faces the annotators left out, teacher-labelled photos without
     boxes, and no near-duplicate of a validation photo). The fine-tuned darknet
-    weights stay in ``work``; the shipped artifact is the converted int8 model.
+    weights stay in ``work``; the shipped artifact is the converted int8 model. ``seed``: the
+    training's (shuffles, augmentation, TF); the shipped model is seed 0, another seed is a second
+    build of the same recipe (a recipe is judged on several).
 
     Raises:
         DoorguardError: training or conversion failed (its own one-line error is shown above).
@@ -317,7 +320,7 @@ def build_detector(shared: Path, out: Path, work: Path, recipe: str = "default",
     train = cli + ["train", "detector", "--cfg", str(v2 / "yoloface-500k-v2.cfg"),
                    "--weights", str(v2 / "yoloface-500k-v2.weights"), "--names", str(names),
                    *RECIPES[recipe](shared, work),
-                   "--input", size, "--epochs", str(RECIPE_EPOCHS[recipe]), "--seed", "0", "--quiet",
+                   "--input", size, "--epochs", str(RECIPE_EPOCHS[recipe]), "--seed", str(seed), "--quiet",
                    "--resume", "--out", str(weights)]
     convert = _convert_fine_tuned(shared, out, work, size)
     # The public model as it is (the fine-tuning's starting point and baseline), then the fine-tuned one.
@@ -673,7 +676,7 @@ def run_steps(args: argparse.Namespace) -> None:
     for i, step in enumerate(steps, 1):
         if step == "detector":
             _step(i, n, f"face detector: fine-tuning and converting yoloface-500k v2 -> {out}/{DETECTOR}", t0)
-            build_detector(shared, out, work, args.detector_recipe, args.detector_input)
+            build_detector(shared, out, work, args.detector_recipe, args.detector_input, args.detector_seed)
         elif step == "sizes":
             _step(i, n, f"face detector at the other input sizes ({', '.join(DETECTOR_SIZES[1:])})", t0)
             build_size_variants(shared, out, work)
@@ -748,6 +751,9 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                        "issue 15's other measured recipes a-f, h-j and night (teacher, copy-paste, "
                                        "unmasked oversampling, learning rate, mosaic, weight averaging, "
                                        "multi-anchor assignment, night augmentation; see the detector's card)"}),
+        ("--detector-seed", {"type": int, "default": 0, "metavar": "N",
+                             "help": "the detector training's seed (default 0, the shipped build; another seed "
+                                     "builds the recipe again, to see how much two trainings differ)"}),
         ("--detector-input", {"default": DETECTOR_INPUT, "choices": DETECTOR_SIZES,
                               "help": f"train and convert at this input size (default {DETECTOR_INPUT}; another "
                                       "size is written as the -WxH variant, trained at that size)"}),
