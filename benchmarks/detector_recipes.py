@@ -16,6 +16,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -25,28 +26,36 @@ SETS = ("dataroots-val", "facemask853-val-clean", "adityap27-valid", "adityap27-
 KEYS = ("detector_recall", "recall_no_mask", "tnr", "fnr", "false_detections_per_135_images")
 
 
-def measure(detectors: dict[str, Path], classifier: Path, shared: Path, progress: bool = True) -> dict:
-    """name -> set -> figures (``KEYS``), plus the threshold used."""
+def evaluations(detectors: dict[str, Path], classifier: Path, shared: Path, sets: Sequence[str] = SETS,
+                progress: bool = True) -> Iterator[tuple[str, Any, str, list, Any]]:
+    """(name, Detector, set name, samples, ``EvalAccumulator``) for each detector on each of ``sets``,
+    with doorguard's classifier at the detector's own threshold (``convert.evaluate``)."""
     from convert.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
     from edge.config import load
     from edge.infer.models import Detector
 
     cfg = load(None)
     cls = load_classifier(classifier, cfg)
-    res: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="doorguard-recipes-") as tmp:
-        sets = standard_sets(shared, tmp)
-        samples = {k: load_voc(*sets[k]) for k in SETS if k in sets}
+        found = standard_sets(shared, tmp)
+        samples = {k: load_voc(*found[k]) for k in sets if k in found}
         for name, path in detectors.items():
             det = Detector(path)
             pipe = pipeline_for(det, cls, cfg)
-            res[name] = {"_threshold": det.score_threshold, "_sha256": det.manifest.sha256}
             for set_name, smp in samples.items():
                 acc = evaluate(smp, pipe.predict, pipe.violating, progress=progress, desc=f"{name} {set_name}",
                                input_size=[det.manifest.input.width, det.manifest.input.height])
-                r = acc.summary()
-                r["recall_no_mask"] = r["detector_recall_by_class"].get("no_mask")
-                res[name][set_name] = {k: r.get(k) for k in KEYS}
+                yield name, det, set_name, smp, acc
+
+
+def measure(detectors: dict[str, Path], classifier: Path, shared: Path, progress: bool = True) -> dict:
+    """name -> set -> figures (``KEYS``), plus the threshold used."""
+    res: dict[str, dict] = {}
+    for name, det, set_name, _, acc in evaluations(detectors, classifier, shared, SETS, progress):
+        res.setdefault(name, {"_threshold": det.score_threshold, "_sha256": det.manifest.sha256})
+        r = acc.summary()
+        r["recall_no_mask"] = r["detector_recall_by_class"].get("no_mask")
+        res[name][set_name] = {k: r.get(k) for k in KEYS}
     return res
 
 
@@ -63,21 +72,35 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of a detector comparison: --detector NAME=M.json (repeated), --classifier,
+    --shared, --json, --quiet."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--detector", action="append", required=True, metavar="NAME=M.json")
     ap.add_argument("--classifier", type=Path, default=ROOT / "models" / "mask-classifier.json")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def detectors_of(specs: Sequence[str]) -> dict[str, Path] | None:
+    """NAME=M.json specs -> {name: manifest}; None (with a one-line error) when one is not a file."""
     dets = {}
-    for spec in args.detector:
+    for spec in specs:
         name, _, path = spec.partition("=")
         if not path or not Path(path).is_file():
             print(f"error: --detector {spec}: give NAME=M.json of an existing manifest", file=sys.stderr)
-            return 2
+            return None
         dets[name] = Path(path)
+    return dets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__).parse_args(argv)
+    dets = detectors_of(args.detector)
+    if dets is None:
+        return 2
     res = measure(dets, args.classifier, args.shared, progress=not args.quiet)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

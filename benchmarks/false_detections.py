@@ -2,7 +2,7 @@
 strong peers also call a face, i.e. how many are faces the annotators left out rather than errors.
 
     .venv/bin/python benchmarks/false_detections.py --detector default=models/yoloface-500k-v2-facemask.json \
-        --json build/false.json [--montage build/false.jpg]
+        --json build/false.json [--montage build/false.png]
 
 Each detector runs with doorguard's classifier at its own threshold, as in
 `benchmarks/detector_recipes.py` (the same `convert.evaluate` code as `doorguard eval`). A false
@@ -16,10 +16,8 @@ is the labels' and how much the detector's. ``--montage`` writes the crops (PNG)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,53 +44,42 @@ def explain(box: list[float], truths: np.ndarray, peers: np.ndarray, peer_iou: f
 def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_score: float = 0.8,
             peer_iou: float = 0.5, progress: bool = True) -> tuple[dict, list[tuple[str, str, np.ndarray]]]:
     """name -> set -> counts, and (detector, set, crop) of every false detection."""
-    from convert.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
     from convert.images import read_rgb
     from convert.teacher import Teacher
-    from edge.config import load
-    from edge.infer.models import Detector
 
-    cfg = load(None)
-    cls = load_classifier(classifier, cfg)
+    from benchmarks.detector_recipes import evaluations
+
     teacher = Teacher(shared / "models" / "peers")
     peer_boxes: dict[str, np.ndarray] = {}
     res: dict[str, dict] = {}
     crops = []
-    with tempfile.TemporaryDirectory(prefix="doorguard-false-") as tmp:
-        sets = standard_sets(shared, tmp)
-        samples = {k: load_voc(*sets[k]) for k in SETS if k in sets}
-        for name, path in detectors.items():
-            det = Detector(path)
-            pipe = pipeline_for(det, cls, cfg)
-            res[name] = {"_threshold": det.score_threshold}
-            for set_name, smp in samples.items():
-                acc = evaluate(smp, pipe.predict, pipe.violating, progress=progress, desc=f"{name} {set_name}",
-                               input_size=[det.manifest.input.width, det.manifest.input.height])
-                peer, flagged_peer, near, either = 0, 0, 0, 0
-                where = {x.path.name: x for x in smp}
-                for fd in acc.false_detections:
-                    x = where[fd["image"]]
-                    img = str(x.path)
-                    if img not in peer_boxes:
-                        t = teacher(read_rgb(img))
-                        peer_boxes[img] = t.boxes[t.scores >= peer_score]
-                    truths = np.asarray([t.box.as_list() for t in x.truths]).reshape(-1, 4)
-                    close, hit = explain(fd["box"], truths, peer_boxes[img], peer_iou)
-                    near += close
-                    peer += hit
-                    either += hit or close
-                    flagged_peer += hit and fd["flagged"]
-                    x1, y1, x2, y2 = (int(round(v)) for v in fd["box"])
-                    crop = read_rgb(img)[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
-                    crops.append((name, set_name, crop))
-                n, images = len(acc.false_detections), acc.images
-                res[name][set_name] = {
-                    "images": images, "false_detections": n, "peer_faces": peer, "near_a_label": near,
-                    "peer_face_or_near_a_label": either,
-                    "flagged": sum(f["flagged"] for f in acc.false_detections), "flagged_peer_faces": flagged_peer,
-                    "false_per_135": round(n * 135 / images, 1) if images else None,
-                    "not_peer_faces_per_135": round((n - peer) * 135 / images, 1) if images else None,
-                    "neither_per_135": round((n - either) * 135 / images, 1) if images else None}
+    for name, det, set_name, smp, acc in evaluations(detectors, classifier, shared, SETS, progress):
+        res.setdefault(name, {"_threshold": det.score_threshold})
+        peer, flagged_peer, near, either = 0, 0, 0, 0
+        where = {x.path.name: x for x in smp}
+        for fd in acc.false_detections:
+            x = where[fd["image"]]
+            img = str(x.path)
+            if img not in peer_boxes:
+                t = teacher(read_rgb(img))
+                peer_boxes[img] = t.boxes[t.scores >= peer_score]
+            truths = np.asarray([t.box.as_list() for t in x.truths]).reshape(-1, 4)
+            close, hit = explain(fd["box"], truths, peer_boxes[img], peer_iou)
+            near += close
+            peer += hit
+            either += hit or close
+            flagged_peer += hit and fd["flagged"]
+            x1, y1, x2, y2 = (int(round(v)) for v in fd["box"])
+            crop = read_rgb(img)[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
+            crops.append((name, set_name, crop))
+        n, images = len(acc.false_detections), acc.images
+        res[name][set_name] = {
+            "images": images, "false_detections": n, "peer_faces": peer, "near_a_label": near,
+            "peer_face_or_near_a_label": either,
+            "flagged": sum(f["flagged"] for f in acc.false_detections), "flagged_peer_faces": flagged_peer,
+            "false_per_135": round(n * 135 / images, 1) if images else None,
+            "not_peer_faces_per_135": round((n - peer) * 135 / images, 1) if images else None,
+            "neither_per_135": round((n - either) * 135 / images, 1) if images else None}
     return res, crops
 
 
@@ -111,20 +98,16 @@ def montage(crops: list[tuple[str, str, np.ndarray]], path: Path, cell: int = 64
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--detector", action="append", required=True, metavar="NAME=MANIFEST")
-    p.add_argument("--classifier", type=Path, default=ROOT / "models" / "mask-classifier.json")
-    p.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    p.add_argument("--peer-score", type=float, default=0.8)
-    p.add_argument("--peer-iou", type=float, default=0.5)
-    p.add_argument("--json", type=Path)
-    p.add_argument("--montage", type=Path)
-    p.add_argument("--quiet", action="store_true")
+    from benchmarks.detector_recipes import arguments, detectors_of
+
+    p = arguments(__doc__)
+    p.add_argument("--peer-score", type=float, default=0.8, help="a peer box counts from this score (0.8)")
+    p.add_argument("--peer-iou", type=float, default=0.5, help="and overlapping by more than this IoU (0.5)")
+    p.add_argument("--montage", type=Path, help="write the false detections' crops here (PNG)")
     args = p.parse_args(argv)
-    dets = {}
-    for d in args.detector:
-        name, _, path = d.partition("=")
-        dets[name] = Path(path)
+    dets = detectors_of(args.detector)
+    if dets is None:
+        return 2
     res, crops = measure(dets, args.classifier, args.shared, args.peer_score, args.peer_iou, not args.quiet)
     for name, r in res.items():
         for s in SETS:
