@@ -12,12 +12,17 @@ detection (matched to no labelled face at IoU > 0.5) is "near a label" when it o
 has a box scoring at least ``--peer-score`` overlapping it by IoU > ``--peer-iou``. The peers are
 not ground truth: the figure bounds how much of the goal of 10 false detections per 135 images
 is the labels' and how much the detector's. ``--montage`` writes the crops (PNG) for a look by eye.
+
+It also lists every missed labelled face (matched by no kept detection) with the detection that
+overlaps it most among all the detector's boxes down to a score of ``MISS_FLOOR``: a miss found at a
+score under the threshold is a scoring problem, one found above it at IoU <= 0.5 a box drawn otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,8 @@ if str(ROOT) not in sys.path:
 SETS = ("dataroots-val", "facemask853-val-clean", "adityap27-valid-clean")
 #: A false detection overlapping a labelled face by more than this (and at most the match's 0.5).
 NEAR_IOU = 0.2
+#: The lowest score looked at for a missed face's best detection.
+MISS_FLOOR = 0.02
 
 
 def explain(box: list[float], truths: np.ndarray, peers: np.ndarray, peer_iou: float = 0.5) -> tuple[bool, bool]:
@@ -45,7 +52,9 @@ def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_sco
             peer_iou: float = 0.5, progress: bool = True) -> tuple[dict, list[tuple[str, str, np.ndarray]]]:
     """name -> set -> counts, and (detector, set, crop) of every false detection."""
     from convert.images import read_rgb
+    from convert.metrics import MISSED, iou_matrix
     from convert.teacher import Teacher
+    from edge.infer.models import Detector
 
     from benchmarks.detector_recipes import evaluations
 
@@ -55,6 +64,7 @@ def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_sco
     crops = []
     for name, det, set_name, smp, acc in evaluations(detectors, classifier, shared, SETS, progress):
         res.setdefault(name, {"_threshold": det.score_threshold})
+        low = Detector(detectors[name], score_threshold=MISS_FLOOR)
         peer, flagged_peer, near, either = 0, 0, 0, 0
         where = {x.path.name: x for x in smp}
         for fd in acc.false_detections:
@@ -72,6 +82,17 @@ def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_sco
             x1, y1, x2, y2 = (int(round(v)) for v in fd["box"])
             crop = read_rgb(img)[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
             crops.append((name, set_name, crop))
+        misses = []
+        for f in acc.faces:
+            if f.predicted != MISSED:
+                continue
+            ds = low.detect(read_rgb(str(where[f.image].path)))
+            b = np.asarray([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in ds], np.float64).reshape(-1, 4)
+            iou = iou_matrix(np.asarray([f.box], np.float64), b)[0]
+            j = int(np.argmax(iou)) if len(iou) else None
+            misses.append({"image": f.image, "truth": f.truth, "input_px": f.input_px,
+                           "best_iou": round(float(iou[j]), 3) if j is not None else 0.0,
+                           "best_score": round(float(ds[j].score), 4) if j is not None else None})
         n, images = len(acc.false_detections), acc.images
         res[name][set_name] = {
             "images": images, "false_detections": n, "peer_faces": peer, "near_a_label": near,
@@ -79,7 +100,8 @@ def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_sco
             "flagged": sum(f["flagged"] for f in acc.false_detections), "flagged_peer_faces": flagged_peer,
             "false_per_135": round(n * 135 / images, 1) if images else None,
             "not_peer_faces_per_135": round((n - peer) * 135 / images, 1) if images else None,
-            "neither_per_135": round((n - either) * 135 / images, 1) if images else None}
+            "neither_per_135": round((n - either) * 135 / images, 1) if images else None,
+            "misses": misses}
     return res, crops
 
 
@@ -118,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{c['not_peer_faces_per_135']} per 135 are not; {c['near_a_label']} overlap a label by IoU "
                       f"{NEAR_IOU}-0.5; {c['neither_per_135']} per 135 are neither; flagged {c['flagged']} "
                       f"({c['flagged_peer_faces']} peer faces)")
+                m = c["misses"]
+                kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(x["truth"] for x in m).items()))
+                under = sum(x["best_iou"] > 0.5 and (x["best_score"] or 0) < r["_threshold"] for x in m)
+                shifted = sum(x["best_iou"] <= 0.5 and (x["best_score"] or 0) >= r["_threshold"] for x in m)
+                print(f"  {len(m)} missed ({kinds}): {under} found under the threshold, {shifted} above it "
+                      f"boxed otherwise (IoU <= 0.5)")
     if args.json:
         args.json.write_text(json.dumps({"peer_score": args.peer_score, "peer_iou": args.peer_iou,
                                          "results": res}, indent=2) + "\n")
