@@ -145,6 +145,8 @@ def test_default_detector_recipe_is_g_teacher_labels_and_unlabelled_photos(tmp_p
     assert i[:-2] == h[:-2] and i[-2:] == ["--ema", "0.999"] and "--ema" not in train
     j = bm.RECIPES["j"](tmp_path / "shared", tmp_path)
     assert j[:-2] == i[:-2] and j[-2:] == ["--assign-iou", "0.213"] and "--assign-iou" not in train
+    k = bm.RECIPES["k"](tmp_path / "shared", tmp_path)
+    assert k[:-2] == i[:-2] and k[-2:] == ["--crop-min", "0.35"] and "--crop-min" not in train
     assert train[train.index("--seed") + 1] == "0"  # the shipped build; --detector-seed builds it again
     calls.clear()
     bm.build_detector(tmp_path / "shared", tmp_path / "out", tmp_path, seed=3)
