@@ -96,16 +96,20 @@ def detectors_of(specs: Sequence[str]) -> dict[str, Path] | None:
     return dets
 
 
+def report(res: dict, json_path: Path | None) -> int:
+    """Write ``res`` to ``json_path`` (when given), print its table; the exit code (0)."""
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=2) + "\n")
+    print(table(res))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__).parse_args(argv)
     dets = detectors_of(args.detector)
     if dets is None:
         return 2
-    res = measure(dets, args.classifier, args.shared, progress=not args.quiet)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
-    print(table(res))
-    return 0
+    return report(measure(dets, args.classifier, args.shared, progress=not args.quiet), args.json)
 
 
 if __name__ == "__main__":

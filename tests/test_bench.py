@@ -130,3 +130,40 @@ def test_macs_of_known_graphs(shared):
     assert macs.cv2_macs(net, (1, 3, 416, 416)) == pytest.approx(2.78e9, rel=0.01)
     aizoo = macs.tflite_macs(shared / "models" / "peers" / "face_mask_detection.tflite")
     assert 1e8 < aizoo < 2e9
+
+
+def test_flip_fusion_pairs_boxes_and_discounts_single_pass_ones():
+    from benchmarks.flip_tta import fuse
+
+    a = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    b = np.array([[1, 0, 11, 10], [100, 100, 110, 110]], np.float32)
+    boxes, scores = fuse(a, [0.8, 0.6], b, [0.4, 0.9], "mean")
+    # the overlapping pair is one box weighted by score, scored by the mean; the others keep half
+    assert scores.tolist() == pytest.approx([0.6, 0.3, 0.45])
+    assert boxes[0].tolist() == pytest.approx([1 / 3, 0, 10 + 1 / 3, 10])
+    boxes, scores = fuse(a, [0.8, 0.6], b, [0.4, 0.9], "max")
+    assert scores.tolist() == pytest.approx([0.8, 0.6, 0.9]) and len(boxes) == 3
+    assert fuse(np.zeros((0, 4)), [], np.zeros((0, 4)), [], "mean")[0].shape == (0, 4)
+    with pytest.raises(ValueError, match="one of mean, max"):
+        fuse(a, [0.8, 0.6], b, [0.4, 0.9], "median")
+
+
+def test_flip_detector_maps_the_mirror_pass_back(monkeypatch):
+    from benchmarks import flip_tta
+    from edge.types import Box, Detection
+
+    class Inner:
+        nms_iou = 0.45
+
+        def detect(self, image):  # a face at the left of whatever it is shown
+            left = image[:, :20].mean() > 100
+            box = Box(2, 2, 12, 12) if left else Box(28, 2, 38, 12)
+            return [Detection(box, 0.8 if left else 0.6, 0, "face")]
+
+    det = flip_tta.FlipDetector.__new__(flip_tta.FlipDetector)
+    det.inner, det.mode, det.score_threshold = Inner(), "mean", 0.5
+    det.manifest = type("M", (), {"labels": ["face"]})()
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :20] = 200
+    (d,) = det.detect(img)  # the mirror pass's box at x 28-38 is x 2-12 in the frame: one face
+    assert d.score == pytest.approx(0.7) and (d.box.x1, d.box.x2) == pytest.approx((2, 12))
