@@ -60,8 +60,8 @@ def run(manifest: Path, images: Path, frames: int, threads: int) -> dict:
     """Measure sizes and latencies; returns the results as a dict."""
     import cv2
 
-    from convert.detect_report import resolve_images
-    from convert.images import load_images
+    from convert.verify.detect_report import resolve_images
+    from convert.data.images import load_images
     from edge.manifest import load_manifest
     from edge.infer.preprocess import prepare
     from edge.infer.runtime import TfliteModel

@@ -2,9 +2,9 @@
 
 A DIAGNOSTIC, not a way to set a model up: the candidate's alarm-label probabilities are scaled
 by the weight that makes its clean fnr on facemask853_val equal the baseline's, i.e. matched on
-the reported set itself, which no shipped setting may be (`convert/operating_point.py` chooses
+the reported set itself, which no shipped setting may be (`convert/train/operating_point.py` chooses
 shipped weights on training data). Then both are compared under every condition of
-`convert.conditions`, classifier only, with the crops `python -m convert.masksynth compare` cuts.
+`convert.verify.conditions`, classifier only, with the crops `python -m convert.train.masksynth compare` cuts.
 
     .venv/bin/python benchmarks/classifier_shift.py models/mask-classifier.json DIR/mask-classifier.json \
         [--shared ../shared] [--json OUT]
@@ -28,10 +28,10 @@ ALARM = ("no_mask", "mask_incorrect")
 
 def probabilities(manifests: dict[str, Path], shared: Path, set_name: str = "facemask853_val"):
     """condition -> (true labels, {model: N x L int8 probabilities}) over the set's true boxes."""
-    from convert import conditions as cond
-    from convert.dataset import DEFAULT_LABEL_MAP
-    from convert.images import read_rgb
-    from convert.masksynth import _set_items
+    from convert.verify import conditions as cond
+    from convert.data.dataset import DEFAULT_LABEL_MAP
+    from convert.data.images import read_rgb
+    from convert.train.masksynth import _set_items
     from edge.infer.models import Classifier
     from edge.types import Box
 
@@ -61,9 +61,9 @@ def probabilities(manifests: dict[str, Path], shared: Path, set_name: str = "fac
 
 
 def tnr_fnr(p: list, y: list, labels: list[str], w: float) -> tuple[float, float]:
-    """(tnr, fnr) with the alarm labels' probabilities times ``w`` (``convert.operating_point.rates``:
+    """(tnr, fnr) with the alarm labels' probabilities times ``w`` (``convert.train.operating_point.rates``:
     the compliant label is the only other one, so its false alarms are the fnr)."""
-    from convert.operating_point import rates
+    from convert.train.operating_point import rates
 
     alarm = np.array([lab in ALARM for lab in labels])
     fa, rec = rates(np.asarray(p, np.float64), np.array([labels.index(t) for t in y]), alarm, w)

@@ -5,7 +5,7 @@ validation sets, at the detector's own threshold (chosen on facemask853 train by
         --detector c=build/run-c/yoloface-500k-v2-facemask.json --json build/recipes.json
 
 Per set: detector recall, recall of unmasked faces, tnr, fnr, false detections per 135 images
-(the same `convert.evaluate` code as `doorguard eval` and the model cards). None of these sets was
+(the same `convert.verify.evaluate` code as `doorguard eval` and the model cards). None of these sets was
 trained on or used to choose a threshold. x86 timings are not reported: they say nothing about a Pi.
 """
 
@@ -29,8 +29,8 @@ KEYS = ("detector_recall", "recall_no_mask", "tnr", "fnr", "false_detections_per
 def evaluations(detectors: dict[str, Path], classifier: Path, shared: Path, sets: Sequence[str] = SETS,
                 progress: bool = True) -> Iterator[tuple[str, Any, str, list, Any]]:
     """(name, Detector, set name, samples, ``EvalAccumulator``) for each detector on each of ``sets``,
-    with doorguard's classifier at the detector's own threshold (``convert.evaluate``)."""
-    from convert.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
+    with doorguard's classifier at the detector's own threshold (``convert.verify.evaluate``)."""
+    from convert.verify.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
     from edge.config import load
     from edge.infer.models import Detector
 

@@ -5,10 +5,10 @@ strong peers also call a face, i.e. how many are faces the annotators left out r
         --json build/false.json [--montage build/false.png]
 
 Each detector runs with doorguard's classifier at its own threshold, as in
-`benchmarks/detector_recipes.py` (the same `convert.evaluate` code as `doorguard eval`). A false
+`benchmarks/detector_recipes.py` (the same `convert.verify.evaluate` code as `doorguard eval`). A false
 detection (matched to no labelled face at IoU > 0.5) is "near a label" when it overlaps one by IoU
 > 0.2 (the same face boxed otherwise, or a face beside it), and counts as "a peer's face" when the teacher of
-`doorguard train detector` (YuNet n 640 and UltraFace RFB-640-masked, merged, `convert.teacher`)
+`doorguard train detector` (YuNet n 640 and UltraFace RFB-640-masked, merged, `convert.train.teacher`)
 has a box scoring at least ``--peer-score`` overlapping it by IoU > ``--peer-iou``. The peers are
 not ground truth: the figure bounds how much of the goal of 10 false detections per 135 images
 is the labels' and how much the detector's. ``--montage`` writes the crops (PNG) for a look by eye.
@@ -41,7 +41,7 @@ MISS_FLOOR = 0.02
 def explain(box: list[float], truths: np.ndarray, peers: np.ndarray, peer_iou: float = 0.5) -> tuple[bool, bool]:
     """(near a label: IoU > ``NEAR_IOU`` with a labelled face; a peer's face: IoU > ``peer_iou``
     with a confident peer box) of one false detection (x1, y1, x2, y2; N x 4 and M x 4 arrays)."""
-    from convert.metrics import iou_matrix
+    from convert.verify.metrics import iou_matrix
 
     b = np.asarray([box], np.float64)
     near = bool(len(truths) and iou_matrix(b, truths).max() > NEAR_IOU)
@@ -51,9 +51,9 @@ def explain(box: list[float], truths: np.ndarray, peers: np.ndarray, peer_iou: f
 def measure(detectors: dict[str, Path], classifier: Path, shared: Path, peer_score: float = 0.8,
             peer_iou: float = 0.5, progress: bool = True) -> tuple[dict, list[tuple[str, str, np.ndarray]]]:
     """name -> set -> counts, and (detector, set, crop) of every false detection."""
-    from convert.images import read_rgb
-    from convert.metrics import MISSED, iou_matrix
-    from convert.teacher import Teacher
+    from convert.data.images import read_rgb
+    from convert.verify.metrics import MISSED, iou_matrix
+    from convert.train.teacher import Teacher
     from edge.infer.models import Detector
 
     from benchmarks.detector_recipes import evaluations

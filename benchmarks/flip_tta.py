@@ -36,7 +36,7 @@ def fuse(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray, mode: str
          match_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Fuse two passes' boxes (N x 4 / M x 4, x1 y1 x2 y2, in the same frame) and scores -> (boxes,
     scores), one row per matched pair and per box only one pass found (before threshold and NMS)."""
-    from convert.metrics import iou_matrix
+    from convert.verify.metrics import iou_matrix
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: one of {', '.join(MODES)}")
@@ -94,9 +94,9 @@ class FlipDetector:
 
 def measure(manifest: Path, modes: list[str], classifier: Path, shared: Path, progress: bool = True) -> dict:
     """mode -> {_threshold, _choice, set -> figures} (``benchmarks.detector_recipes.KEYS``)."""
-    from convert.evaluate import SWEEP, Pipeline, collect, evaluate, load_classifier, load_voc, pipeline_for
-    from convert.evaluate import standard_sets
-    from convert.metrics import pick_threshold, threshold_sweep
+    from convert.verify.evaluate import SWEEP, Pipeline, collect, evaluate, load_classifier, load_voc, pipeline_for
+    from convert.verify.evaluate import standard_sets
+    from convert.verify.metrics import pick_threshold, threshold_sweep
     from edge.config import load
 
     from benchmarks.detector_recipes import KEYS

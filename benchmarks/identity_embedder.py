@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from convert.mobilenet import build_backbone, set_tail_trainable
+    from convert.train.mobilenet import build_backbone, set_tail_trainable
 
     keras.utils.set_random_seed(args.seed)
     crops = [im for im in bench.scan(args.data) if im.kind == "crop"]

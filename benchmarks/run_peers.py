@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from convert.evaluate import (  # noqa: E402
+from convert.verify.evaluate import (  # noqa: E402
     System, compare, doorguard_systems, load_classifier, load_voc, pipeline_for, standard_sets, table,
 )
 from edge.errors import run_main  # noqa: E402
 
-from convert import peers  # noqa: E402
+from convert.verify import peers  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> None:

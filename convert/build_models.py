@@ -13,12 +13,12 @@ Steps (each prints a progress line):
 2. threshold: the detector's default score threshold is chosen on facemask853
    TRAIN with the eval code (best detector F1, IoU > 0.5) and written into its
    manifest.
-3. classifier: ``convert.mask_recipe.build_default_mask_classifier`` (MobileNet v1
+3. classifier: ``convert.train.mask_recipe.build_default_mask_classifier`` (MobileNet v1
    0.25, mask / no_mask / mask_incorrect).
 4. eval: the full pipeline (int8 and float) and the peers, with the same eval
    code, on facemask853 val and dataroots validation; writes models/eval.json
    and each model card's metrics section (models/NAME.md).
-5. hands: the palm detector for the face-touch check (``convert.hands.build``: the
+5. hands: the palm detector for the face-touch check (``convert.pipeline.hands.build``: the
    mediapipe wheel's model -> int8 TFLite, manifest and card).
 """
 
@@ -358,8 +358,8 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
     from edge.manifest import load_manifest, write_manifest
     from edge.infer.models import Detector
 
-    from .evaluate import SWEEP, Pipeline, collect, load_voc
-    from .metrics import pick_threshold, threshold_sweep
+    from convert.verify.evaluate import SWEEP, Pipeline, collect, load_voc
+    from convert.verify.metrics import pick_threshold, threshold_sweep
 
     fm = shared / "data" / "facemask853"
     samples = load_voc(fm, fm / "train.txt")
@@ -382,8 +382,8 @@ def tune_threshold(manifest_path: Path, shared: Path, cfg: Any, progress: bool =
 def build_classifier(shared: Path, out: Path, conditions_aug: float = CLASSIFIER_CONDITIONS_AUG,
                      photo_conditions: float = 0.0, max_false_alarm: float | None = None,
                      holdout: str = "crops") -> Path:
-    """Train the default mask classifier (convert.mask_recipe.build_default_mask_classifier)."""
-    from .mask_recipe import build_default_mask_classifier
+    """Train the default mask classifier (convert.train.mask_recipe.build_default_mask_classifier)."""
+    from convert.train.mask_recipe import build_default_mask_classifier
 
     build_default_mask_classifier(shared, out, name=CLASSIFIER, conditions_aug=conditions_aug,
                                   photo_conditions=photo_conditions, max_false_alarm=max_false_alarm,
@@ -398,8 +398,8 @@ def measure(shared: Path, out: Path, cfg: Any, progress: bool = True, only: list
     Every system's detector threshold is tuned on facemask853 train by the same
     rule (doorguard's equals the one written into its manifest by ``tune_threshold``).
     """
-    from . import peers
-    from .evaluate import compare, doorguard_systems, load_classifier, load_voc, standard_sets
+    from convert.verify import peers
+    from convert.verify.evaluate import compare, doorguard_systems, load_classifier, load_voc, standard_sets
 
     det = out / f"{DETECTOR}.json"
     cls = out / f"{CLASSIFIER}.json"
@@ -432,8 +432,8 @@ def measure_conditions(shared: Path, out: Path, cfg: Any, progress: bool = True)
     """
     from edge.infer.models import Detector
 
-    from .conditions import CONDITIONS
-    from .evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
+    from convert.verify.conditions import CONDITIONS
+    from convert.verify.evaluate import evaluate, load_classifier, load_voc, pipeline_for, standard_sets
 
     det_path, cls_path = out / f"{DETECTOR}.json", out / f"{CLASSIFIER}.json"
     det = Detector(det_path)
@@ -461,11 +461,11 @@ def measure_conditions(shared: Path, out: Path, cfg: Any, progress: bool = True)
 def conditions_section(now: dict, before: dict | None = None) -> str:
     """Markdown table of ``measure_conditions`` (with the previous default's figures when given)."""
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["## Doorway conditions (convert/conditions.py, `doorguard eval --condition NAME`)", "",
+    lines = ["## Doorway conditions (convert/verify/conditions.py, `doorguard eval --condition NAME`)", "",
              "Each validation photo transformed reproducibly: ir (near-greyscale, stretched), low-light (gamma "
              "darkening to 1/4 + sensor noise), backlight (faces darkened, background blown out), motion-blur "
              "(9 px), jpeg (quality 15), small (half size). int8 pipeline at the shipped threshold. "
-             "Mask colour groups (dark / light / colourful) by the rule in `convert.conditions.mask_colour`."
+             "Mask colour groups (dark / light / colourful) by the rule in `convert.verify.conditions.mask_colour`."
              + (" `before`: the previous default detector, same classifier, same code." if before else ""), "",
              "| set | condition | recall | unmasked recall | tnr | fnr | false/135 | fnr dark masks | "
              "recall dark masks |" + (" tnr before | unmasked recall before |" if before else ""),
@@ -607,7 +607,7 @@ def tradeoff_section(results: dict, out: Path, counts: dict[str, dict[str, float
 
 def metrics_section(results: dict, tradeoff: str = "") -> str:
     """The model cards' eval section: the table, how it was measured, how to reproduce."""
-    from .evaluate import table
+    from convert.verify.evaluate import table
 
     return "\n".join([
         BEGIN, "## Measured (full pipeline, single-frame decisions)", "",
@@ -621,7 +621,7 @@ def metrics_section(results: dict, tradeoff: str = "") -> str:
         "violating faces flagged / violating faces (missed count as not flagged); fnr = compliant faces "
         "flagged / compliant faces. Each system's detector threshold was chosen on facemask853 TRAIN by "
         "one rule (best detector F1 at IoU > 0.5); the config's "
-        "min_face_px applies to every system. Peers: `convert/peers.py`, with doorguard's "
+        "min_face_px applies to every system. Peers: `convert/verify/peers.py`, with doorguard's "
         "classifier, or their own mask classes (`-own-classes`). Timings are x86 CPU, for ratios only.",
         "", table(results), tradeoff,
         "Goals (issue 5): detector_recall >= 0.97, tnr >= 0.95, fnr <= 0.02, classifier_accuracy >= 0.95, "
@@ -669,7 +669,7 @@ def run_steps(args: argparse.Namespace) -> None:
     if bad:
         raise UsageError(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
     if "classifier" in steps:  # before hours of other steps, not after
-        from .mask_recipe import HOLDOUTS
+        from convert.train.mask_recipe import HOLDOUTS
 
         if args.classifier_holdout not in HOLDOUTS:
             raise UsageError(f"--classifier-holdout must be one of {', '.join(HOLDOUTS)}, "
@@ -702,7 +702,7 @@ def run_steps(args: argparse.Namespace) -> None:
                       f"detections per 135 images", flush=True)
         elif step == "hands":
             _step(i, n, f"hand detector: MediaPipe's palm model -> int8 -> {out}", t0)
-            from .hands import build as build_hands
+            from convert.pipeline.hands import build as build_hands
 
             print(f"  wrote {build_hands(shared, out, Path(args.hands_work))}", flush=True)
         elif step == "classifier":
@@ -747,7 +747,7 @@ def run_steps(args: argparse.Namespace) -> None:
             for name in (DETECTOR, CLASSIFIER):
                 if (out / f"{name}.json").is_file():
                     print(f"  wrote {write_card(out / f'{name}.json', section)}", flush=True)
-            from .evaluate import table
+            from convert.verify.evaluate import table
 
             print(table(results), flush=True)
     _step(n, n, "done", t0)
@@ -791,7 +791,7 @@ STEP_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                                   "help": "the early-stopping (and operating-point) split: crops, a stratified "
                                           "10%% of the crops (default), or photos, about 10%% of each class as "
                                           "whole photos, their near-duplicates and each VGGFace2 person on one "
-                                          "side (convert.mask_recipe.HOLDOUTS)"}),
+                                          "side (convert.train.mask_recipe.HOLDOUTS)"}),
     ],
     "eval": [
         ("--only", {"metavar": "PREFIX,...",

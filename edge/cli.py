@@ -29,15 +29,15 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("enroll",), "edge.enroll", "collect face crops for an identity model (me / not_me)"),
     (("zones",), "edge.act.web.zone_overlay", "where the zones and masks come from; --reset drops those the web page saved"),
     (("set-password",), "edge.act.web.set_password", "set the password of the local web page"),
-    (("convert", "darknet"), "convert.darknet_cli", "darknet cfg+weights -> verified int8 TFLite"),
-    (("convert", "keras"), "convert.keras", "Keras classifier -> verified int8 TFLite"),
-    (("convert", "onnx"), "convert.onnx_import", "ONNX classifier -> verified int8 TFLite"),
-    (("convert", "torch"), "convert.torch_import", "PyTorch state dict + architecture -> verified int8 TFLite"),
-    (("train", "classifier"), "convert.train_classifier", "train a MobileNet classifier from an image folder"),
-    (("train", "detector"), "convert.train_detector", "fine-tune a darknet YOLO face detector"),
-    (("dataset", "crops"), "convert.dataset", "VOC boxes -> folder of face crops"),
-    (("dataset", "voc"), "convert.dataset_voc", "dataroots CSV -> VOC xml folder"),
-    (("eval",), "convert.evaluate", "evaluate the full pipeline on a VOC set"),
+    (("convert", "darknet"), "convert.pipeline.darknet_cli", "darknet cfg+weights -> verified int8 TFLite"),
+    (("convert", "keras"), "convert.pipeline.keras", "Keras classifier -> verified int8 TFLite"),
+    (("convert", "onnx"), "convert.pipeline.onnx_import", "ONNX classifier -> verified int8 TFLite"),
+    (("convert", "torch"), "convert.pipeline.torch_import", "PyTorch state dict + architecture -> verified int8 TFLite"),
+    (("train", "classifier"), "convert.train.train_classifier", "train a MobileNet classifier from an image folder"),
+    (("train", "detector"), "convert.train.train_detector", "fine-tune a darknet YOLO face detector"),
+    (("dataset", "crops"), "convert.data.dataset", "VOC boxes -> folder of face crops"),
+    (("dataset", "voc"), "convert.data.dataset_voc", "dataroots CSV -> VOC xml folder"),
+    (("eval",), "convert.verify.evaluate", "evaluate the full pipeline on a VOC set"),
     (("models",), "convert.build_models", "rebuild the default models in models/ from ../shared (make models)"),
     (("bench",), "benchmarks.bench.command", "benchmarks: speed, size, memory, peers"),
     (("bench-arm",), "benchmarks.arm.bench_arm", "guest instructions per frame on an emulated Pi 4 / Pi 5 (root)"),
@@ -52,7 +52,7 @@ _VALUE_OPTIONS = ("--log-level",)
 _TOOLCHAIN = ("convert.", "benchmarks.")
 #: What a toolchain command needs beyond the Pi install, found without importing it:
 #: every convert.* and benchmarks.* command needs the workstation extra (TensorFlow); some one more.
-_EXTRA_NEEDS = {"convert.onnx_import": ("onnx", "onnxruntime"), "convert.torch_import": ("torch", "onnx")}
+_EXTRA_NEEDS = {"convert.pipeline.onnx_import": ("onnx", "onnxruntime"), "convert.pipeline.torch_import": ("torch", "onnx")}
 _EXTRAS = {"tensorflow": "workstation", "onnx": "onnx", "onnxruntime": "onnx", "torch": "torch"}
 
 
@@ -156,7 +156,7 @@ def _quiet_toolchain(args: argparse.Namespace):
     if not getattr(args._main, "__module__", "").startswith(_TOOLCHAIN):
         return contextlib.nullcontext()
     # By name, like the command's own module: edge never imports the toolchain itself.
-    quiet = importlib.import_module("convert.tflog").quiet
+    quiet = importlib.import_module("convert.tflite.tflog").quiet
     level = getattr(logging, str(args.log_level).upper(), logging.INFO)
     return quiet(verbose=isinstance(level, int) and level <= logging.DEBUG)
 

@@ -1,7 +1,7 @@
 """Tiny perceptual hashes (difference hash) for near-duplicate screening.
 
 Lives in edge/ so ``doorguard enroll`` on the Pi can skip duplicate face crops
-without the workstation toolchain; ``convert.dataset`` uses the same function
+without the workstation toolchain; ``convert.data.dataset`` uses the same function
 to keep copies of validation photos out of training.
 """
 

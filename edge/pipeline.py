@@ -9,7 +9,7 @@ face). New and unsettled channels vote every frame; settled ones only every
 which is what keeps a doorway with a few people in view cheap on a Pi.
 
 :class:`FaceJudge` is the only code that decides what a stage's output means
-for one face in one frame; ``doorguard eval`` (``convert.evaluate.Pipeline``)
+for one face in one frame; ``doorguard eval`` (``convert.verify.evaluate.Pipeline``)
 calls the same object, so its figures are the device's decisions.
 """
 

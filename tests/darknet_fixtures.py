@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convert import darknet
+from convert.parse import darknet
 
 # Every layer type and option the converter implements: BN/no-BN conv, leaky/relu/
 # swish/logistic/linear, symmetric stride-2 padding, depthwise and grouped conv,

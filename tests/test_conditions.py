@@ -1,11 +1,11 @@
-"""Doorway conditions (convert/conditions.py): reproducible transforms, boxes follow, mask colour rule."""
+"""Doorway conditions (convert/verify/conditions.py): reproducible transforms, boxes follow, mask colour rule."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from convert import conditions as cond
+from convert.verify import conditions as cond
 from edge.types import Box
 
 

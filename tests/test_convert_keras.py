@@ -74,7 +74,7 @@ def test_legacy_h5_converts_with_inferred_preprocessing(images, tmp_path, capsys
     assert m["source"]["kind"] == "keras" and len(m["source"]["files"]["model"]["sha256"]) == 64
 
     # The runtime agrees with the float reference on every image of the report.
-    from convert.images import list_images, read_rgb
+    from convert.data.images import list_images, read_rgb
     from edge.infer.models import Classifier
 
     q = Classifier(tmp_path / "models" / "leg.json")
@@ -91,7 +91,7 @@ def test_keras3_and_savedmodel_and_presets(images, tmp_path):
     x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
     x = keras.layers.GlobalAveragePooling2D()(x)
     keras.Model(inp, keras.layers.Dense(2)(x)).save(tmp_path / "m.keras")
-    from convert.keras import convert_keras
+    from convert.pipeline.keras import convert_keras
 
     m = convert_keras(tmp_path / "m.keras", ["circle", "square"], images, tmp_path / "o" / "k3",
                       preprocess="unit", min_accuracy_drop=100, min_agreement=0)
@@ -131,7 +131,7 @@ def test_int8_gate_fails_after_writing_the_report(images, tmp_path, capsys):
 def test_agreement_gate(images, tmp_path, capsys, monkeypatch):
     """int8 that flips 1 in 6 of the float model's answers fails the agreement gate even when
     the accuracy-drop gate lets everything through."""
-    from convert import classifier
+    from convert.pipeline import classifier
 
     real = classifier.evaluate_runtime
 
@@ -178,7 +178,7 @@ def test_tf_keras_dot_keras_and_keras3_export(images, tmp_path):
     class 'Functional'") and a Keras 3 model.export() SavedModel ('_UserObject' has no 'inputs')."""
     import keras
 
-    from convert.keras import convert_keras
+    from convert.pipeline.keras import convert_keras
 
     k = tf_keras
     inp = k.Input((32, 32, 3))
@@ -205,7 +205,7 @@ def test_tf_keras_dot_keras_and_keras3_export(images, tmp_path):
     assert m.outputs[0].role == "probabilities" and "sum to 1" in m.metrics["conversion"]["output"]
     # The float32 TFLite reproduces the exported model (BatchNorm in inference mode).
     assert m.metrics["float_vs_keras"]["max_abs"] < 1e-4
-    from convert.images import list_images, read_rgb
+    from convert.data.images import list_images, read_rgb
     from edge.infer.models import Classifier
     from edge.infer.preprocess import prepare
 

@@ -164,7 +164,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("flatten,layout,softmax", [("gap", "nchw", False), ("shape", "nchw", True),
                                                     ("spatial", "nchw", False), ("gap", "nhwc", False)])
 def test_rebuild_matches_onnxruntime(tmp_path, flatten, layout, softmax):
-    from convert.onnx_graph import build_keras, load_onnx
+    from convert.parse.onnx_graph import build_keras, load_onnx
 
     p = mobilenet_like(tmp_path / "m.onnx", classes=3, flatten=flatten, layout=layout, softmax=softmax)
     g = build_keras(load_onnx(p), layout=layout)
@@ -181,7 +181,7 @@ def test_rebuild_matches_onnxruntime(tmp_path, flatten, layout, softmax):
 
 
 def test_dynamic_input_needs_a_size(tmp_path):
-    from convert.onnx_graph import build_keras, load_onnx
+    from convert.parse.onnx_graph import build_keras, load_onnx
 
     m = load_onnx(mobilenet_like(tmp_path / "d.onnx", dynamic=True))
     with pytest.raises(UsageError, match="--input WxH"):
@@ -202,8 +202,8 @@ def _convert(p: Path, images: Path, out: Path, *extra: str) -> int:
 
 
 def test_convert_onnx_writes_full_int8_with_framework_report(images, tmp_path, capsys):
-    from convert import quantize
-    from convert.images import list_images, read_rgb
+    from convert.tflite import quantize
+    from convert.data.images import list_images, read_rgb
     from edge.infer.models import Classifier
 
     p = mobilenet_like(tmp_path / "m.onnx", classes=2)

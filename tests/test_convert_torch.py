@@ -98,8 +98,8 @@ def fastai_resnet18(num_classes: int = 3):
 def test_onnx_rebuild_matches_torch_and_onnxruntime(tmp_path, arch, classes, convs):
     import onnxruntime as ort
 
-    from convert.onnx_graph import build_keras, load_onnx
-    from convert.torch_import import export_onnx
+    from convert.parse.onnx_graph import build_keras, load_onnx
+    from convert.pipeline.torch_import import export_onnx
 
     net = fastai_resnet18(classes) if arch == "fastai_resnet18" else torchvision.models.get_model(
         arch, num_classes=classes)
@@ -120,7 +120,7 @@ def test_onnx_rebuild_matches_torch_and_onnxruntime(tmp_path, arch, classes, con
 
 
 def test_convert_torch_torchvision_mobilenet_v2(images, tmp_path, capsys):
-    from convert import quantize
+    from convert.tflite import quantize
 
     sd = tmp_path / "mnv2.pth"
     torch.save(jitter(torchvision.models.mobilenet_v2(num_classes=3)).state_dict(), sd)
@@ -140,7 +140,7 @@ def test_convert_torch_torchvision_mobilenet_v2(images, tmp_path, capsys):
 
 
 def test_convert_onnx_exported_from_mobilenet_v2(images, tmp_path, capsys):
-    from convert.torch_import import export_onnx
+    from convert.pipeline.torch_import import export_onnx
 
     p = tmp_path / "small.onnx"
     export_onnx(jitter(small_mobilenet_v2(2)), SIZE, SIZE, p)

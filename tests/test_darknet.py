@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from convert import darknet
+from convert.parse import darknet
 from edge.errors import DataError
 
 from darknet_fixtures import ALL_LAYERS_CFG, ODD_POOL_CFG, write_model, yolov3_style_cfg

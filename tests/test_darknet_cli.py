@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from convert import darknet, detect_report, quantize
+from convert.parse import darknet
+from convert.tflite import quantize
+from convert.verify import detect_report
 from edge import cli
 from edge.errors import AccuracyGateError, DataError, UsageError
 from edge.manifest import load_manifest
@@ -93,7 +95,7 @@ def test_int8_model_is_full_integer_with_raw_heads(converted):
 
 
 def test_head_names_by_stride():
-    from convert.darknet_import import head_names
+    from convert.pipeline.darknet_import import head_names
 
     assert head_names([8, 16, 32]) == ["head_s8", "head_s16", "head_s32"]
     assert head_names([32, 16, 16]) == ["head_s32", "head_s16_1", "head_s16_2"]

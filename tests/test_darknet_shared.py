@@ -21,8 +21,9 @@ import json
 import numpy as np
 import pytest
 
-from convert import darknet, quantize
-from convert.images import read_rgb
+from convert.parse import darknet
+from convert.tflite import quantize
+from convert.data.images import read_rgb
 from edge import cli
 from edge.manifest import InputSpec, load_manifest
 from edge.infer.models import Detector

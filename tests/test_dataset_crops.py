@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from convert import dataset
-from convert.images import read_rgb
+from convert.data import dataset
+from convert.data.images import read_rgb
 from edge.cli import main as cli
 from edge.errors import DataError, UsageError
 from edge.infer.preprocess import crop_with_margin

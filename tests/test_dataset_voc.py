@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convert.evaluate import load_voc
+from convert.verify.evaluate import load_voc
 from edge import cli
 from edge.errors import DataError
 
@@ -43,7 +43,7 @@ def test_unknown_class_is_a_data_error(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text(HEADER + "hat,1,1,5,5,u,data/raw_images/1.jpg,c\n")
     (tmp_path / "imgs").mkdir()
-    from convert.dataset_voc import convert
+    from convert.data.dataset_voc import convert
 
     with pytest.raises(DataError, match="class 'hat'"):
         convert(csv, tmp_path / "imgs", tmp_path / "out")
@@ -51,7 +51,7 @@ def test_unknown_class_is_a_data_error(tmp_path):
 
 @pytest.mark.shared
 def test_dataroots_validation_converts(shared, tmp_path):
-    from convert.dataset_voc import convert
+    from convert.data.dataset_voc import convert
 
     counts = convert(shared / "data/dataroots/validation_metadata.csv", shared / "data/dataroots", tmp_path)
     assert counts["images"] == 83 and counts["faces"] == 83

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert import detect_report as dr
-from convert.detect_report import Boxes
+from convert.verify import detect_report as dr
+from convert.verify.detect_report import Boxes
 from edge.errors import DataError
 
 

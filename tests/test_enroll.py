@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convert.classifier import label_folders
+from convert.pipeline.classifier import label_folders
 from edge import cli
 from edge.enroll import MARKER, EnrollSettings, Enroller, prepare_dataset, sharpness
 from edge.types import Box, Detection

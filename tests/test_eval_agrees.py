@@ -1,6 +1,6 @@
 """`doorguard eval` and the device decide the same on the same frames (one verdict code).
 
-The eval adapter (``convert.evaluate.Pipeline``) and the device loop
+The eval adapter (``convert.verify.evaluate.Pipeline``) and the device loop
 (``edge.pipeline.Pipeline`` with one vote settling a verdict) run on the same
 frames with the same stubs; every face must get the same label, the same
 verdict and the same face-touch vote from both.
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convert.evaluate import pipeline_for
+from convert.verify.evaluate import pipeline_for
 from edge import config
 from edge.fakes import (BLUE, DARK, GREEN, RED, BlobDetectorInterpreter, ColourClassifierInterpreter,
                         DarkBlobHandInterpreter, frame_with, write_classifier_manifest, write_detector_manifest,

@@ -230,7 +230,7 @@ def test_float_rows_are_skipped_when_a_float_reference_is_missing(tmp_path, capl
     float32 row is skipped with a warning naming the missing one, instead of failing to load it."""
     import shutil
 
-    from convert.evaluate import doorguard_systems
+    from convert.verify.evaluate import doorguard_systems
     from edge.config import load
 
     root = Path(__file__).resolve().parents[1] / "models"

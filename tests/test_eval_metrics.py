@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert.metrics import (
+from convert.verify.metrics import (
     MISSED,
     EvalAccumulator,
     Prediction,
@@ -179,7 +179,7 @@ def test_flag_roc_leaves_out_missed_faces():
 
 
 def test_threshold_sweep_and_pick():
-    from convert.metrics import pick_threshold, threshold_sweep
+    from convert.verify.metrics import pick_threshold, threshold_sweep
 
     # Image 1: a face found at 0.9, a false box at 0.4. Image 2: a face found only at 0.3,
     # a false box at 0.2.

@@ -1,9 +1,9 @@
 """Bad-input fuzzing (hypothesis): every case ends in success or a DoorguardError.
 
 Targets: the config TOML (edge.config.parse/load/all_errors), darknet cfg text
-(convert.darknet.load_network), weights files of random length
-(convert.darknet.read_weights), VOC xml (convert.dataset.parse_voc and the
-eval's convert.evaluate.load_voc), image bytes (convert.images.read_rgb and
+(convert.parse.darknet.load_network), weights files of random length
+(convert.parse.darknet.read_weights), VOC xml (convert.data.dataset.parse_voc and the
+eval's convert.verify.evaluate.load_voc), image bytes (convert.data.images.read_rgb and
 edge.capture.sources.FolderSource), valid TOML with absurd numbers (1e9 votes, 1e12
 beeps, 1e-300 s, nan/inf: refused, or a config the alarm still works with), and
 the web page's routes (``next`` after a login with control characters,
@@ -28,10 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convert import darknet
-from convert.dataset import parse_voc
-from convert.evaluate import load_voc
-from convert.images import read_rgb
+from convert.parse import darknet
+from convert.data.dataset import parse_voc
+from convert.verify.evaluate import load_voc
+from convert.data.images import read_rgb
 from darknet_fixtures import ODD_POOL_CFG
 from edge import config as config_mod
 from edge.errors import DoorguardError

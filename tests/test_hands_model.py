@@ -1,4 +1,4 @@
-"""convert/hands.py: fold float16 DEQUANTIZE constants + signature, int8 quantization, the manifest;
+"""convert/pipeline/hands.py: fold float16 DEQUANTIZE constants + signature, int8 quantization, the manifest;
 and the shipped palm model through the runtime."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_fold_keeps_the_function_and_adds_a_signature(tmp_path):
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
-    from convert import hands
+    from convert.pipeline import hands
 
     src = _fp16_model(tmp_path)
     before = fu.read_model_from_bytearray(bytearray(src.read_bytes()))
@@ -66,7 +66,7 @@ def test_fold_keeps_the_function_and_adds_a_signature(tmp_path):
 @pytest.mark.slow
 def test_quantize_gives_int8_input_and_outputs(tmp_path):
     pytest.importorskip("ai_edge_quantizer")
-    from convert import hands
+    from convert.pipeline import hands
 
     folded = hands.prepare_float(_fp16_model(tmp_path))
     cal = [np.random.default_rng(i).random((1, 16, 16, 3), dtype=np.float32) for i in range(60)]

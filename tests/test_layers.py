@@ -3,6 +3,8 @@
 - no module of edge/ imports convert or benchmarks, at any depth of the file (lazy imports
   inside functions included: a Pi-only install has neither);
 - no module of convert/ imports benchmarks: the benchmarks sit on top, and nothing imports them;
+- convert/'s stages follow a model's flow, data -> tflite -> parse -> verify -> report -> pipeline
+  -> train (-> build_models): a stage imports no later stage, at any depth;
 - `doorguard run` on the demo, as the Pi runs it, loads no convert, tensorflow, keras or
   benchmarks module (checked with ``python -X importtime``, which lists every module loaded);
 - the config sections (edge/settings/) and edge/config.py import no runtime module: of edge, only
@@ -242,6 +244,67 @@ def test_the_shared_leaves_import_no_stage():
 def test_the_flow_check_sees_backward_and_wiring_imports(tmp_path, module, text, expected):
     (tmp_path / "m.py").write_text(text)
     assert flow_problems(tmp_path / "m.py", module) == expected
+
+
+# ---- the model's flow: data -> tflite -> parse -> verify -> report -> pipeline -> train ---------
+
+CONVERT_STAGES = ("data", "tflite", "parse", "verify", "report", "pipeline", "train")
+
+
+def convert_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of a convert module in a file, at any depth; no relative ones."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                out.append((node.lineno, "."))
+            elif node.module == "convert":  # from convert import train: each name is a module
+                out += [(node.lineno, f"convert.{a.name}") for a in node.names]
+            elif node.module:
+                out.append((node.lineno, node.module))
+    return [(line, m) for line, m in out if m == "." or m.split(".")[0] == "convert"]
+
+
+def convert_flow_problems(path: Path, module: str) -> list[str]:
+    parts = module.split(".")
+    stage = parts[1] if len(parts) > 1 and parts[1] in CONVERT_STAGES else None
+    bad = []
+    for line, m in convert_imports(path):
+        if m == ".":
+            bad.append(f"{module}:{line} imports relatively (name the stage)")
+            continue
+        target = m.split(".")[1] if m.count(".") else None
+        if target is None or target not in CONVERT_STAGES:
+            if stage is not None:  # convert's top (build_models) sits above every stage
+                bad.append(f"{module}:{line} imports {m}, not a stage")
+        elif stage is not None and CONVERT_STAGES.index(target) > CONVERT_STAGES.index(stage):
+            bad.append(f"{module}:{line} imports {m}, a later stage")
+    return bad
+
+
+def test_the_toolchain_stages_follow_the_models_flow():
+    files = sorted((ROOT / "convert").rglob("*.py"))
+    assert {p.parent.name for p in files} >= set(CONVERT_STAGES)  # the stages are there
+    bad = [problem for p in files for problem in convert_flow_problems(p, module_name(p))]
+    assert bad == [], "\n".join(bad)
+
+
+@pytest.mark.parametrize("module, text, expected", [
+    ("convert.verify.evaluate",
+     "from convert.data import dataset\nfrom convert import pipeline\ndef f():\n"
+     "    from convert.train.teacher import Teacher\n    from .metrics import roc\n"
+     "    import convert.build_models\n",
+     ["convert.verify.evaluate:2 imports convert.pipeline, a later stage",
+      "convert.verify.evaluate:4 imports convert.train.teacher, a later stage",
+      "convert.verify.evaluate:5 imports relatively (name the stage)",
+      "convert.verify.evaluate:6 imports convert.build_models, not a stage"]),
+    ("convert.build_models", "from convert.train import train_detector\nimport convert.pipeline.hands\n", []),
+])
+def test_the_toolchain_flow_check_sees_later_stages(tmp_path, module, text, expected):
+    (tmp_path / "m.py").write_text(text)
+    assert convert_flow_problems(tmp_path / "m.py", module) == expected
 
 
 def test_every_package_is_in_the_install():

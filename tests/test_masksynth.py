@@ -1,4 +1,4 @@
-"""convert.masksynth: masks placed by landmarks (nose uncovered for mask_incorrect), styles, cache."""
+"""convert.train.masksynth: masks placed by landmarks (nose uncovered for mask_incorrect), styles, cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convert import masksynth as ms
+from convert.train import masksynth as ms
 
 # An upright 96 px face: eyes, nose tip, mouth corners (YuNet order: right eye first, on the image left).
 LM = np.array([[32, 34], [64, 34], [48, 52], [37, 68], [59, 68]], np.float64)

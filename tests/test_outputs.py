@@ -1,10 +1,10 @@
-"""convert.outputs.Staging: a model's files appear together at the end, or not at all."""
+"""convert.report.outputs.Staging: a model's files appear together at the end, or not at all."""
 
 from __future__ import annotations
 
 import pytest
 
-from convert.outputs import Staging, output_name
+from convert.report.outputs import Staging, output_name
 from edge.errors import AccuracyGateError, DataError, UsageError
 
 

@@ -1,12 +1,12 @@
-"""Peer detectors (convert/peers.py): decoding checked on a real dataroots photo."""
+"""Peer detectors (convert/verify/peers.py): decoding checked on a real dataroots photo."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from convert import peers
-from convert.images import read_rgb
+from convert.verify import peers
+from convert.data.images import read_rgb
 from edge.types import Box
 
 

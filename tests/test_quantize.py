@@ -10,7 +10,7 @@ from edge.errors import DataError, ModelError
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from convert import quantize  # noqa: E402
+from convert.tflite import quantize  # noqa: E402
 
 
 def _tiny_model():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from convert import tflog
-from convert.images import load_images
+from convert.tflite import tflog
+from convert.data.images import load_images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ TF_LINES = [
 KEPT = [
     b"doorguard: error: only 0 readable calibration images\n",
     b"\rcalibrating:  50%|#####     | 10/20 [00:01<00:01, 9.80img/s]",
-    b"2026-12-01 22:56:25,948 WARNING convert.mobilenet: no --backbone-weights\n",
+    b"2026-12-01 22:56:25,948 WARNING convert.train.mobilenet: no --backbone-weights\n",
     b"I0000 is not how a sentence of ours starts, but this one is not absl's format\n",
 ]
 
@@ -62,7 +62,7 @@ def test_quiet_verbose_leaves_everything(capfd):
 def test_unreadable_files_are_one_summary_line(tmp_path, caplog):
     for i in range(30):
         (tmp_path / f"{i:02d}.jpg").write_bytes(b"not an image")
-    caplog.set_level(logging.DEBUG, logger="convert.images")
+    caplog.set_level(logging.DEBUG, logger="convert.data.images")
     images, _, skipped = load_images(sorted(tmp_path.iterdir()), desc="reading calibration images")
     assert images == [] and skipped == 30
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]

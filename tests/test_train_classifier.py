@@ -14,12 +14,12 @@ from edge.errors import DataError, ModelError, UsageError
 
 pytest.importorskip("tensorflow")
 
-from convert import mask_recipe, train_classifier  # noqa: E402
-from convert.classifier_data import augment, class_weights, grouped_split, load_resized, stratified_split  # noqa: E402
-from convert.mobilenet import TrainResult, build_backbone, fit_classifier, mobilenet_spec  # noqa: E402
-from convert.classifier import Evaluation, LabeledFiles, folder_set  # noqa: E402
-from convert.metrics import auc, roc_curve  # noqa: E402
-from convert.images import read_rgb  # noqa: E402
+from convert.train import mask_recipe, train_classifier  # noqa: E402
+from convert.train.classifier_data import augment, class_weights, grouped_split, load_resized, stratified_split  # noqa: E402
+from convert.train.mobilenet import TrainResult, build_backbone, fit_classifier, mobilenet_spec  # noqa: E402
+from convert.pipeline.classifier import Evaluation, LabeledFiles, folder_set  # noqa: E402
+from convert.verify.metrics import auc, roc_curve  # noqa: E402
+from convert.data.images import read_rgb  # noqa: E402
 
 
 def make_folder(root: Path, n: int = 14, labels=("circle", "square"), size: int = 40, seed: int = 0) -> Path:
@@ -189,7 +189,7 @@ def test_failure_after_training_leaves_nothing(folder, tmp_path, capsys, monkeyp
     folder, and a model already at --out stays as it was."""
     import keras
 
-    from convert import quantize
+    from convert.tflite import quantize
     from edge.errors import ModelError
 
     def quick_fit(x, y, xv, yv, *, labels, spec, **kw):
@@ -240,7 +240,7 @@ def test_grouped_split_keeps_each_group_on_one_side_within_each_class_quota():
 
 
 def test_photo_groups_join_a_photos_crops_its_near_duplicate_and_a_persons_crops(tmp_path, monkeypatch):
-    from convert import dataset
+    from convert.data import dataset
     from edge.types import Box
 
     rng = np.random.default_rng(0)
@@ -274,7 +274,7 @@ def test_roc_curve_hand_computed():
 
 
 def test_report_auc_is_none_for_an_absent_class():
-    # The classifier report uses convert.metrics' ROC (its old copy returned NaN for a
+    # The classifier report uses convert.verify.metrics' ROC (its old copy returned NaN for a
     # one-class set and the report turned NaN into None): the report is unchanged.
     both = Evaluation(["mask", "no_mask"], np.array([0, 0, 1, 1]),
                       np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.1, 0.9]]), 0)
@@ -298,9 +298,9 @@ def test_coral_int8_tflite_dequantizes_into_a_keras_backbone(shared):
 
 
 def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypatch):
-    """synth=True puts convert.masksynth's crops into the pool (split as the rest); off by default."""
-    from convert import masksynth
-    from convert.classifier import LabeledFiles
+    """synth=True puts convert.train.masksynth's crops into the pool (split as the rest); off by default."""
+    from convert.train import masksynth
+    from convert.pipeline.classifier import LabeledFiles
 
     def fake_data(shared, work):
         pool = LabeledFiles(list(mask_recipe.MASK_LABELS))
@@ -352,7 +352,7 @@ def test_default_recipe_synth_option_adds_the_synthetic_crops(tmp_path, monkeypa
 
 def test_condition_augment_draws_each_doorway_condition_and_keeps_the_crop():
     """conditions=1: every crop gets one of IR grey, low light, motion blur, JPEG; 0 changes nothing."""
-    from convert.classifier_data import TRAIN_CONDITIONS, condition_augment
+    from convert.train.classifier_data import TRAIN_CONDITIONS, condition_augment
 
     img = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     img[:, 24:] = (200, 40, 40)
@@ -383,7 +383,7 @@ def test_conditions_aug_out_of_range_is_a_usage_error(folder, tmp_path):
 
 
 def test_default_recipe_passes_the_conditions_share_and_false_alarm_budget_to_training(tmp_path, monkeypatch):
-    from convert.classifier import LabeledFiles
+    from convert.pipeline.classifier import LabeledFiles
 
     pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
                         [i % 2 for i in range(20)])
@@ -405,7 +405,7 @@ def test_default_recipe_passes_the_conditions_share_and_false_alarm_budget_to_tr
 def test_shipped_card_notes_carry_the_measured_options():
     """The default model's card ends with the backbone, synthetic-mask and conditions notes; the
     synthetic candidate's card only with the backbone note (it is the 'after' of the synth note)."""
-    from convert.mask_card import measured_notes
+    from convert.report.mask_card import measured_notes
 
     shipped = measured_notes(default_backbone=True, synth=False)
     assert "## Synthetic masks" in shipped and "## Doorway conditions in training" in shipped
@@ -417,7 +417,7 @@ def test_shipped_card_notes_carry_the_measured_options():
 
 def test_photo_condition_degrades_the_whole_photo_and_keeps_its_size():
     """Each photo-scale family is drawn; the photo keeps its size (boxes stay valid); seeded."""
-    from convert.classifier_data import PHOTO_CONDITIONS, photo_condition
+    from convert.train.classifier_data import PHOTO_CONDITIONS, photo_condition
 
     rng0 = np.random.default_rng(3)
     img = cv2.resize(rng0.integers(0, 256, (30, 40, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_NEAREST)
@@ -439,8 +439,8 @@ def test_photo_condition_degrades_the_whole_photo_and_keeps_its_size():
 def test_photo_condition_crops_cut_degraded_twins_of_training_faces_only(tmp_path, monkeypatch):
     """Copies are cut from degraded photos with the same boxes, and only for faces in the training
     split: the early-stopping split never sees a twin of a face it trains on."""
-    from convert import dataset
-    from convert.classifier import LabeledFiles
+    from convert.data import dataset
+    from convert.pipeline.classifier import LabeledFiles
     from edge.types import Box
 
     photos = []
@@ -470,7 +470,7 @@ def test_photo_condition_crops_cut_degraded_twins_of_training_faces_only(tmp_pat
 
 
 def test_default_recipe_adds_photo_condition_copies_to_the_training_split_only(tmp_path, monkeypatch):
-    from convert.classifier import LabeledFiles
+    from convert.pipeline.classifier import LabeledFiles
 
     pool = LabeledFiles(list(mask_recipe.MASK_LABELS), [tmp_path / f"{i}.jpg" for i in range(20)],
                         [i % 2 for i in range(20)])
@@ -510,8 +510,8 @@ def test_photo_condition_crops_take_a_share_and_do_not_depend_on_how_shared_is_s
     full copy's crops), and the degraded photos are the same for any spelling of --shared."""
     import os
 
-    from convert import dataset
-    from convert.classifier import LabeledFiles
+    from convert.data import dataset
+    from convert.pipeline.classifier import LabeledFiles
     from edge.types import Box
 
     shared = tmp_path / "shared"
@@ -546,7 +546,7 @@ def test_photo_condition_crops_take_a_share_and_do_not_depend_on_how_shared_is_s
 
 
 def test_operating_point_takes_the_largest_weight_within_the_false_alarm_budget():
-    from convert.operating_point import WEIGHTS, choose_weight, rates
+    from convert.train.operating_point import WEIGHTS, choose_weight, rates
 
     # labels (ok, alarm); four ok crops, two alarm crops.
     p = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])

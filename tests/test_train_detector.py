@@ -13,7 +13,8 @@ from edge.cli import main as cli
 
 pytest.importorskip("tensorflow")
 
-from convert import darknet, train_detector as td  # noqa: E402
+from convert.parse import darknet  # noqa: E402
+from convert.train import train_detector as td  # noqa: E402
 from edge.errors import UsageError  # noqa: E402
 from darknet_fixtures import ALL_LAYERS_CFG, TINY_CFG, write_model  # noqa: E402
 
@@ -160,14 +161,14 @@ def test_load_examples_leaves_out_near_duplicates_of_excluded_images(tmp_path):
 
 
 class FakeTeacherCache:
-    """Stands in for convert.teacher.TeacherCache: fixed boxes per image name."""
+    """Stands in for convert.train.teacher.TeacherCache: fixed boxes per image name."""
 
     def __init__(self, boxes: dict[str, list[tuple[float, float, float, float, float]]]):
         self.boxes = boxes
         self.saved = 0
 
     def get(self, path, rgb):
-        from convert.teacher import TeacherBoxes
+        from convert.train.teacher import TeacherBoxes
 
         rows = np.asarray(self.boxes.get(Path(path).name, []), np.float32).reshape(-1, 5)
         return TeacherBoxes(rows[:, :4], rows[:, 4])
@@ -252,7 +253,7 @@ def test_paste_faces_adds_exact_boxes_that_overlap_nothing():
                                       px=(20, 40), count=4, want_unmasked=True, avoid=ignore)
     assert len(b) > 1 and len(b) == len(c) == len(kinds) and kinds[0] == "mask"
     assert kinds[1] == "no_mask"  # asked for unmasked first
-    from convert.metrics import iou_matrix
+    from convert.verify.metrics import iou_matrix
 
     new = b[1:]
     assert iou_matrix(new, np.concatenate([boxes, ignore])).max() == 0
@@ -328,7 +329,7 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
 
 def test_teacher_cache_gives_the_same_boxes_when_it_computes_them_as_when_it_reads_them(tmp_path):
     """A run that fills the cache used the unrounded boxes and trained otherwise than every run after it."""
-    from convert.teacher import TeacherBoxes, TeacherCache
+    from convert.train.teacher import TeacherBoxes, TeacherCache
 
     photo = tmp_path / "p.jpg"
     photo.write_bytes(b"x")
@@ -348,13 +349,13 @@ def test_teacher_finds_the_face_in_a_real_photo():
     photo = shared / "data" / "dataroots" / "raw_images" / "0.jpg"
     if not photo.is_file():
         pytest.skip("../shared (dataroots photo, peer models) not present")
-    from convert.images import read_rgb
-    from convert.teacher import Teacher
+    from convert.data.images import read_rgb
+    from convert.train.teacher import Teacher
 
     rgb = read_rgb(photo)
     tb = Teacher(shared / "models" / "peers")(rgb)
     # validation_metadata.csv: a masked face at x 549, y 319, 253 x 301
-    from convert.metrics import iou_matrix
+    from convert.verify.metrics import iou_matrix
 
     assert len(tb.boxes) >= 1
     assert iou_matrix(np.array([[549, 319, 802, 620]], np.float32), tb.boxes).max() > 0.5

@@ -18,7 +18,7 @@ import numpy as np
 def peer_detectors(shared: Path, cfg: Any) -> list[tuple[str, str, Callable[[], Any]]]:
     """(name, note, factory) of every detector timed on the same in-memory frames."""
     from benchmarks.ultraface_tflite import UltraFaceTflite
-    from convert import peers
+    from convert.verify import peers
     from edge.infer.models import Detector
 
     d = shared / "models" / "peers"

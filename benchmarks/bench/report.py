@@ -182,7 +182,7 @@ def render(r: dict[str, Any]) -> str:
             "frames held in memory, the detectors taking turns in blocks of 12 frames (so load from other "
             "jobs hits all alike; each block starts with one uncounted warm-up call); median ms per frame. These ran at other moments than "
             "section 1, so compare the doorguard detector row with the peers, not with section 1. "
-            "Runners from `convert/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
+            "Runners from `convert/verify/peers.py` (YuNet, UltraFace ONNX, AIZOO) and "
             "`benchmarks/ultraface_tflite.py`.")
         add("")
         L += table(("detector", "how", "ms per frame", "FPS", "faces found (one repeat)"),

@@ -100,7 +100,7 @@ def coral_init(model, path: Path) -> int:
 
 
 def _load(ds, spec) -> tuple[np.ndarray, np.ndarray]:
-    from convert.images import read_rgb
+    from convert.data.images import read_rgb
     from edge.infer.preprocess import resize_for
 
     xs, ys = [], []
@@ -199,14 +199,14 @@ def main() -> int:
     import torch
     import torchvision
 
-    from convert.mask_recipe import mask_classifier_data
+    from convert.train.mask_recipe import mask_classifier_data
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     pool, evals, _ = mask_classifier_data(args.shared, work / "crops-src", progress=False)
-    from convert.classifier import LabeledFiles
+    from convert.pipeline.classifier import LabeledFiles
 
     rng = np.random.default_rng(args.seed)
     if len(pool.files) > args.max_train:
@@ -250,8 +250,8 @@ def main() -> int:
     name = f"{args.arch}-{route}"
     common = ["--labels", ",".join(LABELS), "--input", f"{SIZE}x{SIZE}", "--preprocess", "mobilenet",
               "--calib", str(calib), "--val", str(val), "--out", str(work / "models" / name)]
-    from convert.onnx_import import compare_with_reference, onnxruntime_reference
-    from convert.torch_import import export_onnx, torch_reference
+    from convert.pipeline.onnx_import import compare_with_reference, onnxruntime_reference
+    from convert.pipeline.torch_import import export_onnx, torch_reference
 
     if route == "torch":
         cmd = [sys.executable, "-m", "edge.cli", "convert", "torch", "--arch", f"torchvision:{args.arch}",
@@ -276,12 +276,12 @@ def main() -> int:
         ev = m["metrics"]["eval"]["val"]
         result["facemask853_val"] = {"float32_tflite_accuracy": ev["float_accuracy"],
                                      "int8_accuracy": ev["int8_accuracy"], **m["metrics"]["framework"]}
-        from convert.classifier import folder_set
+        from convert.pipeline.classifier import folder_set
 
         result["dataroots_real_val"] = compare_with_reference(manifest, reference,
                                                               folder_set(dr, LABELS), labelled=True)
         from edge.infer.models import Classifier
-        from convert.images import read_rgb
+        from convert.data.images import read_rgb
 
         fl = Classifier(manifest, use_float=True)
         ds = folder_set(dr, LABELS)

@@ -97,9 +97,9 @@ def main() -> int:
     import litert_torch
     from ai_edge_quantizer import quantizer, recipe
 
-    from convert import quantize as dq
-    from convert.classifier import calibration_files
-    from convert.images import list_images, read_rgb
+    from convert.tflite import quantize as dq
+    from convert.pipeline.classifier import calibration_files
+    from convert.data.images import list_images, read_rgb
     from edge.manifest import InputSpec
     from edge.infer.preprocess import prepare
 
@@ -108,7 +108,7 @@ def main() -> int:
     if args.state_dict:
         model.load_state_dict(torch.load(args.state_dict, map_location="cpu", weights_only=True))
     model.eval()
-    from convert.classifier_args import PRESETS
+    from convert.pipeline.classifier_args import PRESETS
 
     sc, mn, sd = PRESETS[args.preprocess]
     spec = InputSpec(width=args.size, height=args.size, color="RGB", resize="stretch", scale=sc, mean=mn, std=sd,

@@ -20,7 +20,7 @@ def tensor_quant(detail: dict) -> tuple[float, int] | None:
     """(scale, zero_point) of an interpreter tensor, None for a float (unquantized) tensor.
 
     The one reading of a tensor's quantization: the check of a manifest against its model
-    here, and the converters' manifests (``convert.quantize.quant_params``).
+    here, and the converters' manifests (``convert.tflite.quantize.quant_params``).
     """
     scale, zp = detail.get("quantization", (0.0, 0))
     if np.dtype(detail["dtype"]).kind == "f" or not scale:
