@@ -167,3 +167,36 @@ def test_flip_detector_maps_the_mirror_pass_back(monkeypatch):
     img[:, :20] = 200
     (d,) = det.detect(img)  # the mirror pass's box at x 28-38 is x 2-12 in the frame: one face
     assert d.score == pytest.approx(0.7) and (d.box.x1, d.box.x2) == pytest.approx((2, 12))
+
+
+def test_weight_soup_averages_the_networks_with_batchnorm_folded(tmp_path):
+    # Two builds whose BatchNorm differs: the soup is the mean of what each computes (folded kernel
+    # and bias), written BatchNorm-free as `train detector` writes, and reads back as a darknet file.
+    from benchmarks.weight_soup import average_weights
+    from convert.parse import darknet
+    from darknet_fixtures import TINY_CFG, write_model
+
+    cfg, wa, net, a = write_model(tmp_path, TINY_CFG, seed=0, name="a")
+    _, wb, _, b = write_model(tmp_path, TINY_CFG, seed=1, name="b")
+    out = tmp_path / "soup.weights"
+    average_weights([wa, wb], cfg, out)
+    _, soup = darknet.read_weights(out, net)
+    assert any(layer.params["batch_normalize"] for layer in net.conv_layers)
+    for layer in net.conv_layers:
+        (ka, ba), (kb, bb) = (darknet.fold_batchnorm(layer, w[layer.index]) for w in (a, b))
+        ks, bs = darknet.fold_batchnorm(layer, soup[layer.index])
+        np.testing.assert_allclose(ks, (ka + kb) / 2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bs, (ba + bb) / 2, rtol=1e-5, atol=1e-6)
+        if layer.params["batch_normalize"]:
+            assert np.all(soup[layer.index]["scales"] == 1) and np.all(soup[layer.index]["mean"] == 0)
+
+
+def test_weight_soup_refuses_a_file_of_another_cfg(tmp_path):
+    from benchmarks.weight_soup import average_weights
+    from darknet_fixtures import ALL_LAYERS_CFG, TINY_CFG, write_model
+    from edge.errors import DataError
+
+    cfg, wa, _, _ = write_model(tmp_path, TINY_CFG, name="a")
+    _, other, _, _ = write_model(tmp_path, ALL_LAYERS_CFG, name="b")
+    with pytest.raises(DataError):
+        average_weights([wa, other], cfg, tmp_path / "soup.weights")
