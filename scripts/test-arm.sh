@@ -35,10 +35,13 @@ HOSTPY=${HOSTPY:-$REPO/.venv/bin/python}
 PROFILES=${ARM_PROFILES:-pi4 pi5}
 DEFAULT_SUITES=bookworm,trixie
 GUESTPY=/opt/doorguard/venv/bin/python
-# The edge subset: nothing here needs tensorflow, ../shared, a broker or a browser.
+# The edge subset: nothing here needs tensorflow, ../shared, a broker or a browser. test_layers.py
+# runs `doorguard run` here on the Pi-only venv (no tensorflow, keras, torch or onnx installed) and
+# checks it loads no convert or benchmarks module (issue 23).
 ARM_TESTS=(tests/test_config.py tests/test_sources.py tests/test_edge_core.py tests/test_tracking.py
            tests/test_rules.py tests/test_actuators.py tests/test_events.py tests/test_pipeline.py
-           tests/test_run_e2e.py tests/test_preprocess_lut.py tests/test_notify.py tests/test_doctor.py)
+           tests/test_run_e2e.py tests/test_preprocess_lut.py tests/test_notify.py tests/test_doctor.py
+           tests/test_layers.py)
 
 # parse_suites SPEC: the suites SPEC names (separated by commas or spaces; in its order, each
 # once), one a line. A name scripts/arm64.sh cannot make, or none at all: one line, status 2.
